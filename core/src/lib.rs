@@ -1,0 +1,14 @@
+//! Poolkeeper's pure core.
+//!
+//! Everything here is a function of its arguments: no I/O, no clock, no environment.
+//! `now` is always a field of the snapshot. The shell (`poolkeeper` crate) loads snapshots,
+//! calls into this crate and carries out the returned decisions.
+
+pub mod build;
+pub mod lifecycle;
+pub mod prebuilds;
+pub mod replay;
+pub mod schedule;
+mod serde_util;
+
+pub use replay::{parse_replay, run_replay, ReplayError, ReplayInput, ReplayOutput};

@@ -1,0 +1,144 @@
+//! The prebuild snapshot: REPLAY.md `prebuilds` section.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::build::Transition;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrebuildSnapshot {
+    pub config: ReconcilerConfig,
+    pub presets: Vec<Preset>,
+    pub running: Vec<RunningPrebuild>,
+    pub in_progress: Vec<InProgressPrebuild>,
+    pub recent_builds: Vec<RecentBuild>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcilerConfig {
+    pub backoff_interval_secs: u64,
+    pub backoff_lookback_secs: u64,
+    /// 0 disables the hard limit.
+    pub failure_hard_limit: u32,
+    /// 0 = no cap on creates in flight per preset.
+    #[serde(default)]
+    pub max_pending_creates_per_preset: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresetStatus {
+    Healthy,
+    HardLimited,
+    ValidationFailed,
+}
+
+impl PresetStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresetStatus::Healthy => "healthy",
+            PresetStatus::HardLimited => "hard_limited",
+            PresetStatus::ValidationFailed => "validation_failed",
+        }
+    }
+}
+
+impl std::str::FromStr for PresetStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "healthy" => Ok(PresetStatus::Healthy),
+            "hard_limited" => Ok(PresetStatus::HardLimited),
+            "validation_failed" => Ok(PresetStatus::ValidationFailed),
+            other => Err(format!("unknown preset status {other:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresetSchedule {
+    pub cron: String,
+    pub instances: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    pub id: Uuid,
+    pub name: String,
+    pub template_id: Uuid,
+    pub template_version_id: Uuid,
+    pub using_active_version: bool,
+    pub template_deleted: bool,
+    pub template_deprecated: bool,
+    /// The preset's base count, used outside every schedule window.
+    pub desired_instances: u32,
+    /// 0 = prebuilds never expire.
+    pub expiration_ttl_secs: u64,
+    pub scheduling_timezone: String,
+    pub schedules: Vec<PresetSchedule>,
+    /// Windows count as open this many seconds early (pre-warming).
+    #[serde(default)]
+    pub schedule_lead_secs: u64,
+    /// Rows created before this instant are expired.
+    #[serde(default)]
+    pub invalidated_at: Option<DateTime<Utc>>,
+    pub status: PresetStatus,
+}
+
+/// A prebuild whose latest build is a succeeded start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunningPrebuild {
+    pub workspace_id: Uuid,
+    pub preset_id: Uuid,
+    pub template_version_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// Every agent of the latest build reported ready.
+    pub ready: bool,
+}
+
+/// The status of a job that has not finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InFlightStatus {
+    Pending,
+    Running,
+    Canceling,
+}
+
+/// A prebuild whose latest build's job is not finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InProgressPrebuild {
+    pub workspace_id: Uuid,
+    pub preset_id: Uuid,
+    pub template_version_id: Uuid,
+    pub transition: Transition,
+    pub job_status: InFlightStatus,
+    pub build_number: u32,
+}
+
+/// The status of a job that has finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishedStatus {
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+/// The latest finished start build of a prebuild workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecentBuild {
+    pub workspace_id: Uuid,
+    pub preset_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub job_status: FinishedStatus,
+}

@@ -1,0 +1,4 @@
+//! Poolkeeper's imperative shell: it loads snapshots from PostgreSQL, calls the pure core
+//! (`poolkeeper-core`) and carries out its decisions.
+
+pub mod cli;
