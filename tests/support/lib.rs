@@ -13,3 +13,5 @@ pub fn proptest_config(name: &'static str, cases: u32) -> Config {
         ..Config::default()
     }
 }
+
+pub mod corpus;

@@ -1,24 +1,10 @@
-//! The `poolkeeper` command line.
+//! `poolkeeper replay FILE`: feed a replay file through the pure core.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-/// Poolkeeper: the lifecycle executor and prebuild reconciler for cloud development workspaces.
-#[derive(Debug, Parser)]
-#[command(name = "poolkeeper", version, about, long_about = None)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run a replay file through the core and print the decisions as JSON.
-    Replay(ReplayArgs),
-}
+use super::EXIT_INVALID_INPUT;
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -29,16 +15,8 @@ pub struct ReplayArgs {
     pub pretty: bool,
 }
 
-/// Exit code for invalid input (a bad replay file, a bad flag).
-pub const EXIT_INVALID_INPUT: u8 = 2;
-
-pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {
-        Command::Replay(args) => replay(&args),
-    }
-}
-
-fn replay(args: &ReplayArgs) -> ExitCode {
+/// `poolkeeper replay`: parse, run the core, print the decisions.
+pub fn replay(args: &ReplayArgs) -> ExitCode {
     let text = match read_input(&args.file) {
         Ok(text) => text,
         Err(err) => {

@@ -1,0 +1,40 @@
+//! The `poolkeeper` command line: one binary, one module per subcommand.
+
+mod replay;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Poolkeeper: the lifecycle executor and prebuild reconciler for cloud development workspaces.
+#[derive(Debug, Parser)]
+#[command(name = "poolkeeper", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a replay file through the core and print the decisions as JSON.
+    Replay(replay::ReplayArgs),
+}
+
+/// Exit code for invalid input (a bad replay file, a bad flag or configuration value).
+pub const EXIT_INVALID_INPUT: u8 = 2;
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Replay(args) => replay::replay(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
