@@ -2,3 +2,4 @@
 //! (`poolkeeper-core`) and carries out its decisions.
 
 pub mod cli;
+pub mod db;

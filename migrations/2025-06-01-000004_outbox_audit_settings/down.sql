@@ -1,0 +1,11 @@
+DROP TRIGGER provisioner_jobs_notify_presets ON provisioner_jobs;
+DROP TRIGGER settings_notify_presets ON settings;
+DROP TRIGGER templates_notify_presets ON templates;
+DROP TRIGGER preset_schedules_notify_presets ON preset_schedules;
+DROP TRIGGER presets_notify_presets ON presets;
+DROP FUNCTION poolkeeper_notify_presets();
+DROP TRIGGER provisioner_jobs_notify_job ON provisioner_jobs;
+DROP FUNCTION poolkeeper_notify_job();
+DROP TABLE settings;
+DROP TABLE audit_log;
+DROP TABLE notifications;

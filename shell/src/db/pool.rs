@@ -1,0 +1,71 @@
+//! The connection pool (diesel-async over deadpool) with bounded waits: a database that
+//! is down makes callers fail after `connect_timeout`, never hang.
+
+use std::time::Duration;
+
+use deadpool::Runtime;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::AsyncPgConnection;
+
+/// A pool of PostgreSQL connections. Cheap to clone; bound to the tokio runtime that uses it
+/// (its connections' I/O tasks live there), so never keep one in a `static`.
+pub type DbPool = Pool<AsyncPgConnection>;
+
+/// A connection checked out of a [`DbPool`]; returned to the pool on drop.
+pub type DbConn = Object<AsyncPgConnection>;
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Maximum number of open connections.
+    pub max_size: usize,
+    /// Bound on opening one connection, and on waiting for a free one.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self { max_size: 10, connect_timeout: Duration::from_secs(5) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("invalid connection pool configuration: {0}")]
+    Build(#[from] diesel_async::pooled_connection::deadpool::BuildError),
+    #[error("cannot get a database connection: {0}")]
+    Checkout(#[from] diesel_async::pooled_connection::deadpool::PoolError),
+}
+
+impl PoolError {
+    /// Short stable label (a metric label, a log field).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Build(_) => "pool_build",
+            Self::Checkout(_) => "pool_checkout",
+        }
+    }
+}
+
+/// A pool for `url` (`postgres://user@host:port/dbname`). Lazy: no connection is opened
+/// until the first checkout, so this succeeds while the database is down. Must be called
+/// inside a tokio runtime (the timeouts use its timer).
+pub fn build(url: &str, config: &PoolConfig) -> Result<DbPool, PoolError> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+    let pool = Pool::builder(manager)
+        .max_size(config.max_size)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(config.connect_timeout))
+        .wait_timeout(Some(config.connect_timeout))
+        .recycle_timeout(Some(config.connect_timeout))
+        .build()?;
+    Ok(pool)
+}
+
+/// [`build`], then check out one connection, so that a wrong URL or a database that is down
+/// is reported now rather than at the first query.
+pub async fn connect(url: &str, config: &PoolConfig) -> Result<DbPool, PoolError> {
+    let pool = build(url, config)?;
+    drop(pool.get().await?);
+    Ok(pool)
+}
