@@ -1,5 +1,6 @@
 //! The `poolkeeper` command line: one binary, one module per subcommand.
 
+mod migrate;
 mod replay;
 
 use std::process::ExitCode;
@@ -16,6 +17,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Apply pending database migrations (POOLKEEPER_DATABASE_URL).
+    Migrate(migrate::MigrateArgs),
     /// Run a replay file through the core and print the decisions as JSON.
     Replay(replay::ReplayArgs),
 }
@@ -25,6 +28,7 @@ pub const EXIT_INVALID_INPUT: u8 = 2;
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Migrate(args) => migrate::migrate(&args),
         Command::Replay(args) => replay::replay(&args),
     }
 }

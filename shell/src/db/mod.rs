@@ -4,11 +4,14 @@
 //! Only `shell/src/store` writes SQL against these tables; this module defines them.
 
 pub mod enums;
+pub mod local_server;
 pub mod migrate;
 pub mod models;
 pub mod pool;
 pub mod schema;
+pub mod test_db;
 
+pub use local_server::LocalServer;
 pub use pool::{DbConn, DbPool};
 
 use uuid::Uuid;

@@ -188,8 +188,15 @@ pub struct NewPreset {
     pub prebuild_status: PrebuildStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, Associations)]
-#[diesel(table_name = preset_parameters, belongs_to(Preset), check_for_backend(diesel::pg::Pg))]
+#[derive(
+    Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Insertable, Associations,
+)]
+#[diesel(
+    table_name = preset_parameters,
+    primary_key(preset_id, name),
+    belongs_to(Preset),
+    check_for_backend(diesel::pg::Pg)
+)]
 pub struct PresetParameter {
     pub preset_id: Uuid,
     pub name: String,

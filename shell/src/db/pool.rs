@@ -69,3 +69,41 @@ pub async fn connect(url: &str, config: &PoolConfig) -> Result<DbPool, PoolError
     drop(pool.get().await?);
     Ok(pool)
 }
+
+/// `url` without its user and password, for messages and logs:
+/// `postgres://u:secret@db:5432/pk` → `postgres://db:5432/pk`.
+pub fn redacted_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let rest = match rest[..authority_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    if scheme.is_empty() {
+        rest.to_owned()
+    } else {
+        format!("{scheme}://{rest}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn redacted_url_drops_credentials_only() {
+        let cases = [
+            ("postgres://u:secret@db:5432/pk", "postgres://db:5432/pk"),
+            (
+                "postgres://u@127.0.0.1/pk?sslmode=disable",
+                "postgres://127.0.0.1/pk?sslmode=disable",
+            ),
+            ("postgres://db/pk", "postgres://db/pk"),
+            ("postgres://u:p@ss@db/pk", "postgres://db/pk"),
+            ("postgresql://db", "postgresql://db"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redacted_url(url), expected, "{url}");
+        }
+    }
+}
