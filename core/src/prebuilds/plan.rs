@@ -29,3 +29,23 @@ pub enum Action {
     Create { count: u32 },
     SetStatus { status: PresetStatus },
 }
+
+/// Explanation (not in REPLAY.md's contract, which allows extra fields): creates the preset
+/// needed but did not get this cycle, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withheld {
+    /// How many creates were needed but not planned.
+    pub count: u32,
+    pub reasons: Vec<WithheldReason>,
+}
+
+/// Why creates were withheld (SPEC §4 actions 3 and 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WithheldReason {
+    Backoff,
+    HardLimited,
+    ValidationFailed,
+    /// `max_pending_creates_per_preset` capped the count.
+    PendingCap,
+}

@@ -104,7 +104,7 @@ pub struct RunningPrebuild {
 }
 
 /// The status of a job that has not finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InFlightStatus {
     Pending,
@@ -125,7 +125,7 @@ pub struct InProgressPrebuild {
 }
 
 /// The status of a job that has finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FinishedStatus {
     Succeeded,

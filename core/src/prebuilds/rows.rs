@@ -1,0 +1,280 @@
+//! A preset's rows (SPEC §4 "Rows of P"): the snapshot grouped by preset once, in a total
+//! order, and the split of running rows into fresh (`R`) and expired (`E`).
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::instant::{just_after, plus_secs};
+use super::{
+    InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset, RecentBuild, RunningPrebuild,
+};
+use crate::build::Transition;
+
+/// The rows of one preset. Every list holds distinct workspace ids, in a total order that
+/// does not depend on the snapshot's row order (so equal snapshots give byte-equal plans).
+#[derive(Debug, Default)]
+pub(crate) struct PresetRows<'a> {
+    /// Oldest first: `created_at`, ties by workspace id.
+    pub running: Vec<&'a RunningPrebuild>,
+    /// By workspace id.
+    pub in_progress: Vec<&'a InProgressPrebuild>,
+    /// Newest first: `created_at` descending, ties by workspace id ascending.
+    pub recent: Vec<&'a RecentBuild>,
+}
+
+/// Groups every row of the snapshot by preset: one pass and one sort per list, never
+/// presets × rows.
+pub(crate) fn group_by_preset(snapshot: &PrebuildSnapshot) -> HashMap<Uuid, PresetRows<'_>> {
+    let mut groups: HashMap<Uuid, PresetRows<'_>> = HashMap::with_capacity(snapshot.presets.len());
+    for row in &snapshot.running {
+        groups.entry(row.preset_id).or_default().running.push(row);
+    }
+    for row in &snapshot.in_progress {
+        groups.entry(row.preset_id).or_default().in_progress.push(row);
+    }
+    for row in &snapshot.recent_builds {
+        groups.entry(row.preset_id).or_default().recent.push(row);
+    }
+    for rows in groups.values_mut() {
+        order_running(&mut rows.running);
+        order_in_progress(&mut rows.in_progress);
+        order_recent(&mut rows.recent);
+    }
+    groups
+}
+
+/// Oldest first, one row per workspace (a duplicated id keeps its oldest copy).
+pub(crate) fn order_running(rows: &mut Vec<&RunningPrebuild>) {
+    rows.sort_unstable_by_key(|r| (r.workspace_id, r.created_at, r.template_version_id, r.ready));
+    rows.dedup_by_key(|r| r.workspace_id);
+    rows.sort_unstable_by_key(|r| (r.created_at, r.workspace_id));
+}
+
+/// By workspace id, one row per workspace.
+fn order_in_progress(rows: &mut Vec<&InProgressPrebuild>) {
+    rows.sort_unstable_by_key(|r| {
+        (r.workspace_id, r.transition, r.job_status, r.build_number, r.template_version_id)
+    });
+    rows.dedup_by_key(|r| r.workspace_id);
+}
+
+/// Newest first, ties by workspace id; one build per workspace (its latest, as REPLAY.md
+/// defines `recent_builds`).
+fn order_recent(rows: &mut Vec<&RecentBuild>) {
+    rows.sort_unstable_by_key(|r| (r.workspace_id, Reverse(r.created_at), r.job_status));
+    rows.dedup_by_key(|r| r.workspace_id);
+    rows.sort_unstable_by_key(|r| (Reverse(r.created_at), r.workspace_id));
+}
+
+/// SPEC §4: expired iff `now − created_at > expiration_ttl` (ttl > 0), or the preset was
+/// invalidated after the row was created.
+pub(crate) fn is_expired(row: &RunningPrebuild, preset: &Preset, now: DateTime<Utc>) -> bool {
+    let by_ttl = preset.expiration_ttl_secs > 0
+        && now > plus_secs(row.created_at, preset.expiration_ttl_secs);
+    let by_invalidation = preset.invalidated_at.is_some_and(|at| row.created_at < at);
+    by_ttl || by_invalidation
+}
+
+/// The first whole-second instant at which a row that is fresh now is seen expired by its
+/// TTL (the comparison is strict), or `None` when it never expires by age.
+pub(crate) fn expires_at(row: &RunningPrebuild, preset: &Preset) -> Option<DateTime<Utc>> {
+    (preset.expiration_ttl_secs > 0)
+        .then(|| just_after(plus_secs(row.created_at, preset.expiration_ttl_secs)))
+}
+
+/// `R` and `E`, both oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct Split<'a> {
+    pub fresh: Vec<&'a RunningPrebuild>,
+    pub expired: Vec<&'a RunningPrebuild>,
+}
+
+pub(crate) fn split<'a>(
+    running: &[&'a RunningPrebuild],
+    preset: &Preset,
+    now: DateTime<Utc>,
+) -> Split<'a> {
+    let (expired, fresh) = running.iter().partition(|row| is_expired(row, preset, now));
+    Split { fresh, expired }
+}
+
+/// The preset's builds in flight, by transition (SPEC §4 `starting`/`stopping`/`deleting`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InFlight {
+    pub starting: usize,
+    pub stopping: usize,
+    pub deleting: usize,
+    /// Some row is a pending first build (build 1, start, job pending): `cancel_pending`.
+    pub pending_first_build: bool,
+}
+
+impl InFlight {
+    pub(crate) fn count(rows: &[&InProgressPrebuild]) -> InFlight {
+        let mut flight = InFlight::default();
+        for row in rows {
+            match row.transition {
+                Transition::Start => flight.starting += 1,
+                Transition::Stop => flight.stopping += 1,
+                Transition::Delete => flight.deleting += 1,
+            }
+            flight.pending_first_build |= row.build_number == 1
+                && row.transition == Transition::Start
+                && row.job_status == InFlightStatus::Pending;
+        }
+        flight
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::prebuilds::{PresetStatus, ReconcilerConfig};
+
+    pub fn t(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).expect("test instant").with_timezone(&Utc)
+    }
+
+    pub fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    pub fn preset(n: u128) -> Preset {
+        Preset {
+            id: id(n),
+            name: format!("preset-{n}"),
+            template_id: id(1000),
+            template_version_id: id(2000),
+            using_active_version: true,
+            template_deleted: false,
+            template_deprecated: false,
+            desired_instances: 0,
+            expiration_ttl_secs: 0,
+            scheduling_timezone: String::new(),
+            schedules: Vec::new(),
+            schedule_lead_secs: 0,
+            invalidated_at: None,
+            status: PresetStatus::Healthy,
+        }
+    }
+
+    pub fn running(ws: u128, preset: u128, created_at: &str) -> RunningPrebuild {
+        RunningPrebuild {
+            workspace_id: id(ws),
+            preset_id: id(preset),
+            template_version_id: id(2000),
+            created_at: t(created_at),
+            ready: true,
+        }
+    }
+
+    pub fn snapshot(presets: Vec<Preset>, running: Vec<RunningPrebuild>) -> PrebuildSnapshot {
+        PrebuildSnapshot {
+            config: ReconcilerConfig {
+                backoff_interval_secs: 60,
+                backoff_lookback_secs: 3600,
+                failure_hard_limit: 0,
+                max_pending_creates_per_preset: 0,
+            },
+            presets,
+            running,
+            in_progress: Vec::new(),
+            recent_builds: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ttl_expiry_is_strict() {
+        let mut p = preset(1);
+        p.expiration_ttl_secs = 3600;
+        let row = running(10, 1, "2025-06-02T08:00:00Z");
+        assert!(!is_expired(&row, &p, t("2025-06-02T09:00:00Z")), "exactly ttl old is fresh");
+        assert!(is_expired(&row, &p, t("2025-06-02T09:00:01Z")));
+        assert_eq!(expires_at(&row, &p), Some(t("2025-06-02T09:00:01Z")));
+    }
+
+    #[test]
+    fn zero_ttl_never_expires() {
+        let p = preset(1);
+        let row = running(10, 1, "2000-01-01T00:00:00Z");
+        assert!(!is_expired(&row, &p, t("2025-06-02T09:00:00Z")));
+        assert_eq!(expires_at(&row, &p), None);
+    }
+
+    #[test]
+    fn invalidation_expires_strictly_older_rows() {
+        let mut p = preset(1);
+        p.invalidated_at = Some(t("2025-06-02T08:00:00Z"));
+        let now = t("2025-06-02T09:00:00Z");
+        assert!(is_expired(&running(10, 1, "2025-06-02T07:59:59Z"), &p, now));
+        assert!(!is_expired(&running(11, 1, "2025-06-02T08:00:00Z"), &p, now));
+    }
+
+    #[test]
+    fn grouping_orders_and_dedupes_whatever_the_input_order() {
+        let rows = vec![
+            running(3, 1, "2025-06-02T08:00:00Z"),
+            running(2, 1, "2025-06-02T08:00:00Z"),
+            running(1, 1, "2025-06-02T09:00:00Z"),
+            running(2, 1, "2025-06-02T07:00:00Z"),
+            running(9, 2, "2025-06-02T07:00:00Z"),
+        ];
+        let mut reversed = rows.clone();
+        reversed.reverse();
+        for order in [rows, reversed] {
+            let snap = snapshot(vec![preset(1), preset(2)], order);
+            let groups = group_by_preset(&snap);
+            let ids: Vec<Uuid> = groups[&id(1)].running.iter().map(|r| r.workspace_id).collect();
+            assert_eq!(ids, vec![id(2), id(3), id(1)]);
+            assert_eq!(groups[&id(1)].running[0].created_at, t("2025-06-02T07:00:00Z"));
+            assert_eq!(groups[&id(2)].running.len(), 1);
+        }
+    }
+
+    fn in_progress(
+        ws: u128,
+        transition: Transition,
+        status: InFlightStatus,
+        n: u32,
+    ) -> InProgressPrebuild {
+        InProgressPrebuild {
+            workspace_id: id(ws),
+            preset_id: id(1),
+            template_version_id: id(2000),
+            transition,
+            job_status: status,
+            build_number: n,
+        }
+    }
+
+    #[test]
+    fn in_flight_counts_by_transition_and_spots_pending_first_builds() {
+        use InFlightStatus::{Pending, Running};
+        let rows = [
+            in_progress(1, Transition::Start, Running, 1),
+            in_progress(2, Transition::Start, Pending, 2),
+            in_progress(3, Transition::Stop, Pending, 1),
+            in_progress(4, Transition::Delete, Pending, 3),
+        ];
+        let refs: Vec<&InProgressPrebuild> = rows.iter().collect();
+        let flight = InFlight::count(&refs);
+        assert_eq!((flight.starting, flight.stopping, flight.deleting), (2, 1, 1));
+        assert!(!flight.pending_first_build, "no row is build 1 + start + pending");
+        let first = in_progress(5, Transition::Start, Pending, 1);
+        assert!(InFlight::count(&[&first]).pending_first_build);
+    }
+
+    #[test]
+    fn split_keeps_oldest_first() {
+        let mut p = preset(1);
+        p.expiration_ttl_secs = 3600;
+        let a = running(1, 1, "2025-06-02T07:00:00Z");
+        let b = running(2, 1, "2025-06-02T08:30:00Z");
+        let c = running(3, 1, "2025-06-02T08:45:00Z");
+        let split = split(&[&a, &b, &c], &p, t("2025-06-02T09:00:00Z"));
+        assert_eq!(split.expired.len(), 1);
+        assert_eq!(split.fresh.iter().map(|r| r.workspace_id).collect::<Vec<_>>(), [id(2), id(3)]);
+    }
+}
