@@ -36,6 +36,45 @@ pub struct MarkDormant {
     pub deleting_at: Option<DateTime<Utc>>,
 }
 
+/// Which step of SPEC §2 settled a decision: one of the five rules, a precondition that stops
+/// the rules from being tried, or `none` when every rule was tried and none matched.
+/// (An explanation field: REPLAY.md allows extra output fields.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// Owned by the prebuilds system user: the reconciler decides, not the lifecycle.
+    Prebuild,
+    /// The latest build is a succeeded delete: the workspace is gone.
+    Deleted,
+    /// The latest build's job is pending, running or canceling.
+    InFlight,
+    Autostop,
+    Autostart,
+    Failedstop,
+    Dormancy,
+    Autodelete,
+    /// Every rule was tried and none matched (also what a decision recorded without a `rule`
+    /// field reads back as).
+    #[default]
+    None,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Prebuild => "prebuild",
+            Rule::Deleted => "deleted",
+            Rule::InFlight => "in_flight",
+            Rule::Autostop => "autostop",
+            Rule::Autostart => "autostart",
+            Rule::Failedstop => "failedstop",
+            Rule::Dormancy => "dormancy",
+            Rule::Autodelete => "autodelete",
+            Rule::None => "none",
+        }
+    }
+}
+
 /// What to do with one workspace at one tick, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
@@ -47,6 +86,9 @@ pub struct Decision {
     pub mark_dormant: Option<MarkDormant>,
     /// Set when the core (re)computed the workspace's next autostart.
     pub next_start_at: Option<DateTime<Utc>>,
+    /// Explanation: the step of SPEC §2 that settled this decision.
+    #[serde(default)]
+    pub rule: Rule,
     /// Human-readable explanation: the rule that fired, or why none did.
     pub why: String,
 }

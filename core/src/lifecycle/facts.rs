@@ -1,0 +1,106 @@
+//! What every rule looks at: the workspace, the tick, and its parsed autostart schedule.
+
+use chrono::{DateTime, DurationRound, SecondsFormat, TimeDelta, Utc};
+
+use super::Workspace;
+use crate::schedule::{CronSchedule, ScheduleError, WeekdaySet};
+
+/// SPEC §2: `tick` = `now` truncated to the minute.
+pub fn tick_of(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now)
+}
+
+/// A workspace's autostart schedule, parsed once (the shell may hand over one the replay
+/// parser would reject: it is then `Invalid`, never a panic).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AutostartSchedule<'a> {
+    /// Null or blank: no autostart.
+    Unset,
+    Invalid(&'a ScheduleError),
+    Valid(&'a CronSchedule),
+}
+
+impl<'a> AutostartSchedule<'a> {
+    pub fn from_parsed(parsed: Option<&'a Result<CronSchedule, ScheduleError>>) -> Self {
+        match parsed {
+            None => AutostartSchedule::Unset,
+            Some(Ok(schedule)) => AutostartSchedule::Valid(schedule),
+            Some(Err(err)) => AutostartSchedule::Invalid(err),
+        }
+    }
+}
+
+/// The schedule text worth parsing: SPEC §2 wants "a non-empty autostart schedule".
+pub(crate) fn schedule_text(workspace: &Workspace) -> Option<&str> {
+    workspace.autostart_schedule.as_deref().filter(|text| !text.trim().is_empty())
+}
+
+/// The inputs of one decision.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Facts<'a> {
+    pub workspace: &'a Workspace,
+    pub tick: DateTime<Utc>,
+    pub schedule: AutostartSchedule<'a>,
+}
+
+impl Facts<'_> {
+    /// SPEC §2: "Dormant" means `dormant_at` is set.
+    pub fn is_dormant(&self) -> bool {
+        self.workspace.dormant_at.is_some()
+    }
+
+    /// The template's `autostart_days`.
+    pub fn allowed_days(&self) -> WeekdaySet {
+        WeekdaySet::from_days(&self.workspace.template.autostart_days)
+    }
+}
+
+/// `secs` as a duration; `None` when it is too large to represent (it then never elapses).
+pub(crate) fn duration(secs: u64) -> Option<TimeDelta> {
+    i64::try_from(secs).ok().and_then(TimeDelta::try_seconds)
+}
+
+/// `tick − since > secs`: the strict comparison SPEC §2 uses for dormancy, failed-build stop
+/// and the delete retry.
+pub(crate) fn elapsed_more_than(since: DateTime<Utc>, tick: DateTime<Utc>, secs: u64) -> bool {
+    duration(secs).is_some_and(|limit| tick.signed_duration_since(since) > limit)
+}
+
+/// `at + secs`, or `None` past the end of representable time.
+pub(crate) fn plus_secs(at: DateTime<Utc>, secs: u64) -> Option<DateTime<Utc>> {
+    duration(secs).and_then(|delta| at.checked_add_signed(delta))
+}
+
+/// An instant as explanations print it (RFC 3339, UTC, `Z`), like the JSON output.
+pub(crate) fn show(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::fixtures::at;
+
+    #[test]
+    fn tick_truncates_to_the_minute() {
+        assert_eq!(tick_of(at("2025-06-02T09:00:59.999Z")), at("2025-06-02T09:00:00Z"));
+        assert_eq!(tick_of(at("2025-06-02T09:00:00Z")), at("2025-06-02T09:00:00Z"));
+        assert_eq!(tick_of(at("2025-06-02T10:59:30+02:00")), at("2025-06-02T08:59:00Z"));
+    }
+
+    #[test]
+    fn elapsed_is_strict_and_keeps_sub_seconds() {
+        let since = at("2025-06-02T09:00:00.500Z");
+        assert!(!elapsed_more_than(since, at("2025-06-02T09:01:00Z"), 60));
+        assert!(!elapsed_more_than(since, at("2025-06-02T09:01:00.500Z"), 60));
+        assert!(elapsed_more_than(since, at("2025-06-02T09:02:00Z"), 60));
+    }
+
+    #[test]
+    fn absurd_durations_never_elapse_nor_panic() {
+        let tick = at("2025-06-02T09:00:00Z");
+        assert!(!elapsed_more_than(at("1970-01-01T00:00:00Z"), tick, u64::MAX));
+        assert_eq!(plus_secs(tick, u64::MAX), None);
+        assert_eq!(plus_secs(tick, 60), Some(at("2025-06-02T09:01:00Z")));
+    }
+}
