@@ -1,0 +1,496 @@
+//! Property tests of the schedule rules (SPEC §1, §3). Each invariant is stated in words, then
+//! checked on random schedules against a brute-force oracle that walks whole minutes and reads
+//! local time directly, independently of the core's search.
+
+use chrono::{
+    DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, TimeZone, Timelike, Utc, Weekday,
+};
+use poolkeeper_core::build::Transition;
+use poolkeeper_core::schedule::{
+    bump_activity, complete_build, next_autostart, parse_autostart, parse_quiet_hours,
+    ActivityBuild, ActivityReport, ActivityTemplate, BuildCompletion, CompletionTemplate,
+    CronSchedule, DayName, PrebuildWindows, ScheduleError, WeekdaySet,
+};
+use poolkeeper_tests::proptest_config;
+use proptest::prelude::*;
+
+/// Zones with DST, half- and quarter-hour offsets, a 30-minute DST shift and a gap at midnight.
+const ZONES: &[&str] = &[
+    "UTC",
+    "Europe/London",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Lord_Howe",
+    "America/Santiago",
+    "Pacific/Chatham",
+];
+
+/// The 2025 DST transitions of those zones (zone index, instant), so that gaps and folds come
+/// up often.
+const TRANSITIONS: &[(usize, &str)] = &[
+    (1, "2025-03-30T01:00:00Z"),
+    (1, "2025-10-26T01:00:00Z"),
+    (2, "2025-03-09T07:00:00Z"),
+    (2, "2025-11-02T06:00:00Z"),
+    (5, "2025-04-05T15:00:00Z"),
+    (5, "2025-10-04T15:30:00Z"),
+    (6, "2025-04-06T03:00:00Z"),
+    (6, "2025-09-07T04:00:00Z"),
+    (7, "2025-04-05T14:00:00Z"),
+    (7, "2025-09-27T14:00:00Z"),
+];
+
+const WEEKDAYS: [Weekday; 7] = [
+    Weekday::Sun,
+    Weekday::Mon,
+    Weekday::Tue,
+    Weekday::Wed,
+    Weekday::Thu,
+    Weekday::Fri,
+    Weekday::Sat,
+];
+
+fn t(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).expect("valid instant").with_timezone(&Utc)
+}
+
+/// A random instant with sub-second precision, over 2024–2026.
+fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+    (1_704_067_200i64..1_798_761_600, 0u32..1_000_000_000)
+        .prop_map(|(secs, nanos)| DateTime::from_timestamp(secs, nanos).expect("in range"))
+}
+
+/// A zone index and an instant: any zone at any time, or a zone within days or hours of one
+/// of its DST transitions.
+fn zone_and_instant() -> impl Strategy<Value = (usize, DateTime<Utc>)> {
+    let near = |reach: i64| {
+        (0..TRANSITIONS.len(), -reach..reach, 0u32..1_000_000_000).prop_map(
+            |(index, delta, nanos)| {
+                let (zone, at) = TRANSITIONS[index];
+                (zone, t(at) + TimeDelta::seconds(delta) + TimeDelta::nanoseconds(nanos.into()))
+            },
+        )
+    };
+    prop_oneof![(0..ZONES.len(), instant()), near(3 * 86_400), near(3 * 3600)]
+}
+
+/// A schedule described as plain sets (the oracle's view) and rendered as cron text.
+#[derive(Debug, Clone)]
+struct Spec {
+    minutes: u64,
+    hours: u32,
+    /// `None` = `*`.
+    days_of_month: Option<u32>,
+    months: Option<u16>,
+    /// Bit 0 = Sunday. `None` = `*`.
+    days_of_week: Option<u8>,
+    /// How to spell day-of-week values: numbers with Sunday 0, numbers with Sunday 7, names.
+    spelling: u8,
+}
+
+impl Spec {
+    fn render(&self) -> String {
+        let list = |bits: u64, lo: u32, hi: u32| {
+            (lo..=hi).filter(|v| bits & (1 << v) != 0).map(|v| v.to_string()).collect::<Vec<_>>()
+        };
+        let field = |bits: Option<u64>, lo: u32, hi: u32| match bits {
+            None => "*".to_owned(),
+            Some(bits) => compress(&list(bits, lo, hi)),
+        };
+        let dow = match self.days_of_week {
+            None => "*".to_owned(),
+            Some(bits) => {
+                const NAMES: [&str; 7] = ["sun", "MON", "Tue", "wed", "THU", "fri", "Sat"];
+                let items: Vec<String> = (0..7)
+                    .filter(|d| bits & (1 << d) != 0)
+                    .map(|d| match (self.spelling, d) {
+                        (1, 0) => "7".to_owned(),
+                        (2, _) => NAMES[d].to_owned(),
+                        _ => d.to_string(),
+                    })
+                    .collect();
+                // Ranges only for plain numbers (Sunday 7 sorts last otherwise).
+                if self.spelling == 0 {
+                    compress(&items)
+                } else {
+                    items.join(",")
+                }
+            }
+        };
+        let minute = if self.minutes == (1u64 << 60) - 1 {
+            "*".to_owned()
+        } else {
+            field(Some(self.minutes), 0, 59)
+        };
+        format!(
+            "{minute} {} {} {} {dow}",
+            field(Some(u64::from(self.hours)), 0, 23),
+            field(self.days_of_month.map(u64::from), 1, 31),
+            field(self.months.map(u64::from), 1, 12),
+        )
+    }
+
+    fn day_matches(&self, date: NaiveDate) -> bool {
+        if let Some(months) = self.months {
+            if months & (1 << date.month()) == 0 {
+                return false;
+            }
+        }
+        let by_day = self.days_of_month.map(|bits| bits & (1 << date.day()) != 0);
+        let by_weekday =
+            self.days_of_week.map(|bits| bits & (1 << date.weekday().num_days_from_sunday()) != 0);
+        match (by_day, by_weekday) {
+            (Some(a), Some(b)) => a || b,
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => true,
+        }
+    }
+
+    fn matches(&self, local: NaiveDateTime) -> bool {
+        self.minutes & (1 << local.minute()) != 0
+            && self.hours & (1 << local.hour()) != 0
+            && self.day_matches(local.date())
+    }
+
+    fn window_contains(&self, local: NaiveDateTime) -> bool {
+        self.hours & (1 << local.hour()) != 0 && self.day_matches(local.date())
+    }
+}
+
+/// `1,2,3,5` → `1-3,5` (only for plain, increasing numbers).
+fn compress(items: &[String]) -> String {
+    let numbers: Vec<u32> = items.iter().filter_map(|s| s.parse().ok()).collect();
+    if numbers.len() != items.len() {
+        return items.join(",");
+    }
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < numbers.len() {
+        let mut j = i;
+        while j + 1 < numbers.len() && numbers[j + 1] == numbers[j] + 1 {
+            j += 1;
+        }
+        parts.push(if j > i + 1 {
+            format!("{}-{}", numbers[i], numbers[j])
+        } else if j == i + 1 {
+            format!("{},{}", numbers[i], numbers[j])
+        } else {
+            numbers[i].to_string()
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+fn bits_in(lo: u32, hi: u32) -> impl Strategy<Value = u64> {
+    let width = hi - lo + 1;
+    (1u64..(1 << width)).prop_map(move |bits| bits << lo)
+}
+
+fn sparse_bits(lo: u32, hi: u32, max: usize) -> impl Strategy<Value = u64> {
+    proptest::collection::btree_set(lo..=hi, 1..=max)
+        .prop_map(|set| set.into_iter().fold(0u64, |bits, v| bits | 1 << v))
+}
+
+/// An autostart schedule (day-of-month and month `*`).
+fn autostart_spec() -> impl Strategy<Value = Spec> {
+    (
+        prop_oneof![sparse_bits(0, 59, 3), Just((1u64 << 60) - 1)],
+        prop_oneof![sparse_bits(0, 23, 3), bits_in(0, 23)],
+        prop_oneof![Just(None), bits_in(0, 6).prop_map(|b| Some(b as u8))],
+        0u8..3,
+    )
+        .prop_map(|(minutes, hours, days_of_week, spelling)| Spec {
+            minutes,
+            hours: hours as u32,
+            days_of_month: None,
+            months: None,
+            days_of_week,
+            spelling,
+        })
+}
+
+fn allowed_days() -> impl Strategy<Value = WeekdaySet> {
+    proptest::collection::vec(any::<bool>(), 7).prop_map(|bits| {
+        let days: Vec<DayName> =
+            DayName::ALL.into_iter().zip(bits).filter(|(_, on)| *on).map(|(d, _)| d).collect();
+        WeekdaySet::from_days(&days)
+    })
+}
+
+/// Whether `spec` fires at whole UTC minute `m` in `zone`, by the DST rules of SPEC §1 read
+/// off the clock: a local time fires at its first occurrence; local times skipped by a jump
+/// forward fire at the first instant after the jump.
+fn fires_at<Z: TimeZone>(spec: &Spec, zone: &Z, m: DateTime<Utc>) -> bool {
+    let local = m.with_timezone(zone).naive_local();
+    let first_occurrence =
+        zone.from_local_datetime(&local).earliest().is_some_and(|at| at.with_timezone(&Utc) == m);
+    if spec.matches(local) && first_occurrence {
+        return true;
+    }
+    let before = (m - TimeDelta::minutes(1)).with_timezone(zone).naive_local();
+    let mut skipped = before + TimeDelta::minutes(1);
+    while skipped < local {
+        if spec.matches(skipped) {
+            return true;
+        }
+        skipped += TimeDelta::minutes(1);
+    }
+    false
+}
+
+fn ceil_minute(at: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = DateTime::from_timestamp(at.timestamp().div_euclid(60) * 60, 0).expect("range");
+    if floor == at {
+        floor
+    } else {
+        floor + TimeDelta::minutes(1)
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config("schedule_props", 1000))]
+
+    /// `next_autostart(after)` is strictly after `after`, within 14 days, a firing of the
+    /// schedule on an allowed local weekday, and no such firing lies strictly between them;
+    /// when it is `None`, there is none in the 14 days.
+    #[test]
+    fn next_autostart_is_the_first_allowed_firing(
+        spec in autostart_spec(),
+        (zone_index, after) in zone_and_instant(),
+        allowed in allowed_days(),
+    ) {
+        let text = format!("CRON_TZ={} {}", ZONES[zone_index], spec.render());
+        let schedule = parse_autostart(&text)
+            .map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+        let zone = schedule.zone();
+        let next = next_autostart(after, &schedule, allowed);
+        let horizon = after + TimeDelta::days(14);
+        if let Some(n) = next {
+            prop_assert!(n > after && n <= horizon, "{text}: {n} not in ({after}, {horizon}]");
+            prop_assert!(allowed.contains(n.with_timezone(&zone).weekday()));
+            prop_assert!(fires_at(&spec, &zone, n), "{text}: {n} is not a firing");
+        }
+        let end = next.unwrap_or(horizon + TimeDelta::seconds(1));
+        let mut m = ceil_minute(after);
+        if m == after {
+            m += TimeDelta::minutes(1);
+        }
+        while m < end {
+            let local_day = m.with_timezone(&zone).weekday();
+            if allowed.contains(local_day) && fires_at(&spec, &zone, m) {
+                prop_assert!(false, "{text}: {m} fires on an allowed day before {next:?}");
+            }
+            m += TimeDelta::minutes(1);
+        }
+    }
+
+    /// Window membership is exactly "local month, day (OR rule) and hour are in the fields",
+    /// checked minute by minute over three days; windows that validate never share an
+    /// instant; `next_edge_after` is the first instant after `t` where the open window
+    /// changes.
+    #[test]
+    fn windows_agree_with_local_time(
+        specs in proptest::collection::vec(window_spec(), 1..=3),
+        partition in proptest::collection::vec(0u32..24, 2),
+        disjoint_hours in any::<bool>(),
+        (zone_index, start) in zone_and_instant(),
+        lead in prop_oneof![Just(0u64), 0u64..7200],
+    ) {
+        let mut specs = specs;
+        if disjoint_hours {
+            // Keep each window to its own band of hours so that most sets validate.
+            let (a, b) = (partition[0].min(partition[1]), partition[0].max(partition[1]));
+            let bands = [(0, a), (a, b), (b, 24)];
+            for (spec, (lo, hi)) in specs.iter_mut().zip(bands) {
+                let band: u32 = (lo..hi).fold(0, |bits, h| bits | 1 << h);
+                spec.hours = if spec.hours & band != 0 { spec.hours & band } else { band };
+            }
+            specs.retain(|s| s.hours != 0);
+        }
+        let texts: Vec<String> = specs.iter().map(Spec::render).collect();
+        let zone_name = ZONES[zone_index];
+        // Overlap is decided exactly: some date of a 28-year calendar cycle has an hour in
+        // two windows iff validation rejects the set.
+        let overlapping = overlap_by_calendar(&specs);
+        let windows = match PrebuildWindows::validate(zone_name, texts.iter().map(String::as_str)) {
+            Ok(windows) => windows,
+            Err(err) => {
+                let is_overlap = matches!(&err, ScheduleError::At { error, .. }
+                    if matches!(**error, ScheduleError::Overlap { .. }));
+                prop_assert!(is_overlap, "{texts:?}: {err}");
+                prop_assert!(overlapping, "{texts:?} rejected but never overlap: {err}");
+                return Ok(());
+            }
+        };
+        prop_assert!(!overlapping, "{texts:?} accepted but overlap");
+        let zone = windows.zone();
+        let lead_delta = TimeDelta::seconds(lead as i64);
+        let open = |at: DateTime<Utc>| {
+            let local = at.with_timezone(&zone).naive_local();
+            let inside: Vec<usize> =
+                (0..specs.len()).filter(|&i| specs[i].window_contains(local)).collect();
+            inside
+        };
+        let state = open(start + lead_delta);
+        prop_assert!(state.len() <= 1);
+        prop_assert_eq!(
+            windows.first_open(start, lead), state.first().copied(), "{:?} at {}", texts, start
+        );
+
+        let edge = windows.next_edge_after(start, lead);
+        let span_end = start + TimeDelta::days(3);
+        let mut m = ceil_minute(start + lead_delta);
+        if m == start + lead_delta {
+            m += TimeDelta::minutes(1);
+        }
+        let mut expected_edge = None;
+        while m - lead_delta <= span_end {
+            let inside = open(m);
+            prop_assert!(inside.len() <= 1, "{texts:?} overlap at {m}");
+            prop_assert_eq!(windows.first_open(m - lead_delta, lead), inside.first().copied());
+            if expected_edge.is_none() && inside != state {
+                expected_edge = Some(m - lead_delta);
+            }
+            m += TimeDelta::minutes(1);
+        }
+        match expected_edge {
+            Some(expected) => prop_assert_eq!(
+                edge, Some(expected), "{:?} {} after {}", texts, zone_name, start
+            ),
+            None => prop_assert!(
+                edge.is_none_or(|e| e > span_end),
+                "{texts:?}: edge {edge:?} inside a constant span"
+            ),
+        }
+    }
+
+    /// Parsing and validation never panic, whatever the text.
+    #[test]
+    fn validation_never_panics(
+        crons in proptest::collection::vec(cron_like(), 0..4),
+        zone in prop_oneof![
+            Just(String::new()),
+            "[A-Za-z_/+-]{0,20}",
+            (0..ZONES.len()).prop_map(|i| ZONES[i].to_owned()),
+        ],
+        at in instant(),
+        lead in any::<u64>(),
+    ) {
+        for text in &crons {
+            let _ = CronSchedule::parse(text).map(|s| s.next_after(at));
+            let _ = parse_autostart(text).map(|s| next_autostart(at, &s, WeekdaySet::EVERY_DAY));
+            let _ = parse_quiet_hours(text);
+            let with_zone = format!("CRON_TZ={zone} {text}");
+            let _ = CronSchedule::parse(&with_zone).map(|s| s.next_after(at));
+        }
+        if let Ok(windows) = PrebuildWindows::validate(&zone, crons.iter().map(String::as_str)) {
+            let _ = windows.first_open(at, lead);
+            let _ = windows.next_edge_after(at, lead);
+        }
+        let completion = BuildCompletion {
+            id: "x".to_owned(),
+            completed_at: at,
+            is_prebuild: false,
+            workspace_ttl_secs: lead,
+            autostart_schedule: crons.first().cloned(),
+            owner_quiet_hours_schedule: crons.get(1).cloned(),
+            template: CompletionTemplate {
+                user_autostop_enabled: true,
+                default_ttl_secs: 0,
+                autostop_requirement_days: vec![DayName::Sat],
+                autostop_requirement_weeks: (lead % 5) as u32,
+                autostart_days: DayName::ALL.to_vec(),
+            },
+        };
+        let result = complete_build(&completion);
+        if result.error.is_some() {
+            prop_assert!(
+                result.deadline.is_none()
+                    && result.max_deadline.is_none()
+                    && result.next_start_at.is_none()
+            );
+        }
+        let report = ActivityReport {
+            id: "x".to_owned(),
+            at,
+            is_prebuild: false,
+            build: ActivityBuild {
+                transition: Transition::Start,
+                job_completed: true,
+                deadline: Some(at),
+                max_deadline: None,
+            },
+            workspace_ttl_secs: lead,
+            next_autostart: Some(at + TimeDelta::minutes(1)),
+            template: ActivityTemplate {
+                default_ttl_secs: lead,
+                user_autostop_enabled: lead % 2 == 0,
+                activity_bump_secs: lead,
+            },
+        };
+        let bumped = bump_activity(&report);
+        prop_assert!(bumped.deadline.is_some_and(|d| d >= at));
+    }
+}
+
+/// Whether two windows share an hour of some date in 2024–2051 (every month, day and weekday
+/// combination occurs in 28 years).
+fn overlap_by_calendar(specs: &[Spec]) -> bool {
+    let mut date = NaiveDate::from_ymd_opt(2024, 1, 1).expect("date");
+    let end = NaiveDate::from_ymd_opt(2052, 1, 1).expect("date");
+    while date < end {
+        let mut hours_seen = 0u32;
+        for spec in specs.iter().filter(|s| s.day_matches(date)) {
+            if hours_seen & spec.hours != 0 {
+                return true;
+            }
+            hours_seen |= spec.hours;
+        }
+        date = date.succ_opt().expect("date");
+    }
+    false
+}
+
+/// A prebuild window: minute `*`, random hours, and sometimes restricted days and months.
+fn window_spec() -> impl Strategy<Value = Spec> {
+    (
+        prop_oneof![sparse_bits(0, 23, 4), bits_in(0, 23)],
+        prop_oneof![2 => Just(None), 1 => sparse_bits(1, 31, 4).prop_map(|b| Some(b as u32))],
+        prop_oneof![3 => Just(None), 1 => sparse_bits(1, 12, 6).prop_map(|b| Some(b as u16))],
+        prop_oneof![1 => Just(None), 2 => bits_in(0, 6).prop_map(|b| Some(b as u8))],
+        0u8..3,
+    )
+        .prop_map(|(hours, days_of_month, months, days_of_week, spelling)| Spec {
+            minutes: (1u64 << 60) - 1,
+            hours: hours as u32,
+            days_of_month,
+            months,
+            days_of_week,
+            spelling,
+        })
+}
+
+/// Text that looks like cron often enough to reach every branch of the parser.
+fn cron_like() -> impl Strategy<Value = String> {
+    let item = "[0-9*?/,a-zA-Z-]{0,8}";
+    prop_oneof![
+        proptest::collection::vec(item, 0..7).prop_map(|fields| fields.join(" ")),
+        "(CRON_TZ=[A-Za-z/_]{0,15} )?[0-9*?/, -]{0,30}",
+        any::<String>(),
+    ]
+}
+
+#[test]
+fn one_to_five_is_monday_to_friday_end_to_end() {
+    // 2025-06-02 is a Monday: a week of `0 9 * * 1-5` fires Monday to Friday only.
+    let schedule = CronSchedule::parse("0 9 * * 1-5").expect("valid");
+    let mut at = t("2025-06-01T00:00:00Z");
+    let mut days = Vec::new();
+    while let Some(next) = schedule.next_after(at).filter(|n| *n < t("2025-06-08T00:00:00Z")) {
+        days.push(next.weekday());
+        at = next;
+    }
+    assert_eq!(days, WEEKDAYS[1..6].to_vec());
+}
