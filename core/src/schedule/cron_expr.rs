@@ -156,7 +156,7 @@ fn crate_schedule(fields: [&str; 4]) -> Result<cron::Schedule, ScheduleError> {
         let mut alone = ["*"; 4];
         alone[index] = text;
         if let Err(err) = cron::Schedule::from_str(&expression(alone)) {
-            return Err(field_error(index, text, &err.to_string()));
+            return Err(crate_field_error(index, text, &err.to_string()));
         }
     }
     Err(ScheduleError::Syntax(format!("invalid cron expression {:?}", fields.join(" "))))
@@ -167,10 +167,24 @@ fn any_as_star(field: &str) -> String {
     field.replace('?', "*")
 }
 
+/// The crate's message is the expression, a caret line, then the reason; keep the reason and
+/// say what is allowed (its "must be less than 59" reads as if 59 were not).
+fn crate_field_error(index: usize, text: &str, message: &str) -> ScheduleError {
+    const ALLOWED: [&str; 4] = ["0-59", "0-23", "1-31", "1-12 or jan-dec"];
+    let reason = message.lines().last().map(str::trim).unwrap_or_default();
+    let reason = if reason.is_empty() || reason.starts_with('^') {
+        "not a valid value"
+    } else if reason.contains("must be less than") || reason.contains("must be greater than") {
+        "out of range"
+    } else {
+        reason
+    };
+    let allowed = ALLOWED.get(index).copied().unwrap_or_default();
+    field_error(index, text, &format!("{reason} (allowed: {allowed})"))
+}
+
 fn field_error(index: usize, text: &str, why: &str) -> ScheduleError {
     let name = FIELD_NAMES.get(index).copied().unwrap_or("cron");
-    let why = why.trim();
-    let why = if why.is_empty() { "not a valid value" } else { why };
     ScheduleError::Syntax(format!("{name} field {text:?}: {why}"))
 }
 
@@ -235,8 +249,7 @@ fn parse_step(text: &str) -> Result<u8, String> {
 /// A day number 0–7 or name. `sun` ends a range as 7, so `fri-sun` reads as `5-7`.
 fn day_value(text: &str, range_end: bool) -> Result<u8, String> {
     const NAMES: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-    if let Some(index) = NAMES.iter().position(|name| name.eq_ignore_ascii_case(text)) {
-        let day = u8::try_from(index).map_err(|err| err.to_string())?;
+    if let Some((day, _)) = (0u8..).zip(NAMES).find(|(_, name)| name.eq_ignore_ascii_case(text)) {
         return Ok(if day == 0 && range_end { 7 } else { day });
     }
     match text.parse::<u8>() {
@@ -341,7 +354,20 @@ mod tests {
         let err = |text: &str| CronFields::parse(text).err().map(|e| e.to_string());
         assert!(err("0 9 * *").is_some_and(|e| e.contains("expected 5 fields")));
         assert!(err("0 9 * * * *").is_some_and(|e| e.contains("found 6")));
-        assert!(err("60 9 * * *").is_some_and(|e| e.starts_with("minute field \"60\"")));
+        assert_eq!(
+            err("60 9 * * *").as_deref(),
+            Some("minute field \"60\": out of range (allowed: 0-59)")
+        );
+        assert_eq!(
+            err("0 9 * foo *").as_deref(),
+            Some(
+                "month field \"foo\": 'foo' is not a valid month name. (allowed: 1-12 or jan-dec)"
+            )
+        );
+        assert_eq!(
+            err("0,,1 9 * * *").as_deref(),
+            Some("minute field \"0,,1\": not a valid value (allowed: 0-59)")
+        );
         assert!(err("0 24 * * *").is_some_and(|e| e.starts_with("hour field")));
         assert!(err("0 9 32 * *").is_some_and(|e| e.starts_with("day-of-month field")));
         assert!(err("0 9 * 13 *").is_some_and(|e| e.starts_with("month field")));

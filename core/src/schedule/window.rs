@@ -115,9 +115,8 @@ impl PrebuildWindows {
         let offset = offset_secs(self.zone, at);
         let local = self.local(at);
         let date = local.date();
-        let day: Vec<bool> = self.windows.iter().map(|w| w.matches_date(date)).collect();
         let open_at_hour =
-            |hour: u32| self.windows.iter().zip(&day).position(|(w, &on)| on && w.has_hour(hour));
+            |hour: u32| self.windows.iter().position(|w| w.has_hour(hour) && w.matches_date(date));
         let boundary = match (local.hour() + 1..24).find(|&hour| open_at_hour(hour) != state) {
             Some(hour) => date.and_hms_opt(hour, 0, 0)?,
             None => date.succ_opt()?.and_hms_opt(0, 0, 0)?,
