@@ -1,6 +1,7 @@
 //! The `poolkeeper` command line: one binary, one module per subcommand.
 
 mod migrate;
+mod provisioner;
 mod replay;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run a replay file through the core and print the decisions as JSON.
     Replay(replay::ReplayArgs),
+    /// Run a provisioner worker: take pending jobs and build them (simulated or terraform).
+    Provisioner(provisioner::ProvisionerArgs),
 }
 
 /// Exit code for invalid input (a bad replay file, a bad flag or configuration value).
@@ -30,6 +33,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Migrate(args) => migrate::migrate(&args),
         Command::Replay(args) => replay::replay(&args),
+        Command::Provisioner(args) => provisioner::provisioner(&args),
     }
 }
 

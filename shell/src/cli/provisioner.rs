@@ -1,0 +1,168 @@
+//! `poolkeeper provisioner`: run one provisioner worker until Ctrl-C / SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::EXIT_INVALID_INPUT;
+use crate::db::pool::{self, redacted_url, PoolConfig};
+use crate::provisioner::{run_worker, Backends, SimulatedConfig, TerraformConfig, WorkerConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct ProvisionerArgs {
+    /// PostgreSQL URL, e.g. postgres://poolkeeper:secret@db.internal:5432/poolkeeper.
+    #[arg(long, env = "POOLKEEPER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Backup poll for pending jobs (NOTIFY wakes the worker sooner), e.g. 5s, 500ms, 1m.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Heartbeat of a running job; keep it well under the reaper's 5 minutes.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Name recorded on the jobs this worker takes (default: provisioner-<random uuid>).
+    #[arg(long)]
+    pub worker_id: Option<String>,
+    /// Simulated backend: how long a build takes, unless the version's source says otherwise.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub sim_duration: Duration,
+    /// Simulated backend: share of builds that fail, 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub sim_failure_rate: f64,
+    /// Simulated backend: how long an agent takes to become ready after the build.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub sim_agent_start: Duration,
+    /// Simulated backend: seed of the failure draws (same seed, same failing jobs).
+    #[arg(long, default_value_t = 0)]
+    pub sim_seed: u64,
+    /// The terraform binary (looked up on PATH).
+    #[arg(long, default_value = "terraform")]
+    pub terraform_bin: String,
+    /// Parent of the per-workspace terraform working directories (default: the system
+    /// temporary directory).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// `5s`, `500ms`, `2m`, `1h`, or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 5s"))?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "" | "s" => number.checked_mul(1000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    millis.map(Duration::from_millis).ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate between 0.0 and 1.0")),
+    }
+}
+
+pub fn provisioner(args: &ProvisionerArgs) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: &ProvisionerArgs) -> ExitCode {
+    let defaults = WorkerConfig::default();
+    let config = WorkerConfig {
+        worker_id: args.worker_id.clone().unwrap_or(defaults.worker_id),
+        poll_interval: args.poll_interval,
+        heartbeat_interval: args.heartbeat_interval,
+        backends: Backends {
+            simulated: SimulatedConfig {
+                duration: args.sim_duration,
+                failure_rate: args.sim_failure_rate,
+                agent_start: args.sim_agent_start,
+                seed: args.sim_seed,
+            },
+            terraform: TerraformConfig {
+                bin: args.terraform_bin.clone(),
+                work_dir: args.work_dir.clone().unwrap_or(TerraformConfig::default().work_dir),
+            },
+        },
+    };
+    if config.worker_id.trim().is_empty() {
+        eprintln!("error: --worker-id must not be empty");
+        return ExitCode::from(EXIT_INVALID_INPUT);
+    }
+    // Lazy: a database that is down now is retried by the worker loop, not fatal.
+    let pool = match pool::build(&args.database_url, &PoolConfig::default()) {
+        Ok(pool) => pool,
+        Err(err) => {
+            eprintln!("error: {err} (database {})", redacted_url(&args.database_url));
+            return ExitCode::from(EXIT_INVALID_INPUT);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    match run_worker(pool, config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down: finishing the current job, taking no new one");
+    shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_rate("1.5").is_err());
+    }
+}

@@ -1,0 +1,74 @@
+//! Taking a pending job (SPEC: one worker per job) and keeping it alive with heartbeats.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::ProvisionerError;
+use crate::db::enums::JobStatus;
+use crate::db::models::ProvisionerJob;
+use crate::db::schema::provisioner_jobs;
+
+/// Take the next pending job, if any, for `worker_id`: one transaction, the row locked with
+/// `SKIP LOCKED` so concurrent workers each get a different job (or none) without waiting.
+/// Only committed jobs are visible, so a job inserted by an open transaction is never taken.
+pub async fn acquire_next_job(
+    conn: &mut AsyncPgConnection,
+    worker_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<ProvisionerJob>, ProvisionerError> {
+    let worker_id = worker_id.to_owned();
+    conn.transaction(async move |conn| {
+        let next: Option<Uuid> = provisioner_jobs::table
+            .filter(provisioner_jobs::status.eq(JobStatus::Pending))
+            .order((
+                provisioner_jobs::queue_priority,
+                provisioner_jobs::created_at,
+                provisioner_jobs::id,
+            ))
+            .select(provisioner_jobs::id)
+            .limit(1)
+            .for_update()
+            .skip_locked()
+            .get_result(conn)
+            .await
+            .optional()?;
+        let Some(id) = next else { return Ok(None) };
+        let job = diesel::update(provisioner_jobs::table.find(id))
+            .set((
+                provisioner_jobs::status.eq(JobStatus::Running),
+                provisioner_jobs::started_at.eq(now),
+                provisioner_jobs::heartbeat_at.eq(now),
+                provisioner_jobs::worker_id.eq(&worker_id),
+            ))
+            .returning(ProvisionerJob::as_returning())
+            .get_result(conn)
+            .await?;
+        Ok(Some(job))
+    })
+    .await
+}
+
+/// Record that `worker_id` is still working on `job_id`. Returns the job's current status,
+/// or `None` if the job is no longer this worker's (reaped, or taken over), in which case the
+/// worker must stop.
+pub async fn heartbeat(
+    conn: &mut AsyncPgConnection,
+    job_id: Uuid,
+    worker_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<JobStatus>, ProvisionerError> {
+    let status = diesel::update(
+        provisioner_jobs::table
+            .find(job_id)
+            .filter(provisioner_jobs::worker_id.eq(worker_id))
+            .filter(provisioner_jobs::status.eq_any([JobStatus::Running, JobStatus::Canceling])),
+    )
+    .set(provisioner_jobs::heartbeat_at.eq(now))
+    .returning(provisioner_jobs::status)
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(status)
+}

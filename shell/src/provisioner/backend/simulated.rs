@@ -1,0 +1,143 @@
+//! The simulated backend: no external effect, only time passing. Deterministic: whether a
+//! job fails depends on (seed, job id) alone, so a replayed run fails the same jobs.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{agent_names, AgentSpec, BuildFailure, BuildOutput};
+use crate::db::enums::Transition;
+use crate::provisioner::context::JobContext;
+use crate::provisioner::BackendError;
+
+/// Defaults; a version's `source` may override each (`duration_ms`, `failure_rate`,
+/// `agent_start_secs`, `agents`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulatedConfig {
+    pub duration: Duration,
+    /// 0.0 = never fails, 1.0 = always fails.
+    pub failure_rate: f64,
+    pub agent_start: Duration,
+    pub seed: u64,
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(2),
+            failure_rate: 0.0,
+            agent_start: Duration::ZERO,
+            seed: 0,
+        }
+    }
+}
+
+/// The effective settings for one version's source.
+#[derive(Debug, Clone, PartialEq)]
+struct Settings {
+    duration: Duration,
+    failure_rate: f64,
+    agent_start_secs: u64,
+    agents: Vec<String>,
+}
+
+fn settings(config: &SimulatedConfig, source: &Value) -> Result<Settings, BackendError> {
+    let invalid = |field: &str| BackendError::InvalidSource(format!("{field}: expected a number"));
+    let duration = match source.get("duration_ms") {
+        None | Some(Value::Null) => config.duration,
+        Some(v) => Duration::from_millis(v.as_u64().ok_or_else(|| invalid("duration_ms"))?),
+    };
+    let failure_rate = match source.get("failure_rate") {
+        None | Some(Value::Null) => config.failure_rate,
+        Some(v) => v.as_f64().ok_or_else(|| invalid("failure_rate"))?,
+    };
+    if !(0.0..=1.0).contains(&failure_rate) {
+        return Err(BackendError::InvalidSource(format!(
+            "failure_rate: {failure_rate} is not between 0 and 1"
+        )));
+    }
+    let agent_start_secs = match source.get("agent_start_secs") {
+        None | Some(Value::Null) => config.agent_start.as_secs(),
+        Some(v) => v.as_u64().ok_or_else(|| invalid("agent_start_secs"))?,
+    };
+    Ok(Settings { duration, failure_rate, agent_start_secs, agents: agent_names(source)? })
+}
+
+/// A number in [0, 1) from (seed, job id): splitmix64 over the id's two halves.
+pub fn failure_draw(seed: u64, job_id: Uuid) -> f64 {
+    let (hi, lo) = job_id.as_u64_pair();
+    let mut x = seed;
+    for part in [hi, lo] {
+        x = splitmix64(x ^ part);
+    }
+    // 53 random bits → an exactly representable fraction.
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+pub async fn run(
+    config: &SimulatedConfig,
+    ctx: &JobContext,
+    cancel: &CancellationToken,
+) -> Result<BuildOutput, BuildFailure> {
+    let settings = settings(config, &ctx.version.source)?;
+    tokio::select! {
+        () = cancel.cancelled() => return Err(BackendError::Canceled.into()),
+        () = tokio::time::sleep(settings.duration) => {}
+    }
+    if failure_draw(config.seed, ctx.job.id) < settings.failure_rate {
+        return Err(BackendError::SimulatedFailure {
+            seed: config.seed,
+            rate: settings.failure_rate,
+        }
+        .into());
+    }
+    let transition = ctx.build.transition;
+    let state = serde_json::json!({
+        "simulated": true,
+        "workspace_id": ctx.workspace.id,
+        "transition": transition.as_str(),
+    });
+    let agents = match transition {
+        Transition::Start => settings
+            .agents
+            .into_iter()
+            .map(|name| AgentSpec { name, start_secs: settings.agent_start_secs })
+            .collect(),
+        Transition::Stop | Transition::Delete => Vec::new(),
+    };
+    Ok(BuildOutput { state: Some(state.to_string().into_bytes()), agents })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_draw_is_deterministic_and_spread() {
+        let id = Uuid::from_u128(42);
+        assert_eq!(failure_draw(7, id), failure_draw(7, id));
+        assert_ne!(failure_draw(7, id), failure_draw(8, id));
+        let failures = (0..1000u128).filter(|i| failure_draw(1, Uuid::from_u128(*i)) < 0.3).count();
+        assert!((200..400).contains(&failures), "{failures}");
+    }
+
+    #[test]
+    fn source_overrides_defaults() {
+        let source = serde_json::json!({"duration_ms": 5, "failure_rate": 1.0, "agents": ["a"]});
+        let s = settings(&SimulatedConfig::default(), &source).expect("valid");
+        assert_eq!(s.duration, Duration::from_millis(5));
+        assert_eq!(s.failure_rate, 1.0);
+        assert_eq!(s.agents, vec!["a".to_owned()]);
+        let bad = serde_json::json!({"failure_rate": 2.0});
+        assert!(settings(&SimulatedConfig::default(), &bad).is_err());
+    }
+}

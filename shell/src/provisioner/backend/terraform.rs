@@ -1,0 +1,158 @@
+//! The terraform backend: the real `terraform` CLI in a per-workspace working directory
+//! copied from the version's module directory (`source.dir`). The state file round-trips
+//! through the build's `provisioner_state`, so the directory itself is disposable.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::{agent_names, AgentSpec, BuildFailure, BuildOutput};
+use crate::db::enums::Transition;
+use crate::provisioner::context::JobContext;
+use crate::provisioner::BackendError;
+
+const STATE_FILE: &str = "terraform.tfstate";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TerraformConfig {
+    /// The binary, looked up on PATH unless it has a directory part.
+    pub bin: String,
+    /// Parent of the per-workspace working directories.
+    pub work_dir: PathBuf,
+}
+
+impl Default for TerraformConfig {
+    fn default() -> Self {
+        Self { bin: "terraform".to_owned(), work_dir: std::env::temp_dir().join("poolkeeper") }
+    }
+}
+
+pub async fn run(
+    config: &TerraformConfig,
+    ctx: &JobContext,
+    cancel: &CancellationToken,
+) -> Result<BuildOutput, BuildFailure> {
+    let source_dir =
+        ctx.version.source.get("dir").and_then(|dir| dir.as_str()).ok_or_else(|| {
+            BackendError::InvalidSource("dir: expected the module directory".into())
+        })?;
+    let agents = agent_names(&ctx.version.source)?;
+    let dir = config.work_dir.join(ctx.workspace.id.to_string());
+    prepare_dir(Path::new(source_dir), &dir, ctx.build.provisioner_state.as_deref()).await?;
+
+    let transition = ctx.build.transition;
+    let mut vars = vec![
+        ("workspace_id".to_owned(), ctx.workspace.id.to_string()),
+        ("workspace_name".to_owned(), ctx.workspace.name.clone()),
+        ("owner".to_owned(), ctx.owner.username.clone()),
+        ("transition".to_owned(), transition.as_str().to_owned()),
+    ];
+    vars.extend(ctx.parameters.iter().cloned());
+
+    terraform(config, &dir, "init", &["init", "-input=false", "-no-color"], &[], cancel).await?;
+    let step = match transition {
+        Transition::Start | Transition::Stop => "apply",
+        Transition::Delete => "destroy",
+    };
+    let result = terraform(
+        config,
+        &dir,
+        step,
+        &[step, "-input=false", "-auto-approve", "-no-color"],
+        &vars,
+        cancel,
+    )
+    .await;
+    // Keep whatever state terraform wrote, even after a failed apply: it records what exists.
+    let state = tokio::fs::read(dir.join(STATE_FILE)).await.ok();
+    match result {
+        Ok(()) => {
+            let agents = match transition {
+                Transition::Start => {
+                    agents.into_iter().map(|name| AgentSpec { name, start_secs: 0 }).collect()
+                }
+                Transition::Stop | Transition::Delete => Vec::new(),
+            };
+            Ok(BuildOutput { state, agents })
+        }
+        Err(error) => Err(BuildFailure { error, state }),
+    }
+}
+
+/// A fresh copy of the module with the previous state, if any.
+async fn prepare_dir(source: &Path, dir: &Path, state: Option<&[u8]>) -> Result<(), BackendError> {
+    let work_dir_error =
+        |path: &Path, source| BackendError::WorkDir { path: path.display().to_string(), source };
+    tokio::fs::create_dir_all(dir).await.map_err(|err| work_dir_error(dir, err))?;
+    let mut entries =
+        tokio::fs::read_dir(source).await.map_err(|err| work_dir_error(source, err))?;
+    while let Some(entry) = entries.next_entry().await.map_err(|err| work_dir_error(source, err))? {
+        let name = entry.file_name();
+        let is_file = entry.file_type().await.map(|t| t.is_file()).unwrap_or(false);
+        // Modules are flat .tf files; the state and provider cache are never copied.
+        let skip = name.to_string_lossy().contains(".tfstate");
+        if is_file && !skip {
+            let target = dir.join(&name);
+            tokio::fs::copy(entry.path(), &target)
+                .await
+                .map_err(|err| work_dir_error(&target, err))?;
+        }
+    }
+    let state_path = dir.join(STATE_FILE);
+    match state {
+        Some(state) if !state.is_empty() => tokio::fs::write(&state_path, state).await,
+        _ => match tokio::fs::remove_file(&state_path).await {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        },
+    }
+    .map_err(|err| work_dir_error(&state_path, err))
+}
+
+/// One terraform command; killed (the child is dropped) when `cancel` fires.
+async fn terraform(
+    config: &TerraformConfig,
+    dir: &Path,
+    step: &'static str,
+    args: &[&str],
+    vars: &[(String, String)],
+    cancel: &CancellationToken,
+) -> Result<(), BackendError> {
+    let mut command = Command::new(&config.bin);
+    command
+        .args(args)
+        .args(vars.iter().flat_map(|(name, value)| ["-var".to_owned(), format!("{name}={value}")]))
+        .current_dir(dir)
+        // Offline and quiet: no version check, no prompts.
+        .env("CHECKPOINT_DISABLE", "1")
+        .env("TF_IN_AUTOMATION", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = command
+        .spawn()
+        .map_err(|source| BackendError::TerraformMissing { bin: config.bin.clone(), source })?;
+    let output = tokio::select! {
+        () = cancel.cancelled() => return Err(BackendError::Canceled),
+        output = child.wait_with_output() => output,
+    };
+    let output = output
+        .map_err(|source| BackendError::WorkDir { path: dir.display().to_string(), source })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    if stderr.is_empty() {
+        stderr = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    }
+    // The error column is for people: keep the end, where terraform puts the cause.
+    if stderr.len() > 4000 {
+        let cut = stderr.len() - 4000;
+        let cut = (cut..stderr.len()).find(|i| stderr.is_char_boundary(*i)).unwrap_or(cut);
+        stderr = stderr[cut..].to_owned();
+    }
+    Err(BackendError::TerraformStep { step, status: output.status.to_string(), stderr })
+}

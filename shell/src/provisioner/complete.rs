@@ -1,0 +1,247 @@
+//! Job completion, in one transaction: the job's final status, the build's state and agents,
+//! the deadlines of a succeeded start build (SPEC §3), and the deletion of a deleted workspace.
+//! Only the provisioner writes job completion.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use poolkeeper_core::schedule::{
+    compute_deadlines, DayName, DeadlineInputs, Deadlines, WeekdaySet,
+};
+use uuid::Uuid;
+
+use super::backend::{AgentSpec, BuildFailure, BuildOutput};
+use super::ProvisionerError;
+use crate::db::enums::{AgentLifecycle, JobStatus, Transition};
+use crate::db::models::{
+    NewWorkspaceAgent, ProvisionerJob, Template, User, Workspace, WorkspaceBuild,
+};
+use crate::db::schema::{
+    provisioner_jobs, templates, users, workspace_agents, workspace_builds, workspaces,
+};
+use crate::db::PREBUILDS_USER_ID;
+
+/// How a backend run ended.
+#[derive(Debug)]
+pub enum JobResult {
+    Succeeded(BuildOutput),
+    Failed(BuildFailure),
+    /// Stopped because the job was canceled; the state is whatever the backend left.
+    Canceled {
+        state: Option<Vec<u8>>,
+    },
+}
+
+/// What completion wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub status: JobStatus,
+    /// Agents left `starting`, with the instant each is due to become ready.
+    pub starting_agents: Vec<(Uuid, DateTime<Utc>)>,
+    pub deadlines: Option<Deadlines>,
+}
+
+/// Finish `job_id` for `worker_id`. `Ok(None)` if the job is no longer this worker's (it was
+/// reaped meanwhile): nothing is written then. Takes the result by reference so that a
+/// failed transaction can be retried.
+pub async fn complete_job(
+    conn: &mut AsyncPgConnection,
+    job_id: Uuid,
+    worker_id: &str,
+    result: &JobResult,
+    now: DateTime<Utc>,
+) -> Result<Option<Completion>, ProvisionerError> {
+    let worker_id = worker_id.to_owned();
+    conn.transaction(async move |conn| {
+        let job: Option<ProvisionerJob> = provisioner_jobs::table
+            .find(job_id)
+            .filter(provisioner_jobs::worker_id.eq(&worker_id))
+            .filter(provisioner_jobs::status.eq_any([JobStatus::Running, JobStatus::Canceling]))
+            .select(ProvisionerJob::as_select())
+            .for_update()
+            .get_result(conn)
+            .await
+            .optional()?;
+        let Some(job) = job else { return Ok(None) };
+        let build: WorkspaceBuild = workspace_builds::table
+            .filter(workspace_builds::job_id.eq(job_id))
+            .select(WorkspaceBuild::as_select())
+            .get_result(conn)
+            .await
+            .optional()?
+            .ok_or(ProvisionerError::MissingBuild { job_id })?;
+
+        // A job canceled while it ran ends canceled, whatever the backend said.
+        let (status, error, state, output) = match (job.status, result) {
+            (JobStatus::Canceling, JobResult::Succeeded(out)) => {
+                (JobStatus::Canceled, None, out.state.clone(), None)
+            }
+            (JobStatus::Canceling, JobResult::Failed(failure)) => {
+                (JobStatus::Canceled, None, failure.state.clone(), None)
+            }
+            (_, JobResult::Succeeded(out)) => {
+                (JobStatus::Succeeded, None, out.state.clone(), Some(out))
+            }
+            (_, JobResult::Failed(failure)) => {
+                (JobStatus::Failed, Some(failure.error.to_string()), failure.state.clone(), None)
+            }
+            (_, JobResult::Canceled { state }) => (JobStatus::Canceled, None, state.clone(), None),
+        };
+        diesel::update(provisioner_jobs::table.find(job_id))
+            .set((
+                provisioner_jobs::status.eq(status),
+                provisioner_jobs::completed_at.eq(now),
+                provisioner_jobs::error.eq(error),
+                provisioner_jobs::canceled_at.eq((status == JobStatus::Canceled).then_some(now)),
+            ))
+            .execute(conn)
+            .await?;
+        if let Some(state) = state {
+            diesel::update(workspace_builds::table.find(build.id))
+                .set(workspace_builds::provisioner_state.eq(state))
+                .execute(conn)
+                .await?;
+        }
+        let mut completion = Completion { status, starting_agents: Vec::new(), deadlines: None };
+        let Some(output) = output else { return Ok(Some(completion)) };
+
+        completion.starting_agents = insert_agents(conn, build.id, &output.agents, now).await?;
+        match build.transition {
+            Transition::Start => {
+                completion.deadlines = set_deadlines(conn, &build, now).await?;
+            }
+            Transition::Delete => {
+                diesel::update(workspaces::table.find(build.workspace_id))
+                    .set((workspaces::deleted.eq(true), workspaces::updated_at.eq(now)))
+                    .execute(conn)
+                    .await?;
+            }
+            Transition::Stop => {}
+        }
+        Ok(Some(completion))
+    })
+    .await
+}
+
+/// Agents with no start time are ready at once; the others start, and the worker flips them.
+async fn insert_agents(
+    conn: &mut AsyncPgConnection,
+    build_id: Uuid,
+    agents: &[AgentSpec],
+    now: DateTime<Utc>,
+) -> Result<Vec<(Uuid, DateTime<Utc>)>, ProvisionerError> {
+    let mut starting = Vec::new();
+    for agent in agents {
+        let id = Uuid::new_v4();
+        let ready = agent.start_secs == 0;
+        let lifecycle_state = if ready { AgentLifecycle::Ready } else { AgentLifecycle::Starting };
+        diesel::insert_into(workspace_agents::table)
+            .values(&NewWorkspaceAgent {
+                id,
+                build_id,
+                name: agent.name.clone(),
+                lifecycle_state,
+                auth_token_hash: None,
+            })
+            .execute(conn)
+            .await?;
+        if ready {
+            diesel::update(workspace_agents::table.find(id))
+                .set(workspace_agents::ready_at.eq(now))
+                .execute(conn)
+                .await?;
+        } else {
+            let secs = i64::try_from(agent.start_secs).unwrap_or(i64::MAX / 1000);
+            let due = now.checked_add_signed(TimeDelta::seconds(secs.min(i64::MAX / 1000)));
+            starting.push((id, due.unwrap_or(now)));
+        }
+    }
+    Ok(starting)
+}
+
+/// SPEC §3 for a succeeded start build; prebuilds get no deadline. A bad schedule leaves the
+/// deadlines empty (logged): the build itself succeeded.
+async fn set_deadlines(
+    conn: &mut AsyncPgConnection,
+    build: &WorkspaceBuild,
+    now: DateTime<Utc>,
+) -> Result<Option<Deadlines>, ProvisionerError> {
+    let workspace: Workspace = workspaces::table
+        .find(build.workspace_id)
+        .select(Workspace::as_select())
+        .get_result(conn)
+        .await?;
+    if workspace.owner_id == PREBUILDS_USER_ID {
+        return Ok(None);
+    }
+    let template: Template = templates::table
+        .find(workspace.template_id)
+        .select(Template::as_select())
+        .get_result(conn)
+        .await?;
+    let owner: User =
+        users::table.find(workspace.owner_id).select(User::as_select()).get_result(conn).await?;
+    let inputs = DeadlineInputs {
+        completed_at: now,
+        is_prebuild: false,
+        workspace_ttl_secs: u64::try_from(workspace.ttl_secs).unwrap_or(0),
+        autostart_schedule: workspace.autostart_schedule.as_deref(),
+        // NULL in the database means the default quiet hours (the core reads "" as that).
+        quiet_hours_schedule: Some(owner.quiet_hours_schedule.as_deref().unwrap_or("")),
+        user_autostop_enabled: template.user_autostop_enabled,
+        default_ttl_secs: u64::try_from(template.default_ttl_secs).unwrap_or(0),
+        autostop_requirement_days: weekdays(&template.autostop_requirement_days),
+        autostop_requirement_weeks: u32::try_from(template.autostop_requirement_weeks).unwrap_or(1),
+        autostart_days: weekdays(&template.autostart_days),
+    };
+    let deadlines = match compute_deadlines(&inputs) {
+        Ok(deadlines) => deadlines,
+        Err(err) => {
+            tracing::warn!(build_id = %build.id, workspace_id = %workspace.id, error = %err,
+                "cannot compute the deadlines; the build keeps none");
+            return Ok(None);
+        }
+    };
+    diesel::update(workspace_builds::table.find(build.id))
+        .set((
+            workspace_builds::deadline.eq(deadlines.deadline),
+            workspace_builds::max_deadline.eq(deadlines.max_deadline),
+        ))
+        .execute(conn)
+        .await?;
+    diesel::update(workspaces::table.find(workspace.id))
+        .set((
+            workspaces::next_start_at.eq(deadlines.next_start_at),
+            workspaces::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(Some(deadlines))
+}
+
+/// The CHECK constraint allows only `mon` .. `sun`, so nothing is dropped in practice.
+fn weekdays(days: &[String]) -> WeekdaySet {
+    let days: Vec<DayName> = days.iter().filter_map(|day| day.parse().ok()).collect();
+    WeekdaySet::from_days(&days)
+}
+
+/// Flip `starting` agents whose start time has passed to `ready`.
+pub async fn mark_agent_ready(
+    conn: &mut AsyncPgConnection,
+    agent_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, ProvisionerError> {
+    let updated = diesel::update(
+        workspace_agents::table
+            .find(agent_id)
+            .filter(workspace_agents::lifecycle_state.eq(AgentLifecycle::Starting)),
+    )
+    .set((
+        workspace_agents::lifecycle_state.eq(AgentLifecycle::Ready),
+        workspace_agents::ready_at.eq(now),
+        workspace_agents::updated_at.eq(now),
+    ))
+    .execute(conn)
+    .await?;
+    Ok(updated > 0)
+}

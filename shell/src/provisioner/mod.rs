@@ -1,0 +1,19 @@
+//! The provisioner: workers that acquire pending jobs, run them on a backend (simulated or
+//! terraform), heartbeat while they run, and write the completion; plus the reaper of jobs
+//! whose worker was lost.
+
+pub mod acquire;
+pub mod backend;
+pub mod complete;
+pub mod context;
+mod error;
+mod listener;
+pub mod reaper;
+pub mod worker;
+
+pub use acquire::{acquire_next_job, heartbeat};
+pub use backend::{Backends, SimulatedConfig, TerraformConfig};
+pub use complete::{complete_job, Completion, JobResult};
+pub use error::{BackendError, ProvisionerError};
+pub use reaper::{reap_stale_jobs, ReaperConfig};
+pub use worker::{run_worker, WorkerConfig};
