@@ -64,21 +64,38 @@ impl PrebuildWindows {
         self.windows.is_empty()
     }
 
-    /// Index of the first window that contains `t`, counting each window as open `lead_secs`
-    /// early (SPEC §4 pre-warming): the window containing `t + lead_secs`.
+    /// Index of the window open at `t`, counting each window as open `lead_secs` early
+    /// (SPEC §4 pre-warming): the window containing `t`, else the one containing
+    /// `t + lead_secs`. A window opens early but still closes on time, so pre-warming never
+    /// shrinks the pool before the window ends.
     pub fn first_open(&self, t: DateTime<Utc>, lead_secs: u64) -> Option<usize> {
-        let at = t.checked_add_signed(seconds(lead_secs)?)?;
-        self.open_at_local(at.with_timezone(&self.zone).naive_local())
+        self.open_at_local(self.local(t)).or_else(|| {
+            let early = t.checked_add_signed(seconds(lead_secs)?)?;
+            self.open_at_local(self.local(early))
+        })
     }
 
-    /// The earliest instant strictly after `t` at which some window (shifted by `lead_secs`)
-    /// opens or closes; `None` when nothing changes within `EDGE_HORIZON_DAYS`.
+    /// The earliest instant strictly after `t` at which `first_open(_, lead_secs)` may change:
+    /// a window edge, or a window edge `lead_secs` early; `None` when nothing changes within
+    /// `EDGE_HORIZON_DAYS`.
+    pub fn next_edge_after(&self, t: DateTime<Utc>, lead_secs: u64) -> Option<DateTime<Utc>> {
+        let on_time = self.next_shifted_edge_after(t, 0);
+        if lead_secs == 0 {
+            return on_time;
+        }
+        match (on_time, self.next_shifted_edge_after(t, lead_secs)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The earliest instant strictly after `t` at which membership of `t + lead_secs` changes.
     ///
     /// Membership can only change where the local hour does: at a local hour boundary or at a
     /// UTC offset transition (zones with 30- and 45-minute offsets have their boundaries at
     /// :30 or :45 UTC). The walk jumps from one such instant to the next where membership
     /// would differ, skipping whole constant days, and bisects for offset transitions.
-    pub fn next_edge_after(&self, t: DateTime<Utc>, lead_secs: u64) -> Option<DateTime<Utc>> {
+    fn next_shifted_edge_after(&self, t: DateTime<Utc>, lead_secs: u64) -> Option<DateTime<Utc>> {
         if self.windows.is_empty() {
             return None;
         }
@@ -252,7 +269,9 @@ mod tests {
         // Ten minutes of lead: open at 08:50.
         assert_eq!(w.first_open(t("2025-06-02T08:49:59Z"), 600), None);
         assert_eq!(w.first_open(t("2025-06-02T08:50:00Z"), 600), Some(0));
-        assert_eq!(w.first_open(t("2025-06-02T13:50:00Z"), 600), None);
+        // Open early, but closed on time: 13:50 is still inside 12-13, 14:00 is outside.
+        assert_eq!(w.first_open(t("2025-06-02T13:50:00Z"), 600), Some(1));
+        assert_eq!(w.first_open(t("2025-06-02T14:00:00Z"), 600), None);
     }
 
     #[test]
