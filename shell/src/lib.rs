@@ -3,4 +3,4 @@
 
 pub mod cli;
 pub mod db;
-pub mod provisioner;
+pub mod store;

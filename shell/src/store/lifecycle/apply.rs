@@ -1,0 +1,214 @@
+//! Applying one lifecycle decision. Each workspace gets its own short transaction that
+//! takes a per-workspace advisory lock (another replica already on it → skip), re-reads
+//! the row under `FOR UPDATE`, and re-decides with the core on the fresh row: the snapshot
+//! may be a minute old, and a user may have stopped or started the workspace meanwhile.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Uuid as SqlUuid};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use poolkeeper_core::lifecycle::{decide, tick_of, Decision};
+use uuid::Uuid;
+
+use super::load::{to_workspace, WorkspaceRow, CANDIDATES_SQL};
+use crate::db::enums::{BuildReason, Transition};
+use crate::db::models::NewNotification;
+use crate::db::schema::{notifications, workspaces};
+use crate::db::{DbPool, PREBUILDS_USER_ID};
+use crate::store::rows::{audit, insert_audit, insert_builds, BuildSpec};
+use crate::store::StoreError;
+
+/// What happened to one decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// Nothing written; the reason is a short stable label.
+    Skipped(&'static str),
+    /// The decision re-made on the fresh row was written; `job_id` when it had a transition.
+    Done { decision: Decision, job_id: Option<Uuid> },
+}
+
+#[derive(diesel::QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Bool)]
+    locked: bool,
+}
+
+/// The per-workspace advisory lock key (transaction-scoped, released at commit).
+fn lock_key(workspace_id: Uuid) -> i64 {
+    let (high, low) = workspace_id.as_u64_pair();
+    i64::from_ne_bytes((high ^ low).to_ne_bytes())
+}
+
+/// Applies `decision` (made from a snapshot at `now`) to its workspace.
+pub async fn apply_lifecycle_decision(
+    pool: &DbPool,
+    now: DateTime<Utc>,
+    decision: &Decision,
+) -> Result<Applied, StoreError> {
+    if !decision.has_effect() {
+        return Ok(Applied::Skipped("no_effect"));
+    }
+    let workspace_id = decision.workspace_id;
+    let mut conn = pool.get().await?;
+    let applied =
+        conn.transaction(async |conn| apply_locked(conn, now, workspace_id).await).await?;
+    match &applied {
+        Applied::Skipped(why) => tracing::info!(%workspace_id, why, "lifecycle decision skipped"),
+        Applied::Done { decision, job_id } => tracing::info!(
+            %workspace_id,
+            transition = decision.transition.map(|t| t.as_str()),
+            reason = decision.reason.map(|r| r.as_str()),
+            job_id = job_id.map(|id| id.to_string()),
+            "lifecycle decision applied"
+        ),
+    }
+    Ok(applied)
+}
+
+async fn apply_locked(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    workspace_id: Uuid,
+) -> Result<Applied, diesel::result::Error> {
+    let lock: Locked = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
+        .bind::<BigInt, _>(lock_key(workspace_id))
+        .get_result(conn)
+        .await?;
+    if !lock.locked {
+        return Ok(Applied::Skipped("locked"));
+    }
+    let sql = format!("{CANDIDATES_SQL} AND w.id = $2 FOR UPDATE OF w");
+    let row: Option<WorkspaceRow> = diesel::sql_query(sql)
+        .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
+        .bind::<SqlUuid, _>(workspace_id)
+        .get_result(conn)
+        .await
+        .optional()?;
+    let Some(row) = row else { return Ok(Applied::Skipped("gone")) };
+    let Ok(workspace) = to_workspace(&row) else { return Ok(Applied::Skipped("unreadable")) };
+    let decision = decide(&workspace, tick_of(now));
+    if !decision.has_effect() {
+        return Ok(Applied::Skipped("no_longer_due"));
+    }
+    let job_id = match (decision.transition, decision.reason) {
+        (Some(transition), Some(reason)) => {
+            Some(insert_transition(conn, now, &row, &decision, transition, reason).await?)
+        }
+        _ => None,
+    };
+    update_workspace(conn, now, &row, &decision).await?;
+    let diff = serde_json::json!({
+        "transition": decision.transition.map(|t| t.as_str()),
+        "reason": decision.reason.map(|r| r.as_str()),
+        "mark_dormant": decision.mark_dormant,
+        "next_start_at": decision.next_start_at,
+    });
+    insert_audit(conn, &[audit(now, "lifecycle", workspace_id, diff)]).await?;
+    notify_owner(conn, now, &row, &decision).await?;
+    Ok(Applied::Done { decision, job_id })
+}
+
+async fn insert_transition(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    row: &WorkspaceRow,
+    decision: &Decision,
+    transition: poolkeeper_core::build::Transition,
+    reason: poolkeeper_core::lifecycle::Reason,
+) -> Result<Uuid, diesel::result::Error> {
+    // A stop or delete reuses the latest build's version (SPEC §2); only a start may move.
+    let template_version_id = match (decision.use_active_version, row.active_version_id) {
+        (true, Some(active)) => active,
+        _ => row.template_version_id,
+    };
+    let reason: BuildReason = reason
+        .as_str()
+        .parse()
+        .map_err(|err| diesel::result::Error::SerializationError(Box::new(err)))?;
+    let transition: Transition = match transition {
+        poolkeeper_core::build::Transition::Start => Transition::Start,
+        poolkeeper_core::build::Transition::Stop => Transition::Stop,
+        poolkeeper_core::build::Transition::Delete => Transition::Delete,
+    };
+    let spec = BuildSpec {
+        workspace_id: row.id,
+        organization_id: row.organization_id,
+        build_number: row.build_number + 1,
+        template_version_id,
+        preset_id: None,
+        transition,
+        reason,
+        initiator_id: row.owner_id,
+        for_prebuild: false,
+        provisioner_state: row.provisioner_state.clone(),
+    };
+    let jobs = insert_builds(conn, now, vec![spec]).await?;
+    jobs.into_iter().next().ok_or(diesel::result::Error::NotFound)
+}
+
+async fn update_workspace(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    row: &WorkspaceRow,
+    decision: &Decision,
+) -> Result<(), diesel::result::Error> {
+    let target = workspaces::table.find(row.id);
+    if let Some(dormant) = &decision.mark_dormant {
+        // A dormant workspace never autostarts: its next start is cleared with it.
+        diesel::update(target)
+            .set((
+                workspaces::dormant_at.eq(Some(dormant.dormant_at)),
+                workspaces::deleting_at.eq(dormant.deleting_at),
+                workspaces::next_start_at.eq(None::<DateTime<Utc>>),
+                workspaces::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+    } else if let Some(next) = decision.next_start_at {
+        diesel::update(target)
+            .set((workspaces::next_start_at.eq(Some(next)), workspaces::updated_at.eq(now)))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Outbox rows: one per user, kind and day (the dedupe key), so a flapping workspace never
+/// floods its owner.
+async fn notify_owner(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    row: &WorkspaceRow,
+    decision: &Decision,
+) -> Result<(), diesel::result::Error> {
+    let moved = decision.use_active_version
+        && row.active_version_id.is_some_and(|v| v != row.template_version_id);
+    let (kind, payload) = if let Some(dormant) = &decision.mark_dormant {
+        (
+            "workspace_dormant",
+            serde_json::json!({ "workspace_id": row.id, "deleting_at": dormant.deleting_at }),
+        )
+    } else if moved {
+        (
+            "workspace_autoupdated",
+            serde_json::json!({ "workspace_id": row.id, "template_version_id": row.active_version_id }),
+        )
+    } else {
+        return Ok(());
+    };
+    let note = NewNotification {
+        id: Uuid::new_v4(),
+        user_id: row.owner_id,
+        kind: kind.to_owned(),
+        dedupe_key: format!("{kind}:{}:{}", row.owner_id, now.date_naive()),
+        payload,
+        created_at: Some(now),
+    };
+    diesel::insert_into(notifications::table)
+        .values(&note)
+        .on_conflict(notifications::dedupe_key)
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! Loading the lifecycle snapshot: every live, non-prebuild workspace with its owner's
+//! status, its latest build and job, and its template's options, in one query inside a
+//! REPEATABLE READ, READ ONLY transaction. An unreadable row is skipped with a warning.
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Array, BigInt, Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use poolkeeper_core::lifecycle::{LatestBuild, LifecycleSnapshot, Template, Workspace};
+use uuid::Uuid;
+
+use crate::db::PREBUILDS_USER_ID;
+use crate::store::StoreError;
+
+/// One workspace row; the fields past the snapshot's are what the applier writes with.
+#[derive(diesel::QueryableByName)]
+pub(super) struct WorkspaceRow {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub owner_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub organization_id: Uuid,
+    #[diesel(sql_type = Text)]
+    owner_status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    autostart_schedule: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    next_start_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Timestamptz)]
+    last_used_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    dormant_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    deleting_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Text)]
+    automatic_updates: String,
+    #[diesel(sql_type = Int4)]
+    pub build_number: i32,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Binary>)]
+    pub provisioner_state: Option<Vec<u8>>,
+    #[diesel(sql_type = Text)]
+    transition: String,
+    #[diesel(sql_type = SqlUuid)]
+    pub template_version_id: Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    build_created_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    deadline: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    max_deadline: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Text)]
+    job_status: String,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    job_completed_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub active_version_id: Option<Uuid>,
+    #[diesel(sql_type = Bool)]
+    require_active_version: bool,
+    #[diesel(sql_type = Bool)]
+    user_autostart_enabled: bool,
+    #[diesel(sql_type = Bool)]
+    user_autostop_enabled: bool,
+    #[diesel(sql_type = Array<Text>)]
+    autostart_days: Vec<String>,
+    #[diesel(sql_type = BigInt)]
+    failure_ttl_secs: i64,
+    #[diesel(sql_type = BigInt)]
+    time_til_dormant_secs: i64,
+    #[diesel(sql_type = BigInt)]
+    time_til_dormant_autodelete_secs: i64,
+}
+
+pub(super) const CANDIDATES_SQL: &str = "
+SELECT w.id, w.owner_id, w.organization_id, u.status AS owner_status, w.autostart_schedule,
+       w.next_start_at, w.last_used_at, w.dormant_at, w.deleting_at, w.automatic_updates,
+       lb.build_number, lb.provisioner_state, lb.transition, lb.template_version_id,
+       lb.created_at AS build_created_at, lb.deadline, lb.max_deadline,
+       j.status AS job_status, j.completed_at AS job_completed_at,
+       t.active_version_id, t.require_active_version, t.user_autostart_enabled,
+       t.user_autostop_enabled, t.autostart_days, t.failure_ttl_secs, t.time_til_dormant_secs,
+       t.time_til_dormant_autodelete_secs
+FROM workspaces w
+JOIN users u ON u.id = w.owner_id
+JOIN templates t ON t.id = w.template_id
+JOIN LATERAL (SELECT b.* FROM workspace_builds b WHERE b.workspace_id = w.id
+               ORDER BY b.build_number DESC LIMIT 1) lb ON true
+JOIN provisioner_jobs j ON j.id = lb.job_id
+WHERE NOT w.deleted AND w.owner_id <> $1";
+
+/// Loads the lifecycle candidates. Prebuilds are left out: they get no decision (SPEC §2).
+pub async fn load_lifecycle_snapshot(
+    conn: &mut AsyncPgConnection,
+    _now: DateTime<Utc>,
+) -> Result<LifecycleSnapshot, StoreError> {
+    let sql = format!("{CANDIDATES_SQL} ORDER BY w.id");
+    let rows: Vec<WorkspaceRow> = conn
+        .build_transaction()
+        .repeatable_read()
+        .read_only()
+        .run(async |conn| {
+            diesel::sql_query(sql).bind::<SqlUuid, _>(PREBUILDS_USER_ID).load(conn).await
+        })
+        .await?;
+    let workspaces = rows
+        .iter()
+        .filter_map(|row| match to_workspace(row) {
+            Ok(ws) => Some(ws),
+            Err(why) => {
+                tracing::warn!(workspace_id = %row.id, why, "workspace skipped this tick: unreadable row");
+                None
+            }
+        })
+        .collect();
+    Ok(LifecycleSnapshot { workspaces })
+}
+
+fn secs(value: i64, field: &'static str) -> Result<u64, &'static str> {
+    u64::try_from(value).map_err(|_| field)
+}
+
+pub(super) fn to_workspace(row: &WorkspaceRow) -> Result<Workspace, &'static str> {
+    let autostart_days = row
+        .autostart_days
+        .iter()
+        .map(|day| day.parse().map_err(|_| "unknown autostart day"))
+        .collect::<Result<_, _>>()?;
+    Ok(Workspace {
+        id: row.id,
+        owner_status: parse_enum(&row.owner_status).ok_or("unknown owner status")?,
+        is_prebuild: false,
+        autostart_schedule: row.autostart_schedule.clone().filter(|s| !s.is_empty()),
+        next_start_at: row.next_start_at,
+        last_used_at: row.last_used_at,
+        dormant_at: row.dormant_at,
+        deleting_at: row.deleting_at,
+        automatic_updates: parse_enum(&row.automatic_updates).ok_or("unknown automatic_updates")?,
+        latest_build: LatestBuild {
+            transition: row.transition.parse().map_err(|_| "unknown transition")?,
+            template_version_id: row.template_version_id,
+            created_at: row.build_created_at,
+            deadline: row.deadline,
+            max_deadline: row.max_deadline,
+            job_status: row.job_status.parse().map_err(|_| "unknown job status")?,
+            job_completed_at: row.job_completed_at,
+        },
+        template: Template {
+            active_version_id: row.active_version_id.ok_or("template has no active version")?,
+            require_active_version: row.require_active_version,
+            user_autostart_enabled: row.user_autostart_enabled,
+            user_autostop_enabled: row.user_autostop_enabled,
+            autostart_days,
+            failure_ttl_secs: secs(row.failure_ttl_secs, "negative failure_ttl_secs")?,
+            time_til_dormant_secs: secs(
+                row.time_til_dormant_secs,
+                "negative time_til_dormant_secs",
+            )?,
+            time_til_dormant_autodelete_secs: secs(
+                row.time_til_dormant_autodelete_secs,
+                "negative time_til_dormant_autodelete_secs",
+            )?,
+        },
+    })
+}
+
+/// The core's lowercase enums read through serde, so the strings stay defined in one place.
+fn parse_enum<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+}

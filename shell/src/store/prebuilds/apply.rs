@@ -1,0 +1,312 @@
+//! Applying a preset's plan. Creates go in one batched transaction; each delete and each
+//! cancel is its own short transaction that re-checks, under the workspace's row lock, that
+//! the prebuild is still unclaimed and idle: a lost race (a claim, a provisioner that took
+//! the job) is logged and skipped, never an error.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use poolkeeper_core::prebuilds::{Action, Preset, PresetPlan, PresetStatus};
+use uuid::Uuid;
+
+use crate::db::enums::{AutomaticUpdates, BuildReason, JobStatus, PrebuildStatus, Transition};
+use crate::db::models::NewWorkspace;
+use crate::db::schema::{presets, provisioner_jobs, templates, workspace_builds, workspaces};
+use crate::db::{DbPool, PREBUILDS_USER_ID};
+use crate::store::rows::{audit, insert_audit, insert_builds, BuildSpec};
+use crate::store::StoreError;
+
+/// Carries out `plan` for `preset`, in action order. Returns the ids of the jobs created
+/// (already committed; see `store::publish`).
+pub async fn apply_preset_plan(
+    pool: &DbPool,
+    now: DateTime<Utc>,
+    preset: &Preset,
+    plan: &PresetPlan,
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut jobs = Vec::new();
+    for action in &plan.actions {
+        match action {
+            Action::Backoff { until } => {
+                tracing::info!(preset_id = %preset.id, %until, "prebuild creation backing off");
+            }
+            Action::CancelPending => jobs.extend(cancel_pending(pool, now, preset).await?),
+            Action::Delete { workspace_ids } => {
+                for &workspace_id in workspace_ids {
+                    jobs.extend(delete_prebuild(pool, now, preset, workspace_id).await?);
+                }
+            }
+            Action::Create { count } => {
+                jobs.extend(create_prebuilds(pool, now, preset, *count).await?)
+            }
+            Action::SetStatus { status } => set_status(pool, preset.id, *status).await?,
+        }
+    }
+    Ok(jobs)
+}
+
+/// `count` new prebuilds: workspaces, first start builds and pending jobs, each kind in
+/// one multi-row insert, all in one transaction.
+async fn create_prebuilds(
+    pool: &DbPool,
+    now: DateTime<Utc>,
+    preset: &Preset,
+    count: u32,
+) -> Result<Vec<Uuid>, StoreError> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let mut conn = pool.get().await?;
+    let jobs = conn
+        .transaction(async |conn| {
+            let organization_id: Uuid = templates::table
+                .find(preset.template_id)
+                .select(templates::organization_id)
+                .first(conn)
+                .await?;
+            let new: Vec<NewWorkspace> = (0..count)
+                .map(|_| {
+                    let id = Uuid::new_v4();
+                    NewWorkspace {
+                        id,
+                        organization_id,
+                        owner_id: PREBUILDS_USER_ID,
+                        template_id: preset.template_id,
+                        name: format!("prebuild-{}", id.simple()),
+                        autostart_schedule: None,
+                        ttl_secs: 0,
+                        next_start_at: None,
+                        automatic_updates: AutomaticUpdates::Never,
+                        last_used_at: Some(now),
+                        created_at: Some(now),
+                    }
+                })
+                .collect();
+            diesel::insert_into(workspaces::table).values(&new).execute(conn).await?;
+            let specs = new
+                .iter()
+                .map(|ws| BuildSpec {
+                    workspace_id: ws.id,
+                    organization_id,
+                    build_number: 1,
+                    template_version_id: preset.template_version_id,
+                    preset_id: Some(preset.id),
+                    transition: Transition::Start,
+                    reason: BuildReason::Prebuild,
+                    initiator_id: PREBUILDS_USER_ID,
+                    for_prebuild: true,
+                    provisioner_state: None,
+                })
+                .collect();
+            let jobs = insert_builds(conn, now, specs).await?;
+            let entries: Vec<_> = new
+                .iter()
+                .map(|ws| {
+                    audit(
+                        now,
+                        "prebuild_create",
+                        ws.id,
+                        serde_json::json!({ "preset_id": preset.id }),
+                    )
+                })
+                .collect();
+            insert_audit(conn, &entries).await?;
+            Ok::<_, diesel::result::Error>(jobs)
+        })
+        .await?;
+    tracing::info!(preset_id = %preset.id, created = jobs.len(), "prebuilds created");
+    Ok(jobs)
+}
+
+/// What the delete and cancel paths see of a workspace once its row is locked.
+struct Locked {
+    organization_id: Uuid,
+    build_number: i32,
+    build_transition: Transition,
+    template_version_id: Uuid,
+    provisioner_state: Option<Vec<u8>>,
+    job_id: Uuid,
+    job_status: JobStatus,
+}
+
+/// Locks the workspace row and reads its latest build, or `None` when it is no longer an
+/// unclaimed, live prebuild (claimed, deleted, or without builds).
+async fn lock_prebuild(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+) -> Result<Option<Locked>, diesel::result::Error> {
+    let row: Option<(Uuid, Uuid, bool)> = workspaces::table
+        .find(workspace_id)
+        .select((workspaces::owner_id, workspaces::organization_id, workspaces::deleted))
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((owner_id, organization_id, deleted)) = row else { return Ok(None) };
+    if owner_id != PREBUILDS_USER_ID || deleted {
+        return Ok(None);
+    }
+    let latest: Option<(i32, Transition, Uuid, Option<Vec<u8>>, Uuid, JobStatus)> =
+        workspace_builds::table
+            .inner_join(provisioner_jobs::table)
+            .filter(workspace_builds::workspace_id.eq(workspace_id))
+            .order(workspace_builds::build_number.desc())
+            .select((
+                workspace_builds::build_number,
+                workspace_builds::transition,
+                workspace_builds::template_version_id,
+                workspace_builds::provisioner_state,
+                provisioner_jobs::id,
+                provisioner_jobs::status,
+            ))
+            .first(conn)
+            .await
+            .optional()?;
+    Ok(latest.map(
+        |(
+            build_number,
+            build_transition,
+            template_version_id,
+            provisioner_state,
+            job_id,
+            job_status,
+        )| {
+            Locked {
+                organization_id,
+                build_number,
+                build_transition,
+                template_version_id,
+                provisioner_state,
+                job_id,
+                job_status,
+            }
+        },
+    ))
+}
+
+fn delete_spec(preset: &Preset, workspace_id: Uuid, locked: Locked) -> BuildSpec {
+    BuildSpec {
+        workspace_id,
+        organization_id: locked.organization_id,
+        build_number: locked.build_number + 1,
+        template_version_id: locked.template_version_id,
+        preset_id: Some(preset.id),
+        transition: Transition::Delete,
+        reason: BuildReason::Prebuild,
+        initiator_id: PREBUILDS_USER_ID,
+        for_prebuild: true,
+        provisioner_state: locked.provisioner_state,
+    }
+}
+
+/// A delete build for one prebuild, unless it was claimed, deleted or got a build in
+/// flight since the snapshot.
+async fn delete_prebuild(
+    pool: &DbPool,
+    now: DateTime<Utc>,
+    preset: &Preset,
+    workspace_id: Uuid,
+) -> Result<Option<Uuid>, StoreError> {
+    let mut conn = pool.get().await?;
+    let job = conn
+        .transaction(async |conn| {
+            let Some(locked) = lock_prebuild(conn, workspace_id).await? else {
+                tracing::info!(%workspace_id, "prebuild delete skipped: claimed or gone");
+                return Ok(None);
+            };
+            if !locked.job_status.is_finished() {
+                tracing::info!(%workspace_id, status = %locked.job_status, "prebuild delete skipped: build in flight");
+                return Ok(None);
+            }
+            let jobs = insert_builds(conn, now, vec![delete_spec(preset, workspace_id, locked)]).await?;
+            let entry = audit(now, "prebuild_delete", workspace_id, serde_json::json!({ "preset_id": preset.id }));
+            insert_audit(conn, &[entry]).await?;
+            Ok::<_, diesel::result::Error>(jobs.into_iter().next())
+        })
+        .await?;
+    if job.is_some() {
+        tracing::info!(preset_id = %preset.id, %workspace_id, "prebuild delete queued");
+    }
+    Ok(job)
+}
+
+/// Cancels the still-pending first builds of `preset` (an inactive version) and queues the
+/// delete of each such workspace in the same transaction. A job a provisioner already took
+/// is left alone: the `status = 'pending'` guard re-checks under the row lock.
+async fn cancel_pending(
+    pool: &DbPool,
+    now: DateTime<Utc>,
+    preset: &Preset,
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut conn = pool.get().await?;
+    let candidates: Vec<Uuid> = workspace_builds::table
+        .inner_join(provisioner_jobs::table)
+        .inner_join(workspaces::table)
+        .filter(workspace_builds::preset_id.eq(preset.id))
+        .filter(workspace_builds::build_number.eq(1))
+        .filter(workspace_builds::transition.eq(Transition::Start))
+        .filter(provisioner_jobs::status.eq(JobStatus::Pending))
+        .filter(workspaces::owner_id.eq(PREBUILDS_USER_ID))
+        .filter(workspaces::deleted.eq(false))
+        .select(workspaces::id)
+        .load(&mut conn)
+        .await?;
+    let mut jobs = Vec::new();
+    for workspace_id in candidates {
+        let job = conn
+            .transaction(async |conn| {
+                let Some(locked) = lock_prebuild(conn, workspace_id).await? else { return Ok(None) };
+                if locked.build_number != 1 || locked.build_transition != Transition::Start {
+                    return Ok(None);
+                }
+                let canceled = diesel::update(provisioner_jobs::table)
+                    .filter(provisioner_jobs::id.eq(locked.job_id))
+                    .filter(provisioner_jobs::status.eq(JobStatus::Pending))
+                    .set((
+                        provisioner_jobs::status.eq(JobStatus::Canceled),
+                        provisioner_jobs::completed_at.eq(now),
+                        provisioner_jobs::canceled_at.eq(now),
+                        provisioner_jobs::cancel_cause.eq("preset no longer active"),
+                    ))
+                    .execute(conn)
+                    .await?;
+                if canceled == 0 {
+                    tracing::info!(%workspace_id, "pending prebuild not canceled: already acquired");
+                    return Ok(None);
+                }
+                let jobs = insert_builds(conn, now, vec![delete_spec(preset, workspace_id, locked)]).await?;
+                let entry = audit(now, "prebuild_cancel", workspace_id, serde_json::json!({ "preset_id": preset.id }));
+                insert_audit(conn, &[entry]).await?;
+                Ok::<_, diesel::result::Error>(jobs.into_iter().next())
+            })
+            .await?;
+        jobs.extend(job);
+    }
+    if !jobs.is_empty() {
+        tracing::info!(preset_id = %preset.id, canceled = jobs.len(), "pending prebuilds canceled");
+    }
+    Ok(jobs)
+}
+
+/// Records the derived hard-limit status; never overwrites `validation_failed`, which
+/// belongs to template validation.
+async fn set_status(
+    pool: &DbPool,
+    preset_id: Uuid,
+    status: PresetStatus,
+) -> Result<(), StoreError> {
+    let stored = match status {
+        PresetStatus::Healthy => PrebuildStatus::Healthy,
+        PresetStatus::HardLimited => PrebuildStatus::HardLimited,
+        PresetStatus::ValidationFailed => PrebuildStatus::ValidationFailed,
+    };
+    let mut conn = pool.get().await?;
+    diesel::update(presets::table)
+        .filter(presets::id.eq(preset_id))
+        .filter(presets::prebuild_status.ne(PrebuildStatus::ValidationFailed))
+        .set(presets::prebuild_status.eq(stored))
+        .execute(&mut conn)
+        .await?;
+    tracing::info!(%preset_id, status = status.as_str(), "preset status changed");
+    Ok(())
+}
