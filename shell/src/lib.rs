@@ -1,6 +1,9 @@
 //! Poolkeeper's imperative shell: it loads snapshots from PostgreSQL, calls the pure core
 //! (`poolkeeper-core`) and carries out its decisions.
 
+pub mod api;
 pub mod cli;
 pub mod db;
+pub mod provisioner;
 pub mod store;
+pub mod templates_file;

@@ -3,6 +3,9 @@
 mod migrate;
 mod provisioner;
 mod replay;
+mod templates;
+mod tokens;
+mod users;
 
 use std::process::ExitCode;
 
@@ -24,6 +27,12 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Run a provisioner worker: take pending jobs and build them (simulated or terraform).
     Provisioner(provisioner::ProvisionerArgs),
+    /// Declare templates, versions, presets and prebuild schedules from a file.
+    Templates(templates::TemplatesArgs),
+    /// Manage API users.
+    Users(users::UsersArgs),
+    /// Manage API bearer tokens.
+    Tokens(tokens::TokensArgs),
 }
 
 /// Exit code for invalid input (a bad replay file, a bad flag or configuration value).
@@ -34,6 +43,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Migrate(args) => migrate::migrate(&args),
         Command::Replay(args) => replay::replay(&args),
         Command::Provisioner(args) => provisioner::provisioner(&args),
+        Command::Templates(args) => templates::templates(&args),
+        Command::Users(args) => users::users(&args),
+        Command::Tokens(args) => tokens::tokens(&args),
     }
 }
 

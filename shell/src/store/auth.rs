@@ -1,0 +1,155 @@
+//! Users and API tokens. A token is `pk_<random>`; only its SHA-256 is stored, and lookups
+//! go by that hash, so the database never holds a usable secret.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::db::enums::{UserRole, UserStatus};
+use crate::db::models::{NewApiToken, NewUser, User};
+use crate::db::schema::{api_tokens, users};
+use crate::db::DbPool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AuthError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::UserExists(_) => "user_exists",
+            Self::UnknownUser(_) => "unknown_user",
+            Self::Invalid(_) => "invalid_input",
+            Self::Store(err) => err.label(),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for AuthError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::Store(StoreError::Query(err))
+    }
+}
+
+impl From<diesel_async::pooled_connection::deadpool::PoolError> for AuthError {
+    fn from(err: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
+        Self::Store(err.into())
+    }
+}
+
+/// Creates an active, non-system user.
+pub async fn create_user(pool: &DbPool, username: &str, role: UserRole) -> Result<User, AuthError> {
+    if username.trim().is_empty() {
+        return Err(AuthError::Invalid("username: must not be empty".to_owned()));
+    }
+    let mut conn = pool.get().await?;
+    let result = diesel::insert_into(users::table)
+        .values(NewUser {
+            id: Uuid::new_v4(),
+            username: username.to_owned(),
+            email: String::new(),
+            status: UserStatus::Active,
+            role,
+            is_system: false,
+            quiet_hours_schedule: None,
+        })
+        .returning(User::as_returning())
+        .get_result(&mut conn)
+        .await;
+    match result {
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) => Err(AuthError::UserExists(username.to_owned())),
+        other => Ok(other?),
+    }
+}
+
+/// A new token for `username`, valid for `lifetime`; the secret is returned once and never
+/// stored.
+pub async fn create_token(
+    pool: &DbPool,
+    username: &str,
+    name: &str,
+    lifetime: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<(String, DateTime<Utc>), AuthError> {
+    let mut conn = pool.get().await?;
+    let user: User = users::table
+        .filter(users::username.eq(username))
+        .filter(users::is_system.eq(false))
+        .select(User::as_select())
+        .first(&mut conn)
+        .await
+        .optional()?
+        .ok_or_else(|| AuthError::UnknownUser(username.to_owned()))?;
+    // Two v4 UUIDs: 244 bits from the OS's random source.
+    let secret = format!("pk_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let expires_at = now + lifetime;
+    let name = if name.is_empty() {
+        format!("token-{}", Uuid::new_v4().simple())
+    } else {
+        name.to_owned()
+    };
+    diesel::insert_into(api_tokens::table)
+        .values(NewApiToken {
+            id: Uuid::new_v4(),
+            user_id: user.id,
+            name,
+            secret_hash: hash_secret(&secret),
+            expires_at,
+        })
+        .execute(&mut conn)
+        .await
+        .map_err(|err| match err {
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            ) => AuthError::Invalid("name: the user already has a token of that name".to_owned()),
+            other => other.into(),
+        })?;
+    Ok((secret, expires_at))
+}
+
+/// The active, non-system user a bearer secret belongs to, if the token exists and has not
+/// expired at `now`.
+pub async fn authenticate(
+    pool: &DbPool,
+    secret: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<User>, StoreError> {
+    let mut conn = pool.get().await?;
+    let hash = hash_secret(secret);
+    let user: Option<User> = api_tokens::table
+        .inner_join(users::table)
+        .filter(api_tokens::secret_hash.eq(&hash))
+        .filter(api_tokens::expires_at.gt(now))
+        .filter(users::status.eq(UserStatus::Active))
+        .filter(users::is_system.eq(false))
+        .select(User::as_select())
+        .first(&mut conn)
+        .await
+        .optional()?;
+    if user.is_some() {
+        diesel::update(api_tokens::table.filter(api_tokens::secret_hash.eq(&hash)))
+            .set(api_tokens::last_used_at.eq(now))
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok(user)
+}
+
+fn hash_secret(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+}

@@ -1,0 +1,339 @@
+//! Workspaces as people see them through the API: read, and ask for builds (start, stop,
+//! delete), autostart schedule, TTL and activity. Each write re-checks the row under a lock.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use poolkeeper_core::schedule::{next_autostart, CronSchedule};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::db::enums::{BuildReason, JobStatus, Transition};
+use crate::db::models::{
+    NewProvisionerJob, NewWorkspaceBuild, Template, Workspace, WorkspaceBuild,
+};
+use crate::db::schema::{provisioner_jobs, templates, workspace_builds, workspaces};
+use crate::db::{DbPool, PREBUILDS_USER_ID};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("workspace not found")]
+    NotFound,
+    /// The latest build has not finished: a second build would race it.
+    #[error("the workspace's latest build is still {0}")]
+    BuildInProgress(JobStatus),
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl WorkspaceError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::BuildInProgress(_) => "build_in_progress",
+            Self::NotAllowed(_) => "not_allowed",
+            Self::Store(err) => err.label(),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for WorkspaceError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::Store(StoreError::Query(err))
+    }
+}
+
+impl From<diesel_async::pooled_connection::deadpool::PoolError> for WorkspaceError {
+    fn from(err: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
+        Self::Store(err.into())
+    }
+}
+
+/// A workspace with its latest build and that build's job status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceView {
+    pub workspace: Workspace,
+    pub latest_build: Option<WorkspaceBuild>,
+    pub job_status: Option<JobStatus>,
+}
+
+/// Live workspaces, of `owner` or of everyone (`None`), oldest first.
+pub async fn list(
+    pool: &DbPool,
+    owner: Option<Uuid>,
+) -> Result<Vec<WorkspaceView>, WorkspaceError> {
+    let mut conn = pool.get().await?;
+    let mut query = workspaces::table
+        .filter(workspaces::deleted.eq(false))
+        .select(Workspace::as_select())
+        .order((workspaces::created_at, workspaces::id))
+        .into_boxed();
+    if let Some(owner) = owner {
+        query = query.filter(workspaces::owner_id.eq(owner));
+    }
+    let rows: Vec<Workspace> = query.load(&mut conn).await?;
+    let mut views = Vec::with_capacity(rows.len());
+    for workspace in rows {
+        let (latest_build, job_status) = latest_build(&mut conn, workspace.id).await?;
+        views.push(WorkspaceView { workspace, latest_build, job_status });
+    }
+    Ok(views)
+}
+
+/// One live workspace.
+pub async fn get(pool: &DbPool, id: Uuid) -> Result<WorkspaceView, WorkspaceError> {
+    let mut conn = pool.get().await?;
+    let workspace: Workspace = workspaces::table
+        .find(id)
+        .filter(workspaces::deleted.eq(false))
+        .select(Workspace::as_select())
+        .first(&mut conn)
+        .await
+        .optional()?
+        .ok_or(WorkspaceError::NotFound)?;
+    let (latest_build, job_status) = latest_build(&mut conn, id).await?;
+    Ok(WorkspaceView { workspace, latest_build, job_status })
+}
+
+pub(crate) async fn latest_build(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+) -> Result<(Option<WorkspaceBuild>, Option<JobStatus>), diesel::result::Error> {
+    let row: Option<(WorkspaceBuild, JobStatus)> = workspace_builds::table
+        .inner_join(provisioner_jobs::table.on(provisioner_jobs::id.eq(workspace_builds::job_id)))
+        .filter(workspace_builds::workspace_id.eq(workspace_id))
+        .order(workspace_builds::build_number.desc())
+        .select((WorkspaceBuild::as_select(), provisioner_jobs::status))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(match row {
+        Some((build, status)) => (Some(build), Some(status)),
+        None => (None, None),
+    })
+}
+
+/// What a new build needs besides the workspace.
+#[derive(Debug, Clone)]
+pub(crate) struct BuildRequest {
+    pub transition: Transition,
+    pub reason: BuildReason,
+    pub initiator_id: Uuid,
+    pub template_version_id: Uuid,
+    pub preset_id: Option<Uuid>,
+    pub provisioner_state: Option<Vec<u8>>,
+    pub parameters: serde_json::Value,
+}
+
+/// Inserts the next build of `workspace` and its pending job (visible to provisioners at
+/// commit). The caller holds the workspace row lock, so build numbers cannot collide.
+pub(crate) async fn insert_build(
+    conn: &mut AsyncPgConnection,
+    workspace: &Workspace,
+    build_number: i32,
+    request: BuildRequest,
+    now: DateTime<Utc>,
+) -> Result<WorkspaceBuild, diesel::result::Error> {
+    let job_id = Uuid::new_v4();
+    let build_id = Uuid::new_v4();
+    diesel::insert_into(provisioner_jobs::table)
+        .values(NewProvisionerJob {
+            id: job_id,
+            organization_id: workspace.organization_id,
+            input: serde_json::json!({
+                "workspace_id": workspace.id,
+                "build_id": build_id,
+                "transition": request.transition,
+                "parameters": request.parameters,
+            }),
+            for_prebuild: workspace.owner_id == PREBUILDS_USER_ID,
+            transition: request.transition,
+            created_at: Some(now),
+        })
+        .execute(conn)
+        .await?;
+    diesel::insert_into(workspace_builds::table)
+        .values(NewWorkspaceBuild {
+            id: build_id,
+            workspace_id: workspace.id,
+            build_number,
+            template_version_id: request.template_version_id,
+            preset_id: request.preset_id,
+            transition: request.transition,
+            reason: request.reason,
+            initiator_id: request.initiator_id,
+            job_id,
+            deadline: None,
+            max_deadline: None,
+            provisioner_state: request.provisioner_state,
+            created_at: Some(now),
+        })
+        .returning(WorkspaceBuild::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// Start, stop or delete `id` on behalf of `initiator`. A start uses the template's active
+/// version; stop and delete keep the version of the latest build.
+pub async fn transition(
+    pool: &DbPool,
+    id: Uuid,
+    transition: Transition,
+    initiator: Uuid,
+    now: DateTime<Utc>,
+) -> Result<WorkspaceBuild, WorkspaceError> {
+    let mut conn = pool.get().await?;
+    let build = conn
+        .transaction::<_, WorkspaceError, _>(async |conn| {
+            let workspace = lock(conn, id).await?;
+            let (latest, status) = latest_build(conn, id).await?;
+            if let Some(status) = status.filter(|s| !s.is_finished()) {
+                return Err(WorkspaceError::BuildInProgress(status));
+            }
+            let template: Template = templates::table
+                .find(workspace.template_id)
+                .select(Template::as_select())
+                .first(conn)
+                .await?;
+            let version = match (transition, &latest, template.active_version_id) {
+                (Transition::Start, _, Some(active)) => active,
+                (_, Some(build), _) => build.template_version_id,
+                (_, None, Some(active)) => active,
+                (_, None, None) => {
+                    return Err(WorkspaceError::NotAllowed(
+                        "the template has no active version".to_owned(),
+                    ))
+                }
+            };
+            let request = BuildRequest {
+                transition,
+                reason: BuildReason::Initiator,
+                initiator_id: initiator,
+                template_version_id: version,
+                preset_id: latest.as_ref().and_then(|b| b.preset_id),
+                provisioner_state: latest.as_ref().and_then(|b| b.provisioner_state.clone()),
+                parameters: serde_json::json!({}),
+            };
+            let number = latest.as_ref().map_or(1, |b| b.build_number + 1);
+            if transition == Transition::Delete {
+                diesel::update(workspaces::table.find(id))
+                    .set((workspaces::deleting_at.eq(now), workspaces::updated_at.eq(now)))
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(insert_build(conn, &workspace, number, request, now).await?)
+        })
+        .await?;
+    tracing::info!(workspace_id = %id, build_id = %build.id, transition = %transition, "build requested");
+    Ok(build)
+}
+
+/// Sets (or clears) the autostart schedule; `next_start_at` follows it (SPEC §1).
+pub async fn set_autostart(
+    pool: &DbPool,
+    id: Uuid,
+    schedule: Option<&CronSchedule>,
+    now: DateTime<Utc>,
+) -> Result<Workspace, WorkspaceError> {
+    let mut conn = pool.get().await?;
+    let workspace = conn
+        .transaction::<_, WorkspaceError, _>(async |conn| {
+            let workspace = lock(conn, id).await?;
+            let template = template_of(conn, &workspace).await?;
+            if schedule.is_some() && !template.user_autostart_enabled {
+                return Err(WorkspaceError::NotAllowed(
+                    "the template does not allow user autostart schedules".to_owned(),
+                ));
+            }
+            let next = schedule.and_then(|s| next_autostart(now, s, allowed_days(&template)));
+            Ok(diesel::update(workspaces::table.find(id))
+                .set((
+                    workspaces::autostart_schedule.eq(schedule.map(|s| s.source().to_owned())),
+                    workspaces::next_start_at.eq(next),
+                    workspaces::updated_at.eq(now),
+                ))
+                .returning(Workspace::as_returning())
+                .get_result(conn)
+                .await?)
+        })
+        .await?;
+    Ok(workspace)
+}
+
+/// Sets the TTL (0 = none); refused when the template does not let users choose it.
+pub async fn set_ttl(
+    pool: &DbPool,
+    id: Uuid,
+    ttl_secs: i64,
+    now: DateTime<Utc>,
+) -> Result<Workspace, WorkspaceError> {
+    let mut conn = pool.get().await?;
+    let workspace = conn
+        .transaction::<_, WorkspaceError, _>(async |conn| {
+            let workspace = lock(conn, id).await?;
+            let template = template_of(conn, &workspace).await?;
+            if !template.user_autostop_enabled {
+                return Err(WorkspaceError::NotAllowed(
+                    "the template does not allow users to set a TTL".to_owned(),
+                ));
+            }
+            Ok(diesel::update(workspaces::table.find(id))
+                .set((workspaces::ttl_secs.eq(ttl_secs), workspaces::updated_at.eq(now)))
+                .returning(Workspace::as_returning())
+                .get_result(conn)
+                .await?)
+        })
+        .await?;
+    Ok(workspace)
+}
+
+/// Records activity at `at`: `last_used_at` never moves backwards (SPEC §3 "Activity").
+pub async fn record_activity(
+    pool: &DbPool,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<Workspace, WorkspaceError> {
+    let mut conn = pool.get().await?;
+    diesel::update(workspaces::table.find(id).filter(workspaces::deleted.eq(false)))
+        .set((
+            workspaces::last_used_at.eq(diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
+                "GREATEST(last_used_at, ",
+            )
+            .bind::<diesel::sql_types::Timestamptz, _>(at)
+            .sql(")")),
+            workspaces::dormant_at.eq(None::<DateTime<Utc>>),
+        ))
+        .returning(Workspace::as_returning())
+        .get_result(&mut conn)
+        .await
+        .optional()?
+        .ok_or(WorkspaceError::NotFound)
+}
+
+async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Workspace, WorkspaceError> {
+    workspaces::table
+        .find(id)
+        .filter(workspaces::deleted.eq(false))
+        .for_update()
+        .select(Workspace::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or(WorkspaceError::NotFound)
+}
+
+async fn template_of(
+    conn: &mut AsyncPgConnection,
+    workspace: &Workspace,
+) -> Result<Template, diesel::result::Error> {
+    templates::table.find(workspace.template_id).select(Template::as_select()).first(conn).await
+}
+
+/// The template's allowed autostart days (unknown names, which the CHECK forbids, are skipped).
+pub(crate) fn allowed_days(template: &Template) -> poolkeeper_core::schedule::WeekdaySet {
+    let days: Vec<poolkeeper_core::schedule::DayName> =
+        template.autostart_days.iter().filter_map(|d| d.parse().ok()).collect();
+    poolkeeper_core::schedule::WeekdaySet::from_days(&days)
+}
