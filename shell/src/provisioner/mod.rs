@@ -17,3 +17,6 @@ pub use complete::{complete_job, Completion, JobResult};
 pub use error::{BackendError, ProvisionerError};
 pub use reaper::{reap_stale_jobs, ReaperConfig};
 pub use worker::{run_worker, WorkerConfig};
+
+/// Re-exported: `run_worker` stops when this token is cancelled.
+pub use tokio_util::sync::CancellationToken;
