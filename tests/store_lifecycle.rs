@@ -1,0 +1,98 @@
+//! The lifecycle store against a real PostgreSQL: candidates, re-decided application,
+//! dormancy side effects.
+
+#[path = "support/seed.rs"]
+mod seed;
+
+use diesel_async::RunQueryDsl;
+use poolkeeper::db::enums::{JobStatus, Transition};
+use poolkeeper::db::test_db::TestDatabase;
+use poolkeeper::store::lifecycle::{apply_lifecycle_decision, load_lifecycle_snapshot, Applied};
+use poolkeeper_core::lifecycle::{plan, Reason};
+use seed::{t, WorkspaceSeed};
+
+async fn person_workspace(db: &TestDatabase) -> (uuid::Uuid, uuid::Uuid) {
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let ws = seed::workspace(
+        &mut conn,
+        WorkspaceSeed {
+            owner_id: alice,
+            template_id,
+            version_id,
+            preset_id: None,
+            transition: Transition::Start,
+            status: JobStatus::Succeeded,
+            created_at: t("2025-06-02T08:00:00Z"),
+            ready: true,
+        },
+    )
+    .await;
+    // A prebuild of the same template: never a lifecycle candidate.
+    let preset = seed::preset(&mut conn, version_id, "small", 1).await;
+    seed::workspace(
+        &mut conn,
+        WorkspaceSeed::prebuild(template_id, version_id, preset, t("2025-06-02T08:00:00Z")),
+    )
+    .await;
+    (ws, alice)
+}
+
+#[tokio::test]
+async fn autostop_is_applied_once() {
+    let db = TestDatabase::new().await;
+    let (ws, _) = person_workspace(&db).await;
+    let mut conn = db.conn().await;
+    diesel::sql_query(
+        "UPDATE workspace_builds SET deadline = '2025-06-02T08:30:00Z' WHERE workspace_id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(ws)
+    .execute(&mut conn)
+    .await
+    .expect("deadline");
+    let now = t("2025-06-02T09:00:00Z");
+    let snapshot = load_lifecycle_snapshot(&mut conn, now).await.expect("load");
+    assert_eq!(snapshot.workspaces.len(), 1, "prebuilds are not candidates");
+    let decisions = plan(now, &snapshot);
+    assert_eq!(decisions[0].reason, Some(Reason::Autostop));
+
+    let applied = apply_lifecycle_decision(db.pool(), now, &decisions[0]).await.expect("apply");
+    assert!(matches!(applied, Applied::Done { job_id: Some(_), .. }));
+    // The stale decision again: the stop build is in flight, so the fresh decision is empty.
+    let again = apply_lifecycle_decision(db.pool(), now, &decisions[0]).await.expect("apply");
+    assert_eq!(again, Applied::Skipped("no_longer_due"));
+    let stops = "SELECT count(*) AS n FROM workspace_builds WHERE transition = 'stop' AND reason = 'autostop'";
+    assert_eq!(seed::count(&mut conn, stops).await, 1);
+}
+
+#[tokio::test]
+async fn dormancy_marks_clears_next_start_and_notifies_once_a_day() {
+    let db = TestDatabase::new().await;
+    let (ws, alice) = person_workspace(&db).await;
+    let mut conn = db.conn().await;
+    diesel::sql_query("UPDATE templates SET time_til_dormant_secs = 3600, time_til_dormant_autodelete_secs = 86400")
+        .execute(&mut conn)
+        .await
+        .expect("template");
+    diesel::sql_query("UPDATE workspaces SET next_start_at = '2025-06-03T09:00:00Z' WHERE id = $1")
+        .bind::<diesel::sql_types::Uuid, _>(ws)
+        .execute(&mut conn)
+        .await
+        .expect("next start");
+    let now = t("2025-06-02T12:00:00Z");
+    let snapshot = load_lifecycle_snapshot(&mut conn, now).await.expect("load");
+    let decisions = plan(now, &snapshot);
+    assert!(decisions[0].mark_dormant.is_some());
+    let applied = apply_lifecycle_decision(db.pool(), now, &decisions[0]).await.expect("apply");
+    assert!(matches!(applied, Applied::Done { .. }));
+    let dormant = format!(
+        "SELECT count(*) AS n FROM workspaces WHERE id = '{ws}' AND dormant_at IS NOT NULL
+           AND deleting_at = '2025-06-03T12:00:00Z' AND next_start_at IS NULL"
+    );
+    assert_eq!(seed::count(&mut conn, &dormant).await, 1);
+    let notes = format!("SELECT count(*) AS n FROM notifications WHERE user_id = '{alice}' AND kind = 'workspace_dormant'");
+    assert_eq!(seed::count(&mut conn, &notes).await, 1);
+    let audits = format!("SELECT count(*) AS n FROM audit_log WHERE resource_id = '{ws}'");
+    assert_eq!(seed::count(&mut conn, &audits).await, 1);
+}
