@@ -3,7 +3,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod daemon;
 pub mod db;
 pub mod provisioner;
 pub mod store;
+pub mod telemetry;
 pub mod templates_file;

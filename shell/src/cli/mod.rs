@@ -1,8 +1,11 @@
 //! The `poolkeeper` command line: one binary, one module per subcommand.
 
 mod migrate;
+mod prebuilds;
 mod provisioner;
 mod replay;
+mod run;
+mod snapshot;
 mod templates;
 mod tokens;
 mod users;
@@ -25,6 +28,12 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run a replay file through the core and print the decisions as JSON.
     Replay(replay::ReplayArgs),
+    /// Run the daemon: the lifecycle executor and the prebuild reconciler.
+    Run(run::RunArgs),
+    /// Record the live state of the database as a replay file.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Pause, resume or inspect the prebuild reconciler.
+    Prebuilds(prebuilds::PrebuildsArgs),
     /// Run a provisioner worker: take pending jobs and build them (simulated or terraform).
     Provisioner(provisioner::ProvisionerArgs),
     /// Declare templates, versions, presets and prebuild schedules from a file.
@@ -42,6 +51,9 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Migrate(args) => migrate::migrate(&args),
         Command::Replay(args) => replay::replay(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Snapshot(args) => snapshot::snapshot(&args),
+        Command::Prebuilds(args) => prebuilds::prebuilds(&args),
         Command::Provisioner(args) => provisioner::provisioner(&args),
         Command::Templates(args) => templates::templates(&args),
         Command::Users(args) => users::users(&args),

@@ -1,0 +1,163 @@
+//! `poolkeeper run`: the daemon (lifecycle + prebuild loops, health and metrics HTTP).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use poolkeeper_core::prebuilds::ReconcilerConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::daemon::http::{base_router, HttpState};
+use crate::daemon::{DaemonSettings, Recorder};
+use crate::db::pool::{self, redacted_url, PoolConfig};
+use crate::telemetry::logging::{self, LogFormat};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmbeddedProvisioner {
+    /// Run a simulated provisioner worker inside the daemon.
+    Simulated,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "POOLKEEPER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Seconds between lifecycle ticks.
+    #[arg(long, env = "POOLKEEPER_LIFECYCLE_INTERVAL", default_value_t = 60)]
+    pub lifecycle_interval: u64,
+    /// Seconds between prebuild cycles (a preset change also wakes the loop at once).
+    #[arg(long, env = "POOLKEEPER_PREBUILD_INTERVAL", default_value_t = 60)]
+    pub prebuild_interval: u64,
+    /// Prebuild creation backoff per failed build, in seconds.
+    #[arg(long, env = "POOLKEEPER_BACKOFF_INTERVAL", default_value_t = 60)]
+    pub backoff_interval: u64,
+    /// How far back failed prebuild builds count, in seconds.
+    #[arg(long, env = "POOLKEEPER_BACKOFF_LOOKBACK", default_value_t = 3600)]
+    pub backoff_lookback: u64,
+    /// Consecutive failed prebuild builds that stop a preset (0 = never).
+    #[arg(long, env = "POOLKEEPER_FAILURE_HARD_LIMIT", default_value_t = 3)]
+    pub failure_hard_limit: u32,
+    /// Maximum database connections.
+    #[arg(long, env = "POOLKEEPER_POOL_SIZE", default_value_t = 10)]
+    pub pool_size: usize,
+    /// Largest retry delay while the database is unreachable, in seconds.
+    #[arg(long, env = "POOLKEEPER_MAX_RETRY_DELAY", default_value_t = 60)]
+    pub max_retry_delay: u64,
+    /// Address of the health and metrics endpoints.
+    #[arg(long, env = "POOLKEEPER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Record every cycle's replay input and decisions to this directory.
+    #[arg(long, env = "POOLKEEPER_RECORD_DIR")]
+    pub record_dir: Option<PathBuf>,
+    /// Recorded cycles to keep.
+    #[arg(long, env = "POOLKEEPER_RECORD_KEEP", default_value_t = 100)]
+    pub record_keep: usize,
+    #[arg(long, env = "POOLKEEPER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Apply pending migrations before starting.
+    #[arg(long, env = "POOLKEEPER_MIGRATE")]
+    pub migrate: bool,
+    /// Embed a provisioner worker (and reap stale jobs each lifecycle tick).
+    #[arg(long, env = "POOLKEEPER_PROVISIONER", value_enum)]
+    pub provisioner: Option<EmbeddedProvisioner>,
+}
+
+pub fn run(args: &RunArgs) -> ExitCode {
+    logging::init(args.log_format);
+    match run_daemon(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#} (database {})", redacted_url(&args.database_url));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
+    if args.migrate {
+        let applied = crate::db::migrate::run_pending(&args.database_url).context("migrations")?;
+        tracing::info!(applied = applied.len(), "migrations applied");
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let pool_config = PoolConfig { max_size: args.pool_size.max(2), ..PoolConfig::default() };
+        let pool = pool::build(&args.database_url, &pool_config)?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        let state = HttpState::default();
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(listen = %args.listen, "health and metrics endpoints up");
+        let http_shutdown = shutdown.clone();
+        let router = base_router(state.clone());
+        let http = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+                .await
+        });
+        let worker = args.provisioner.map(|_| {
+            let config = crate::provisioner::WorkerConfig::default();
+            tokio::spawn(crate::provisioner::run_worker(pool.clone(), config, shutdown.clone()))
+        });
+        let settings = DaemonSettings {
+            database_url: args.database_url.clone(),
+            lifecycle_interval: Duration::from_secs(args.lifecycle_interval.max(1)),
+            prebuild_interval: Duration::from_secs(args.prebuild_interval.max(1)),
+            max_retry_delay: Duration::from_secs(args.max_retry_delay.max(1)),
+            reconciler: ReconcilerConfig {
+                backoff_interval_secs: args.backoff_interval,
+                backoff_lookback_secs: args.backoff_lookback,
+                failure_hard_limit: args.failure_hard_limit,
+                max_pending_creates_per_preset: 0,
+            },
+            parallelism: (args.pool_size / 2).max(1),
+            recorder: args.record_dir.clone().map(|dir| Recorder::new(dir, args.record_keep)),
+            reaper: args.provisioner.map(|_| crate::provisioner::ReaperConfig::default()),
+        };
+        crate::daemon::run(settings, pool, state, shutdown).await;
+        if let Some(worker) = worker {
+            if let Ok(Err(err)) = worker.await {
+                tracing::warn!(error = %err, "embedded provisioner stopped with an error");
+            }
+        }
+        let _ = http.await;
+        tracing::info!("daemon stopped");
+        Ok(())
+    })
+}
+
+/// First SIGINT/SIGTERM: finish the current action and exit 0. Second: exit at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    let mut signals = 0;
+    loop {
+        if wait_for_signal().await.is_err() {
+            return;
+        }
+        signals += 1;
+        if signals == 1 {
+            tracing::info!("shutting down after the current action (signal again to exit now)");
+            shutdown.cancel();
+        } else {
+            std::process::exit(130);
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}

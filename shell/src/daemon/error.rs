@@ -1,0 +1,27 @@
+//! The daemon's error type.
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("flight recorder: {0}")]
+    Record(#[from] std::io::Error),
+}
+
+impl DaemonError {
+    /// Short stable label (a metric label, a log field).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Store(err) => err.label(),
+            Self::Connect(_) => "connect",
+            Self::Query(_) => "query",
+            Self::Record(_) => "record",
+        }
+    }
+}

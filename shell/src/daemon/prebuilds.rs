@@ -1,0 +1,172 @@
+//! One prebuild reconciliation cycle: lead? paused? load, plan (core), apply in parallel.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt};
+use poolkeeper_core::prebuilds::{plan, Action, ReconcilerConfig};
+use poolkeeper_core::ReplayInput;
+use tracing::Instrument;
+
+use super::leader::{Leadership, PREBUILDS_LOCK_KEY};
+use super::recorder::{cycle_name, Recorder};
+use super::DaemonError;
+use crate::db::DbPool;
+use crate::store::prebuilds::{apply_preset_plan, load_prebuild_snapshot, PresetNames};
+use crate::store::publish::publish_jobs;
+use crate::store::settings::reconciliation_paused;
+use crate::telemetry::metrics::{Metrics, PresetLabels};
+
+/// What one cycle did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CycleOutcome {
+    /// Another replica leads this loop.
+    NotLeader,
+    /// Reconciliation is paused (`poolkeeper prebuilds pause`).
+    Paused,
+    Ran(CycleStats),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CycleStats {
+    pub presets: usize,
+    pub presets_with_actions: usize,
+    pub jobs: usize,
+    pub failures: usize,
+}
+
+pub struct PrebuildReconciler {
+    pool: DbPool,
+    leader: Leadership,
+    config: ReconcilerConfig,
+    parallelism: usize,
+    metrics: Option<Arc<Metrics>>,
+    recorder: Option<Recorder>,
+}
+
+impl PrebuildReconciler {
+    /// `url` opens the leadership connection; `parallelism` bounds presets applied at once.
+    pub fn new(pool: DbPool, url: &str, config: ReconcilerConfig, parallelism: usize) -> Self {
+        Self {
+            pool,
+            leader: Leadership::new(url, PREBUILDS_LOCK_KEY),
+            config,
+            parallelism: parallelism.max(1),
+            metrics: None,
+            recorder: None,
+        }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn with_recorder(mut self, recorder: Option<Recorder>) -> Self {
+        self.recorder = recorder;
+        self
+    }
+
+    /// Runs one cycle at `now`. A preset whose apply fails is logged and counted; the
+    /// others still run.
+    pub async fn cycle(&mut self, now: DateTime<Utc>) -> Result<CycleOutcome, DaemonError> {
+        let span = tracing::info_span!("prebuild_cycle", %now);
+        let started = Instant::now();
+        let outcome = self.cycle_inner(now).instrument(span.clone()).await;
+        if let Some(metrics) = &self.metrics {
+            let labels = Metrics::loop_labels("prebuilds");
+            metrics.cycle_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+            if outcome.is_err() {
+                metrics.cycle_failures.get_or_create(&labels).inc();
+            }
+        }
+        outcome
+    }
+
+    async fn cycle_inner(&mut self, now: DateTime<Utc>) -> Result<CycleOutcome, DaemonError> {
+        if !self.leader.is_leader().await? {
+            return Ok(CycleOutcome::NotLeader);
+        }
+        let loaded = {
+            let mut conn = self.pool.get().await.map_err(crate::store::StoreError::from)?;
+            // Checked at the start of every cycle, so a pause takes effect within one.
+            if reconciliation_paused(&mut conn).await? {
+                tracing::info!("prebuild reconciliation paused");
+                return Ok(CycleOutcome::Paused);
+            }
+            load_prebuild_snapshot(&mut conn, now, self.config).await?
+        };
+        let snapshot = loaded.snapshot;
+        let plans = plan(now, &snapshot);
+        self.observe(&loaded.names, &plans);
+        if let Some(recorder) = &self.recorder {
+            let mut input = ReplayInput::new(now);
+            input.prebuilds = Some(snapshot.clone());
+            let output = poolkeeper_core::run_replay(&input);
+            if let Err(err) = recorder.record(&cycle_name(now, "prebuilds"), &input, &output) {
+                tracing::warn!(error = %err, "cannot record the cycle");
+            }
+        }
+        let work: Vec<_> = snapshot
+            .presets
+            .iter()
+            .zip(&plans)
+            .filter(|(_, p)| p.actions.iter().any(|a| !matches!(a, Action::Backoff { .. })))
+            .collect();
+        let mut stats = CycleStats {
+            presets: plans.len(),
+            presets_with_actions: work.len(),
+            ..CycleStats::default()
+        };
+        let pool = &self.pool;
+        let results: Vec<_> = stream::iter(work)
+            .map(|(preset, preset_plan)| async move {
+                let span = tracing::info_span!("apply_preset", preset_id = %preset.id, preset = %preset.name);
+                let result = apply_preset_plan(pool, now, preset, preset_plan).instrument(span).await;
+                (preset.id, result)
+            })
+            .buffer_unordered(self.parallelism)
+            .collect()
+            .await;
+        for (preset_id, result) in results {
+            match result {
+                Ok(jobs) => {
+                    publish_jobs(&jobs);
+                    stats.jobs += jobs.len();
+                }
+                Err(err) => {
+                    stats.failures += 1;
+                    tracing::warn!(%preset_id, error = %err, kind = err.label(), "preset apply failed");
+                }
+            }
+        }
+        tracing::info!(
+            presets = stats.presets,
+            with_actions = stats.presets_with_actions,
+            jobs = stats.jobs,
+            failures = stats.failures,
+            "prebuild cycle done"
+        );
+        Ok(CycleOutcome::Ran(stats))
+    }
+
+    fn observe(
+        &self,
+        names: &std::collections::HashMap<uuid::Uuid, PresetNames>,
+        plans: &[poolkeeper_core::prebuilds::PresetPlan],
+    ) {
+        let Some(metrics) = &self.metrics else { return };
+        for p in plans {
+            let Some(n) = names.get(&p.preset_id) else { continue };
+            let labels = PresetLabels {
+                organization: n.organization.clone(),
+                template: n.template.clone(),
+                preset: n.preset.clone(),
+            };
+            metrics.prebuilds_desired.get_or_create(&labels).set(i64::from(p.state.desired));
+            metrics.prebuilds_running.get_or_create(&labels).set(i64::from(p.state.actual));
+            metrics.prebuilds_eligible.get_or_create(&labels).set(i64::from(p.state.eligible));
+        }
+    }
+}

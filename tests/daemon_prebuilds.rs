@@ -1,0 +1,74 @@
+//! Prebuild cycles run in-process against a real PostgreSQL.
+
+#[path = "support/seed.rs"]
+mod seed;
+
+use poolkeeper::daemon::{CycleOutcome, CycleStats, PrebuildReconciler};
+use poolkeeper::db::test_db::TestDatabase;
+use poolkeeper::store::settings::set_reconciliation_paused;
+use poolkeeper_core::prebuilds::ReconcilerConfig;
+use seed::t;
+
+const CONFIG: ReconcilerConfig = ReconcilerConfig {
+    backoff_interval_secs: 60,
+    backoff_lookback_secs: 3600,
+    failure_hard_limit: 3,
+    max_pending_creates_per_preset: 0,
+};
+
+const LIVE_PREBUILDS: &str = "SELECT count(*) AS n FROM workspaces
+    WHERE owner_id = 'c42fdf75-3097-471c-8c33-fb52454d81c0' AND NOT deleted";
+
+fn reconciler(db: &TestDatabase) -> PrebuildReconciler {
+    PrebuildReconciler::new(db.pool().clone(), db.url(), CONFIG, 2)
+}
+
+fn jobs(outcome: CycleOutcome) -> usize {
+    match outcome {
+        CycleOutcome::Ran(CycleStats { jobs, failures: 0, .. }) => jobs,
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_pool_fills_settles_rolls_over_and_pauses() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    seed::preset(&mut conn, version_id, "small", 3).await;
+    let mut daemon = reconciler(&db);
+    let now = t("2025-06-02T09:00:00Z");
+
+    assert_eq!(jobs(daemon.cycle(now).await.expect("cycle")), 3);
+    seed::complete_pending_jobs(&mut conn, now).await;
+    assert_eq!(jobs(daemon.cycle(now).await.expect("cycle")), 0, "a full pool is a no-op");
+
+    let v2 = seed::version(&mut conn, template_id, "v2").await;
+    seed::preset(&mut conn, v2, "small", 3).await;
+    assert_eq!(jobs(daemon.cycle(now).await.expect("cycle")), 6, "3 deletes + 3 creates");
+    seed::complete_pending_jobs(&mut conn, now).await;
+    assert_eq!(seed::count(&mut conn, LIVE_PREBUILDS).await, 3);
+
+    set_reconciliation_paused(&mut conn, true).await.expect("pause");
+    seed::version(&mut conn, template_id, "v3").await;
+    assert_eq!(daemon.cycle(now).await.expect("cycle"), CycleOutcome::Paused);
+    let pending = "SELECT count(*) AS n FROM provisioner_jobs WHERE status = 'pending'";
+    assert_eq!(seed::count(&mut conn, pending).await, 0);
+}
+
+#[tokio::test]
+async fn concurrent_replicas_never_create_more_than_desired() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (_, version_id) = seed::template(&mut conn, "go").await;
+    seed::preset(&mut conn, version_id, "small", 3).await;
+    let now = t("2025-06-02T09:00:00Z");
+    let mut replicas: Vec<_> = (0..3).map(|_| reconciler(&db)).collect();
+    for _ in 0..3 {
+        let cycles = replicas.iter_mut().map(|r| r.cycle(now));
+        let outcomes = futures_util::future::join_all(cycles).await;
+        let leaders = outcomes.iter().filter(|o| matches!(o, Ok(CycleOutcome::Ran(_)))).count();
+        assert_eq!(leaders, 1, "exactly one replica leads: {outcomes:?}");
+    }
+    assert_eq!(seed::count(&mut conn, LIVE_PREBUILDS).await, 3);
+}
