@@ -33,11 +33,14 @@ impl FieldError {
 
 /// Parses and validates a TOML templates file.
 pub fn parse_toml(text: &str) -> Result<TemplateSpec, FieldError> {
+    from_value(toml_value(text)?)
+}
+
+/// A TOML document as JSON (TOML and JSON files then share one path-aware deserialization).
+pub fn toml_value(text: &str) -> Result<serde_json::Value, FieldError> {
     let value: toml::Table =
         text.parse().map_err(|err: toml::de::Error| FieldError::new("", err.to_string()))?;
-    // Through JSON, so that TOML and JSON bodies share one path-aware deserialization.
-    let json = serde_json::to_value(value).map_err(|err| FieldError::new("", err.to_string()))?;
-    from_value(json)
+    serde_json::to_value(value).map_err(|err| FieldError::new("", err.to_string()))
 }
 
 /// Parses and validates a JSON templates file.
@@ -47,17 +50,15 @@ pub fn parse_json(text: &str) -> Result<TemplateSpec, FieldError> {
     from_value(json)
 }
 
-fn from_value(json: serde_json::Value) -> Result<TemplateSpec, FieldError> {
+/// Validates a templates file already read into JSON.
+pub fn from_value(json: serde_json::Value) -> Result<TemplateSpec, FieldError> {
     let raw: RawFile = serde_path_to_error::deserialize(json).map_err(|err| path_error("", err))?;
     validate(raw)
 }
 
 /// A deserialization error located at its field under `prefix`. serde reports a missing
 /// field at its parent, so its name is appended from the message.
-pub(crate) fn path_error(
-    prefix: &str,
-    err: serde_path_to_error::Error<serde_json::Error>,
-) -> FieldError {
+pub fn path_error(prefix: &str, err: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
     let path = err.path().to_string();
     let message = err.into_inner().to_string();
     let mut parts: Vec<String> = Vec::new();

@@ -1,0 +1,47 @@
+//! Request bodies: JSON parsed with the path of the offending field, so that
+//! `{"ttl_secs": "x"}` answers `{"field": "ttl_secs"}` rather than a generic 422.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_TYPE;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::templates_file::path_error;
+
+/// A JSON body of type `T`.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if let Some(content_type) = content_type {
+            if !content_type.starts_with("application/json") {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "expected Content-Type: application/json",
+                ));
+            }
+        }
+        let bytes = read_body(req, state).await?;
+        Ok(Self(parse_json(&bytes)?))
+    }
+}
+
+/// The raw body, within the router's size limit (413 beyond it).
+pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))
+}
+
+/// `bytes` as JSON of type `T`; errors name the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: serde_json::Value = serde::Deserialize::deserialize(&mut de)
+        .map_err(|err| ApiError::bad_request("", format!("invalid JSON: {err}")))?;
+    de.end().map_err(|err| ApiError::bad_request("", format!("invalid JSON: {err}")))?;
+    serde_path_to_error::deserialize(value).map_err(|err| path_error("", err).into())
+}

@@ -1,0 +1,309 @@
+//! `/api/v1/workspaces`: create (claim a prebuild or build fresh), read, start, stop,
+//! delete, autostart schedule, TTL, activity.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use poolkeeper_core::schedule::{parse_autostart, CronSchedule};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::auth::{Caller, WorkspaceAction};
+use super::body::JsonBody;
+use super::error::ApiError;
+use super::ApiState;
+use crate::db::enums::{BuildReason, JobStatus, Transition};
+use crate::db::models::{Workspace, WorkspaceBuild};
+use crate::db::PREBUILDS_USER_ID;
+use crate::store::claim::{claim_or_create, ClaimRequest};
+use crate::store::templates::find_template;
+use crate::store::workspaces::{self as store, WorkspaceView};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    /// Template name (in `organization`, default "default").
+    pub template: String,
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// Preset name in the template's active version; a claim needs one.
+    #[serde(default)]
+    pub preset: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    pub autostart_schedule: Option<String>,
+    #[serde(default)]
+    pub ttl_secs: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Created {
+    pub workspace: WorkspaceJson,
+    pub claimed: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkspaceJson {
+    pub id: Uuid,
+    pub name: String,
+    pub organization_id: Uuid,
+    pub owner_id: Uuid,
+    pub template_id: Uuid,
+    /// Owned by the prebuild pool (not yet claimed).
+    pub prebuilt: bool,
+    pub autostart_schedule: Option<String>,
+    pub ttl_secs: i64,
+    pub next_start_at: Option<DateTime<Utc>>,
+    pub last_used_at: DateTime<Utc>,
+    pub dormant_at: Option<DateTime<Utc>>,
+    pub deleting_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub latest_build: Option<BuildJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BuildJson {
+    pub id: Uuid,
+    pub build_number: i32,
+    pub transition: Transition,
+    pub reason: BuildReason,
+    pub status: Option<JobStatus>,
+    pub template_version_id: Uuid,
+    pub preset_id: Option<Uuid>,
+    pub initiator_id: Uuid,
+    pub deadline: Option<DateTime<Utc>>,
+    pub max_deadline: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl WorkspaceJson {
+    fn new(w: Workspace, build: Option<WorkspaceBuild>, status: Option<JobStatus>) -> Self {
+        Self {
+            id: w.id,
+            prebuilt: w.owner_id == PREBUILDS_USER_ID,
+            name: w.name,
+            organization_id: w.organization_id,
+            owner_id: w.owner_id,
+            template_id: w.template_id,
+            autostart_schedule: w.autostart_schedule,
+            ttl_secs: w.ttl_secs,
+            next_start_at: w.next_start_at,
+            last_used_at: w.last_used_at,
+            dormant_at: w.dormant_at,
+            deleting_at: w.deleting_at,
+            created_at: w.created_at,
+            latest_build: build.map(|b| BuildJson {
+                id: b.id,
+                build_number: b.build_number,
+                transition: b.transition,
+                reason: b.reason,
+                status,
+                template_version_id: b.template_version_id,
+                preset_id: b.preset_id,
+                initiator_id: b.initiator_id,
+                deadline: b.deadline,
+                max_deadline: b.max_deadline,
+                created_at: b.created_at,
+            }),
+        }
+    }
+
+    fn from_view(view: WorkspaceView) -> Self {
+        Self::new(view.workspace, view.latest_build, view.job_status)
+    }
+}
+
+/// Workspace names: what a hostname and a CLI argument can carry.
+fn validate_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("name", "1 to 64 characters: letters, digits, '-' and '_'"))
+    }
+}
+
+fn validate_ttl(field: &str, ttl: i64) -> Result<i64, ApiError> {
+    if ttl < 0 {
+        return Err(ApiError::bad_request(field, "must not be negative"));
+    }
+    Ok(ttl)
+}
+
+fn validate_autostart(text: Option<&str>) -> Result<Option<CronSchedule>, ApiError> {
+    text.filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            parse_autostart(t)
+                .map_err(|err| ApiError::bad_request("autostart_schedule", err.to_string()))
+        })
+        .transpose()
+}
+
+fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+    text.parse().map_err(|_| ApiError::bad_request("id", "not a UUID"))
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateWorkspace>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    // Parse, then apply: every field is checked before the store is asked for anything.
+    validate_name(&body.name)?;
+    let ttl_secs = body.ttl_secs.map(|t| validate_ttl("ttl_secs", t)).transpose()?;
+    let autostart_schedule = validate_autostart(body.autostart_schedule.as_deref())?;
+    let organization = body.organization.as_deref().unwrap_or(crate::db::DEFAULT_ORGANIZATION_NAME);
+    let found = find_template(&state.pool, organization, &body.template, body.preset.as_deref())
+        .await?
+        .ok_or_else(|| ApiError::not_found("template").at("template"))?;
+    let preset_id = match (&body.preset, found.preset_id) {
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "preset",
+                "no such preset in the template's active version",
+            ))
+        }
+        (_, preset_id) => preset_id,
+    };
+    let request = ClaimRequest {
+        user_id: caller.0.id,
+        template_id: found.template_id,
+        preset_id,
+        name: body.name,
+        autostart_schedule,
+        ttl_secs,
+        parameters: body.parameters,
+    };
+    let outcome = claim_or_create(&state.pool, Utc::now(), &request).await?;
+    let workspace =
+        WorkspaceJson::new(outcome.workspace, Some(outcome.build), Some(JobStatus::Pending));
+    Ok((StatusCode::CREATED, Json(Created { workspace, claimed: outcome.claimed })))
+}
+
+pub async fn list(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<Vec<WorkspaceJson>>, ApiError> {
+    let owner = if caller.is_owner() { None } else { Some(caller.0.id) };
+    let views = store::list(&state.pool, owner).await?;
+    Ok(Json(views.into_iter().map(WorkspaceJson::from_view).collect()))
+}
+
+/// The workspace, if the caller may do `action` to it (404 / 403 otherwise).
+async fn authorized(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+    action: WorkspaceAction,
+) -> Result<WorkspaceView, ApiError> {
+    let id = parse_id(id)?;
+    let view = store::get(&state.pool, id).await?;
+    caller.check(&view.workspace, action)?;
+    Ok(view)
+}
+
+pub async fn get(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WorkspaceJson>, ApiError> {
+    let view = authorized(&state, &caller, &id, WorkspaceAction::Read).await?;
+    Ok(Json(WorkspaceJson::from_view(view)))
+}
+
+async fn build(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+    transition: Transition,
+) -> Result<(StatusCode, Json<WorkspaceJson>), ApiError> {
+    let action = match transition {
+        Transition::Delete => WorkspaceAction::Delete,
+        Transition::Start | Transition::Stop => WorkspaceAction::Operate,
+    };
+    let view = authorized(state, caller, id, action).await?;
+    store::transition(&state.pool, view.workspace.id, transition, caller.0.id, Utc::now()).await?;
+    let view = store::get(&state.pool, view.workspace.id).await?;
+    Ok((StatusCode::ACCEPTED, Json(WorkspaceJson::from_view(view))))
+}
+
+pub async fn start(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<WorkspaceJson>), ApiError> {
+    build(&state, &caller, &id, Transition::Start).await
+}
+
+pub async fn stop(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<WorkspaceJson>), ApiError> {
+    build(&state, &caller, &id, Transition::Stop).await
+}
+
+pub async fn delete(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<WorkspaceJson>), ApiError> {
+    build(&state, &caller, &id, Transition::Delete).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetAutostart {
+    /// A weekly cron; null or "" clears it.
+    pub schedule: Option<String>,
+}
+
+pub async fn set_autostart(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<SetAutostart>,
+) -> Result<Json<WorkspaceJson>, ApiError> {
+    let schedule = validate_autostart(body.schedule.as_deref())
+        .map_err(|err| ApiError { field: Some("schedule".to_owned()), ..err })?;
+    let view = authorized(&state, &caller, &id, WorkspaceAction::Operate).await?;
+    let workspace =
+        store::set_autostart(&state.pool, view.workspace.id, schedule.as_ref(), Utc::now()).await?;
+    Ok(Json(WorkspaceJson::new(workspace, view.latest_build, view.job_status)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetTtl {
+    /// Seconds; 0 = no TTL.
+    pub ttl_secs: i64,
+}
+
+pub async fn set_ttl(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<SetTtl>,
+) -> Result<Json<WorkspaceJson>, ApiError> {
+    let ttl = validate_ttl("ttl_secs", body.ttl_secs)?;
+    let view = authorized(&state, &caller, &id, WorkspaceAction::Operate).await?;
+    let workspace = store::set_ttl(&state.pool, view.workspace.id, ttl, Utc::now()).await?;
+    Ok(Json(WorkspaceJson::new(workspace, view.latest_build, view.job_status)))
+}
+
+pub async fn activity(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WorkspaceJson>, ApiError> {
+    let view = authorized(&state, &caller, &id, WorkspaceAction::Operate).await?;
+    let workspace = store::record_activity(&state.pool, view.workspace.id, Utc::now()).await?;
+    Ok(Json(WorkspaceJson::new(workspace, view.latest_build, view.job_status)))
+}

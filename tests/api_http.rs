@@ -1,0 +1,604 @@
+//! The HTTP API through real HTTP: a server on an ephemeral port, a reqwest client, a
+//! database of its own per test.
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use poolkeeper::api::{router, ApiState};
+use poolkeeper::db::enums::{AgentLifecycle, JobStatus, Transition, UserRole};
+use poolkeeper::db::enums::{AutomaticUpdates, BuildReason};
+use poolkeeper::db::models::{
+    NewProvisionerJob, NewWorkspace, NewWorkspaceAgent, NewWorkspaceBuild,
+};
+use poolkeeper::db::schema::{
+    presets, provisioner_jobs, templates, workspace_agents, workspace_builds, workspaces,
+};
+use poolkeeper::db::test_db::TestDatabase;
+use poolkeeper::db::{DEFAULT_ORGANIZATION_ID, PREBUILDS_USER_ID};
+use poolkeeper::store::auth::{create_token, create_user};
+use poolkeeper::store::templates::apply;
+use poolkeeper::templates_file::parse_toml;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const EXAMPLE: &str = include_str!("../examples/templates.toml");
+
+struct Api {
+    db: TestDatabase,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn start() -> Api {
+        let db = TestDatabase::new().await;
+        let spec = parse_toml(EXAMPLE).expect("example");
+        apply(db.pool(), &spec).await.expect("apply example");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = router(ApiState::new(db.pool().clone()));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client =
+            reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        Api { db, base: format!("http://{addr}"), client }
+    }
+
+    /// A user of `role` and a bearer token for it.
+    async fn user(&self, username: &str, role: UserRole) -> (Uuid, String) {
+        let user = create_user(self.db.pool(), username, role).await.expect("user");
+        let (token, _) =
+            create_token(self.db.pool(), username, "test", TimeDelta::days(1), Utc::now())
+                .await
+                .expect("token");
+        (user.id, token)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request =
+            self.client.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn preset_id(&self, name: &str) -> Uuid {
+        let mut conn = self.db.conn().await;
+        presets::table
+            .inner_join(
+                templates::table
+                    .on(templates::active_version_id.eq(presets::template_version_id.nullable())),
+            )
+            .filter(presets::name.eq(name))
+            .select(presets::id)
+            .first(&mut conn)
+            .await
+            .expect("preset")
+    }
+
+    /// A ready prebuild of `preset`: owned by the pool, build #1 a succeeded start, agent ready.
+    async fn seed_prebuild(&self, preset: &str, age_secs: i64) -> Uuid {
+        let mut conn = self.db.conn().await;
+        let (preset_id, version_id, template_id): (Uuid, Uuid, Uuid) = presets::table
+            .inner_join(
+                templates::table
+                    .on(templates::active_version_id.eq(presets::template_version_id.nullable())),
+            )
+            .filter(presets::name.eq(preset))
+            .select((presets::id, presets::template_version_id, templates::id))
+            .first(&mut conn)
+            .await
+            .expect("preset");
+        let created = Utc::now() - TimeDelta::seconds(age_secs);
+        let workspace_id = Uuid::new_v4();
+        let job_id = Uuid::new_v4();
+        let build_id = Uuid::new_v4();
+        diesel::insert_into(workspaces::table)
+            .values(NewWorkspace {
+                id: workspace_id,
+                organization_id: DEFAULT_ORGANIZATION_ID,
+                owner_id: PREBUILDS_USER_ID,
+                template_id,
+                name: format!("prebuild-{}", workspace_id.simple()),
+                autostart_schedule: None,
+                ttl_secs: 0,
+                next_start_at: None,
+                automatic_updates: AutomaticUpdates::Never,
+                last_used_at: Some(created),
+                created_at: Some(created),
+            })
+            .execute(&mut conn)
+            .await
+            .expect("workspace");
+        diesel::insert_into(provisioner_jobs::table)
+            .values(NewProvisionerJob {
+                id: job_id,
+                organization_id: DEFAULT_ORGANIZATION_ID,
+                input: json!({}),
+                for_prebuild: true,
+                transition: Transition::Start,
+                created_at: Some(created),
+            })
+            .execute(&mut conn)
+            .await
+            .expect("job");
+        diesel::update(provisioner_jobs::table.find(job_id))
+            .set((
+                provisioner_jobs::status.eq(JobStatus::Succeeded),
+                provisioner_jobs::started_at.eq(created),
+                provisioner_jobs::completed_at.eq(created),
+            ))
+            .execute(&mut conn)
+            .await
+            .expect("job done");
+        diesel::insert_into(workspace_builds::table)
+            .values(NewWorkspaceBuild {
+                id: build_id,
+                workspace_id,
+                build_number: 1,
+                template_version_id: version_id,
+                preset_id: Some(preset_id),
+                transition: Transition::Start,
+                reason: BuildReason::Prebuild,
+                initiator_id: PREBUILDS_USER_ID,
+                job_id,
+                deadline: None,
+                max_deadline: None,
+                provisioner_state: None,
+                created_at: Some(created),
+            })
+            .execute(&mut conn)
+            .await
+            .expect("build");
+        diesel::insert_into(workspace_agents::table)
+            .values(NewWorkspaceAgent {
+                id: Uuid::new_v4(),
+                build_id,
+                name: "main".to_owned(),
+                lifecycle_state: AgentLifecycle::Ready,
+                auth_token_hash: None,
+            })
+            .execute(&mut conn)
+            .await
+            .expect("agent");
+        workspace_id
+    }
+}
+
+fn create_body(name: &str, preset: Option<&str>) -> Value {
+    let mut body = json!({"template": "python-dev", "name": name});
+    if let Some(preset) = preset {
+        body["preset"] = json!(preset);
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_takes_the_oldest_ready_prebuild_and_falls_back_to_a_fresh_build() {
+    let api = Api::start().await;
+    let (alice, token) = api.user("alice", UserRole::Member).await;
+    let older = api.seed_prebuild("small", 600).await;
+    let newer = api.seed_prebuild("small", 60).await;
+
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/v1/workspaces",
+            &token,
+            Some(json!({"template": "python-dev", "preset": "small", "name": "dev1",
+                    "autostart_schedule": "CRON_TZ=Europe/Berlin 30 8 * * 1-5", "ttl_secs": 3600})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["claimed"], json!(true));
+    assert_eq!(body["workspace"]["id"], json!(older));
+    assert_eq!(body["workspace"]["owner_id"], json!(alice));
+    assert_eq!(body["workspace"]["ttl_secs"], json!(3600));
+    assert!(body["workspace"]["next_start_at"].is_string(), "{body}");
+    assert_eq!(body["workspace"]["latest_build"]["reason"], json!("claim"));
+    assert_eq!(body["workspace"]["latest_build"]["build_number"], json!(2));
+
+    let (status, body) = api
+        .call(Method::POST, "/api/v1/workspaces", &token, Some(create_body("dev2", Some("small"))))
+        .await;
+    assert_eq!((status, &body["claimed"]), (StatusCode::CREATED, &json!(true)));
+    assert_eq!(body["workspace"]["id"], json!(newer));
+    // The template default TTL (8 h) when the request names none.
+    assert_eq!(body["workspace"]["ttl_secs"], json!(28800));
+
+    // Pool empty: a fresh workspace and a pending first build.
+    let (status, body) = api
+        .call(Method::POST, "/api/v1/workspaces", &token, Some(create_body("dev3", Some("small"))))
+        .await;
+    assert_eq!((status, &body["claimed"]), (StatusCode::CREATED, &json!(false)), "{body}");
+    assert_eq!(body["workspace"]["latest_build"]["build_number"], json!(1));
+    assert_eq!(body["workspace"]["latest_build"]["status"], json!("pending"));
+
+    // Same name again: 409 naming the field.
+    let (status, body) =
+        api.call(Method::POST, "/api/v1/workspaces", &token, Some(create_body("DEV3", None))).await;
+    assert_eq!((status, &body["field"]), (StatusCode::CONFLICT, &json!("name")), "{body}");
+
+    let (status, body) = api.call(Method::GET, "/api/v1/workspaces", &token, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_claims_on_ten_prebuilds_claim_each_once() {
+    let api = Api::start().await;
+    let mut prebuilds = Vec::new();
+    for i in 0..10 {
+        prebuilds.push(api.seed_prebuild("small", 1000 - i).await);
+    }
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        tokens.push(api.user(&format!("user{i}"), UserRole::Member).await.1);
+    }
+    let api = std::sync::Arc::new(api);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let api = api.clone();
+        let token = tokens[i % 5].clone();
+        tasks.push(tokio::spawn(async move {
+            api.call(
+                Method::POST,
+                "/api/v1/workspaces",
+                &token,
+                Some(create_body(&format!("ws{i}"), Some("small"))),
+            )
+            .await
+        }));
+    }
+    let mut claimed = Vec::new();
+    let mut fresh = 0;
+    for task in tasks {
+        let (status, body) = task.await.expect("task");
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        if body["claimed"] == json!(true) {
+            claimed.push(body["workspace"]["id"].as_str().expect("id").to_owned());
+        } else {
+            fresh += 1;
+        }
+    }
+    claimed.sort();
+    let before = claimed.len();
+    claimed.dedup();
+    assert_eq!((before, claimed.len(), fresh), (10, 10, 40));
+    let mut conn = api.db.conn().await;
+    let pool_left: i64 = workspaces::table
+        .filter(workspaces::owner_id.eq(PREBUILDS_USER_ID))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(pool_left, 0);
+    // Each claimed prebuild has exactly one claim build.
+    let claims: i64 = workspace_builds::table
+        .filter(workspace_builds::reason.eq(BuildReason::Claim))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(claims, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_matrix() {
+    let api = Api::start().await;
+    let (_, owner) = api.user("olivia", UserRole::Owner).await;
+    let (_, admin) = api.user("adam", UserRole::TemplateAdmin).await;
+    let (_, member) = api.user("mia", UserRole::Member).await;
+    let (_, other) = api.user("otto", UserRole::Member).await;
+
+    // 401 without, or with a wrong, token.
+    let (status, _) = api.call(Method::GET, "/api/v1/workspaces", "", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = api.call(Method::GET, "/api/v1/workspaces", "pk_nope", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    let (_, body) = api
+        .call(Method::POST, "/api/v1/workspaces", &member, Some(create_body("mine", None)))
+        .await;
+    let mine = body["workspace"]["id"].as_str().expect("id").to_owned();
+    let prebuilt = api.seed_prebuild("large", 100).await;
+    let prebuilt2 = api.seed_prebuild("large", 50).await;
+
+    // Another member: 404, never 403, for someone else's workspace.
+    for (method, path) in [
+        (Method::GET, format!("/api/v1/workspaces/{mine}")),
+        (Method::POST, format!("/api/v1/workspaces/{mine}/stop")),
+        (Method::DELETE, format!("/api/v1/workspaces/{mine}")),
+    ] {
+        let (status, _) = api.call(method.clone(), &path, &other, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
+    }
+    // Template admins do not see other people's workspaces either.
+    let (status, _) =
+        api.call(Method::DELETE, &format!("/api/v1/workspaces/{mine}"), &admin, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Members may not delete prebuilt workspaces.
+    let (status, _) =
+        api.call(Method::DELETE, &format!("/api/v1/workspaces/{prebuilt}"), &member, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Template admins may delete prebuilt ones, but not operate them.
+    let (status, _) =
+        api.call(Method::POST, &format!("/api/v1/workspaces/{prebuilt}/stop"), &admin, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) =
+        api.call(Method::DELETE, &format!("/api/v1/workspaces/{prebuilt}"), &admin, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["latest_build"]["transition"], json!("delete"));
+    // Owners do everything.
+    let (status, body) =
+        api.call(Method::DELETE, &format!("/api/v1/workspaces/{prebuilt2}"), &owner, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, _) =
+        api.call(Method::GET, &format!("/api/v1/workspaces/{mine}"), &owner, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = api.call(Method::GET, "/api/v1/workspaces", &owner, None).await;
+    assert_eq!(body.as_array().map(Vec::len), Some(3));
+    let (_, body) = api.call(Method::GET, "/api/v1/workspaces", &other, None).await;
+    assert_eq!(body.as_array().map(Vec::len), Some(0));
+
+    // The member operates its own workspace; a second build waits for the first.
+    let (status, body) =
+        api.call(Method::POST, &format!("/api/v1/workspaces/{mine}/stop"), &member, None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = api
+        .call(
+            Method::PUT,
+            &format!("/api/v1/workspaces/{mine}/ttl"),
+            &member,
+            Some(json!({"ttl_secs": 600})),
+        )
+        .await;
+    assert_eq!((status, &body["ttl_secs"]), (StatusCode::OK, &json!(600)), "{body}");
+    let (status, body) = api
+        .call(
+            Method::PUT,
+            &format!("/api/v1/workspaces/{mine}/autostart"),
+            &member,
+            Some(json!({"schedule": "CRON_TZ=UTC 0 9 * * 1-5"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["next_start_at"].is_string());
+    let (status, _) =
+        api.call(Method::POST, &format!("/api/v1/workspaces/{mine}/activity"), &member, None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Settings: owners only. Templates and invalidation: owners and template admins.
+    for (token, expected) in [
+        (&member, StatusCode::FORBIDDEN),
+        (&admin, StatusCode::FORBIDDEN),
+        (&owner, StatusCode::OK),
+    ] {
+        let (status, _) = api
+            .call(
+                Method::PUT,
+                "/api/v1/prebuilds/settings",
+                token,
+                Some(json!({"reconciliation_paused": true})),
+            )
+            .await;
+        assert_eq!(status, expected);
+    }
+    let (_, body) = api.call(Method::GET, "/api/v1/prebuilds/status", &member, None).await;
+    assert_eq!(body["reconciliation_paused"], json!(true), "{body}");
+    assert_eq!(body["presets"].as_array().map(Vec::len), Some(2), "{body}");
+    let small = api.preset_id("small").await;
+    for (token, expected) in
+        [(&member, StatusCode::FORBIDDEN), (&admin, StatusCode::OK), (&owner, StatusCode::OK)]
+    {
+        let (status, _) = api
+            .call(Method::POST, &format!("/api/v1/presets/{small}/invalidate"), token, None)
+            .await;
+        assert_eq!(status, expected);
+    }
+    let (status, _) = api
+        .call(Method::POST, &format!("/api/v1/presets/{}/invalidate", Uuid::new_v4()), &owner, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for (token, expected) in [(&member, StatusCode::FORBIDDEN), (&admin, StatusCode::OK)] {
+        let (status, body) = api
+            .raw(
+                Method::PUT,
+                "/api/v1/templates/default/python-dev",
+                token,
+                "application/toml",
+                EXAMPLE,
+            )
+            .await;
+        assert_eq!(status, expected, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_names_the_field() {
+    let api = Api::start().await;
+    let (_, token) = api.user("mia", UserRole::Owner).await;
+    let cases: Vec<(Value, StatusCode, &str)> = vec![
+        (
+            json!({"template": "python-dev", "name": "x", "ttl_secs": "long"}),
+            StatusCode::BAD_REQUEST,
+            "ttl_secs",
+        ),
+        (
+            json!({"template": "python-dev", "name": "x", "ttl_secs": -1}),
+            StatusCode::BAD_REQUEST,
+            "ttl_secs",
+        ),
+        (json!({"template": "python-dev", "name": "no spaces"}), StatusCode::BAD_REQUEST, "name"),
+        (json!({"template": "python-dev"}), StatusCode::BAD_REQUEST, "name"),
+        (
+            json!({"template": "python-dev", "name": "x", "autostart_schedule": "0 9 1 * *"}),
+            StatusCode::BAD_REQUEST,
+            "autostart_schedule",
+        ),
+        (
+            json!({"template": "python-dev", "name": "x", "preset": "huge"}),
+            StatusCode::BAD_REQUEST,
+            "preset",
+        ),
+        (json!({"template": "nope", "name": "x"}), StatusCode::NOT_FOUND, "template"),
+        (
+            json!({"template": "python-dev", "name": "x", "colour": "red"}),
+            StatusCode::BAD_REQUEST,
+            "colour",
+        ),
+        (
+            json!({"template": "python-dev", "name": "x", "parameters": {"cpu": 2}}),
+            StatusCode::BAD_REQUEST,
+            "parameters.cpu",
+        ),
+    ];
+    for (body, status, field) in cases {
+        let (got, answer) =
+            api.call(Method::POST, "/api/v1/workspaces", &token, Some(body.clone())).await;
+        assert_eq!((got, answer["field"].as_str()), (status, Some(field)), "{body} -> {answer}");
+        assert!(answer["error"].is_string());
+    }
+    let (status, body) =
+        api.raw(Method::POST, "/api/v1/workspaces", &token, "application/json", "{not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("invalid JSON")));
+    let (status, body) = api.call(Method::GET, "/api/v1/workspaces/not-a-uuid", &token, None).await;
+    assert_eq!((status, &body["field"]), (StatusCode::BAD_REQUEST, &json!("id")));
+    let big = "x".repeat(2 * 1024 * 1024);
+    let (status, _) = api
+        .raw(Method::PUT, "/api/v1/templates/default/python-dev", &token, "application/toml", &big)
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // A templates file with a bad schedule: 400 naming it, nothing written.
+    let bad = EXAMPLE
+        .replace("* 9-18 * * 1-5", "0 9-18 * * 1-5")
+        .replace("name = \"v1\"", "name = \"v9\"");
+    let (status, body) = api
+        .raw(Method::PUT, "/api/v1/templates/default/python-dev", &token, "application/toml", &bad)
+        .await;
+    assert_eq!(
+        (status, &body["field"]),
+        (StatusCode::BAD_REQUEST, &json!("presets[0].schedules[0].cron")),
+        "{body}"
+    );
+    let (status, body) = api
+        .raw(
+            Method::PUT,
+            "/api/v1/templates/default/other-name",
+            &token,
+            "application/toml",
+            EXAMPLE,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["field"]),
+        (StatusCode::BAD_REQUEST, &json!("template.name")),
+        "{body}"
+    );
+    // Unchanged file: a no-op.
+    let (status, body) = api
+        .raw(
+            Method::PUT,
+            "/api/v1/templates/default/python-dev",
+            &token,
+            "application/toml",
+            EXAMPLE,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["version_created"], &body["template_updated"]),
+        (&json!(false), &json!(false))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_lists_every_route() {
+    let api = Api::start().await;
+    let response =
+        api.client.get(format!("{}/api/v1/openapi.json", api.base)).send().await.expect("get");
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc: Value = response.json().await.expect("json");
+    let expected = [
+        ("post", "/api/v1/workspaces"),
+        ("get", "/api/v1/workspaces"),
+        ("get", "/api/v1/workspaces/{id}"),
+        ("post", "/api/v1/workspaces/{id}/start"),
+        ("post", "/api/v1/workspaces/{id}/stop"),
+        ("delete", "/api/v1/workspaces/{id}"),
+        ("put", "/api/v1/workspaces/{id}/autostart"),
+        ("put", "/api/v1/workspaces/{id}/ttl"),
+        ("post", "/api/v1/workspaces/{id}/activity"),
+        ("get", "/api/v1/prebuilds/status"),
+        ("put", "/api/v1/prebuilds/settings"),
+        ("post", "/api/v1/presets/{id}/invalidate"),
+        ("put", "/api/v1/templates/{org}/{name}"),
+        ("get", "/api/v1/openapi.json"),
+    ];
+    for (method, path) in expected {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
+    }
+    let listed: usize = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|p| p.as_object().map_or(0, |m| m.len()))
+        .sum();
+    assert_eq!(listed, expected.len());
+    // And every route in the table answers (not 404/405 from the router) without a token.
+    for route in poolkeeper::api::routes() {
+        let path = route
+            .path
+            .replace("{id}", &Uuid::new_v4().to_string())
+            .replace("{org}", "default")
+            .replace("{name}", "x");
+        let method = Method::from_bytes(route.method.to_uppercase().as_bytes()).expect("method");
+        let status = api
+            .client
+            .request(method, format!("{}{path}", api.base))
+            .send()
+            .await
+            .expect("send")
+            .status();
+        assert!(
+            status == StatusCode::UNAUTHORIZED || status == StatusCode::OK,
+            "{} {path}: {status}",
+            route.method
+        );
+    }
+}
