@@ -15,8 +15,8 @@ use poolkeeper::db::schema::{provisioner_jobs, workspace_agents, workspace_build
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::provisioner::backend::{AgentSpec, BuildOutput};
 use poolkeeper::provisioner::{
-    acquire_next_job, complete_job, run_worker, Backends, CancellationToken, JobResult,
-    SimulatedConfig, WorkerConfig,
+    acquire_next_job, complete_job, flip_due_agents, run_worker, Backends, CancellationToken,
+    JobResult, SimulatedConfig, WorkerConfig,
 };
 use poolkeeper_core::schedule::{compute_deadlines, DayName, DeadlineInputs, WeekdaySet};
 use seed::TemplateSpec;
@@ -260,4 +260,31 @@ async fn a_worker_runs_simulated_jobs_and_stops_cancelled_ones() {
     shutdown.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(10), worker).await;
     assert!(matches!(stopped, Ok(Ok(Ok(())))), "worker did not stop cleanly: {stopped:?}");
+}
+
+#[tokio::test]
+async fn starting_simulated_agents_become_ready_when_due() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let owner = seed::user(&mut conn, "gus", None).await;
+    let spec = TemplateSpec {
+        source: serde_json::json!({"duration_ms": 0, "agent_start_secs": 30}),
+        ..TemplateSpec::default()
+    };
+    let (template, version) = seed::template(&mut conn, "dev", spec).await;
+    let ws = seed::workspace(&mut conn, owner, template, "ws", 0, None).await;
+    let (build, _) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
+    let started = JobResult::Succeeded(BuildOutput {
+        state: None,
+        agents: vec![AgentSpec { name: "main".to_owned(), start_secs: 30 }],
+    });
+    run_to_completion(&mut conn, Utc::now(), started).await;
+    assert_eq!(agent_state(&mut conn, build).await, AgentLifecycle::Starting);
+
+    let config = SimulatedConfig::default();
+    let soon = Utc::now() + chrono::TimeDelta::seconds(5);
+    assert_eq!(flip_due_agents(&mut conn, &config, soon).await.expect("sweep"), 0);
+    let later = Utc::now() + chrono::TimeDelta::seconds(40);
+    assert_eq!(flip_due_agents(&mut conn, &config, later).await.expect("sweep"), 1);
+    assert_eq!(agent_state(&mut conn, build).await, AgentLifecycle::Ready);
 }

@@ -3,6 +3,7 @@
 //! whose worker was lost.
 
 pub mod acquire;
+pub mod agents;
 pub mod backend;
 pub mod complete;
 pub mod context;
@@ -12,6 +13,7 @@ pub mod reaper;
 pub mod worker;
 
 pub use acquire::{acquire_next_job, heartbeat};
+pub use agents::flip_due_agents;
 pub use backend::{Backends, SimulatedConfig, TerraformConfig};
 pub use complete::{complete_job, Completion, JobResult};
 pub use error::{BackendError, ProvisionerError};

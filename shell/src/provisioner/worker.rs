@@ -16,7 +16,7 @@ use super::backend::{Backends, BuildFailure};
 use super::complete::{complete_job, mark_agent_ready, Completion, JobResult};
 use super::context::load_context;
 use super::listener::{listen, Wakeups};
-use super::{acquire_next_job, heartbeat, BackendError, ProvisionerError};
+use super::{acquire_next_job, flip_due_agents, heartbeat, BackendError, ProvisionerError};
 use crate::db::enums::JobStatus;
 use crate::db::schema::provisioner_jobs;
 use crate::db::DbPool;
@@ -77,6 +77,9 @@ pub async fn run_worker(
             }
             Ok(false) => {
                 backoff = Duration::from_millis(250);
+                // Idle: the restart-safe sweep of simulated agents (the in-memory timers of
+                // `schedule_agents` are usually faster).
+                sweep_agents(&pool, &config).await;
                 tokio::select! {
                     () = shutdown.cancelled() => {}
                     () = wakeups.work.notified() => {}
@@ -100,6 +103,18 @@ pub async fn run_worker(
     }
     tracing::info!(%worker, "provisioner worker stopped");
     Ok(())
+}
+
+async fn sweep_agents(pool: &DbPool, config: &WorkerConfig) {
+    let swept = async {
+        let mut conn = pool.get().await?;
+        flip_due_agents(&mut conn, &config.backends.simulated, Utc::now()).await
+    };
+    match swept.await {
+        Ok(0) => {}
+        Ok(flipped) => tracing::info!(worker = %config.worker_id, flipped, "agents ready"),
+        Err(err) => tracing::warn!(worker = %config.worker_id, error = %err, "agent sweep failed"),
+    }
 }
 
 /// Take and run one job; `Ok(false)` when the queue is empty.

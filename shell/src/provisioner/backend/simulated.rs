@@ -65,6 +65,12 @@ fn settings(config: &SimulatedConfig, source: &Value) -> Result<Settings, Backen
     Ok(Settings { duration, failure_rate, agent_start_secs, agents: agent_names(source)? })
 }
 
+/// How long a simulated agent of a version with this `source` takes to become ready (the
+/// configured default when the source does not say, or says something invalid).
+pub fn agent_start_secs(config: &SimulatedConfig, source: &Value) -> u64 {
+    settings(config, source).map_or(config.agent_start.as_secs(), |s| s.agent_start_secs)
+}
+
 /// A number in [0, 1) from (seed, job id): splitmix64 over the id's two halves.
 pub fn failure_draw(seed: u64, job_id: Uuid) -> f64 {
     let (hi, lo) = job_id.as_u64_pair();
