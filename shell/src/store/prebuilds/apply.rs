@@ -118,6 +118,9 @@ async fn create_prebuilds(
     Ok(jobs)
 }
 
+/// (build number, transition, version, provisioner state, job id, job status).
+type LatestBuildRow = (i32, Transition, Uuid, Option<Vec<u8>>, Uuid, JobStatus);
+
 /// What the delete and cancel paths see of a workspace once its row is locked.
 struct Locked {
     organization_id: Uuid,
@@ -146,22 +149,21 @@ async fn lock_prebuild(
     if owner_id != PREBUILDS_USER_ID || deleted {
         return Ok(None);
     }
-    let latest: Option<(i32, Transition, Uuid, Option<Vec<u8>>, Uuid, JobStatus)> =
-        workspace_builds::table
-            .inner_join(provisioner_jobs::table)
-            .filter(workspace_builds::workspace_id.eq(workspace_id))
-            .order(workspace_builds::build_number.desc())
-            .select((
-                workspace_builds::build_number,
-                workspace_builds::transition,
-                workspace_builds::template_version_id,
-                workspace_builds::provisioner_state,
-                provisioner_jobs::id,
-                provisioner_jobs::status,
-            ))
-            .first(conn)
-            .await
-            .optional()?;
+    let latest: Option<LatestBuildRow> = workspace_builds::table
+        .inner_join(provisioner_jobs::table)
+        .filter(workspace_builds::workspace_id.eq(workspace_id))
+        .order(workspace_builds::build_number.desc())
+        .select((
+            workspace_builds::build_number,
+            workspace_builds::transition,
+            workspace_builds::template_version_id,
+            workspace_builds::provisioner_state,
+            provisioner_jobs::id,
+            provisioner_jobs::status,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
     Ok(latest.map(
         |(
             build_number,
