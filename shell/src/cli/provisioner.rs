@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::EXIT_INVALID_INPUT;
 use crate::db::pool::{self, redacted_url, PoolConfig};
 use crate::provisioner::{run_worker, Backends, SimulatedConfig, TerraformConfig, WorkerConfig};
+use crate::telemetry::logging::{self, LogFormat};
 
 #[derive(Debug, clap::Args)]
 pub struct ProvisionerArgs {
@@ -43,6 +44,9 @@ pub struct ProvisionerArgs {
     /// temporary directory).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Log lines as text, or as JSON for production.
+    #[arg(long, env = "POOLKEEPER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 /// `5s`, `500ms`, `2m`, `1h`, or plain seconds.
@@ -69,12 +73,7 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 }
 
 pub fn provisioner(args: &ProvisionerArgs) -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
+    logging::init(args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
