@@ -1,10 +1,14 @@
 //! The store: the only module that writes SQL. One submodule per loop loads that loop's
 //! snapshot and applies the core's decisions; nothing here decides anything.
 
+pub mod auth;
+pub mod claim;
 pub mod lifecycle;
 pub mod prebuilds;
 pub mod publish;
 pub mod settings;
+pub mod templates;
+pub mod workspaces;
 
 mod error;
 mod rows;
