@@ -8,6 +8,8 @@
 //! checks the connection at the start of every cycle and, if it broke, drops it (losing
 //! leadership) and tries again.
 
+use std::time::Duration;
+
 use diesel::sql_types::{BigInt, Bool};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
@@ -16,6 +18,20 @@ use super::DaemonError;
 /// Lock keys, one per loop, so the two loops can be led by different replicas.
 pub const PREBUILDS_LOCK_KEY: i64 = 0x706f_6f6c_0000_0001;
 pub const LIFECYCLE_LOCK_KEY: i64 = 0x706f_6f6c_0000_0002;
+
+/// Bound on opening a connection: an unreachable host must not stall a loop.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a dedicated connection (outside the pool: it carries session state).
+pub(crate) async fn connect(url: &str) -> Result<AsyncPgConnection, DaemonError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, AsyncPgConnection::establish(url)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(DaemonError::Connect(diesel::ConnectionError::BadConnection(format!(
+            "no answer within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        )))),
+    }
+}
 
 #[derive(diesel::QueryableByName)]
 struct Acquired {
@@ -49,7 +65,7 @@ impl Leadership {
     async fn check(&mut self) -> Result<bool, DaemonError> {
         let conn = match &mut self.conn {
             Some(conn) => conn,
-            None => self.conn.insert(AsyncPgConnection::establish(&self.url).await?),
+            None => self.conn.insert(connect(&self.url).await?),
         };
         if self.held {
             diesel::sql_query("SELECT 1").execute(conn).await?;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,7 @@ const MAX_DELAY: Duration = Duration::from_secs(30);
 pub(super) async fn listen_presets(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
     let mut delay = Duration::from_secs(1);
     while !shutdown.is_cancelled() {
-        match AsyncPgConnection::establish(&url).await {
+        match super::leader::connect(&url).await {
             Ok(mut conn) => {
                 let listen = format!("LISTEN {PRESET_CHANNEL}");
                 match diesel::sql_query(listen).execute(&mut conn).await {

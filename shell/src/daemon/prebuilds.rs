@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
-use poolkeeper_core::prebuilds::{plan, Action, ReconcilerConfig};
+use poolkeeper_core::prebuilds::{plan, Action, Preset, PresetPlan, ReconcilerConfig};
 use poolkeeper_core::ReplayInput;
 use tracing::Instrument;
 
@@ -16,6 +16,7 @@ use crate::db::DbPool;
 use crate::store::prebuilds::{apply_preset_plan, load_prebuild_snapshot, PresetNames};
 use crate::store::publish::publish_jobs;
 use crate::store::settings::reconciliation_paused;
+use crate::store::StoreError;
 use crate::telemetry::metrics::{Metrics, PresetLabels};
 
 /// What one cycle did.
@@ -89,7 +90,7 @@ impl PrebuildReconciler {
             return Ok(CycleOutcome::NotLeader);
         }
         let loaded = {
-            let mut conn = self.pool.get().await.map_err(crate::store::StoreError::from)?;
+            let mut conn = self.pool.get().await.map_err(StoreError::from)?;
             // Checked at the start of every cycle, so a pause takes effect within one.
             if reconciliation_paused(&mut conn).await? {
                 tracing::info!("prebuild reconciliation paused");
@@ -98,6 +99,7 @@ impl PrebuildReconciler {
             load_prebuild_snapshot(&mut conn, now, self.config).await?
         };
         let snapshot = loaded.snapshot;
+        let snapshot_presets = snapshot.presets.len();
         let plans = plan(now, &snapshot);
         self.observe(&loaded.names, &plans);
         if let Some(recorder) = &self.recorder {
@@ -108,23 +110,28 @@ impl PrebuildReconciler {
                 tracing::warn!(error = %err, "cannot record the cycle");
             }
         }
-        let work: Vec<_> = snapshot
+        // Owned items: borrowed ones make the cycle future not provably `Send` (rustc's
+        // higher-ranked lifetime limits), and the loop runs in a spawned task.
+        let work: Vec<(Preset, PresetPlan)> = snapshot
             .presets
-            .iter()
-            .zip(&plans)
+            .into_iter()
+            .zip(plans)
             .filter(|(_, p)| p.actions.iter().any(|a| !matches!(a, Action::Backoff { .. })))
             .collect();
         let mut stats = CycleStats {
-            presets: plans.len(),
+            presets: snapshot_presets,
             presets_with_actions: work.len(),
             ..CycleStats::default()
         };
-        let pool = &self.pool;
-        let results: Vec<_> = stream::iter(work)
-            .map(|(preset, preset_plan)| async move {
-                let span = tracing::info_span!("apply_preset", preset_id = %preset.id, preset = %preset.name);
-                let result = apply_preset_plan(pool, now, preset, preset_plan).instrument(span).await;
-                (preset.id, result)
+        let results: Vec<(uuid::Uuid, Result<Vec<uuid::Uuid>, StoreError>)> = stream::iter(work)
+            .map(|(preset, preset_plan)| {
+                let pool = self.pool.clone();
+                async move {
+                    let span = tracing::info_span!("apply_preset", preset_id = %preset.id, preset = %preset.name);
+                    let result =
+                        apply_preset_plan(&pool, now, &preset, &preset_plan).instrument(span).await;
+                    (preset.id, result)
+                }
             })
             .buffer_unordered(self.parallelism)
             .collect()
@@ -154,7 +161,7 @@ impl PrebuildReconciler {
     fn observe(
         &self,
         names: &std::collections::HashMap<uuid::Uuid, PresetNames>,
-        plans: &[poolkeeper_core::prebuilds::PresetPlan],
+        plans: &[PresetPlan],
     ) {
         let Some(metrics) = &self.metrics else { return };
         for p in plans {

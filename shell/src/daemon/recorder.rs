@@ -52,3 +52,41 @@ impl Recorder {
 pub fn cycle_name(now: chrono::DateTime<chrono::Utc>, kind: &str) -> String {
     format!("{}-{kind}", now.format("%Y%m%dT%H%M%S%.3fZ"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_cycles_only() {
+        let dir =
+            std::env::temp_dir().join(format!("poolkeeper-recorder-{}", uuid::Uuid::new_v4()));
+        let recorder = Recorder::new(dir.clone(), 2);
+        let base = chrono::DateTime::parse_from_rfc3339("2025-06-02T09:00:00Z")
+            .expect("instant")
+            .with_timezone(&chrono::Utc);
+        for minute in 0..4 {
+            let now = base + chrono::Duration::minutes(minute);
+            let input = ReplayInput::new(now);
+            let output = poolkeeper_core::run_replay(&input);
+            recorder.record(&cycle_name(now, "prebuilds"), &input, &output).expect("record");
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                "20250602T090200.000Z-prebuilds.decisions.json",
+                "20250602T090200.000Z-prebuilds.json",
+                "20250602T090300.000Z-prebuilds.decisions.json",
+                "20250602T090300.000Z-prebuilds.json",
+            ]
+        );
+        let text = std::fs::read_to_string(dir.join(&names[1])).expect("read");
+        assert!(poolkeeper_core::parse_replay(&text).is_ok(), "a recorded cycle replays");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,98 @@
+//! The whole daemon in-process: the first cycle fills a pool, a preset change wakes the
+//! prebuild loop through LISTEN (the poll interval is far away), shutdown returns.
+
+#[path = "support/seed.rs"]
+mod seed;
+
+use std::time::Duration;
+
+use poolkeeper::daemon::http::HttpState;
+use poolkeeper::daemon::{run, DaemonSettings, LifecycleExecutor};
+use poolkeeper::db::enums::{JobStatus, Transition};
+use poolkeeper::db::test_db::TestDatabase;
+use poolkeeper::provisioner::CancellationToken;
+use poolkeeper_core::prebuilds::ReconcilerConfig;
+use seed::{t, WorkspaceSeed};
+
+const LIVE_PREBUILDS: &str = "SELECT count(*) AS n FROM workspaces
+    WHERE owner_id = 'c42fdf75-3097-471c-8c33-fb52454d81c0' AND NOT deleted";
+
+/// Waits (bounded) for a condition the daemon brings about in real time.
+async fn eventually(db: &TestDatabase, sql: &str, expected: i64) {
+    let mut conn = db.conn().await;
+    for _ in 0..200 {
+        if seed::count(&mut conn, sql).await == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{sql} never reached {expected}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_fills_pools_wakes_on_preset_changes_and_shuts_down() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (_, version_id) = seed::template(&mut conn, "go").await;
+    seed::preset(&mut conn, version_id, "small", 2).await;
+    let settings = DaemonSettings {
+        database_url: db.url().to_owned(),
+        lifecycle_interval: Duration::from_secs(600),
+        prebuild_interval: Duration::from_secs(600),
+        max_retry_delay: Duration::from_secs(1),
+        reconciler: ReconcilerConfig {
+            backoff_interval_secs: 60,
+            backoff_lookback_secs: 3600,
+            failure_hard_limit: 3,
+            max_pending_creates_per_preset: 0,
+        },
+        parallelism: 2,
+        recorder: None,
+        reaper: None,
+    };
+    let state = HttpState::default();
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run(settings, db.pool().clone(), state.clone(), shutdown.clone()));
+    eventually(&db, LIVE_PREBUILDS, 2).await;
+    assert!(state.ready.load(std::sync::atomic::Ordering::Relaxed));
+
+    seed::preset(&mut conn, version_id, "large", 1).await;
+    eventually(&db, LIVE_PREBUILDS, 3).await;
+    assert!(state.metrics.encode().contains("poolkeeper_prebuilds_desired"));
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), daemon)
+        .await
+        .expect("shutdown in time")
+        .expect("daemon task");
+}
+
+#[tokio::test]
+async fn lifecycle_tick_applies_due_decisions() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let seed = WorkspaceSeed {
+        owner_id: alice,
+        template_id,
+        version_id,
+        preset_id: None,
+        transition: Transition::Start,
+        status: JobStatus::Succeeded,
+        created_at: t("2025-06-02T08:00:00Z"),
+        ready: true,
+    };
+    seed::workspace(&mut conn, seed).await;
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query("UPDATE workspace_builds SET deadline = '2025-06-02T08:30:00Z'"),
+        &mut conn,
+    )
+    .await
+    .expect("deadline");
+    let mut executor = LifecycleExecutor::new(db.pool().clone(), db.url());
+    let stats = executor.tick(t("2025-06-02T09:00:00Z")).await.expect("tick").expect("leader");
+    assert_eq!((stats.workspaces, stats.applied, stats.failures), (1, 1, 0));
+    let stats = executor.tick(t("2025-06-02T09:01:00Z")).await.expect("tick").expect("leader");
+    assert_eq!(stats.applied, 0, "the stop is in flight");
+}
