@@ -602,3 +602,52 @@ async fn openapi_lists_every_route() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_bumps_a_near_deadline_and_last_used_at() {
+    let api = Api::start().await;
+    let (_, token) = api.user("mia", UserRole::Member).await;
+    api.seed_prebuild("small", 300).await;
+    let (_, body) = api
+        .call(Method::POST, "/api/v1/workspaces", &token, Some(create_body("dev", Some("small"))))
+        .await;
+    let id: Uuid = body["workspace"]["id"].as_str().expect("id").parse().expect("uuid");
+    let build: Uuid =
+        body["workspace"]["latest_build"]["id"].as_str().expect("id").parse().expect("uuid");
+    // The claim build completes with a deadline 10 minutes away.
+    let mut conn = api.db.conn().await;
+    let now = Utc::now();
+    let job: Uuid = workspace_builds::table
+        .find(build)
+        .select(workspace_builds::job_id)
+        .first(&mut conn)
+        .await
+        .expect("job");
+    diesel::update(provisioner_jobs::table.find(job))
+        .set((
+            provisioner_jobs::status.eq(JobStatus::Succeeded),
+            provisioner_jobs::started_at.eq(now),
+            provisioner_jobs::completed_at.eq(now),
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("job done");
+    diesel::update(workspace_builds::table.find(build))
+        .set(workspace_builds::deadline.eq(now + TimeDelta::minutes(10)))
+        .execute(&mut conn)
+        .await
+        .expect("deadline");
+    let (status, body) =
+        api.call(Method::POST, &format!("/api/v1/workspaces/{id}/activity"), &token, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deadline: Option<chrono::DateTime<Utc>> = workspace_builds::table
+        .find(build)
+        .select(workspace_builds::deadline)
+        .first(&mut conn)
+        .await
+        .expect("deadline");
+    // SPEC §3: bumped to A + activity_bump (1 h in the example template).
+    let deadline = deadline.expect("a deadline");
+    assert!(deadline >= now + TimeDelta::minutes(59), "{deadline} vs {now}");
+    assert!(deadline <= Utc::now() + TimeDelta::minutes(61), "{deadline}");
+}

@@ -4,7 +4,10 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use poolkeeper_core::schedule::{next_autostart, CronSchedule};
+use poolkeeper_core::build::Transition as CoreTransition;
+use poolkeeper_core::schedule::{
+    bumped_deadline, next_autostart, parse_autostart, ActivityInputs, CronSchedule,
+};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -289,27 +292,74 @@ pub async fn set_ttl(
     Ok(workspace)
 }
 
-/// Records activity at `at`: `last_used_at` never moves backwards (SPEC §3 "Activity").
+/// Records activity at `at` (SPEC §3 "Activity"): `last_used_at` never moves backwards,
+/// and the latest build's deadline is bumped as the core's `bumped_deadline` says.
 pub async fn record_activity(
     pool: &DbPool,
     id: Uuid,
     at: DateTime<Utc>,
 ) -> Result<Workspace, WorkspaceError> {
     let mut conn = pool.get().await?;
-    diesel::update(workspaces::table.find(id).filter(workspaces::deleted.eq(false)))
-        .set((
-            workspaces::last_used_at.eq(diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
-                "GREATEST(last_used_at, ",
-            )
-            .bind::<diesel::sql_types::Timestamptz, _>(at)
-            .sql(")")),
-            workspaces::dormant_at.eq(None::<DateTime<Utc>>),
-        ))
-        .returning(Workspace::as_returning())
-        .get_result(&mut conn)
-        .await
-        .optional()?
-        .ok_or(WorkspaceError::NotFound)
+    let workspace = conn
+        .transaction::<_, WorkspaceError, _>(async |conn| {
+            let workspace = lock(conn, id).await?;
+            let template = template_of(conn, &workspace).await?;
+            let (latest, status) = latest_build(conn, id).await?;
+            if let Some(build) = latest {
+                let inputs = activity_inputs(&workspace, &template, &build, status, at);
+                let bumped = bumped_deadline(&inputs);
+                if bumped != build.deadline {
+                    diesel::update(workspace_builds::table.find(build.id))
+                        .set(workspace_builds::deadline.eq(bumped))
+                        .execute(conn)
+                        .await?;
+                }
+            }
+            let last_used_at = workspace.last_used_at.max(at);
+            Ok(diesel::update(workspaces::table.find(id))
+                .set((
+                    workspaces::last_used_at.eq(last_used_at),
+                    workspaces::dormant_at.eq(None::<DateTime<Utc>>),
+                ))
+                .returning(Workspace::as_returning())
+                .get_result(conn)
+                .await?)
+        })
+        .await?;
+    Ok(workspace)
+}
+
+/// The core's view of one activity report (negative columns, which CHECKs forbid, read as 0).
+fn activity_inputs(
+    workspace: &Workspace,
+    template: &Template,
+    build: &WorkspaceBuild,
+    status: Option<JobStatus>,
+    at: DateTime<Utc>,
+) -> ActivityInputs {
+    let secs = |value: i64| u64::try_from(value).unwrap_or(0);
+    let next = workspace
+        .autostart_schedule
+        .as_deref()
+        .and_then(|text| parse_autostart(text).ok())
+        .and_then(|schedule| next_autostart(at, &schedule, allowed_days(template)));
+    ActivityInputs {
+        at,
+        is_prebuild: workspace.owner_id == PREBUILDS_USER_ID,
+        transition: match build.transition {
+            Transition::Start => CoreTransition::Start,
+            Transition::Stop => CoreTransition::Stop,
+            Transition::Delete => CoreTransition::Delete,
+        },
+        job_completed: status == Some(JobStatus::Succeeded),
+        deadline: build.deadline,
+        max_deadline: build.max_deadline,
+        workspace_ttl_secs: secs(workspace.ttl_secs),
+        next_autostart: next,
+        default_ttl_secs: secs(template.default_ttl_secs),
+        user_autostop_enabled: template.user_autostop_enabled,
+        activity_bump_secs: secs(template.activity_bump_secs),
+    }
 }
 
 async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Workspace, WorkspaceError> {
