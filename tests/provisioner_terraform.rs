@@ -125,11 +125,11 @@ async fn terraform_applies_and_destroys_offline() {
 async fn a_missing_terraform_binary_fails_the_job_clearly() {
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
+    let work_dir = std::env::temp_dir().join(format!("poolkeeper-tf-missing-{}", Uuid::new_v4()));
     let backends = Backends {
         terraform: TerraformConfig {
             bin: "/nonexistent/terraform".to_owned(),
-            work_dir: std::env::temp_dir()
-                .join(format!("poolkeeper-tf-missing-{}", Uuid::new_v4())),
+            work_dir: work_dir.clone(),
         },
         ..Backends::default()
     };
@@ -156,4 +156,5 @@ async fn a_missing_terraform_binary_fails_the_job_clearly() {
             .is_some_and(|e| e.contains("/nonexistent/terraform") && e.contains("not found")),
         "{error:?}"
     );
+    let _ = std::fs::remove_dir_all(work_dir);
 }
