@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod daemon;
 pub mod db;
+pub mod demo;
 pub mod provisioner;
 pub mod store;
 pub mod telemetry;

@@ -1,5 +1,6 @@
 //! The `poolkeeper` command line: one binary, one module per subcommand.
 
+mod demo;
 mod migrate;
 mod prebuilds;
 mod provisioner;
@@ -42,6 +43,8 @@ pub enum Command {
     Users(users::UsersArgs),
     /// Manage API bearer tokens.
     Tokens(tokens::TokensArgs),
+    /// Run everything on a throw-away database: pools fill, claims, a version rollout.
+    Demo(demo::DemoArgs),
 }
 
 /// Exit code for invalid input (a bad replay file, a bad flag or configuration value).
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Templates(args) => templates::templates(&args),
         Command::Users(args) => users::users(&args),
         Command::Tokens(args) => tokens::tokens(&args),
+        Command::Demo(args) => demo::demo(&args),
     }
 }
 
