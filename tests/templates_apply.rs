@@ -135,4 +135,8 @@ async fn apply_is_idempotent_and_a_change_makes_a_new_active_version() {
     .expect("valid");
     let fourth = apply(db.pool(), &spec4).await.expect("fourth apply");
     assert!(fourth.template_updated && !fourth.version_created, "{fourth:?}");
+    // Re-applying the first file rolls back to v1 without a new version.
+    let back = apply(db.pool(), &spec).await.expect("roll back");
+    assert_eq!(back.active_version_id, first.active_version_id);
+    assert!(back.template_updated && !back.version_created, "{back:?}");
 }

@@ -153,15 +153,28 @@ async fn apply_in(
         None => None,
     };
     let unchanged = active.as_ref().filter(|v| stored_hash(&v.message) == Some(hash.as_str()));
-    let version_created = unchanged.is_none();
-    let active_version_id = match unchanged {
-        Some(version) => version.id,
-        None => insert_version(conn, existing.id, spec, &hash).await?,
+    // Re-applying an older file rolls back to its version rather than copying it.
+    let earlier: Option<TemplateVersion> = match unchanged {
+        Some(_) => None,
+        None => template_versions::table
+            .filter(template_versions::template_id.eq(existing.id))
+            .filter(template_versions::name.eq(&spec.version.name))
+            .select(TemplateVersion::as_select())
+            .first(conn)
+            .await
+            .optional()?
+            .filter(|v| stored_hash(&v.message) == Some(hash.as_str())),
     };
+    let (active_version_id, version_created) = match (unchanged, earlier) {
+        (Some(version), _) => (version.id, false),
+        (None, Some(version)) => (version.id, false),
+        (None, None) => (insert_version(conn, existing.id, spec, &hash).await?, true),
+    };
+    let reactivated = unchanged.is_none() && !version_created;
     row.id = existing.id;
     row.active_version_id = Some(active_version_id);
     let template_updated =
-        !template_created && (version_created || options_differ(&existing, &row));
+        !template_created && (version_created || reactivated || options_differ(&existing, &row));
     if template_created || template_updated || existing.deleted {
         diesel::update(templates::table.find(existing.id))
             .set((&row, templates::deleted.eq(false), templates::updated_at.eq(Utc::now())))
