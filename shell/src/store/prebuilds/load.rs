@@ -177,10 +177,12 @@ pub async fn load_prebuild_snapshot(
     now: DateTime<Utc>,
     config: ReconcilerConfig,
 ) -> Result<LoadedPrebuilds, StoreError> {
-    let lookback_start = now
-        - chrono::Duration::seconds(
-            i64::try_from(config.backoff_lookback_secs).unwrap_or(i64::MAX / 2_000),
-        );
+    // An absurd lookback (from configuration) means "all of history", never a panic.
+    let lookback_start = i64::try_from(config.backoff_lookback_secs)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|lookback| now.checked_sub_signed(lookback))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let (presets, schedules, prebuilds, recent) = conn
         .build_transaction()
         .repeatable_read()
