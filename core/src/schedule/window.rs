@@ -4,7 +4,9 @@
 //! hour, in the preset's `scheduling_timezone`, are in its fields, so `* 9-18 * * 1-5` covers
 //! 09:00:00 ≤ local < 19:00:00 on Monday–Friday exactly.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Timelike, Utc, Weekday};
+use chrono::{
+    DateTime, NaiveDate, NaiveDateTime, Offset, TimeDelta, TimeZone, Timelike, Utc, Weekday,
+};
 use chrono_tz::Tz;
 
 use super::cron_expr::{parse_zone, CronFields};
@@ -69,9 +71,9 @@ impl PrebuildWindows {
     /// `t + lead_secs`. A window opens early but still closes on time, so pre-warming never
     /// shrinks the pool before the window ends.
     pub fn first_open(&self, t: DateTime<Utc>, lead_secs: u64) -> Option<usize> {
-        self.open_at_local(self.local(t)).or_else(|| {
+        self.open_at_local(self.local(t)?).or_else(|| {
             let early = t.checked_add_signed(seconds(lead_secs)?)?;
-            self.open_at_local(self.local(early))
+            self.open_at_local(self.local(early)?)
         })
     }
 
@@ -103,21 +105,24 @@ impl PrebuildWindows {
         let start = t.checked_add_signed(lead)?;
         let horizon = start.checked_add_signed(TimeDelta::days(EDGE_HORIZON_DAYS))?;
         // Windows never overlap, so "which window is open" is the whole membership state.
-        let state = self.open_at_local(self.local(start));
+        let state = self.open_at_local(self.local(start)?);
         let mut at = start;
         loop {
             at = self.next_candidate(at, state)?;
             if at > horizon {
                 return None;
             }
-            if self.open_at_local(self.local(at)) != state {
+            if self.open_at_local(self.local(at)?) != state {
                 return at.checked_sub_signed(lead);
             }
         }
     }
 
-    fn local(&self, at: DateTime<Utc>) -> NaiveDateTime {
-        at.with_timezone(&self.zone).naive_local()
+    /// Local wall time of `at`; `None` at the very edge of the representable range, where
+    /// adding the zone's offset would overflow (a hostile `now` must not panic the core).
+    fn local(&self, at: DateTime<Utc>) -> Option<NaiveDateTime> {
+        let offset = self.zone.offset_from_utc_datetime(&at.naive_utc()).fix();
+        at.naive_utc().checked_add_offset(offset)
     }
 
     fn open_at_local(&self, local: NaiveDateTime) -> Option<usize> {
@@ -130,7 +135,7 @@ impl PrebuildWindows {
     /// local midnight; or an offset transition before that.
     fn next_candidate(&self, at: DateTime<Utc>, state: Option<usize>) -> Option<DateTime<Utc>> {
         let offset = offset_secs(self.zone, at);
-        let local = self.local(at);
+        let local = self.local(at)?;
         let date = local.date();
         let open_at_hour =
             |hour: u32| self.windows.iter().position(|w| w.has_hour(hour) && w.matches_date(date));
