@@ -91,9 +91,10 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        tracing::info!(listen = %args.listen, "health and metrics endpoints up");
+        tracing::info!(listen = %args.listen, "HTTP API, health and metrics endpoints up");
         let http_shutdown = shutdown.clone();
-        let router = base_router(state.clone());
+        let api = crate::api::router(crate::api::ApiState::new(pool.clone()));
+        let router = base_router(state.clone()).merge(api);
         let http = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move { http_shutdown.cancelled().await })

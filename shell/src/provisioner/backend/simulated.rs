@@ -45,9 +45,15 @@ struct Settings {
 
 fn settings(config: &SimulatedConfig, source: &Value) -> Result<Settings, BackendError> {
     let invalid = |field: &str| BackendError::InvalidSource(format!("{field}: expected a number"));
-    let duration = match source.get("duration_ms") {
-        None | Some(Value::Null) => config.duration,
-        Some(v) => Duration::from_millis(v.as_u64().ok_or_else(|| invalid("duration_ms"))?),
+    // Templates files declare `duration_secs` (fractional seconds); `duration_ms` is kept for
+    // sources written by hand.
+    let duration = match (source.get("duration_secs"), source.get("duration_ms")) {
+        (Some(v), _) if !v.is_null() => {
+            let secs = v.as_f64().filter(|s| s.is_finite() && *s >= 0.0);
+            Duration::from_secs_f64(secs.ok_or_else(|| invalid("duration_secs"))?)
+        }
+        (_, None | Some(Value::Null)) => config.duration,
+        (_, Some(v)) => Duration::from_millis(v.as_u64().ok_or_else(|| invalid("duration_ms"))?),
     };
     let failure_rate = match source.get("failure_rate") {
         None | Some(Value::Null) => config.failure_rate,
@@ -134,6 +140,15 @@ mod tests {
         assert_ne!(failure_draw(7, id), failure_draw(8, id));
         let failures = (0..1000u128).filter(|i| failure_draw(1, Uuid::from_u128(*i)) < 0.3).count();
         assert!((200..400).contains(&failures), "{failures}");
+    }
+
+    #[test]
+    fn templates_file_duration_secs_is_honoured() {
+        let source = serde_json::json!({"duration_secs": 1.5});
+        let s = settings(&SimulatedConfig::default(), &source).expect("valid");
+        assert_eq!(s.duration, Duration::from_millis(1500));
+        let bad = serde_json::json!({"duration_secs": -1.0});
+        assert!(settings(&SimulatedConfig::default(), &bad).is_err());
     }
 
     #[test]
