@@ -1,6 +1,6 @@
-//! The demo's own reconciliation and lifecycle loops: one cycle each per interval, built
-//! from the store's load/apply functions and the core's pure plans (the same steps as the
-//! daemon's loops, without leases, metrics or NOTIFY wake-ups).
+//! The demo's reconciliation and lifecycle loops: the daemon's own [`PrebuildReconciler`] and
+//! [`LifecycleExecutor`] (leadership, pause, per-preset isolation included), driven on a short
+//! interval so the scenario plays out in seconds.
 
 use std::time::Duration;
 
@@ -8,12 +8,8 @@ use chrono::Utc;
 use poolkeeper_core::prebuilds::ReconcilerConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::daemon::{DaemonError, LifecycleExecutor, PrebuildReconciler};
 use crate::db::DbPool;
-use crate::store::lifecycle::{apply_lifecycle_decision, load_lifecycle_snapshot};
-use crate::store::prebuilds::{apply_preset_plan, load_prebuild_snapshot};
-use crate::store::publish::publish_jobs;
-use crate::store::settings::reconciliation_paused;
-use crate::store::StoreError;
 
 /// The reconciler settings the demo uses: quick backoff, a small hard limit.
 pub fn reconciler_config() -> ReconcilerConfig {
@@ -23,56 +19,6 @@ pub fn reconciler_config() -> ReconcilerConfig {
         failure_hard_limit: 3,
         max_pending_creates_per_preset: 0,
     }
-}
-
-/// One prebuild reconciliation cycle: load the snapshot, plan every preset, apply each
-/// preset's plan. A preset whose plan fails to apply is logged and the others go on.
-pub async fn reconcile_once(pool: &DbPool, config: ReconcilerConfig) -> Result<(), StoreError> {
-    let now = Utc::now();
-    let loaded = {
-        let mut conn = pool.get().await?;
-        if reconciliation_paused(&mut conn).await? {
-            tracing::debug!("prebuild reconciliation paused");
-            return Ok(());
-        }
-        load_prebuild_snapshot(&mut conn, now, config).await?
-    };
-    let plans = poolkeeper_core::prebuilds::plan(now, &loaded.snapshot);
-    for (preset, plan) in loaded.snapshot.presets.iter().zip(&plans) {
-        match apply_preset_plan(pool, now, preset, plan).await {
-            Ok(jobs) => publish_jobs(&jobs),
-            Err(err) => tracing::warn!(
-                preset_id = %preset.id,
-                error = %err,
-                label = err.label(),
-                "cannot apply the preset's plan; retrying next cycle"
-            ),
-        }
-    }
-    Ok(())
-}
-
-/// One lifecycle tick: load the candidates, decide, apply every decision with an effect.
-pub async fn lifecycle_once(pool: &DbPool) -> Result<(), StoreError> {
-    let now = Utc::now();
-    let snapshot = {
-        let mut conn = pool.get().await?;
-        load_lifecycle_snapshot(&mut conn, now).await?
-    };
-    for decision in poolkeeper_core::lifecycle::plan(now, &snapshot) {
-        if !decision.has_effect() {
-            continue;
-        }
-        if let Err(err) = apply_lifecycle_decision(pool, now, &decision).await {
-            tracing::warn!(
-                workspace_id = %decision.workspace_id,
-                error = %err,
-                label = err.label(),
-                "cannot apply the lifecycle decision; retrying next tick"
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Which loop [`run_loop`] runs.
@@ -91,15 +37,37 @@ impl LoopKind {
     }
 }
 
+/// One loop's engine: the daemon's reconciler or executor.
+enum Engine {
+    Prebuilds(PrebuildReconciler),
+    Lifecycle(LifecycleExecutor),
+}
+
+impl Engine {
+    async fn run_once(&mut self) -> Result<(), DaemonError> {
+        match self {
+            Engine::Prebuilds(reconciler) => reconciler.cycle(Utc::now()).await.map(drop),
+            Engine::Lifecycle(executor) => executor.tick(Utc::now()).await.map(drop),
+        }
+    }
+}
+
 /// Runs `kind`'s cycle every `interval` until `shutdown`; a failed cycle is logged and
 /// retried at the next interval.
 pub async fn run_loop(
     pool: DbPool,
+    url: String,
     kind: LoopKind,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let config = reconciler_config();
+    let mut engine = match kind {
+        LoopKind::Prebuilds => {
+            let parallelism = pool.status().max_size / 2;
+            Engine::Prebuilds(PrebuildReconciler::new(pool, &url, reconciler_config(), parallelism))
+        }
+        LoopKind::Lifecycle => Engine::Lifecycle(LifecycleExecutor::new(pool, &url)),
+    };
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -107,11 +75,7 @@ pub async fn run_loop(
             () = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let result = match kind {
-            LoopKind::Prebuilds => reconcile_once(&pool, config).await,
-            LoopKind::Lifecycle => lifecycle_once(&pool).await,
-        };
-        if let Err(err) = result {
+        if let Err(err) = engine.run_once().await {
             tracing::warn!(
                 loop_name = kind.as_str(),
                 error = %err,

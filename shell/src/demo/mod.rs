@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use cycles::{lifecycle_once, reconcile_once, reconciler_config};
+pub use cycles::reconciler_config;
 pub use progress::{Pool, Progress};
 
 use crate::db::enums::UserRole;
@@ -69,11 +69,17 @@ pub struct Machinery {
 
 impl Machinery {
     /// Starts every loop on the current runtime.
-    pub fn start(pool: &DbPool, config: &DemoConfig) -> Self {
+    pub fn start(pool: &DbPool, url: &str, config: &DemoConfig) -> Self {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for kind in [cycles::LoopKind::Prebuilds, cycles::LoopKind::Lifecycle] {
-            tasks.spawn(cycles::run_loop(pool.clone(), kind, config.interval, shutdown.clone()));
+            tasks.spawn(cycles::run_loop(
+                pool.clone(),
+                url.to_owned(),
+                kind,
+                config.interval,
+                shutdown.clone(),
+            ));
         }
         for index in 0..config.workers.max(1) {
             let worker = WorkerConfig {
@@ -274,7 +280,7 @@ pub async fn run(
     let pool = crate::db::pool::connect(url, &pool_config)
         .await
         .with_context(|| format!("connecting to {}", crate::db::pool::redacted_url(url)))?;
-    let machinery = Machinery::start(&pool, config);
+    let machinery = Machinery::start(&pool, url, config);
     tokio::pin!(stop);
     let (result, interrupted) = tokio::select! {
         result = scenario(&pool, config) => (result, false),
