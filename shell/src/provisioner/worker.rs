@@ -124,6 +124,9 @@ async fn run_next_job(
     wakeups: &Wakeups,
 ) -> Result<bool, ProvisionerError> {
     let worker = config.worker_id.as_str();
+    // Subscribe before the job is ours: a cancellation announced between acquiring it and
+    // starting the backend must still reach the heartbeat task.
+    let announcements = wakeups.jobs.subscribe();
     let mut conn = pool.get().await?;
     let Some(job) = acquire_next_job(&mut conn, worker, Utc::now()).await? else {
         return Ok(false);
@@ -151,7 +154,7 @@ async fn run_next_job(
                 job_id,
                 config.worker_id.clone(),
                 config.heartbeat_interval,
-                wakeups.jobs.subscribe(),
+                announcements,
                 cancel.clone(),
                 beating.clone(),
             )
