@@ -97,5 +97,13 @@ fn demo_scenario_fills_pools_claims_and_rolls_out() {
         !new_pools.is_empty() && new_pools.iter().all(|l| pool_is_full(l)),
         "the new version's pools were not full at the end\n{context}"
     );
+    // Where to look next: the API and metrics addresses, and a claim to copy.
+    assert!(
+        lines.iter().any(|l| l.starts_with("demo: metrics on http://127.0.0.1:")),
+        "the metrics address was not printed\n{context}"
+    );
+    let example = position(&|l| l.starts_with("api: try  curl -s -X POST http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no API example\n{context}"));
+    assert!(complete < example, "the API example came before the scenario ended\n{context}");
     assert!(stdout.contains("throw-away PostgreSQL server stopped"), "{context}");
 }

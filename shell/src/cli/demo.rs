@@ -22,6 +22,10 @@ pub struct DemoArgs {
     /// Exit after the scripted scenario instead of running until Ctrl-C.
     #[arg(long, value_enum)]
     pub exit_after: Option<ExitAfter>,
+    /// Where the HTTP API, health and metrics endpoints listen (port 0 picks a free port;
+    /// the address is printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
     /// Simulated provisioner workers.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
@@ -45,7 +49,11 @@ pub fn demo(args: &DemoArgs) -> ExitCode {
 }
 
 fn run(args: &DemoArgs) -> anyhow::Result<()> {
-    let mut config = DemoConfig { workers: usize::from(args.workers), ..DemoConfig::default() };
+    let mut config = DemoConfig {
+        workers: usize::from(args.workers),
+        listen: args.listen,
+        ..DemoConfig::default()
+    };
     // The server (if any) outlives the runtime: every connection is closed before it stops.
     let (server, url) = match &args.database_url {
         Some(url) => {

@@ -2,12 +2,14 @@
 //! [`LifecycleExecutor`] (leadership, pause, per-preset isolation included), driven on a short
 //! interval so the scenario plays out in seconds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use poolkeeper_core::prebuilds::ReconcilerConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::daemon::http::HttpState;
 use crate::daemon::{DaemonError, LifecycleExecutor, PrebuildReconciler};
 use crate::db::DbPool;
 
@@ -53,20 +55,25 @@ impl Engine {
 }
 
 /// Runs `kind`'s cycle every `interval` until `shutdown`; a failed cycle is logged and
-/// retried at the next interval.
+/// retried at the next interval. Readiness and metrics go to `http`, as in the daemon.
 pub async fn run_loop(
     pool: DbPool,
     url: String,
     kind: LoopKind,
     interval: Duration,
+    http: HttpState,
     shutdown: CancellationToken,
 ) {
+    let metrics = Arc::clone(&http.metrics);
     let mut engine = match kind {
         LoopKind::Prebuilds => {
             let parallelism = pool.status().max_size / 2;
-            Engine::Prebuilds(PrebuildReconciler::new(pool, &url, reconciler_config(), parallelism))
+            let reconciler = PrebuildReconciler::new(pool, &url, reconciler_config(), parallelism);
+            Engine::Prebuilds(reconciler.with_metrics(metrics))
         }
-        LoopKind::Lifecycle => Engine::Lifecycle(LifecycleExecutor::new(pool, &url)),
+        LoopKind::Lifecycle => {
+            Engine::Lifecycle(LifecycleExecutor::new(pool, &url).with_metrics(metrics))
+        }
     };
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -75,7 +82,9 @@ pub async fn run_loop(
             () = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        if let Err(err) = engine.run_once().await {
+        let outcome = engine.run_once().await;
+        http.set_ready(outcome.is_ok());
+        if let Err(err) = outcome {
             tracing::warn!(
                 loop_name = kind.as_str(),
                 error = %err,

@@ -8,6 +8,7 @@ mod progress;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
@@ -19,10 +20,12 @@ use uuid::Uuid;
 pub use cycles::reconciler_config;
 pub use progress::{Pool, Progress};
 
+use crate::api::{router as api_router, ApiState};
+use crate::daemon::http::{base_router, HttpState};
 use crate::db::enums::UserRole;
 use crate::db::DbPool;
 use crate::provisioner::{run_worker, Backends, SimulatedConfig, WorkerConfig};
-use crate::store::auth::create_user;
+use crate::store::auth::{create_token, create_user};
 use crate::store::claim::{claim_or_create, ClaimRequest};
 use crate::store::templates::apply;
 use crate::templates_file::{self, TemplateSpec};
@@ -46,6 +49,8 @@ pub struct DemoConfig {
     /// Suffix making names unique in a database that already has a previous demo's rows
     /// (empty for a fresh database).
     pub run_tag: String,
+    /// Where the HTTP API, health and metrics endpoints listen (port 0: any free port).
+    pub listen: SocketAddr,
 }
 
 impl Default for DemoConfig {
@@ -57,6 +62,7 @@ impl Default for DemoConfig {
             claims: 2,
             step_timeout: Duration::from_secs(120),
             run_tag: String::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
@@ -68,8 +74,8 @@ pub struct Machinery {
 }
 
 impl Machinery {
-    /// Starts every loop on the current runtime.
-    pub fn start(pool: &DbPool, url: &str, config: &DemoConfig) -> Self {
+    /// Starts every loop on the current runtime; readiness and metrics go to `http`.
+    pub fn start(pool: &DbPool, url: &str, config: &DemoConfig, http: &HttpState) -> Self {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for kind in [cycles::LoopKind::Prebuilds, cycles::LoopKind::Lifecycle] {
@@ -78,6 +84,7 @@ impl Machinery {
                 url.to_owned(),
                 kind,
                 config.interval,
+                http.clone(),
                 shutdown.clone(),
             ));
         }
@@ -177,8 +184,8 @@ fn counts(progress: &Progress, template_id: Uuid) -> String {
 }
 
 /// The scripted scenario: fill the pools, claim, roll out a new version, wait until the
-/// new pools are full and the old ones gone.
-pub async fn scenario(pool: &DbPool, config: &DemoConfig) -> anyhow::Result<()> {
+/// new pools are full and the old ones gone. Returns the demo user's name.
+pub async fn scenario(pool: &DbPool, config: &DemoConfig) -> anyhow::Result<String> {
     let spec = example_spec(config)?;
     let outcome = apply(pool, &spec).await.context("applying the example templates file")?;
     let template_id = outcome.template_id;
@@ -265,6 +272,55 @@ pub async fn scenario(pool: &DbPool, config: &DemoConfig) -> anyhow::Result<()> 
         spec.version.name
     );
     println!("scenario complete");
+    Ok(username)
+}
+
+/// Serves the API, health and metrics on `listen` until `shutdown`; returns the bound address.
+async fn serve_http(
+    pool: &DbPool,
+    http: &HttpState,
+    listen: SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr().context("the listening socket has no address")?;
+    let router = base_router(http.clone()).merge(api_router(ApiState::new(pool.clone())));
+    let server = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(err) = served {
+            tracing::warn!(error = %err, "the demo's HTTP server stopped");
+        }
+    });
+    Ok((address, server))
+}
+
+/// A token for the demo user, and a claim through the API to copy and paste.
+async fn print_api_example(
+    pool: &DbPool,
+    address: SocketAddr,
+    username: &str,
+    config: &DemoConfig,
+) -> anyhow::Result<()> {
+    let (secret, expires) =
+        create_token(pool, username, "demo", chrono::TimeDelta::days(1), Utc::now())
+            .await
+            .with_context(|| format!("creating an API token for {username}"))?;
+    let spec = example_spec(config)?;
+    let preset = spec.presets.first().map(|p| p.name.as_str()).unwrap_or_default();
+    println!(
+        "api: token for {username} (expires {}): {secret}",
+        expires.format("%Y-%m-%d %H:%M UTC")
+    );
+    println!(
+        "api: try  curl -s -X POST http://{address}/api/v1/workspaces \\
+       -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' \\
+       -d '{{\"template\": \"{}\", \"preset\": \"{preset}\", \"name\": \"my-dev\"}}'",
+        spec.name
+    );
     Ok(())
 }
 
@@ -280,16 +336,29 @@ pub async fn run(
     let pool = crate::db::pool::connect(url, &pool_config)
         .await
         .with_context(|| format!("connecting to {}", crate::db::pool::redacted_url(url)))?;
-    let machinery = Machinery::start(&pool, url, config);
+    let http = HttpState::default();
+    let http_stop = CancellationToken::new();
+    let (address, server) = serve_http(&pool, &http, config.listen, http_stop.clone()).await?;
+    println!("demo: HTTP API on http://{address}/api/v1 (OpenAPI at /api/v1/openapi.json)");
+    println!("demo: metrics on http://{address}/metrics, health on /healthz and /readyz");
+    let machinery = Machinery::start(&pool, url, config, &http);
     tokio::pin!(stop);
     let (result, interrupted) = tokio::select! {
         result = scenario(&pool, config) => (result, false),
         () = &mut stop => {
             println!("demo: interrupted");
-            (Ok(()), true)
+            (Ok(String::new()), true)
         }
     };
-    let result = match result {
+    if let Ok(username) = &result {
+        if !interrupted {
+            println!("demo: the API and metrics listen on http://{address}");
+            if let Err(err) = print_api_example(&pool, address, username, config).await {
+                tracing::warn!(error = %err, "cannot print the API example");
+            }
+        }
+    }
+    let result = match result.map(drop) {
         Ok(()) if !exit_after_scenario && !interrupted => {
             println!("demo: still running; press Ctrl-C to stop");
             let every = config.interval * 2;
@@ -302,6 +371,10 @@ pub async fn run(
         other => other,
     };
     machinery.stop().await;
+    http_stop.cancel();
+    if let Err(err) = server.await {
+        tracing::warn!(error = %err, "the demo's HTTP server task failed");
+    }
     drop(pool);
     result
 }
