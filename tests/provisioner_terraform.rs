@@ -16,7 +16,8 @@ use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::provisioner::backend::{BuildFailure, TerraformConfig};
 use poolkeeper::provisioner::context::load_context;
 use poolkeeper::provisioner::{
-    acquire_next_job, complete_job, Backends, CancellationToken, JobResult,
+    acquire_next_job, complete_job, run_worker, Backends, CancellationToken, JobResult,
+    WorkerConfig,
 };
 use seed::TemplateSpec;
 use uuid::Uuid;
@@ -157,4 +158,114 @@ async fn a_missing_terraform_binary_fails_the_job_clearly() {
         "{error:?}"
     );
     let _ = std::fs::remove_dir_all(work_dir);
+}
+
+/// A module whose apply marks its start in the working directory, then takes a minute.
+const SLOW_MODULE: &str = r#"
+variable "workspace_id" { type = string }
+variable "workspace_name" { type = string }
+variable "owner" { type = string }
+variable "transition" { type = string }
+
+resource "terraform_data" "slow" {
+  input = var.workspace_id
+  provisioner "local-exec" {
+    command = "touch apply-started && sleep 60"
+  }
+}
+"#;
+
+async fn job_status(conn: &mut AsyncPgConnection, job: Uuid) -> JobStatus {
+    provisioner_jobs::table
+        .find(job)
+        .select(provisioner_jobs::status)
+        .get_result(conn)
+        .await
+        .expect("job")
+}
+
+/// Polls `check` every 100 ms for at most `limit`; the worker runs on real time.
+async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_terraform_apply_stops_it() {
+    if !terraform_available() {
+        eprintln!("skipped: `terraform` is not on PATH");
+        return;
+    }
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let root = std::env::temp_dir().join(format!("poolkeeper-tf-cancel-{}", Uuid::new_v4()));
+    let module = root.join("module");
+    std::fs::create_dir_all(&module).expect("module dir");
+    std::fs::write(module.join("main.tf"), SLOW_MODULE).expect("module");
+    let work_dir = root.join("work");
+
+    let owner = seed::user(&mut conn, "gale", None).await;
+    let spec = TemplateSpec {
+        provisioner: ProvisionerKind::Terraform,
+        source: serde_json::json!({"dir": module}),
+        ..TemplateSpec::default()
+    };
+    let (template, version) = seed::template(&mut conn, "slow-tf", spec).await;
+    let ws = seed::workspace(&mut conn, owner, template, "slowws", 0, None).await;
+
+    let shutdown = CancellationToken::new();
+    let config = WorkerConfig {
+        worker_id: "tf-worker".to_owned(),
+        poll_interval: std::time::Duration::from_millis(200),
+        heartbeat_interval: std::time::Duration::from_secs(60),
+        backends: Backends {
+            terraform: TerraformConfig { bin: "terraform".to_owned(), work_dir: work_dir.clone() },
+            ..Backends::default()
+        },
+    };
+    let worker = tokio::spawn(run_worker(db.pool().clone(), config, shutdown.clone()));
+    let (_, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
+
+    // Cancel only once terraform is inside the slow apply.
+    let marker = work_dir.join(ws.to_string()).join("apply-started");
+    let started = eventually(std::time::Duration::from_secs(60), async || marker.exists()).await;
+    assert!(
+        started,
+        "terraform never reached the apply (job {:?})",
+        job_status(&mut conn, job).await
+    );
+    assert_eq!(job_status(&mut conn, job).await, JobStatus::Running);
+    diesel::update(provisioner_jobs::table.find(job))
+        .set(provisioner_jobs::status.eq(JobStatus::Canceling))
+        .execute(&mut conn)
+        .await
+        .expect("cancel");
+
+    // Well before the apply's minute is up, the job is recorded as canceled.
+    let canceled = eventually(std::time::Duration::from_secs(30), async || {
+        let mut conn = db.conn().await;
+        job_status(&mut conn, job).await == JobStatus::Canceled
+    })
+    .await;
+    assert!(canceled, "the job was not canceled: {:?}", job_status(&mut conn, job).await);
+    let (completed_at, worker_id): (Option<chrono::DateTime<Utc>>, Option<String>) =
+        provisioner_jobs::table
+            .find(job)
+            .select((provisioner_jobs::completed_at, provisioner_jobs::worker_id))
+            .get_result(&mut conn)
+            .await
+            .expect("job");
+    assert!(completed_at.is_some());
+    assert_eq!(worker_id.as_deref(), Some("tf-worker"));
+
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(30), worker).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))), "worker did not stop cleanly: {stopped:?}");
+    let _ = std::fs::remove_dir_all(root);
 }
