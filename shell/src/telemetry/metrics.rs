@@ -38,6 +38,8 @@ pub struct Metrics {
     pub cycle_seconds: Family<LoopLabels, Histogram>,
     pub cycle_failures: Family<LoopLabels, Counter>,
     pub lifecycle_transitions: Family<TransitionLabels, Counter>,
+    /// Time the API spends on one claim, from request to committed claim.
+    pub claim_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -57,6 +59,8 @@ impl Metrics {
         });
         let cycle_failures = Family::<LoopLabels, Counter>::default();
         let lifecycle_transitions = Family::<TransitionLabels, Counter>::default();
+        let claim_seconds =
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         registry.register(
             "prebuilds_desired",
             "Desired prebuilds per preset",
@@ -83,6 +87,11 @@ impl Metrics {
             "Lifecycle builds queued",
             lifecycle_transitions.clone(),
         );
+        registry.register(
+            "claim_duration_seconds",
+            "Duration of one prebuild claim through the API",
+            claim_seconds.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             prebuilds_desired,
@@ -91,6 +100,7 @@ impl Metrics {
             cycle_seconds,
             cycle_failures,
             lifecycle_transitions,
+            claim_seconds,
         }
     }
 
