@@ -60,9 +60,16 @@ pub struct RunArgs {
     /// Apply pending migrations before starting.
     #[arg(long, env = "POOLKEEPER_MIGRATE")]
     pub migrate: bool,
-    /// Embed a provisioner worker (and reap stale jobs each lifecycle tick).
+    /// Embed a provisioner worker.
     #[arg(long, env = "POOLKEEPER_PROVISIONER", value_enum)]
     pub provisioner: Option<EmbeddedProvisioner>,
+    /// Fail a running job whose provisioner sent no heartbeat for this many seconds (checked
+    /// every lifecycle tick; keep it well above the provisioners' --heartbeat-interval).
+    #[arg(long, env = "POOLKEEPER_JOB_HEARTBEAT_TIMEOUT", default_value_t = 300)]
+    pub job_heartbeat_timeout: u64,
+    /// Fail a pending job no provisioner took within this many seconds.
+    #[arg(long, env = "POOLKEEPER_PENDING_JOB_TIMEOUT", default_value_t = 1800)]
+    pub pending_job_timeout: u64,
 }
 
 pub fn run(args: &RunArgs) -> ExitCode {
@@ -117,7 +124,12 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
             },
             parallelism: (args.pool_size / 2).max(1),
             recorder: args.record_dir.clone().map(|dir| Recorder::new(dir, args.record_keep)),
-            reaper: args.provisioner.map(|_| crate::provisioner::ReaperConfig::default()),
+            // Always: a job whose (embedded or separate) provisioner died must not stay
+            // `running` forever.
+            reaper: Some(crate::provisioner::ReaperConfig {
+                heartbeat_timeout: Duration::from_secs(args.job_heartbeat_timeout.max(1)),
+                pending_timeout: Duration::from_secs(args.pending_job_timeout.max(1)),
+            }),
         };
         crate::daemon::run(settings, pool, state, shutdown).await;
         if let Some(worker) = worker {

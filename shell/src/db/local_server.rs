@@ -32,23 +32,34 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const START_ATTEMPTS: u32 = 3;
 
 /// Runs postgres (`$2...`) in the background and waits for it. Its stdin (fd 3 after the
-/// shuffle) is the lifeline: on EOF the watcher stops postgres (immediate shutdown: the data
-/// is thrown away anyway). Whichever way postgres ends, the tail of its log goes to stderr
-/// (our startup error message) and the directory `$1` is removed.
+/// shuffle) is the lifeline: on EOF the watcher marks the server as stopping and stops
+/// postgres (immediate shutdown: the data is thrown away anyway). While the file `$1/down`
+/// exists, a postgres that exited is not the end: the watchdog waits for the file to go and
+/// starts postgres again on the same data directory and port ([`LocalServer::stop_postgres`]
+/// and [`LocalServer::start_postgres`]). Whichever way it ends, the tail of the log goes to
+/// stderr (our startup error message) and the directory `$1` is removed.
 const WATCHDOG_SCRIPT: &str = r#"
 dir=$1
 shift
-"$@" </dev/null >"$dir/postgres.log" 2>&1 &
-pg=$!
 exec 3<&0 0</dev/null
 (
     cat <&3 >/dev/null 2>&1
-    kill -QUIT "$pg" 2>/dev/null
+    : >"$dir/stopping"
+    pid=$(head -n 1 "$dir/data/postmaster.pid" 2>/dev/null)
+    [ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null
 ) >/dev/null 2>&1 &
 watcher=$!
 exec 3<&-
-wait "$pg"
-status=$?
+while :; do
+    "$@" </dev/null >>"$dir/postgres.log" 2>&1 &
+    pg=$!
+    [ -e "$dir/stopping" ] && kill -QUIT "$pg" 2>/dev/null
+    wait "$pg"
+    status=$?
+    [ -e "$dir/down" ] || break
+    while [ -e "$dir/down" ] && [ ! -e "$dir/stopping" ]; do sleep 0.05; done
+    [ -e "$dir/stopping" ] && break
+done
 kill "$watcher" 2>/dev/null
 tail -c 4000 "$dir/postgres.log" >&2
 rm -rf "$dir"
@@ -163,6 +174,55 @@ impl LocalServer {
     /// Stop the server and wait until its directory is removed.
     pub fn stop(mut self) -> Result<(), LocalServerError> {
         self.shutdown()
+    }
+
+    /// Stop postgres (a fast shutdown: clients are disconnected) but keep the cluster, its
+    /// data directory and port, until [`LocalServer::start_postgres`]: a database outage as
+    /// clients see it. Blocks until the server is gone.
+    pub fn stop_postgres(&mut self) -> Result<(), LocalServerError> {
+        let down = self.dir.join("down");
+        std::fs::write(&down, b"").map_err(io_error(format!("create {}", down.display())))?;
+        let pid_file = self.dir.join("data").join("postmaster.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .map_err(io_error(format!("read {}", pid_file.display())))?;
+        let pid = pid.lines().next().unwrap_or_default().trim().to_owned();
+        let status = Command::new("kill")
+            .args(["-INT", &pid])
+            .stdin(Stdio::null())
+            .status()
+            .map_err(io_error("signal postgres"))?;
+        if !status.success() {
+            return Err(LocalServerError::Io {
+                action: format!("signal postgres (pid {pid})"),
+                source: std::io::Error::other(format!("kill exited with {status}")),
+            });
+        }
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        // postgres removes its pid file last, once every backend has exited.
+        while pid_file.exists() {
+            if Instant::now() > deadline {
+                return Err(LocalServerError::Timeout(STARTUP_TIMEOUT));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::debug!(port = self.port, "local PostgreSQL stopped for a restart");
+        Ok(())
+    }
+
+    /// Start postgres again after [`LocalServer::stop_postgres`], on the same data directory
+    /// and port; blocks until it accepts connections.
+    pub fn start_postgres(&mut self) -> Result<(), LocalServerError> {
+        let down = self.dir.join("down");
+        std::fs::remove_file(&down).map_err(io_error(format!("remove {}", down.display())))?;
+        self.wait_ready()?;
+        tracing::debug!(port = self.port, "local PostgreSQL restarted");
+        Ok(())
+    }
+
+    /// [`LocalServer::stop_postgres`] then [`LocalServer::start_postgres`].
+    pub fn restart_postgres(&mut self) -> Result<(), LocalServerError> {
+        self.stop_postgres()?;
+        self.start_postgres()
     }
 
     fn shutdown(&mut self) -> Result<(), LocalServerError> {
