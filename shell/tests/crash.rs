@@ -1,0 +1,280 @@
+//! Crash test: the daemon and a provisioner (real binaries) are killed with SIGKILL at random
+//! points, 50 times (200 with POOLKEEPER_LONG=1), while presets change under them. At every
+//! point no workspace exists without a build; after a final restart every job created is
+//! run or canceled (the daemon's reaper fails the jobs of the killed provisioner), and the
+//! pool converges to what the presets want, a state the next cycle leaves alone.
+//!
+//! The run is reproducible with POOLKEEPER_CRASH_SEED=<seed> (printed in the summary).
+
+mod common;
+#[path = "../../tests/support/seed.rs"]
+mod seed;
+
+use std::time::{Duration, Instant};
+
+use common::{args, free_addr, wait_until, Proc};
+use diesel_async::RunQueryDsl;
+use poolkeeper::daemon::{CycleOutcome, PrebuildReconciler};
+use poolkeeper::db::test_db::TestDatabase;
+use poolkeeper_core::prebuilds::ReconcilerConfig;
+use uuid::Uuid;
+
+const LONG: Duration = Duration::from_secs(120);
+
+const ORPHAN_WORKSPACES: &str = "SELECT count(*) AS n FROM workspaces w
+    WHERE NOT EXISTS (SELECT 1 FROM workspace_builds b WHERE b.workspace_id = w.id)";
+const BUILDS_WITHOUT_JOB: &str = "SELECT count(*) AS n FROM workspace_builds b
+    LEFT JOIN provisioner_jobs j ON j.id = b.job_id WHERE j.id IS NULL";
+const UNFINISHED_JOBS: &str = "SELECT count(*) AS n FROM provisioner_jobs
+    WHERE status IN ('pending', 'running', 'canceling')";
+/// A job that ended without having been run or canceled: lost.
+const LOST_JOBS: &str = "SELECT count(*) AS n FROM provisioner_jobs
+    WHERE status NOT IN ('pending', 'running', 'canceling')
+      AND started_at IS NULL AND status <> 'canceled'";
+const JOBS: &str = "SELECT count(*) AS n FROM provisioner_jobs";
+const REAPED_JOBS: &str = "SELECT count(*) AS n FROM provisioner_jobs
+    WHERE status = 'failed' AND error LIKE '%stopped sending heartbeats%'";
+
+/// Live prebuilds of `preset` whose latest build is a succeeded start, agents ready.
+fn ready_prebuilds(preset: Uuid) -> String {
+    format!(
+        "SELECT count(*) AS n FROM workspaces w
+         JOIN LATERAL (SELECT * FROM workspace_builds b WHERE b.workspace_id = w.id
+                       ORDER BY b.build_number DESC LIMIT 1) b ON true
+         JOIN provisioner_jobs j ON j.id = b.job_id
+         WHERE w.owner_id = 'c42fdf75-3097-471c-8c33-fb52454d81c0' AND NOT w.deleted
+           AND b.transition = 'start' AND j.status = 'succeeded' AND b.preset_id = '{preset}'
+           AND NOT EXISTS (SELECT 1 FROM workspace_agents a
+                           WHERE a.build_id = b.id AND a.lifecycle_state <> 'ready')"
+    )
+}
+
+/// xorshift64*: small, seeded, reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn daemon_args(url: &str) -> Vec<String> {
+    args(&[
+        "run",
+        "--database-url",
+        url,
+        "--listen",
+        &free_addr().to_string(),
+        "--prebuild-interval",
+        "1",
+        "--lifecycle-interval",
+        "1",
+        "--max-retry-delay",
+        "1",
+        "--backoff-interval",
+        "1",
+        "--backoff-lookback",
+        "2",
+        "--failure-hard-limit",
+        "0",
+        "--job-heartbeat-timeout",
+        "2",
+    ])
+}
+
+fn provisioner_args(url: &str, seed: u64) -> Vec<String> {
+    args(&[
+        "provisioner",
+        "--database-url",
+        url,
+        "--poll-interval",
+        "200ms",
+        "--heartbeat-interval",
+        "200ms",
+        "--sim-duration",
+        "300ms",
+        "--sim-seed",
+        &seed.to_string(),
+    ])
+}
+
+async fn set_desired(db: &TestDatabase, preset: Uuid, desired: i32) {
+    let mut conn = db.conn().await;
+    diesel::sql_query("UPDATE presets SET desired_instances = $1 WHERE id = $2")
+        .bind::<diesel::sql_types::Integer, _>(desired)
+        .bind::<diesel::sql_types::Uuid, _>(preset)
+        .execute(&mut conn)
+        .await
+        .expect("change the desired count");
+}
+
+async fn count(db: &TestDatabase, sql: &str) -> i64 {
+    let mut conn = db.conn().await;
+    seed::count(&mut conn, sql).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_daemons_and_provisioners_lose_no_job_and_the_pool_converges() {
+    let started = Instant::now();
+    let long = std::env::var("POOLKEEPER_LONG").is_ok_and(|v| v == "1");
+    let kills_wanted = if long { 200 } else { 50 };
+    let seed_value = std::env::var("POOLKEEPER_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()) * 0x9e37_79b9 + 1);
+    let mut rng = Rng(seed_value.max(1));
+
+    let db = TestDatabase::new().await;
+    let (template_id, v1) = {
+        let mut conn = db.conn().await;
+        seed::template(&mut conn, "go").await
+    };
+    let mut presets = Vec::new();
+    {
+        let mut conn = db.conn().await;
+        for (name, desired) in [("small", 3), ("large", 2)] {
+            presets.push((seed::preset(&mut conn, v1, name, desired).await, desired));
+        }
+    }
+
+    let mut daemon: Option<Proc> = None;
+    let mut provisioner: Option<Proc> = None;
+    let (mut kills, mut daemon_kills, mut provisioner_kills) = (0, 0, 0);
+    let mut violations: Vec<String> = Vec::new();
+    let mut rolled_out = false;
+    while kills < kills_wanted {
+        if daemon.is_none() {
+            daemon = Some(Proc::spawn("daemon", &daemon_args(db.url())));
+        }
+        if provisioner.is_none() {
+            provisioner = Some(Proc::spawn("provisioner", &provisioner_args(db.url(), rng.next())));
+        }
+        // Activity: the presets change under the processes.
+        if rng.below(4) == 0 {
+            let pick = rng.below(presets.len() as u64) as usize;
+            let desired = rng.below(5) as i32;
+            set_desired(&db, presets[pick].0, desired).await;
+            presets[pick].1 = desired;
+        }
+        if !rolled_out && kills >= kills_wanted / 2 {
+            // A new active version: the old pools are deleted (or their pending builds
+            // canceled) while the new ones fill, and the kills go on.
+            rolled_out = true;
+            let mut conn = db.conn().await;
+            let v2 = seed::version(&mut conn, template_id, "v2").await;
+            for (name, (id, desired)) in ["small", "large"].into_iter().zip(presets.iter_mut()) {
+                *id = seed::preset(&mut conn, v2, name, *desired).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50 + rng.below(650))).await;
+        match rng.below(3) {
+            0 => {
+                daemon.take().expect("daemon").kill9();
+                daemon_kills += 1;
+            }
+            1 => {
+                provisioner.take().expect("provisioner").kill9();
+                provisioner_kills += 1;
+            }
+            _ => {
+                daemon.take().expect("daemon").kill9();
+                provisioner.take().expect("provisioner").kill9();
+                daemon_kills += 1;
+                provisioner_kills += 1;
+            }
+        }
+        kills += 1;
+        // At any point: a workspace always comes with its build, a build with its job.
+        let orphans = count(&db, ORPHAN_WORKSPACES).await;
+        let jobless = count(&db, BUILDS_WITHOUT_JOB).await;
+        if orphans + jobless > 0 {
+            violations.push(format!(
+                "after kill {kills}: {orphans} workspaces without a build, {jobless} builds \
+                 without a job"
+            ));
+        }
+    }
+    for process in [daemon.take(), provisioner.take()].into_iter().flatten() {
+        drop(process);
+    }
+    let unfinished_at_last_kill = count(&db, UNFINISHED_JOBS).await;
+
+    // Restart: every job ends (the reaper fails those whose provisioner was killed) and the
+    // pool converges to the final desired counts.
+    let mut daemon = Proc::spawn("daemon", &daemon_args(db.url()));
+    let mut provisioner = Proc::spawn("provisioner", &provisioner_args(db.url(), rng.next()));
+    let queries: Vec<(String, i64)> =
+        presets.iter().map(|(id, desired)| (ready_prebuilds(*id), i64::from(*desired))).collect();
+    wait_until("every job to end and the pools to converge", LONG, || async {
+        let mut conn = db.conn().await;
+        if seed::count(&mut conn, UNFINISHED_JOBS).await != 0 {
+            return false;
+        }
+        for (sql, desired) in &queries {
+            if seed::count(&mut conn, sql).await != *desired {
+                return false;
+            }
+        }
+        // Still settled after the provisioner's and daemon's next look.
+        seed::count(&mut conn, UNFINISHED_JOBS).await == 0
+    })
+    .await;
+    daemon.signal("TERM");
+    provisioner.signal("TERM");
+    let daemon_exit = daemon.wait_exit(LONG).await.and_then(|s| s.code());
+    let provisioner_exit = provisioner.wait_exit(LONG).await.and_then(|s| s.code());
+    if daemon_exit != Some(0) {
+        violations.push(format!("daemon exit {daemon_exit:?}: {}", daemon.log_tail(2000)));
+    }
+    if provisioner_exit != Some(0) {
+        violations
+            .push(format!("provisioner exit {provisioner_exit:?}: {}", provisioner.log_tail(2000)));
+    }
+
+    let lost = count(&db, LOST_JOBS).await;
+    let unfinished = count(&db, UNFINISHED_JOBS).await;
+    let orphans = count(&db, ORPHAN_WORKSPACES).await;
+    if lost + unfinished + orphans > 0 {
+        violations.push(format!(
+            "after the restart: {lost} jobs lost, {unfinished} unfinished, {orphans} orphan \
+             workspaces"
+        ));
+    }
+    for ((sql, desired), (id, _)) in queries.iter().zip(&presets) {
+        let ready = count(&db, sql).await;
+        if ready != *desired {
+            violations.push(format!("preset {id}: {ready} ready prebuilds, desired {desired}"));
+        }
+    }
+    // The converged state is a fixed point: the next cycle has nothing to do.
+    let config = ReconcilerConfig {
+        backoff_interval_secs: 0,
+        backoff_lookback_secs: 2,
+        failure_hard_limit: 0,
+        max_pending_creates_per_preset: 0,
+    };
+    let mut reconciler = PrebuildReconciler::new(db.pool().clone(), db.url(), config, 2);
+    let outcome = reconciler.cycle(chrono::Utc::now()).await.expect("a cycle");
+    match outcome {
+        CycleOutcome::Ran(stats) if stats.jobs == 0 && stats.failures == 0 => {}
+        other => violations.push(format!("the converged pool is not a fixed point: {other:?}")),
+    }
+
+    println!(
+        "reliability crash: seed {seed_value}, kills {kills} (daemon {daemon_kills}, \
+         provisioner {provisioner_kills}), jobs {}, reaped {}, unfinished at the last kill \
+         {unfinished_at_last_kill}, lost {lost}, elapsed {:.1}s, violations: {}",
+        count(&db, JOBS).await,
+        count(&db, REAPED_JOBS).await,
+        started.elapsed().as_secs_f64(),
+        violations.len()
+    );
+    assert!(violations.is_empty(), "violations:\n{}", violations.join("\n"));
+}
