@@ -499,11 +499,8 @@ async fn bad_input_names_the_field() {
     assert!(body["error"].as_str().is_some_and(|e| e.contains("invalid JSON")));
     let (status, body) = api.call(Method::GET, "/api/v1/workspaces/not-a-uuid", &token, None).await;
     assert_eq!((status, &body["field"]), (StatusCode::BAD_REQUEST, &json!("id")));
-    let big = "x".repeat(2 * 1024 * 1024);
-    let (status, _) = api
-        .raw(Method::PUT, "/api/v1/templates/default/python-dev", &token, "application/toml", &big)
-        .await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Bodies over the size limit: tests/api_hostile_input.rs (a client that streams a huge
+    // body may see the connection closed before it reads the 413).
     // A templates file with a bad schedule: 400 naming it, nothing written.
     let bad = EXAMPLE
         .replace("* 9-18 * * 1-5", "0 9-18 * * 1-5")
@@ -564,10 +561,13 @@ async fn openapi_lists_every_route() {
         ("put", "/api/v1/workspaces/{id}/autostart"),
         ("put", "/api/v1/workspaces/{id}/ttl"),
         ("post", "/api/v1/workspaces/{id}/activity"),
+        ("post", "/api/v1/workspaces/{id}/agents/{agent}/token"),
+        ("post", "/api/v1/workspaces/{id}/agents/{agent}/lifecycle"),
         ("get", "/api/v1/prebuilds/status"),
         ("put", "/api/v1/prebuilds/settings"),
         ("post", "/api/v1/presets/{id}/invalidate"),
         ("put", "/api/v1/templates/{org}/{name}"),
+        ("get", "/api/v1/audit"),
         ("get", "/api/v1/openapi.json"),
     ];
     for (method, path) in expected {
@@ -585,6 +585,7 @@ async fn openapi_lists_every_route() {
         let path = route
             .path
             .replace("{id}", &Uuid::new_v4().to_string())
+            .replace("{agent}", "main")
             .replace("{org}", "default")
             .replace("{name}", "x");
         let method = Method::from_bytes(route.method.to_uppercase().as_bytes()).expect("method");

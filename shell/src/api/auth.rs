@@ -10,6 +10,7 @@ use super::ApiState;
 use crate::db::enums::UserRole;
 use crate::db::models::{User, Workspace};
 use crate::db::PREBUILDS_USER_ID;
+use crate::store::audit::Actor;
 use crate::store::auth::authenticate;
 
 /// The caller, authenticated by `Authorization: Bearer <token>`; 401 otherwise.
@@ -47,6 +48,11 @@ pub enum WorkspaceAction {
 impl Caller {
     pub fn role(&self) -> UserRole {
         self.0.role
+    }
+
+    /// The caller as the audit log names it.
+    pub fn actor(&self) -> Actor {
+        Actor::user(self.0.id, &self.0.username)
     }
 
     pub fn is_owner(&self) -> bool {

@@ -3,7 +3,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -20,7 +21,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if let Some(content_type) = content_type {
             if !content_type.starts_with("application/json") {
                 return Err(ApiError::new(
-                    axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "expected Content-Type: application/json",
                 ));
             }
@@ -30,8 +31,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// The raw body, within the router's size limit (413 beyond it).
+/// The raw body, within the router's size limit (413 beyond it). A declared length over the
+/// limit is refused before a byte is read, so a client that waits for `100 Continue`
+/// (curl does for large bodies) gets its 413 without sending the body.
 pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > super::BODY_LIMIT_BYTES as u64) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {} bytes", super::BODY_LIMIT_BYTES),
+        ));
+    }
     Bytes::from_request(req, state)
         .await
         .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))

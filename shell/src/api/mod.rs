@@ -2,6 +2,8 @@
 //! the work. The route table below builds both the router and the OpenAPI document, so the
 //! document cannot miss a route.
 
+mod agents;
+mod audit;
 mod auth;
 mod body;
 mod error;
@@ -9,6 +11,8 @@ mod openapi;
 mod prebuilds;
 mod templates;
 mod workspaces;
+
+use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put, MethodRouter};
@@ -19,6 +23,7 @@ pub use error::ApiError;
 pub use openapi::openapi_document;
 
 use crate::db::DbPool;
+use crate::telemetry::metrics::Metrics;
 
 /// Largest accepted request body (a templates file is the biggest legitimate one).
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
@@ -27,11 +32,19 @@ pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: DbPool,
+    /// Where handlers observe their figures (claim duration); none in tests that do not care.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl ApiState {
     pub fn new(pool: DbPool) -> Self {
-        Self { pool }
+        Self { pool, metrics: None }
+    }
+
+    /// The same state, observing into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -92,6 +105,18 @@ pub fn routes() -> Vec<Route> {
             || post(workspaces::activity),
         ),
         r(
+            "post",
+            "/api/v1/workspaces/{id}/agents/{agent}/token",
+            "Mint a new token for an agent of the latest build (shown once; the old one stops working)",
+            || post(agents::token),
+        ),
+        r(
+            "post",
+            "/api/v1/workspaces/{id}/agents/{agent}/lifecycle",
+            "Report an agent's lifecycle state {state} (agent token auth)",
+            || post(agents::lifecycle),
+        ),
+        r(
             "get",
             "/api/v1/prebuilds/status",
             "Prebuild pools of active template versions, and whether reconciliation is paused",
@@ -114,6 +139,12 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/templates/{org}/{name}",
             "Apply a templates file, TOML or JSON (owners, template admins)",
             || put(templates::put),
+        ),
+        r(
+            "get",
+            "/api/v1/audit",
+            "The audit log, newest first; filters: resource_type, resource_id, actor, action, since, limit (owners)",
+            || get(audit::list_entries),
         ),
         r("get", "/api/v1/openapi.json", "This document", || get(openapi::serve)),
     ]

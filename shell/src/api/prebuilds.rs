@@ -10,7 +10,7 @@ use super::auth::Caller;
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::ApiState;
-use crate::store::settings::{reconciliation_paused, set_reconciliation_paused};
+use crate::store::settings::{reconciliation_paused, set_reconciliation_paused_by};
 use crate::store::templates::{invalidate_preset, pool_status, PresetPoolStatus};
 use crate::store::StoreError;
 
@@ -45,7 +45,7 @@ pub async fn put_settings(
         return Err(ApiError::forbidden("only owners may pause or resume prebuilds"));
     }
     let mut conn = state.pool.get().await.map_err(StoreError::from)?;
-    set_reconciliation_paused(&mut conn, body.reconciliation_paused).await?;
+    set_reconciliation_paused_by(&mut conn, body.reconciliation_paused, &caller.actor()).await?;
     tracing::info!(user = %caller.0.username, paused = body.reconciliation_paused, "prebuild reconciliation switched");
     Ok(Json(body))
 }
@@ -67,7 +67,7 @@ pub async fn invalidate(
         return Err(ApiError::forbidden("only owners and template admins may invalidate presets"));
     }
     let now = Utc::now();
-    if !invalidate_preset(&state.pool, preset_id, now).await? {
+    if !invalidate_preset(&state.pool, preset_id, &caller.actor(), now).await? {
         return Err(ApiError::not_found("preset"));
     }
     Ok(Json(Invalidated { preset_id, invalidated_at: now }))

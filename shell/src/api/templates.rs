@@ -8,7 +8,7 @@ use super::auth::Caller;
 use super::body::read_body;
 use super::error::ApiError;
 use super::ApiState;
-use crate::store::templates::{apply, ApplyOutcome};
+use crate::store::templates::{apply_by, ApplyOutcome};
 use crate::templates_file::{from_value, toml_value};
 
 pub async fn put(
@@ -37,7 +37,7 @@ pub async fn put(
     place(&mut value, &organization, &name)?;
     // Parse, then apply: the whole file is validated before the store sees it.
     let spec = from_value(value)?;
-    Ok(Json(apply(&state.pool, &spec).await?))
+    Ok(Json(apply_by(&state.pool, &spec, &caller.actor()).await?))
 }
 
 /// The path names the template: the body may repeat it, but not contradict it.

@@ -181,7 +181,11 @@ pub async fn create(
         ttl_secs,
         parameters: body.parameters,
     };
+    let started = std::time::Instant::now();
     let outcome = claim_or_create(&state.pool, Utc::now(), &request).await?;
+    if let (true, Some(metrics)) = (outcome.claimed, &state.metrics) {
+        metrics.claim_seconds.observe(started.elapsed().as_secs_f64());
+    }
     let workspace =
         WorkspaceJson::new(outcome.workspace, Some(outcome.build), Some(JobStatus::Pending));
     Ok((StatusCode::CREATED, Json(Created { workspace, claimed: outcome.claimed })))
@@ -229,7 +233,8 @@ async fn build(
         Transition::Start | Transition::Stop => WorkspaceAction::Operate,
     };
     let view = authorized(state, caller, id, action).await?;
-    store::transition(&state.pool, view.workspace.id, transition, caller.0.id, Utc::now()).await?;
+    let actor = caller.actor();
+    store::transition(&state.pool, view.workspace.id, transition, &actor, Utc::now()).await?;
     let view = store::get(&state.pool, view.workspace.id).await?;
     Ok((StatusCode::ACCEPTED, Json(WorkspaceJson::from_view(view))))
 }
@@ -274,8 +279,10 @@ pub async fn set_autostart(
     let schedule = validate_autostart(body.schedule.as_deref())
         .map_err(|err| ApiError { field: Some("schedule".to_owned()), ..err })?;
     let view = authorized(&state, &caller, &id, WorkspaceAction::Operate).await?;
+    let actor = caller.actor();
     let workspace =
-        store::set_autostart(&state.pool, view.workspace.id, schedule.as_ref(), Utc::now()).await?;
+        store::set_autostart(&state.pool, view.workspace.id, schedule.as_ref(), &actor, Utc::now())
+            .await?;
     Ok(Json(WorkspaceJson::new(workspace, view.latest_build, view.job_status)))
 }
 
@@ -294,7 +301,8 @@ pub async fn set_ttl(
 ) -> Result<Json<WorkspaceJson>, ApiError> {
     let ttl = validate_ttl("ttl_secs", body.ttl_secs)?;
     let view = authorized(&state, &caller, &id, WorkspaceAction::Operate).await?;
-    let workspace = store::set_ttl(&state.pool, view.workspace.id, ttl, Utc::now()).await?;
+    let actor = caller.actor();
+    let workspace = store::set_ttl(&state.pool, view.workspace.id, ttl, &actor, Utc::now()).await?;
     Ok(Json(WorkspaceJson::new(workspace, view.latest_build, view.job_status)))
 }
 
@@ -304,6 +312,8 @@ pub async fn activity(
     Path(id): Path<String>,
 ) -> Result<Json<WorkspaceJson>, ApiError> {
     let view = authorized(&state, &caller, &id, WorkspaceAction::Operate).await?;
-    let workspace = store::record_activity(&state.pool, view.workspace.id, Utc::now()).await?;
+    let actor = caller.actor();
+    let workspace =
+        store::record_activity(&state.pool, view.workspace.id, &actor, Utc::now()).await?;
     Ok(Json(WorkspaceJson::new(workspace, view.latest_build, view.job_status)))
 }

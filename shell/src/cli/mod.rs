@@ -1,7 +1,9 @@
 //! The `poolkeeper` command line: one binary, one module per subcommand.
 
+mod audit;
 mod demo;
 mod migrate;
+mod notifications;
 mod prebuilds;
 mod provisioner;
 mod replay;
@@ -43,6 +45,10 @@ pub enum Command {
     Users(users::UsersArgs),
     /// Manage API bearer tokens.
     Tokens(tokens::TokensArgs),
+    /// Show the notification outbox.
+    Notifications(notifications::NotificationsArgs),
+    /// Show the audit log.
+    Audit(audit::AuditArgs),
     /// Run everything on a throw-away database: pools fill, claims, a version rollout.
     Demo(demo::DemoArgs),
 }
@@ -62,6 +68,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Users(args) => users::users(&args),
         Command::Tokens(args) => tokens::tokens(&args),
         Command::Demo(args) => demo::demo(&args),
+        Command::Notifications(args) => notifications::notifications(&args),
+        Command::Audit(args) => audit::audit(&args),
     }
 }
 

@@ -10,9 +10,9 @@ use poolkeeper_core::schedule::{
 };
 use uuid::Uuid;
 
-use super::backend::{AgentSpec, BuildFailure, BuildOutput};
+use super::backend::{replaced_resources, AgentSpec, BuildFailure, BuildOutput};
 use super::ProvisionerError;
-use crate::db::enums::{AgentLifecycle, JobStatus, Transition};
+use crate::db::enums::{AgentLifecycle, BuildReason, JobStatus, Transition};
 use crate::db::models::{
     NewWorkspaceAgent, ProvisionerJob, Template, User, Workspace, WorkspaceBuild,
 };
@@ -20,6 +20,8 @@ use crate::db::schema::{
     provisioner_jobs, templates, users, workspace_agents, workspace_builds, workspaces,
 };
 use crate::db::PREBUILDS_USER_ID;
+use crate::store::audit::{self, Actor, Change};
+use crate::store::notifications::{enqueue, template_admins, Dedupe, Kind};
 
 /// How a backend run ended.
 #[derive(Debug)]
@@ -39,6 +41,8 @@ pub struct Completion {
     /// Agents left `starting`, with the instant each is due to become ready.
     pub starting_agents: Vec<(Uuid, DateTime<Utc>)>,
     pub deadlines: Option<Deadlines>,
+    /// Of a claim build: the prebuild's resources the build re-created.
+    pub replaced_resources: Vec<String>,
 }
 
 /// Finish `job_id` for `worker_id`. `Ok(None)` if the job is no longer this worker's (it was
@@ -102,13 +106,26 @@ pub async fn complete_job(
                 .execute(conn)
                 .await?;
         }
-        let mut completion = Completion { status, starting_agents: Vec::new(), deadlines: None };
+        let mut completion = Completion {
+            status,
+            starting_agents: Vec::new(),
+            deadlines: None,
+            replaced_resources: Vec::new(),
+        };
         let Some(output) = output else { return Ok(Some(completion)) };
 
         completion.starting_agents = insert_agents(conn, build.id, &output.agents, now).await?;
         match build.transition {
             Transition::Start => {
                 completion.deadlines = set_deadlines(conn, &build, now).await?;
+                if build.reason == BuildReason::Claim {
+                    let replaced = replaced_resources(
+                        build.provisioner_state.as_deref(),
+                        output.state.as_deref(),
+                    );
+                    completion.replaced_resources = replaced;
+                    notify_replaced(conn, &build, &completion.replaced_resources, now).await?;
+                }
             }
             Transition::Delete => {
                 diesel::update(workspaces::table.find(build.workspace_id))
@@ -121,6 +138,49 @@ pub async fn complete_job(
         Ok(Some(completion))
     })
     .await
+}
+
+/// A claim that re-created some of the prebuild's resources defeats part of the pool's
+/// purpose (the user waited for them): template admins hear of it, once per claim build,
+/// and the audit log records it, in the completion's transaction. `preset_id` in the
+/// payload lets replacements be counted per preset.
+async fn notify_replaced(
+    conn: &mut AsyncPgConnection,
+    build: &WorkspaceBuild,
+    replaced: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), ProvisionerError> {
+    if replaced.is_empty() {
+        return Ok(());
+    }
+    let template_id: Uuid = workspaces::table
+        .find(build.workspace_id)
+        .select(workspaces::template_id)
+        .get_result(conn)
+        .await?;
+    let payload = serde_json::json!({
+        "preset_id": build.preset_id,
+        "workspace_id": build.workspace_id,
+        "build_id": build.id,
+        "template_id": template_id,
+        "template_version_id": build.template_version_id,
+        "claimed_by": build.initiator_id,
+        "resources": replaced,
+    });
+    for admin in template_admins(conn).await? {
+        let kind = Kind::PrebuildResourcesReplaced;
+        enqueue(conn, now, admin, kind, Dedupe::Once(build.id), payload.clone()).await?;
+    }
+    let change = Change {
+        action: "prebuild_resources_replaced",
+        resource_type: "workspace",
+        resource_id: Some(build.workspace_id),
+        diff: payload,
+    };
+    audit::record(conn, now, &Actor::system("provisioner"), change).await?;
+    tracing::warn!(workspace_id = %build.workspace_id, build_id = %build.id,
+        preset_id = ?build.preset_id, resources = ?replaced, "claim replaced prebuilt resources");
+    Ok(())
 }
 
 /// Agents with no start time are ready at once; the others start, and the worker flips them.

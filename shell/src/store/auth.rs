@@ -3,10 +3,11 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::audit::{self, Actor, Change};
 use super::StoreError;
 use crate::db::enums::{UserRole, UserStatus};
 use crate::db::models::{NewApiToken, NewUser, User};
@@ -48,36 +49,57 @@ impl From<diesel_async::pooled_connection::deadpool::PoolError> for AuthError {
     }
 }
 
-/// Creates an active, non-system user.
+/// Creates an active, non-system user (audited as done from the command line).
 pub async fn create_user(pool: &DbPool, username: &str, role: UserRole) -> Result<User, AuthError> {
+    create_user_by(pool, username, role, &Actor::cli()).await
+}
+
+/// [`create_user`] on behalf of `actor`, with its audit entry in the same transaction.
+pub async fn create_user_by(
+    pool: &DbPool,
+    username: &str,
+    role: UserRole,
+    actor: &Actor,
+) -> Result<User, AuthError> {
     if username.trim().is_empty() {
         return Err(AuthError::Invalid("username: must not be empty".to_owned()));
     }
     let mut conn = pool.get().await?;
-    let result = diesel::insert_into(users::table)
-        .values(NewUser {
-            id: Uuid::new_v4(),
-            username: username.to_owned(),
-            email: String::new(),
-            status: UserStatus::Active,
-            role,
-            is_system: false,
-            quiet_hours_schedule: None,
-        })
-        .returning(User::as_returning())
-        .get_result(&mut conn)
-        .await;
-    match result {
-        Err(diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        )) => Err(AuthError::UserExists(username.to_owned())),
-        other => Ok(other?),
-    }
+    conn.transaction::<_, AuthError, _>(async |conn| {
+        let result = diesel::insert_into(users::table)
+            .values(NewUser {
+                id: Uuid::new_v4(),
+                username: username.to_owned(),
+                email: String::new(),
+                status: UserStatus::Active,
+                role,
+                is_system: false,
+                quiet_hours_schedule: None,
+            })
+            .returning(User::as_returning())
+            .get_result(conn)
+            .await;
+        let user = match result {
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) => return Err(AuthError::UserExists(username.to_owned())),
+            other => other?,
+        };
+        let change = Change {
+            action: "user_create",
+            resource_type: "user",
+            resource_id: Some(user.id),
+            diff: serde_json::json!({ "new": { "username": user.username, "role": user.role } }),
+        };
+        audit::record(conn, Utc::now(), actor, change).await?;
+        Ok(user)
+    })
+    .await
 }
 
 /// A new token for `username`, valid for `lifetime`; the secret is returned once and never
-/// stored.
+/// stored (nor audited: the audit entry names the token, not its secret).
 pub async fn create_token(
     pool: &DbPool,
     username: &str,
@@ -86,11 +108,24 @@ pub async fn create_token(
     now: DateTime<Utc>,
 ) -> Result<(String, DateTime<Utc>), AuthError> {
     let mut conn = pool.get().await?;
+    conn.transaction::<_, AuthError, _>(async |conn| {
+        create_token_in(conn, username, name, lifetime, now).await
+    })
+    .await
+}
+
+async fn create_token_in(
+    conn: &mut AsyncPgConnection,
+    username: &str,
+    name: &str,
+    lifetime: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<(String, DateTime<Utc>), AuthError> {
     let user: User = users::table
         .filter(users::username.eq(username))
         .filter(users::is_system.eq(false))
         .select(User::as_select())
-        .first(&mut conn)
+        .first(conn)
         .await
         .optional()?
         .ok_or_else(|| AuthError::UnknownUser(username.to_owned()))?;
@@ -102,15 +137,16 @@ pub async fn create_token(
     } else {
         name.to_owned()
     };
+    let token_id = Uuid::new_v4();
     diesel::insert_into(api_tokens::table)
         .values(NewApiToken {
-            id: Uuid::new_v4(),
+            id: token_id,
             user_id: user.id,
-            name,
+            name: name.clone(),
             secret_hash: hash_secret(&secret),
             expires_at,
         })
-        .execute(&mut conn)
+        .execute(conn)
         .await
         .map_err(|err| match err {
             diesel::result::Error::DatabaseError(
@@ -119,6 +155,15 @@ pub async fn create_token(
             ) => AuthError::Invalid("name: the user already has a token of that name".to_owned()),
             other => other.into(),
         })?;
+    let change = Change {
+        action: "token_create",
+        resource_type: "api_token",
+        resource_id: Some(token_id),
+        diff: serde_json::json!({
+            "new": { "user_id": user.id, "username": user.username, "name": name, "expires_at": expires_at },
+        }),
+    };
+    audit::record(conn, now, &Actor::cli(), change).await?;
     Ok((secret, expires_at))
 }
 
@@ -150,6 +195,6 @@ pub async fn authenticate(
     Ok(user)
 }
 
-fn hash_secret(secret: &str) -> String {
+pub(crate) fn hash_secret(secret: &str) -> String {
     Sha256::digest(secret.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
 }

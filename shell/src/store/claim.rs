@@ -12,6 +12,7 @@ use poolkeeper_core::prebuilds::{self as core_prebuilds, choose_claim, RunningPr
 use poolkeeper_core::schedule::{next_autostart, CronSchedule};
 use uuid::Uuid;
 
+use super::audit::{self, Actor, Change};
 use super::workspaces::{allowed_days, insert_build, latest_build, BuildRequest};
 use super::StoreError;
 use crate::db::enums::{AutomaticUpdates, BuildReason, JobStatus, PrebuildStatus, Transition};
@@ -229,6 +230,24 @@ async fn claim_one(
         now,
     )
     .await?;
+    let change = Change {
+        action: "workspace_claim",
+        resource_type: "workspace",
+        resource_id: Some(workspace.id),
+        diff: serde_json::json!({
+            "preset_id": preset_id,
+            "build_id": build.id,
+            "old": { "owner_id": prebuild.owner_id, "name": prebuild.name },
+            "new": {
+                "owner_id": workspace.owner_id,
+                "name": workspace.name,
+                "autostart_schedule": workspace.autostart_schedule,
+                "ttl_secs": workspace.ttl_secs,
+            },
+        }),
+    };
+    let actor = Actor::of_user(conn, request.user_id).await?;
+    audit::record(conn, now, &actor, change).await?;
     Ok(Some(ClaimOutcome { workspace, build, claimed: true }))
 }
 
@@ -275,6 +294,25 @@ async fn create_fresh(
         now,
     )
     .await?;
+    let change = Change {
+        action: "workspace_create",
+        resource_type: "workspace",
+        resource_id: Some(workspace.id),
+        diff: serde_json::json!({
+            "preset_id": request.preset_id,
+            "build_id": build.id,
+            "new": {
+                "owner_id": workspace.owner_id,
+                "name": workspace.name,
+                "template_id": workspace.template_id,
+                "template_version_id": version_id,
+                "autostart_schedule": workspace.autostart_schedule,
+                "ttl_secs": workspace.ttl_secs,
+            },
+        }),
+    };
+    let actor = Actor::of_user(conn, request.user_id).await?;
+    audit::record(conn, now, &actor, change).await?;
     Ok(ClaimOutcome { workspace, build, claimed: false })
 }
 

@@ -71,9 +71,11 @@ pub(crate) async fn insert_builds(
     Ok(job_ids)
 }
 
-/// An audit entry written by the daemon (actor `poolkeeper`).
+/// An audit entry written by one of the daemon's loops; `actor` names the loop
+/// (`lifecycle`, `prebuilds`).
 pub(crate) fn audit(
     now: DateTime<Utc>,
+    actor: &str,
     action: &str,
     workspace_id: Uuid,
     diff: serde_json::Value,
@@ -81,7 +83,7 @@ pub(crate) fn audit(
     NewAuditEntry {
         at: Some(now),
         actor_id: None,
-        actor: "poolkeeper".to_owned(),
+        actor: actor.to_owned(),
         action: action.to_owned(),
         resource_type: "workspace".to_owned(),
         resource_id: Some(workspace_id),

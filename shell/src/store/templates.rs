@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::audit::{self, Actor, Change};
 use super::StoreError;
 use crate::db::enums::PrebuildStatus;
 use crate::db::models::{
@@ -78,11 +79,38 @@ impl std::fmt::Display for ApplyOutcome {
 }
 
 /// Writes `spec` in one transaction (DESIGN "Principles": validated before, so nothing
-/// half-valid is ever written).
+/// half-valid is ever written), audited as done from the command line.
 pub async fn apply(pool: &DbPool, spec: &TemplateSpec) -> Result<ApplyOutcome, ApplyError> {
+    apply_by(pool, spec, &Actor::cli()).await
+}
+
+/// [`apply`] on behalf of `actor`; a change (not a no-op) is audited in the same transaction.
+pub async fn apply_by(
+    pool: &DbPool,
+    spec: &TemplateSpec,
+    actor: &Actor,
+) -> Result<ApplyOutcome, ApplyError> {
     let mut conn = pool.get().await.map_err(StoreError::from)?;
-    let outcome =
-        conn.transaction::<_, ApplyError, _>(async |conn| apply_in(conn, spec).await).await?;
+    let outcome = conn
+        .transaction::<_, ApplyError, _>(async |conn| {
+            let outcome = apply_in(conn, spec).await?;
+            if !outcome.is_noop() {
+                let change = Change {
+                    action: "template_apply",
+                    resource_type: "template",
+                    resource_id: Some(outcome.template_id),
+                    diff: serde_json::json!({
+                        "organization": spec.organization,
+                        "name": spec.name,
+                        "version": spec.version.name,
+                        "outcome": outcome,
+                    }),
+                };
+                audit::record(conn, Utc::now(), actor, change).await?;
+            }
+            Ok(outcome)
+        })
+        .await?;
     tracing::info!(
         template_id = %outcome.template_id,
         version_id = %outcome.active_version_id,
@@ -393,17 +421,41 @@ pub async fn pool_status(pool: &DbPool) -> Result<Vec<PresetPoolStatus>, StoreEr
     Ok(rows)
 }
 
-/// Marks every prebuild of the preset created before `now` as expired (SPEC §4); false when
-/// there is no such preset.
+/// Marks every prebuild of the preset created before `now` as expired (SPEC §4), audited
+/// for `actor`; false when there is no such preset.
 pub async fn invalidate_preset(
     pool: &DbPool,
     preset_id: Uuid,
+    actor: &Actor,
     now: chrono::DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let mut conn = pool.get().await?;
-    let updated = diesel::update(presets::table.find(preset_id))
-        .set(presets::invalidated_at.eq(now))
-        .execute(&mut conn)
+    let found = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            let old: Option<Option<chrono::DateTime<Utc>>> = presets::table
+                .find(preset_id)
+                .select(presets::invalidated_at)
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?;
+            let Some(old) = old else { return Ok(false) };
+            diesel::update(presets::table.find(preset_id))
+                .set(presets::invalidated_at.eq(now))
+                .execute(conn)
+                .await?;
+            let change = Change {
+                action: "preset_invalidate",
+                resource_type: "preset",
+                resource_id: Some(preset_id),
+                diff: serde_json::json!({
+                    "old": { "invalidated_at": old },
+                    "new": { "invalidated_at": now },
+                }),
+            };
+            audit::record(conn, now, actor, change).await?;
+            Ok(true)
+        })
         .await?;
-    Ok(updated == 1)
+    Ok(found)
 }

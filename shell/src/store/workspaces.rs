@@ -10,6 +10,7 @@ use poolkeeper_core::schedule::{
 };
 use uuid::Uuid;
 
+use super::audit::{self, Actor, Change};
 use super::StoreError;
 use crate::db::enums::{BuildReason, JobStatus, Transition};
 use crate::db::models::{
@@ -178,15 +179,18 @@ pub(crate) async fn insert_build(
         .await
 }
 
-/// Start, stop or delete `id` on behalf of `initiator`. A start uses the template's active
-/// version; stop and delete keep the version of the latest build.
+/// Start, stop or delete `id` on behalf of `actor` (the build's initiator). A start uses
+/// the template's active version; stop and delete keep the version of the latest build.
 pub async fn transition(
     pool: &DbPool,
     id: Uuid,
     transition: Transition,
-    initiator: Uuid,
+    actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<WorkspaceBuild, WorkspaceError> {
+    let Some(initiator) = actor.id else {
+        return Err(WorkspaceError::NotAllowed("a build needs a person as initiator".to_owned()));
+    };
     let mut conn = pool.get().await?;
     let build = conn
         .transaction::<_, WorkspaceError, _>(async |conn| {
@@ -226,7 +230,25 @@ pub async fn transition(
                     .execute(conn)
                     .await?;
             }
-            Ok(insert_build(conn, &workspace, number, request, now).await?)
+            let build = insert_build(conn, &workspace, number, request, now).await?;
+            let change = Change {
+                action: match transition {
+                    Transition::Start => "workspace_start",
+                    Transition::Stop => "workspace_stop",
+                    Transition::Delete => "workspace_delete",
+                },
+                resource_type: "workspace",
+                resource_id: Some(id),
+                diff: serde_json::json!({
+                    "build_id": build.id,
+                    "build_number": build.build_number,
+                    "transition": transition,
+                    "old": { "template_version_id": latest.as_ref().map(|b| b.template_version_id) },
+                    "new": { "template_version_id": build.template_version_id },
+                }),
+            };
+            audit::record(conn, now, actor, change).await?;
+            Ok(build)
         })
         .await?;
     tracing::info!(workspace_id = %id, build_id = %build.id, transition = %transition, "build requested");
@@ -238,6 +260,7 @@ pub async fn set_autostart(
     pool: &DbPool,
     id: Uuid,
     schedule: Option<&CronSchedule>,
+    actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Workspace, WorkspaceError> {
     let mut conn = pool.get().await?;
@@ -251,7 +274,7 @@ pub async fn set_autostart(
                 ));
             }
             let next = schedule.and_then(|s| next_autostart(now, s, allowed_days(&template)));
-            Ok(diesel::update(workspaces::table.find(id))
+            let updated: Workspace = diesel::update(workspaces::table.find(id))
                 .set((
                     workspaces::autostart_schedule.eq(schedule.map(|s| s.source().to_owned())),
                     workspaces::next_start_at.eq(next),
@@ -259,7 +282,25 @@ pub async fn set_autostart(
                 ))
                 .returning(Workspace::as_returning())
                 .get_result(conn)
-                .await?)
+                .await?;
+            let diff = serde_json::json!({
+                "old": {
+                    "autostart_schedule": workspace.autostart_schedule,
+                    "next_start_at": workspace.next_start_at,
+                },
+                "new": {
+                    "autostart_schedule": updated.autostart_schedule,
+                    "next_start_at": updated.next_start_at,
+                },
+            });
+            let change = Change {
+                action: "workspace_autostart",
+                resource_type: "workspace",
+                resource_id: Some(id),
+                diff,
+            };
+            audit::record(conn, now, actor, change).await?;
+            Ok(updated)
         })
         .await?;
     Ok(workspace)
@@ -270,6 +311,7 @@ pub async fn set_ttl(
     pool: &DbPool,
     id: Uuid,
     ttl_secs: i64,
+    actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Workspace, WorkspaceError> {
     let mut conn = pool.get().await?;
@@ -282,21 +324,35 @@ pub async fn set_ttl(
                     "the template does not allow users to set a TTL".to_owned(),
                 ));
             }
-            Ok(diesel::update(workspaces::table.find(id))
+            let updated: Workspace = diesel::update(workspaces::table.find(id))
                 .set((workspaces::ttl_secs.eq(ttl_secs), workspaces::updated_at.eq(now)))
                 .returning(Workspace::as_returning())
                 .get_result(conn)
-                .await?)
+                .await?;
+            let change = Change {
+                action: "workspace_ttl",
+                resource_type: "workspace",
+                resource_id: Some(id),
+                diff: serde_json::json!({
+                    "old": { "ttl_secs": workspace.ttl_secs },
+                    "new": { "ttl_secs": updated.ttl_secs },
+                }),
+            };
+            audit::record(conn, now, actor, change).await?;
+            Ok(updated)
         })
         .await?;
     Ok(workspace)
 }
 
 /// Records activity at `at` (SPEC §3 "Activity"): `last_used_at` never moves backwards,
-/// and the latest build's deadline is bumped as the core's `bumped_deadline` says.
+/// and the latest build's deadline is bumped as the core's `bumped_deadline` says. Only a
+/// moved deadline or a woken dormant workspace is audited: `last_used_at` alone changes on
+/// every report and would drown the log.
 pub async fn record_activity(
     pool: &DbPool,
     id: Uuid,
+    actor: &Actor,
     at: DateTime<Utc>,
 ) -> Result<Workspace, WorkspaceError> {
     let mut conn = pool.get().await?;
@@ -305,6 +361,7 @@ pub async fn record_activity(
             let workspace = lock(conn, id).await?;
             let template = template_of(conn, &workspace).await?;
             let (latest, status) = latest_build(conn, id).await?;
+            let mut deadline_change = None;
             if let Some(build) = latest {
                 let inputs = activity_inputs(&workspace, &template, &build, status, at);
                 let bumped = bumped_deadline(&inputs);
@@ -313,17 +370,32 @@ pub async fn record_activity(
                         .set(workspace_builds::deadline.eq(bumped))
                         .execute(conn)
                         .await?;
+                    deadline_change = Some((build.deadline, bumped));
                 }
             }
             let last_used_at = workspace.last_used_at.max(at);
-            Ok(diesel::update(workspaces::table.find(id))
+            let updated: Workspace = diesel::update(workspaces::table.find(id))
                 .set((
                     workspaces::last_used_at.eq(last_used_at),
                     workspaces::dormant_at.eq(None::<DateTime<Utc>>),
                 ))
                 .returning(Workspace::as_returning())
                 .get_result(conn)
-                .await?)
+                .await?;
+            if deadline_change.is_some() || workspace.dormant_at.is_some() {
+                let (old_deadline, new_deadline) = deadline_change.unzip();
+                let change = Change {
+                    action: "workspace_activity",
+                    resource_type: "workspace",
+                    resource_id: Some(id),
+                    diff: serde_json::json!({
+                        "old": { "deadline": old_deadline.flatten(), "dormant_at": workspace.dormant_at },
+                        "new": { "deadline": new_deadline.flatten(), "dormant_at": updated.dormant_at },
+                    }),
+                };
+                audit::record(conn, at, actor, change).await?;
+            }
+            Ok(updated)
         })
         .await?;
     Ok(workspace)

@@ -8,12 +8,15 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{agent_names, AgentSpec, BuildFailure, BuildOutput};
-use crate::db::enums::Transition;
+use crate::db::enums::{BuildReason, Transition};
 use crate::provisioner::context::JobContext;
 use crate::provisioner::BackendError;
 
 /// Defaults; a version's `source` may override each (`duration_ms`, `failure_rate`,
-/// `agent_start_secs`, `agents`).
+/// `agent_start_secs`, `agents`). A source may also declare simulated `resources` (names)
+/// and which of them a claim re-creates (`replace_on_claim`), as a module whose resources
+/// depend on the owner would: the state records them in terraform's shape, so completion
+/// detects the replacement the same way for both backends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimulatedConfig {
     pub duration: Duration,
@@ -41,6 +44,23 @@ struct Settings {
     failure_rate: f64,
     agent_start_secs: u64,
     agents: Vec<String>,
+    resources: Vec<String>,
+    replace_on_claim: Vec<String>,
+}
+
+/// A list of non-empty names under `field`; absent = none.
+fn names(source: &Value, field: &str) -> Result<Vec<String>, BackendError> {
+    let invalid = || BackendError::InvalidSource(format!("{field}: expected a list of names"));
+    match source.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_str().filter(|n| !n.is_empty()).map(str::to_owned).ok_or_else(invalid)
+            })
+            .collect(),
+        Some(_) => Err(invalid()),
+    }
 }
 
 fn settings(config: &SimulatedConfig, source: &Value) -> Result<Settings, BackendError> {
@@ -68,7 +88,14 @@ fn settings(config: &SimulatedConfig, source: &Value) -> Result<Settings, Backen
         None | Some(Value::Null) => config.agent_start.as_secs(),
         Some(v) => v.as_u64().ok_or_else(|| invalid("agent_start_secs"))?,
     };
-    Ok(Settings { duration, failure_rate, agent_start_secs, agents: agent_names(source)? })
+    Ok(Settings {
+        duration,
+        failure_rate,
+        agent_start_secs,
+        agents: agent_names(source)?,
+        resources: names(source, "resources")?,
+        replace_on_claim: names(source, "replace_on_claim")?,
+    })
 }
 
 /// How long a simulated agent of a version with this `source` takes to become ready (the
@@ -113,10 +140,33 @@ pub async fn run(
         .into());
     }
     let transition = ctx.build.transition;
+    let prior = prior_ids(ctx.build.provisioner_state.as_deref());
+    let claimed = ctx.build.reason == BuildReason::Claim;
+    let resources: Vec<Value> = match transition {
+        Transition::Delete => Vec::new(),
+        Transition::Start | Transition::Stop => settings
+            .resources
+            .iter()
+            .map(|name| {
+                let replaced = claimed && settings.replace_on_claim.contains(name);
+                let id = match prior.get(name) {
+                    Some(id) if !replaced => id.clone(),
+                    _ => format!("{name}-{}", ctx.job.id.simple()),
+                };
+                serde_json::json!({
+                    "mode": "managed",
+                    "type": "simulated_resource",
+                    "name": name,
+                    "instances": [{ "attributes": { "id": id } }],
+                })
+            })
+            .collect(),
+    };
     let state = serde_json::json!({
         "simulated": true,
         "workspace_id": ctx.workspace.id,
         "transition": transition.as_str(),
+        "resources": resources,
     });
     let agents = match transition {
         Transition::Start => settings
@@ -127,6 +177,20 @@ pub async fn run(
         Transition::Stop | Transition::Delete => Vec::new(),
     };
     Ok(BuildOutput { state: Some(state.to_string().into_bytes()), agents })
+}
+
+/// Resource name → id in a previous simulated state (none when absent or unreadable).
+fn prior_ids(state: Option<&[u8]>) -> std::collections::BTreeMap<String, String> {
+    let value: Value = state.and_then(|s| serde_json::from_slice(s).ok()).unwrap_or(Value::Null);
+    let resources = value.get("resources").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    resources
+        .iter()
+        .filter_map(|r| {
+            let name = r.get("name")?.as_str()?;
+            let id = r.get("instances")?.get(0)?.get("attributes")?.get("id")?.as_str()?;
+            Some((name.to_owned(), id.to_owned()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -158,6 +222,12 @@ mod tests {
         assert_eq!(s.duration, Duration::from_millis(5));
         assert_eq!(s.failure_rate, 1.0);
         assert_eq!(s.agents, vec!["a".to_owned()]);
+        assert!(s.resources.is_empty() && s.replace_on_claim.is_empty());
+        let with = serde_json::json!({"resources": ["vm", "home"], "replace_on_claim": ["vm"]});
+        let s = settings(&SimulatedConfig::default(), &with).expect("valid");
+        assert_eq!((s.resources.len(), s.replace_on_claim), (2, vec!["vm".to_owned()]));
+        let bad = serde_json::json!({"resources": "vm"});
+        assert!(settings(&SimulatedConfig::default(), &bad).is_err());
         let bad = serde_json::json!({"failure_rate": 2.0});
         assert!(settings(&SimulatedConfig::default(), &bad).is_err());
     }

@@ -12,11 +12,14 @@ use uuid::Uuid;
 
 use super::load::{to_workspace, WorkspaceRow, CANDIDATES_SQL};
 use crate::db::enums::{BuildReason, Transition};
-use crate::db::models::NewNotification;
-use crate::db::schema::{notifications, workspaces};
+use crate::db::schema::workspaces;
 use crate::db::{DbPool, PREBUILDS_USER_ID};
+use crate::store::notifications::{enqueue, Dedupe, Kind};
 use crate::store::rows::{audit, insert_audit, insert_builds, BuildSpec};
 use crate::store::StoreError;
+
+/// The audit actor of this loop.
+const LOOP: &str = "lifecycle";
 
 /// What happened to one decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,13 +100,28 @@ async fn apply_locked(
         _ => None,
     };
     update_workspace(conn, now, &row, &decision).await?;
+    let new_version = match (decision.use_active_version, row.active_version_id) {
+        (true, Some(active)) if decision.transition.is_some() => active,
+        _ => row.template_version_id,
+    };
     let diff = serde_json::json!({
         "transition": decision.transition.map(|t| t.as_str()),
         "reason": decision.reason.map(|r| r.as_str()),
-        "mark_dormant": decision.mark_dormant,
-        "next_start_at": decision.next_start_at,
+        "job_id": job_id,
+        "old": {
+            "dormant_at": workspace.dormant_at,
+            "deleting_at": workspace.deleting_at,
+            "next_start_at": workspace.next_start_at,
+            "template_version_id": row.template_version_id,
+        },
+        "new": {
+            "dormant_at": decision.mark_dormant.as_ref().map_or(workspace.dormant_at, |d| Some(d.dormant_at)),
+            "deleting_at": decision.mark_dormant.as_ref().map_or(workspace.deleting_at, |d| d.deleting_at),
+            "next_start_at": if decision.mark_dormant.is_some() { None } else { decision.next_start_at.or(workspace.next_start_at) },
+            "template_version_id": new_version,
+        },
     });
-    insert_audit(conn, &[audit(now, "lifecycle", workspace_id, diff)]).await?;
+    insert_audit(conn, &[audit(now, LOOP, "lifecycle", workspace_id, diff)]).await?;
     notify_owner(conn, now, &row, &decision).await?;
     Ok(Applied::Done { decision, job_id })
 }
@@ -173,8 +191,8 @@ async fn update_workspace(
     Ok(())
 }
 
-/// Outbox rows: one per user, kind and day (the dedupe key), so a flapping workspace never
-/// floods its owner.
+/// Outbox rows: one per user, kind and day, so a flapping workspace never floods its owner
+/// (SPEC §2 "Side effects").
 async fn notify_owner(
     conn: &mut AsyncPgConnection,
     now: DateTime<Utc>,
@@ -182,33 +200,25 @@ async fn notify_owner(
     decision: &Decision,
 ) -> Result<(), diesel::result::Error> {
     let moved = decision.use_active_version
+        && decision.transition.is_some()
         && row.active_version_id.is_some_and(|v| v != row.template_version_id);
     let (kind, payload) = if let Some(dormant) = &decision.mark_dormant {
         (
-            "workspace_dormant",
+            Kind::WorkspaceDormant,
             serde_json::json!({ "workspace_id": row.id, "deleting_at": dormant.deleting_at }),
         )
     } else if moved {
         (
-            "workspace_autoupdated",
-            serde_json::json!({ "workspace_id": row.id, "template_version_id": row.active_version_id }),
+            Kind::WorkspaceAutoupdated,
+            serde_json::json!({
+                "workspace_id": row.id,
+                "old_template_version_id": row.template_version_id,
+                "template_version_id": row.active_version_id,
+            }),
         )
     } else {
         return Ok(());
     };
-    let note = NewNotification {
-        id: Uuid::new_v4(),
-        user_id: row.owner_id,
-        kind: kind.to_owned(),
-        dedupe_key: format!("{kind}:{}:{}", row.owner_id, now.date_naive()),
-        payload,
-        created_at: Some(now),
-    };
-    diesel::insert_into(notifications::table)
-        .values(&note)
-        .on_conflict(notifications::dedupe_key)
-        .do_nothing()
-        .execute(conn)
-        .await?;
+    enqueue(conn, now, row.owner_id, kind, Dedupe::Daily, payload).await?;
     Ok(())
 }

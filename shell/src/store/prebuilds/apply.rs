@@ -13,8 +13,13 @@ use crate::db::enums::{AutomaticUpdates, BuildReason, JobStatus, PrebuildStatus,
 use crate::db::models::NewWorkspace;
 use crate::db::schema::{presets, provisioner_jobs, templates, workspace_builds, workspaces};
 use crate::db::{DbPool, PREBUILDS_USER_ID};
+use crate::store::audit::{self, Actor, Change};
+use crate::store::notifications::{enqueue, template_admins, Dedupe, Kind};
 use crate::store::rows::{audit, insert_audit, insert_builds, BuildSpec};
 use crate::store::StoreError;
+
+/// The audit actor of this loop.
+const LOOP: &str = "prebuilds";
 
 /// Carries out `plan` for `preset`, in action order. Returns the ids of the jobs created
 /// (already committed; see `store::publish`).
@@ -39,7 +44,7 @@ pub async fn apply_preset_plan(
             Action::Create { count } => {
                 jobs.extend(create_prebuilds(pool, now, preset, *count).await?)
             }
-            Action::SetStatus { status } => set_status(pool, preset.id, *status).await?,
+            Action::SetStatus { status } => set_status(pool, now, preset, *status).await?,
         }
     }
     Ok(jobs)
@@ -104,6 +109,7 @@ async fn create_prebuilds(
                 .map(|ws| {
                     audit(
                         now,
+                        LOOP,
                         "prebuild_create",
                         ws.id,
                         serde_json::json!({ "preset_id": preset.id }),
@@ -221,7 +227,7 @@ async fn delete_prebuild(
                 return Ok(None);
             }
             let jobs = insert_builds(conn, now, vec![delete_spec(preset, workspace_id, locked)]).await?;
-            let entry = audit(now, "prebuild_delete", workspace_id, serde_json::json!({ "preset_id": preset.id }));
+            let entry = audit(now, LOOP, "prebuild_delete", workspace_id, serde_json::json!({ "preset_id": preset.id }));
             insert_audit(conn, &[entry]).await?;
             Ok::<_, diesel::result::Error>(jobs.into_iter().next())
         })
@@ -277,7 +283,7 @@ async fn cancel_pending(
                     return Ok(None);
                 }
                 let jobs = insert_builds(conn, now, vec![delete_spec(preset, workspace_id, locked)]).await?;
-                let entry = audit(now, "prebuild_cancel", workspace_id, serde_json::json!({ "preset_id": preset.id }));
+                let entry = audit(now, LOOP, "prebuild_cancel", workspace_id, serde_json::json!({ "preset_id": preset.id }));
                 insert_audit(conn, &[entry]).await?;
                 Ok::<_, diesel::result::Error>(jobs.into_iter().next())
             })
@@ -291,10 +297,13 @@ async fn cancel_pending(
 }
 
 /// Records the derived hard-limit status; never overwrites `validation_failed`, which
-/// belongs to template validation.
+/// belongs to template validation. A change is audited, and reaching the hard limit
+/// notifies the template admins, once per preset (a preset belongs to one version), in the
+/// same transaction.
 async fn set_status(
     pool: &DbPool,
-    preset_id: Uuid,
+    now: DateTime<Utc>,
+    preset: &Preset,
     status: PresetStatus,
 ) -> Result<(), StoreError> {
     let stored = match status {
@@ -303,12 +312,60 @@ async fn set_status(
         PresetStatus::ValidationFailed => PrebuildStatus::ValidationFailed,
     };
     let mut conn = pool.get().await?;
-    diesel::update(presets::table)
-        .filter(presets::id.eq(preset_id))
-        .filter(presets::prebuild_status.ne(PrebuildStatus::ValidationFailed))
-        .set(presets::prebuild_status.eq(stored))
-        .execute(&mut conn)
+    let changed = conn
+        .transaction(async |conn| {
+            let old: Option<PrebuildStatus> = presets::table
+                .find(preset.id)
+                .select(presets::prebuild_status)
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?;
+            let Some(old) =
+                old.filter(|old| *old != stored && *old != PrebuildStatus::ValidationFailed)
+            else {
+                return Ok::<_, diesel::result::Error>(false);
+            };
+            diesel::update(presets::table.find(preset.id))
+                .set(presets::prebuild_status.eq(stored))
+                .execute(conn)
+                .await?;
+            let change = Change {
+                action: "preset_status",
+                resource_type: "preset",
+                resource_id: Some(preset.id),
+                diff: serde_json::json!({
+                    "old": { "prebuild_status": old },
+                    "new": { "prebuild_status": stored },
+                }),
+            };
+            audit::record(conn, now, &Actor::system(LOOP), change).await?;
+            if stored == PrebuildStatus::HardLimited {
+                notify_hard_limited(conn, now, preset).await?;
+            }
+            Ok(true)
+        })
         .await?;
-    tracing::info!(%preset_id, status = status.as_str(), "preset status changed");
+    if changed {
+        tracing::info!(preset_id = %preset.id, status = status.as_str(), "preset status changed");
+    }
+    Ok(())
+}
+
+async fn notify_hard_limited(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    preset: &Preset,
+) -> Result<(), diesel::result::Error> {
+    let payload = serde_json::json!({
+        "preset_id": preset.id,
+        "preset": preset.name,
+        "template_id": preset.template_id,
+        "template_version_id": preset.template_version_id,
+    });
+    for admin in template_admins(conn).await? {
+        let dedupe = Dedupe::Once(preset.id);
+        enqueue(conn, now, admin, Kind::PresetHardLimited, dedupe, payload.clone()).await?;
+    }
     Ok(())
 }

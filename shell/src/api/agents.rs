@@ -1,0 +1,126 @@
+//! Workspace agents: `POST .../agents/{agent}/lifecycle` (the agent itself, with its agent
+//! token) and `POST .../agents/{agent}/token` (a person who may operate the workspace
+//! mints the token the agent then uses).
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::auth::{Caller, WorkspaceAction};
+use super::body::JsonBody;
+use super::error::ApiError;
+use super::ApiState;
+use crate::db::enums::AgentLifecycle;
+use crate::store::agents::{
+    authenticate_agent, issue_token, report_lifecycle, AgentError, AgentIdentity,
+};
+use crate::store::workspaces as store;
+
+/// The agent, authenticated by `Authorization: Bearer <agent token>`; 401 otherwise.
+pub struct AgentCaller(pub AgentIdentity);
+
+impl FromRequestParts<ApiState> for AgentCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let secret = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|secret| !secret.is_empty())
+            .ok_or_else(agent_unauthorized)?;
+        match authenticate_agent(&state.pool, secret).await? {
+            Some(agent) => Ok(AgentCaller(agent)),
+            None => Err(agent_unauthorized()),
+        }
+    }
+}
+
+fn agent_unauthorized() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "missing, unknown or outdated agent token")
+}
+
+impl From<AgentError> for ApiError {
+    fn from(err: AgentError) -> Self {
+        match err {
+            AgentError::NotFound => Self::not_found("agent"),
+            AgentError::InvalidTransition { .. } => {
+                Self::new(StatusCode::CONFLICT, err.to_string()).at("state")
+            }
+            AgentError::Store(err) => err.into(),
+        }
+    }
+}
+
+/// The `{id}` and `{agent}` path segments; a bad segment names its field.
+fn path_ids(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(Uuid, String), ApiError> {
+    let Path((id, agent)) = path.map_err(|err| ApiError::bad_request("", err.body_text()))?;
+    let id = id.parse().map_err(|_| ApiError::bad_request("id", "not a UUID"))?;
+    Ok((id, agent))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleReport {
+    pub state: AgentLifecycle,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LifecycleJson {
+    pub agent_id: Uuid,
+    pub workspace_id: Uuid,
+    pub name: String,
+    pub old_state: AgentLifecycle,
+    pub state: AgentLifecycle,
+}
+
+pub async fn lifecycle(
+    State(state): State<ApiState>,
+    AgentCaller(agent): AgentCaller,
+    path: Result<Path<(String, String)>, PathRejection>,
+    JsonBody(body): JsonBody<LifecycleReport>,
+) -> Result<Json<LifecycleJson>, ApiError> {
+    let (workspace_id, name) = path_ids(path)?;
+    // An agent speaks only for itself: any other agent, existing or not, is "not found".
+    if workspace_id != agent.workspace_id || name != agent.name {
+        return Err(ApiError::not_found("agent"));
+    }
+    let reported = report_lifecycle(&state.pool, &agent, body.state, Utc::now()).await?;
+    Ok(Json(LifecycleJson {
+        agent_id: agent.agent_id,
+        workspace_id,
+        name,
+        old_state: reported.old,
+        state: reported.new,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenJson {
+    pub agent_id: Uuid,
+    /// Shown once; the agent sends it as its bearer token.
+    pub token: String,
+}
+
+pub async fn token(
+    State(state): State<ApiState>,
+    caller: Caller,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(StatusCode, Json<TokenJson>), ApiError> {
+    let (workspace_id, name) = path_ids(path)?;
+    let view = store::get(&state.pool, workspace_id).await?;
+    caller.check(&view.workspace, WorkspaceAction::Operate)?;
+    let (agent_id, token) =
+        issue_token(&state.pool, workspace_id, &name, &caller.actor(), Utc::now()).await?;
+    Ok((StatusCode::CREATED, Json(TokenJson { agent_id, token })))
+}

@@ -1,0 +1,90 @@
+//! `GET /api/v1/audit`: the audit log, newest first, for owners.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::ApiState;
+use crate::db::models::AuditEntry;
+use crate::store::audit::{list, AuditFilter};
+
+/// Default and largest page size.
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+#[derive(Debug, Serialize)]
+pub struct AuditJson {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor_id: Option<Uuid>,
+    pub actor: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: Option<Uuid>,
+    pub diff: serde_json::Value,
+}
+
+impl From<AuditEntry> for AuditJson {
+    fn from(e: AuditEntry) -> Self {
+        Self {
+            id: e.id,
+            at: e.at,
+            actor_id: e.actor_id,
+            actor: e.actor,
+            action: e.action,
+            resource_type: e.resource_type,
+            resource_id: e.resource_id,
+            diff: e.diff,
+        }
+    }
+}
+
+/// Query parameters, each checked and named on error: `resource_type`, `resource_id`,
+/// `actor`, `action`, `since` (RFC 3339), `limit` (1..=1000).
+pub fn parse_filter(pairs: &[(String, String)]) -> Result<AuditFilter, ApiError> {
+    let mut filter = AuditFilter { limit: DEFAULT_LIMIT, ..AuditFilter::default() };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "resource_type" => filter.resource_type = Some(value.clone()),
+            "actor" => filter.actor = Some(value.clone()),
+            "action" => filter.action = Some(value.clone()),
+            "resource_id" => {
+                let id = value.parse().map_err(|_| ApiError::bad_request(key, "not a UUID"))?;
+                filter.resource_id = Some(id);
+            }
+            "since" => {
+                let since = DateTime::parse_from_rfc3339(value)
+                    .map_err(|_| ApiError::bad_request(key, "not an RFC 3339 instant"))?;
+                filter.since = Some(since.with_timezone(&Utc));
+            }
+            "limit" => {
+                filter.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| ApiError::bad_request(key, "an integer from 1 to 1000"))?;
+            }
+            other => return Err(ApiError::bad_request(other, "unknown query parameter")),
+        }
+    }
+    Ok(filter)
+}
+
+pub async fn list_entries(
+    State(state): State<ApiState>,
+    caller: Caller,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<Vec<AuditJson>>, ApiError> {
+    if !caller.is_owner() {
+        return Err(ApiError::forbidden("only owners may read the audit log"));
+    }
+    let Query(pairs) = query.map_err(|err| ApiError::bad_request("", err.body_text()))?;
+    let filter = parse_filter(&pairs)?;
+    let entries = list(&state.pool, &filter).await?;
+    Ok(Json(entries.into_iter().map(AuditJson::from).collect()))
+}

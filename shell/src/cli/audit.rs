@@ -1,0 +1,101 @@
+//! `poolkeeper audit list`: the audit log, newest first.
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+
+use crate::db::pool::{self, redacted_url, PoolConfig};
+use crate::store::audit::{list, AuditFilter};
+use crate::store::StoreError;
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// List audit entries: who changed what, when, with the old and new values.
+    List(ListArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only this resource type (workspace, preset, template, settings, user, api_token,
+    /// workspace_agent).
+    #[arg(long)]
+    pub resource_type: Option<String>,
+    /// Only this resource.
+    #[arg(long)]
+    pub resource_id: Option<uuid::Uuid>,
+    /// Only this actor (a username, or lifecycle, prebuilds, provisioner, cli).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only this action (e.g. workspace_claim, lifecycle, preset_status).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only entries at or after this RFC 3339 instant.
+    #[arg(long)]
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub limit: i64,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// PostgreSQL URL.
+    #[arg(long, env = "POOLKEEPER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+pub fn audit(args: &AuditArgs) -> ExitCode {
+    let AuditCommand::List(args) = &args.command;
+    let filter = AuditFilter {
+        resource_type: args.resource_type.clone(),
+        resource_id: args.resource_id,
+        actor: args.actor.clone(),
+        action: args.action.clone(),
+        since: args.since,
+        limit: args.limit,
+    };
+    let result = super::templates::block_on(async {
+        let pool = pool::connect(&args.database_url, &PoolConfig::default())
+            .await
+            .map_err(StoreError::from)?;
+        list(&pool, &filter).await
+    });
+    let entries = match result {
+        Ok(Ok(entries)) => entries,
+        Ok(Err(err)) => {
+            eprintln!("error: {err} (database {})", redacted_url(&args.database_url));
+            return ExitCode::FAILURE;
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for e in entries {
+        let resource = e.resource_id.map_or_else(String::new, |id| id.to_string());
+        if args.json {
+            let line = serde_json::json!({
+                "id": e.id,
+                "at": e.at,
+                "actor_id": e.actor_id,
+                "actor": e.actor,
+                "action": e.action,
+                "resource_type": e.resource_type,
+                "resource_id": e.resource_id,
+                "diff": e.diff,
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{}  {:<14} {:<22} {}:{resource}  {}",
+                e.at, e.actor, e.action, e.resource_type, e.diff
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}

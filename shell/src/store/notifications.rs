@@ -1,0 +1,134 @@
+//! The notification outbox. Rows are written in the same transaction as the change they
+//! describe (a rolled-back change notifies no one), and the unique `dedupe_key` turns a
+//! repeated event (a retried cycle, a second replica) into a no-op.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::db::enums::{UserRole, UserStatus};
+use crate::db::models::{NewNotification, Notification};
+use crate::db::schema::{notifications, users};
+use crate::db::DbPool;
+
+/// What a notification is about (`notifications.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The lifecycle loop marked a workspace dormant (to its owner).
+    WorkspaceDormant,
+    /// Autostart moved a workspace to the template's active version (to its owner).
+    WorkspaceAutoupdated,
+    /// A preset hit its failure hard limit (to template admins, once per preset).
+    PresetHardLimited,
+    /// Claiming a prebuild replaced some of its resources (to template admins, per claim).
+    PrebuildResourcesReplaced,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WorkspaceDormant => "workspace_dormant",
+            Self::WorkspaceAutoupdated => "workspace_autoupdated",
+            Self::PresetHardLimited => "preset_hard_limited",
+            Self::PrebuildResourcesReplaced => "prebuild_resources_replaced",
+        }
+    }
+}
+
+/// How often the same (user, kind) may notify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedupe {
+    /// Once per user, kind and UTC day: a flapping workspace never floods its owner.
+    Daily,
+    /// Once per user, kind and subject (a preset, a build): an event that happens once.
+    Once(Uuid),
+}
+
+/// Queues `kind` for `user_id` unless the same notification is already queued.
+/// Returns whether a row was written.
+pub(crate) async fn enqueue(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    user_id: Uuid,
+    kind: Kind,
+    dedupe: Dedupe,
+    payload: serde_json::Value,
+) -> Result<bool, diesel::result::Error> {
+    let scope = match dedupe {
+        Dedupe::Daily => now.date_naive().to_string(),
+        Dedupe::Once(subject) => subject.to_string(),
+    };
+    let kind = kind.as_str();
+    let written = diesel::insert_into(notifications::table)
+        .values(NewNotification {
+            id: Uuid::new_v4(),
+            user_id,
+            kind: kind.to_owned(),
+            dedupe_key: format!("{kind}:{user_id}:{scope}"),
+            payload,
+            created_at: Some(now),
+        })
+        .on_conflict(notifications::dedupe_key)
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(written > 0)
+}
+
+/// Active people with the template-admin role: they hear about pool trouble.
+pub(crate) async fn template_admins(
+    conn: &mut AsyncPgConnection,
+) -> Result<Vec<Uuid>, diesel::result::Error> {
+    users::table
+        .filter(users::role.eq(UserRole::TemplateAdmin))
+        .filter(users::status.eq(UserStatus::Active))
+        .filter(users::is_system.eq(false))
+        .order(users::id)
+        .select(users::id)
+        .load(conn)
+        .await
+}
+
+/// What `list` returns; every field narrows the result.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotificationFilter {
+    pub user_id: Option<Uuid>,
+    pub kind: Option<String>,
+    /// Only those not yet delivered.
+    pub unsent: bool,
+    /// At most this many (newest first); clamped to 1..=1000.
+    pub limit: i64,
+}
+
+/// A notification with its recipient's name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub notification: Notification,
+    pub username: String,
+}
+
+/// The newest notifications matching `filter`, newest first.
+pub async fn list(pool: &DbPool, filter: &NotificationFilter) -> Result<Vec<Listed>, StoreError> {
+    let mut conn = pool.get().await?;
+    let mut query = notifications::table
+        .inner_join(users::table)
+        .select((Notification::as_select(), users::username))
+        .into_boxed();
+    if let Some(user_id) = filter.user_id {
+        query = query.filter(notifications::user_id.eq(user_id));
+    }
+    if let Some(kind) = &filter.kind {
+        query = query.filter(notifications::kind.eq(kind));
+    }
+    if filter.unsent {
+        query = query.filter(notifications::sent_at.is_null());
+    }
+    let rows: Vec<(Notification, String)> = query
+        .order((notifications::created_at.desc(), notifications::id))
+        .limit(filter.limit.clamp(1, 1000))
+        .load(&mut conn)
+        .await?;
+    Ok(rows.into_iter().map(|(notification, username)| Listed { notification, username }).collect())
+}
