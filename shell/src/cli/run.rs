@@ -100,7 +100,8 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(listen = %args.listen, "HTTP API, health and metrics endpoints up");
         let http_shutdown = shutdown.clone();
-        let api = crate::api::router(crate::api::ApiState::new(pool.clone()));
+        let api_state = crate::api::ApiState::new(pool.clone()).with_metrics(state.metrics.clone());
+        let api = crate::api::router(api_state);
         let router = base_router(state.clone()).merge(api);
         let http = tokio::spawn(async move {
             axum::serve(listener, router)
