@@ -1,0 +1,153 @@
+//! Bounded in-test fuzzing of the two file parsers users feed by hand: the templates file
+//! (TOML and JSON) and the replay file. Arbitrary bytes, byte-level corruption and structural
+//! mutation of the shipped example never panic; a refusal always says what is wrong, and a
+//! structural mutation of a valid file is refused at a named field. (The cargo-fuzz targets
+//! in fuzz/ run the same parsers without a bound.)
+
+use poolkeeper::templates_file::{from_value, parse_json, parse_toml, toml_value, FieldError};
+use poolkeeper_tests::proptest_config;
+use proptest::prelude::*;
+use serde_json::Value;
+
+const EXAMPLE: &str = include_str!("../examples/templates.toml");
+
+fn example_json() -> Value {
+    toml_value(EXAMPLE).expect("the example is valid TOML")
+}
+
+/// Parsed, or refused with a message; the content hash of a valid file is computable.
+fn check(
+    result: Result<poolkeeper::templates_file::TemplateSpec, FieldError>,
+) -> Result<(), TestCaseError> {
+    match result {
+        Ok(spec) => prop_assert!(!spec.content_hash().is_empty()),
+        Err(err) => prop_assert!(!err.message.is_empty(), "{err:?}"),
+    }
+    Ok(())
+}
+
+fn replace_scalar(value: &mut Value, pick: &mut usize, replacement: &Value) -> Option<String> {
+    match value {
+        Value::Object(map) => map.iter_mut().find_map(|(key, v)| {
+            replace_scalar(v, pick, replacement).map(|path| format!("{key}{}", prefixed(&path)))
+        }),
+        Value::Array(items) => items.iter_mut().enumerate().find_map(|(i, v)| {
+            replace_scalar(v, pick, replacement).map(|path| format!("[{i}]{}", prefixed(&path)))
+        }),
+        scalar => {
+            if *pick == 0 {
+                *scalar = replacement.clone();
+                Some(String::new())
+            } else {
+                *pick -= 1;
+                None
+            }
+        }
+    }
+}
+
+fn prefixed(path: &str) -> String {
+    if path.is_empty() || path.starts_with('[') {
+        path.to_owned()
+    } else {
+        format!(".{path}")
+    }
+}
+
+fn count_scalars(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => map.values().map(count_scalars).sum(),
+        Value::Array(items) => items.iter().map(count_scalars).sum(),
+        _ => 1,
+    }
+}
+
+fn hostile_scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        Just(Value::from("")),
+        Just(Value::from("CRON_TZ=Mars/Olympus * * * * *")),
+        Just(Value::from("*/0 * * * *")),
+        Just(Value::from("* 25-3 * * 8")),
+        Just(Value::from("Not/AZone")),
+        Just(Value::from("'; DROP TABLE presets; --")),
+        Just(Value::Array(vec![])),
+        Just(serde_json::json!({"nested": {"deeper": [1, 2, 3]}})),
+        ".{0,40}".prop_map(Value::from),
+    ]
+}
+
+/// Splices `garbage` over `cut` bytes at `at` (on character boundaries).
+fn splice(text: &str, at: prop::sample::Index, cut: usize, garbage: &str) -> String {
+    let mut start = at.index(text.len().max(1)).min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let mut end = (start + cut).min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{}{}", &text[..start], garbage, &text[end..])
+}
+
+proptest! {
+    #![proptest_config(proptest_config("reliability_hostile_input", 500))]
+
+    /// Arbitrary bytes as a templates file, TOML or JSON, and as a replay file.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let text = String::from_utf8_lossy(&bytes);
+        check(parse_toml(&text))?;
+        check(parse_json(&text))?;
+        if let Err(err) = poolkeeper_core::parse_replay(&text) {
+            prop_assert!(!err.message.is_empty(), "{err}");
+        }
+    }
+
+    /// Byte-level corruption of the example templates file (TOML, and the same as JSON).
+    #[test]
+    fn corrupted_templates_files_never_panic(
+        at in any::<prop::sample::Index>(),
+        cut in 0usize..24,
+        garbage in prop_oneof![".{0,8}", Just("\n[[presets]]\n".to_owned()), Just("=".to_owned()), Just("\"".to_owned())],
+    ) {
+        check(parse_toml(&splice(EXAMPLE, at, cut, &garbage)))?;
+        check(parse_json(&splice(&example_json().to_string(), at, cut, &garbage)))?;
+    }
+
+    /// Lines of the example dropped or repeated.
+    #[test]
+    fn shuffled_lines_never_panic(ops in prop::collection::vec((any::<prop::sample::Index>(), any::<bool>()), 1..6)) {
+        let mut lines: Vec<&str> = EXAMPLE.lines().collect();
+        for (at, repeat) in ops {
+            let i = at.index(lines.len().max(1)).min(lines.len().saturating_sub(1));
+            if lines.is_empty() {
+                break;
+            }
+            if repeat { lines.insert(i, lines[i]) } else { lines.remove(i); }
+        }
+        check(parse_toml(&lines.join("\n")))?;
+    }
+
+    /// Any scalar of the example replaced by a hostile value: valid, or refused at a field.
+    #[test]
+    fn replacing_any_scalar_is_refused_at_a_field(
+        pick in any::<prop::sample::Index>(),
+        replacement in hostile_scalar(),
+    ) {
+        let mut document = example_json();
+        let mut n = pick.index(count_scalars(&document));
+        let path = replace_scalar(&mut document, &mut n, &replacement);
+        prop_assert!(path.is_some());
+        let result = from_value(document.clone());
+        if let Err(err) = &result {
+            prop_assert!(!err.field.is_empty(), "{path:?} = {replacement}: refused without a field: {err}");
+        }
+        check(result)?;
+        check(parse_json(&document.to_string()))?;
+    }
+}
