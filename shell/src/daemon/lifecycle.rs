@@ -1,10 +1,13 @@
-//! One lifecycle tick: lead? load the candidates, decide (core), apply each decision.
+//! One lifecycle tick: lead? load the candidates, decide (core), apply the decisions a few
+//! at a time (issue #5). Each decision still gets its own short transaction and its job is
+//! published after that commit; one workspace failing is counted and never aborts a tick.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use poolkeeper_core::lifecycle::plan;
+use futures_util::stream::{self, StreamExt};
+use poolkeeper_core::lifecycle::{plan, Decision};
 use poolkeeper_core::ReplayInput;
 use tracing::Instrument;
 
@@ -14,7 +17,11 @@ use super::DaemonError;
 use crate::db::DbPool;
 use crate::store::lifecycle::{apply_lifecycle_decision, load_lifecycle_snapshot, Applied};
 use crate::store::publish::publish_jobs;
+use crate::store::StoreError;
 use crate::telemetry::metrics::{Metrics, TransitionLabels};
+
+/// This loop's name in metric labels.
+const LOOP: &str = "lifecycle";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TickStats {
@@ -27,18 +34,29 @@ pub struct TickStats {
 pub struct LifecycleExecutor {
     pool: DbPool,
     leader: Leadership,
+    parallelism: usize,
     metrics: Option<Arc<Metrics>>,
     recorder: Option<Recorder>,
 }
 
 impl LifecycleExecutor {
+    /// Applies up to half the pool's connections' worth of decisions at once (as the
+    /// prebuild reconciler does), leaving the rest to the other loop and the API.
     pub fn new(pool: DbPool, url: &str) -> Self {
+        let parallelism = (pool.status().max_size / 2).max(1);
         Self {
             pool,
             leader: Leadership::new(url, LIFECYCLE_LOCK_KEY),
+            parallelism,
             metrics: None,
             recorder: None,
         }
+    }
+
+    /// Decisions applied at once (at least one).
+    pub fn with_parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism.max(1);
+        self
     }
 
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
@@ -57,10 +75,9 @@ impl LifecycleExecutor {
         let result =
             self.tick_inner(now).instrument(tracing::info_span!("lifecycle_tick", %now)).await;
         if let Some(metrics) = &self.metrics {
-            let labels = Metrics::loop_labels("lifecycle");
-            metrics.cycle_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-            if result.is_err() {
-                metrics.cycle_failures.get_or_create(&labels).inc();
+            metrics.lifecycle_tick_seconds.observe(started.elapsed().as_secs_f64());
+            if let Err(err) = &result {
+                metrics.count_error(LOOP, err.label());
             }
         }
         result
@@ -71,7 +88,7 @@ impl LifecycleExecutor {
             return Ok(None);
         }
         let snapshot = {
-            let mut conn = self.pool.get().await.map_err(crate::store::StoreError::from)?;
+            let mut conn = self.pool.get().await.map_err(StoreError::from)?;
             load_lifecycle_snapshot(&mut conn, now).await?
         };
         let decisions = plan(now, &snapshot);
@@ -84,27 +101,42 @@ impl LifecycleExecutor {
             }
         }
         let mut stats = TickStats { workspaces: decisions.len(), ..TickStats::default() };
-        for decision in decisions.iter().filter(|d| d.has_effect()) {
-            match apply_lifecycle_decision(&self.pool, now, decision).await {
-                Ok(Applied::Done { decision, job_id }) => {
+        // Owned decisions: borrowed ones make the tick future not provably `Send`, and the
+        // loop runs in a spawned task.
+        let work: Vec<Decision> = decisions.into_iter().filter(Decision::has_effect).collect();
+        let mut results = stream::iter(work)
+            .map(|decision| {
+                let pool = self.pool.clone();
+                let span = tracing::info_span!(
+                    "lifecycle_apply",
+                    workspace_id = %decision.workspace_id,
+                    transition = decision.transition.map(|t| t.as_str()),
+                    reason = decision.reason.map(|r| r.as_str()),
+                );
+                async move {
+                    let result = apply_lifecycle_decision(&pool, now, &decision).await;
+                    // Published as soon as its own transaction committed.
+                    if let Ok(Applied::Done { job_id: Some(job_id), .. }) = &result {
+                        publish_jobs(&[*job_id]);
+                    }
+                    (decision.workspace_id, result)
+                }
+                .instrument(span)
+            })
+            .buffer_unordered(self.parallelism);
+        while let Some((workspace_id, result)) = results.next().await {
+            match result {
+                Ok(Applied::Done { decision, .. }) => {
                     stats.applied += 1;
-                    if let Some(job_id) = job_id {
-                        publish_jobs(&[job_id]);
-                    }
-                    if let (Some(metrics), Some(t), Some(r)) =
-                        (&self.metrics, decision.transition, decision.reason)
-                    {
-                        let labels = TransitionLabels {
-                            transition: t.as_str().to_owned(),
-                            reason: r.as_str().to_owned(),
-                        };
-                        metrics.lifecycle_transitions.get_or_create(&labels).inc();
-                    }
+                    self.count_transition(&decision);
                 }
                 Ok(Applied::Skipped(_)) => stats.skipped += 1,
                 Err(err) => {
                     stats.failures += 1;
-                    tracing::warn!(workspace_id = %decision.workspace_id, error = %err, kind = err.label(), "lifecycle apply failed");
+                    if let Some(metrics) = &self.metrics {
+                        metrics.count_error(LOOP, err.label());
+                    }
+                    tracing::warn!(%workspace_id, error = %err, kind = err.label(), "lifecycle apply failed");
                 }
             }
         }
@@ -116,5 +148,17 @@ impl LifecycleExecutor {
             "lifecycle tick done"
         );
         Ok(Some(stats))
+    }
+
+    fn count_transition(&self, decision: &Decision) {
+        if let (Some(metrics), Some(t), Some(r)) =
+            (&self.metrics, decision.transition, decision.reason)
+        {
+            let labels = TransitionLabels {
+                transition: t.as_str().to_owned(),
+                reason: r.as_str().to_owned(),
+            };
+            metrics.lifecycle_transitions.get_or_create(&labels).inc();
+        }
     }
 }

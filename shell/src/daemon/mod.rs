@@ -10,6 +10,7 @@ pub mod http;
 pub mod leader;
 pub mod lifecycle;
 mod listen;
+mod pool_metrics;
 pub mod prebuilds;
 pub mod recorder;
 mod run;

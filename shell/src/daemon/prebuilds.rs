@@ -8,16 +8,22 @@ use futures_util::stream::{self, StreamExt};
 use poolkeeper_core::prebuilds::{plan, Action, Preset, PresetPlan, ReconcilerConfig};
 use poolkeeper_core::ReplayInput;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use super::leader::{Leadership, PREBUILDS_LOCK_KEY};
+use super::pool_metrics::{pool_state, preset_series};
 use super::recorder::{cycle_name, Recorder};
 use super::DaemonError;
 use crate::db::DbPool;
-use crate::store::prebuilds::{apply_preset_plan, load_prebuild_snapshot, PresetNames};
+use crate::store::metrics::{load_metrics_figures, MetricsFigures};
+use crate::store::prebuilds::{apply_preset_plan, load_prebuild_snapshot};
 use crate::store::publish::publish_jobs;
 use crate::store::settings::reconciliation_paused;
 use crate::store::StoreError;
-use crate::telemetry::metrics::{Metrics, PresetLabels};
+use crate::telemetry::{Metrics, PresetSeries};
+
+/// This loop's name in metric labels.
+const LOOP: &str = "prebuilds";
 
 /// What one cycle did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +50,8 @@ pub struct PrebuildReconciler {
     parallelism: usize,
     metrics: Option<Arc<Metrics>>,
     recorder: Option<Recorder>,
+    /// The last figures read for the metrics (kept when a read fails).
+    figures: Option<MetricsFigures>,
 }
 
 impl PrebuildReconciler {
@@ -56,6 +64,7 @@ impl PrebuildReconciler {
             parallelism: parallelism.max(1),
             metrics: None,
             recorder: None,
+            figures: None,
         }
     }
 
@@ -76,10 +85,12 @@ impl PrebuildReconciler {
         let started = Instant::now();
         let outcome = self.cycle_inner(now).instrument(span.clone()).await;
         if let Some(metrics) = &self.metrics {
-            let labels = Metrics::loop_labels("prebuilds");
-            metrics.cycle_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-            if outcome.is_err() {
-                metrics.cycle_failures.get_or_create(&labels).inc();
+            metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+            match &outcome {
+                Err(err) => metrics.count_error(LOOP, err.label()),
+                // Only the leader exports the pool, so replicas never report it twice.
+                Ok(CycleOutcome::NotLeader) => metrics.set_pool_state(None),
+                Ok(_) => {}
             }
         }
         outcome
@@ -89,19 +100,26 @@ impl PrebuildReconciler {
         if !self.leader.is_leader().await? {
             return Ok(CycleOutcome::NotLeader);
         }
-        let loaded = {
+        let (paused, loaded) = {
             let mut conn = self.pool.get().await.map_err(StoreError::from)?;
             // Checked at the start of every cycle, so a pause takes effect within one.
-            if reconciliation_paused(&mut conn).await? {
+            let paused = reconciliation_paused(&mut conn).await?;
+            if paused {
                 tracing::info!("prebuild reconciliation paused");
-                return Ok(CycleOutcome::Paused);
+                if self.metrics.is_none() {
+                    return Ok(CycleOutcome::Paused);
+                }
             }
-            load_prebuild_snapshot(&mut conn, now, self.config).await?
+            // Loaded even while paused when metrics are kept: they still show the pool.
+            (paused, load_prebuild_snapshot(&mut conn, now, self.config).await?)
         };
         let snapshot = loaded.snapshot;
         let snapshot_presets = snapshot.presets.len();
         let plans = plan(now, &snapshot);
-        self.observe(&loaded.names, &plans);
+        if paused {
+            self.observe(true, preset_series(&snapshot.presets, &plans, &loaded.names)).await;
+            return Ok(CycleOutcome::Paused);
+        }
         if let Some(recorder) = &self.recorder {
             let mut input = ReplayInput::new(now);
             input.prebuilds = Some(snapshot.clone());
@@ -110,6 +128,8 @@ impl PrebuildReconciler {
                 tracing::warn!(error = %err, "cannot record the cycle");
             }
         }
+        // Exported after the apply, so that its creations count in the totals.
+        let series = preset_series(&snapshot.presets, &plans, &loaded.names);
         // Owned items: borrowed ones make the cycle future not provably `Send` (rustc's
         // higher-ranked lifetime limits), and the loop runs in a spawned task.
         let work: Vec<(Preset, PresetPlan)> = snapshot
@@ -144,6 +164,9 @@ impl PrebuildReconciler {
                 }
                 Err(err) => {
                     stats.failures += 1;
+                    if let Some(metrics) = &self.metrics {
+                        metrics.count_error(LOOP, err.label());
+                    }
                     tracing::warn!(%preset_id, error = %err, kind = err.label(), "preset apply failed");
                 }
             }
@@ -155,25 +178,30 @@ impl PrebuildReconciler {
             failures = stats.failures,
             "prebuild cycle done"
         );
+        self.observe(false, series).await;
         Ok(CycleOutcome::Ran(stats))
     }
 
-    fn observe(
-        &self,
-        names: &std::collections::HashMap<uuid::Uuid, PresetNames>,
-        plans: &[PresetPlan],
-    ) {
-        let Some(metrics) = &self.metrics else { return };
-        for p in plans {
-            let Some(n) = names.get(&p.preset_id) else { continue };
-            let labels = PresetLabels {
-                organization: n.organization.clone(),
-                template: n.template.clone(),
-                preset: n.preset.clone(),
-            };
-            metrics.prebuilds_desired.get_or_create(&labels).set(i64::from(p.state.desired));
-            metrics.prebuilds_running.get_or_create(&labels).set(i64::from(p.state.actual));
-            metrics.prebuilds_eligible.get_or_create(&labels).set(i64::from(p.state.eligible));
+    /// Swaps in the pool-wide metrics of this cycle. The totals come from a read-only
+    /// query; when it fails the previous totals stay (counters must not reset).
+    async fn observe(&mut self, paused: bool, series: Vec<(Uuid, PresetSeries)>) {
+        let Some(metrics) = self.metrics.clone() else { return };
+        let ids: Vec<Uuid> = series.iter().map(|(id, _)| *id).collect();
+        let span = tracing::info_span!("prebuild_metrics", presets = ids.len());
+        let loaded = async {
+            let mut conn = self.pool.get().await.map_err(StoreError::from)?;
+            load_metrics_figures(&mut conn, &ids).await
         }
+        .instrument(span)
+        .await;
+        match loaded {
+            Ok(figures) => self.figures = Some(figures),
+            Err(err) => {
+                metrics.count_error(LOOP, err.label());
+                tracing::warn!(error = %err, kind = err.label(), "cannot read the metrics figures");
+            }
+        }
+        let state = pool_state(paused, series, self.figures.as_ref());
+        metrics.set_pool_state(Some(state));
     }
 }

@@ -24,7 +24,7 @@ pub struct DaemonSettings {
     /// Cap of the retry delay while the database is unreachable.
     pub max_retry_delay: Duration,
     pub reconciler: ReconcilerConfig,
-    /// Presets applied at once.
+    /// Presets (prebuild loop) and workspaces (lifecycle loop) applied at once.
     pub parallelism: usize,
     pub recorder: Option<Recorder>,
     /// Reap stale jobs at every lifecycle tick (when provisioners run alongside).
@@ -38,6 +38,7 @@ pub async fn run(
     state: HttpState,
     shutdown: CancellationToken,
 ) {
+    state.metrics.watch_db_pool(pool.clone());
     let wake = Arc::new(Notify::new());
     let listener =
         tokio::spawn(listen_presets(settings.database_url.clone(), wake.clone(), shutdown.clone()));
@@ -120,6 +121,7 @@ async fn lifecycle_loop(
     shutdown: CancellationToken,
 ) {
     let mut executor = LifecycleExecutor::new(pool.clone(), &settings.database_url)
+        .with_parallelism(settings.parallelism)
         .with_metrics(state.metrics.clone())
         .with_recorder(settings.recorder.clone());
     let mut retry = Retry::new(settings.max_retry_delay);

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod claim;
 pub mod lifecycle;
+pub mod metrics;
 pub mod notifications;
 pub mod prebuilds;
 pub mod publish;

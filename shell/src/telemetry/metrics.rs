@@ -1,15 +1,22 @@
-//! The daemon's metrics: per-preset pool gauges, cycle durations, lifecycle transitions.
-//! Deliberately few series: one gauge family per pool counter, labelled by names a person
-//! recognises (organization / template / preset).
+//! The daemon's metrics. Scrapes never touch the database: the loops update counters and
+//! histograms as they go, the prebuild cycle swaps in the pool-wide state
+//! ([`PoolState`]), and the connection pool's figures are read from memory at scrape time.
+//! Per-preset series are labelled by names a person recognises (organization / template /
+//! preset).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+
+use super::pool_state::{PoolState, PoolStateSlot};
+use crate::db::DbPool;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PresetLabels {
@@ -19,9 +26,11 @@ pub struct PresetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LoopLabels {
+pub struct ErrorLabels {
     /// `prebuilds` or `lifecycle`.
     pub r#loop: String,
+    /// The error's stable `label()`.
+    pub kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,13 +39,18 @@ pub struct TransitionLabels {
     pub reason: String,
 }
 
+/// Seconds; a cycle is normally well under a second, a slow database pushes it to tens.
+const CYCLE_BUCKETS: [f64; 12] =
+    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const CLAIM_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 pub struct Metrics {
     registry: Mutex<Registry>,
-    pub prebuilds_desired: Family<PresetLabels, Gauge>,
-    pub prebuilds_running: Family<PresetLabels, Gauge>,
-    pub prebuilds_eligible: Family<PresetLabels, Gauge>,
-    pub cycle_seconds: Family<LoopLabels, Histogram>,
-    pub cycle_failures: Family<LoopLabels, Counter>,
+    pool_state: PoolStateSlot,
+    db_pool: DbPoolSlot,
+    pub reconcile_seconds: Histogram,
+    pub lifecycle_tick_seconds: Histogram,
+    pub cycle_errors: Family<ErrorLabels, Counter>,
     pub lifecycle_transitions: Family<TransitionLabels, Counter>,
     /// Time the API spends on one claim, from request to committed claim.
     pub claim_seconds: Histogram,
@@ -51,37 +65,30 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("poolkeeper");
-        let prebuilds_desired = Family::<PresetLabels, Gauge>::default();
-        let prebuilds_running = Family::<PresetLabels, Gauge>::default();
-        let prebuilds_eligible = Family::<PresetLabels, Gauge>::default();
-        let cycle_seconds = Family::<LoopLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.005, 2.0, 14))
-        });
-        let cycle_failures = Family::<LoopLabels, Counter>::default();
+        let pool_state = PoolStateSlot::default();
+        let db_pool = DbPoolSlot::default();
+        let reconcile_seconds = Histogram::new(CYCLE_BUCKETS);
+        let lifecycle_tick_seconds = Histogram::new(CYCLE_BUCKETS);
+        let cycle_errors = Family::<ErrorLabels, Counter>::default();
         let lifecycle_transitions = Family::<TransitionLabels, Counter>::default();
-        let claim_seconds =
-            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        let claim_seconds = Histogram::new(CLAIM_BUCKETS);
+        registry.register_collector(Box::new(pool_state.clone()));
+        registry.register_collector(Box::new(db_pool.clone()));
         registry.register(
-            "prebuilds_desired",
-            "Desired prebuilds per preset",
-            prebuilds_desired.clone(),
+            "reconciliation_cycle_duration_seconds",
+            "Duration of one prebuild reconciliation cycle",
+            reconcile_seconds.clone(),
         );
         registry.register(
-            "prebuilds_running",
-            "Running prebuilds per preset",
-            prebuilds_running.clone(),
+            "lifecycle_tick_duration_seconds",
+            "Duration of one lifecycle tick",
+            lifecycle_tick_seconds.clone(),
         );
         registry.register(
-            "prebuilds_eligible",
-            "Ready, claimable prebuilds per preset",
-            prebuilds_eligible.clone(),
+            "cycle_errors",
+            "Errors met by a cycle: the cycle's own failure or one preset's or workspace's apply",
+            cycle_errors.clone(),
         );
-        registry.register(
-            "cycle_duration_seconds",
-            "Duration of one loop cycle",
-            cycle_seconds.clone(),
-        );
-        registry.register("cycle_failures", "Cycles that failed", cycle_failures.clone());
         registry.register(
             "lifecycle_transitions",
             "Lifecycle builds queued",
@@ -94,18 +101,36 @@ impl Metrics {
         );
         Self {
             registry: Mutex::new(registry),
-            prebuilds_desired,
-            prebuilds_running,
-            prebuilds_eligible,
-            cycle_seconds,
-            cycle_failures,
+            pool_state,
+            db_pool,
+            reconcile_seconds,
+            lifecycle_tick_seconds,
+            cycle_errors,
             lifecycle_transitions,
             claim_seconds,
         }
     }
 
-    pub fn loop_labels(name: &str) -> LoopLabels {
-        LoopLabels { r#loop: name.to_owned() }
+    /// Counts one error of `kind` (an error's `label()`) met by `loop_name`.
+    pub fn count_error(&self, loop_name: &str, kind: &str) {
+        let labels = ErrorLabels { r#loop: loop_name.to_owned(), kind: kind.to_owned() };
+        self.cycle_errors.get_or_create(&labels).inc();
+    }
+
+    /// Replaces the pool-wide series; `None` removes them (this replica does not lead).
+    pub fn set_pool_state(&self, state: Option<PoolState>) {
+        self.pool_state.set(state);
+    }
+
+    /// The pool-wide state last set.
+    pub fn pool_state(&self) -> Option<PoolState> {
+        self.pool_state.get()
+    }
+
+    /// Exports `pool`'s connections in use (read at scrape time, from memory). The first
+    /// pool given wins: a daemon has one.
+    pub fn watch_db_pool(&self, pool: DbPool) {
+        let _ = self.db_pool.0.set(PoolHandle(pool));
     }
 
     /// The Prometheus text exposition of every metric.
@@ -118,5 +143,33 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+}
+
+struct PoolHandle(DbPool);
+
+impl std::fmt::Debug for PoolHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DbPool")
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct DbPoolSlot(Arc<OnceLock<PoolHandle>>);
+
+impl Collector for DbPoolSlot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = encoder.encode_descriptor(
+            "db_pool_connections_in_use",
+            "Database connections checked out of the pool",
+            None,
+            MetricType::Gauge,
+        )?;
+        if let Some(PoolHandle(pool)) = self.0.get() {
+            let status = pool.status();
+            let in_use = status.size.saturating_sub(status.available);
+            ConstGauge::new(i64::try_from(in_use).unwrap_or(i64::MAX)).encode(family)?;
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,107 @@
+//! Read-only figures for the metrics, read once per prebuild cycle (never at scrape time):
+//! per-preset prebuild totals from the build history, and provisioner jobs by status.
+
+use std::collections::HashMap;
+
+use diesel::sql_types::{Array, BigInt, Text, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::db::enums::JobStatus;
+use crate::db::PREBUILDS_USER_ID;
+
+/// Totals of one preset's prebuilds, over all of history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PresetTotals {
+    /// First builds the reconciler started for the preset.
+    pub created: u64,
+    /// Those whose job failed.
+    pub failed: u64,
+    /// Those whose workspace now belongs to a user.
+    pub claimed: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsFigures {
+    pub totals: HashMap<Uuid, PresetTotals>,
+    /// Every job status (in the schema's order) with its count, zeros included.
+    pub jobs_by_status: Vec<(String, i64)>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct TotalsRow {
+    #[diesel(sql_type = SqlUuid)]
+    preset_id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    created: i64,
+    #[diesel(sql_type = BigInt)]
+    failed: i64,
+    #[diesel(sql_type = BigInt)]
+    claimed: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct StatusRow {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// A prebuild is a workspace whose first build the reconciler started for a preset; it was
+/// claimed once a user owns it (as Coder counts them).
+const TOTALS_SQL: &str = "
+SELECT b.preset_id,
+       count(*) AS created,
+       count(*) FILTER (WHERE j.status = 'failed') AS failed,
+       count(*) FILTER (WHERE w.owner_id <> $1) AS claimed
+FROM workspace_builds b
+JOIN workspaces w ON w.id = b.workspace_id
+JOIN provisioner_jobs j ON j.id = b.job_id
+WHERE b.build_number = 1 AND b.initiator_id = $1 AND b.preset_id = ANY($2)
+GROUP BY b.preset_id";
+
+const JOBS_SQL: &str = "SELECT status, count(*) AS n FROM provisioner_jobs GROUP BY status";
+
+/// Reads the figures for `preset_ids` in one short read-only transaction.
+pub async fn load_metrics_figures(
+    conn: &mut AsyncPgConnection,
+    preset_ids: &[Uuid],
+) -> Result<MetricsFigures, StoreError> {
+    let ids = preset_ids.to_vec();
+    let (totals, statuses) = conn
+        .build_transaction()
+        .read_only()
+        .run(async move |conn| {
+            let totals: Vec<TotalsRow> = diesel::sql_query(TOTALS_SQL)
+                .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
+                .bind::<Array<SqlUuid>, _>(ids)
+                .load(conn)
+                .await?;
+            let statuses: Vec<StatusRow> = diesel::sql_query(JOBS_SQL).load(conn).await?;
+            Ok::<_, diesel::result::Error>((totals, statuses))
+        })
+        .await?;
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let totals = totals
+        .into_iter()
+        .map(|row| {
+            let totals = PresetTotals {
+                created: count(row.created),
+                failed: count(row.failed),
+                claimed: count(row.claimed),
+            };
+            (row.preset_id, totals)
+        })
+        .collect();
+    // Every known status, so a status with no jobs reads 0 rather than vanishing.
+    let jobs_by_status = JobStatus::ALL
+        .iter()
+        .map(|status| {
+            let n = statuses.iter().filter(|row| row.status == status.as_str()).map(|r| r.n).sum();
+            (status.as_str().to_owned(), n)
+        })
+        .collect();
+    Ok(MetricsFigures { totals, jobs_by_status })
+}

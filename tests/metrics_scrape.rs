@@ -1,0 +1,271 @@
+//! `/metrics` through real HTTP while the daemon's engines run against a real PostgreSQL:
+//! pool gauges after a fill, totals after a claim, the hard limit after three failures, the
+//! pause switch, lifecycle transitions, series of a deleted template gone; and the whole
+//! exposition parses as Prometheus text.
+
+#[path = "support/seed.rs"]
+mod seed;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel_async::RunQueryDsl;
+use poolkeeper::daemon::http::{base_router, HttpState};
+use poolkeeper::daemon::{CycleOutcome, LifecycleExecutor, PrebuildReconciler};
+use poolkeeper::db::enums::{JobStatus, Transition};
+use poolkeeper::db::test_db::TestDatabase;
+use poolkeeper::store::claim::{claim_or_create, ClaimRequest};
+use poolkeeper::store::settings::set_reconciliation_paused;
+use poolkeeper::telemetry::Metrics;
+use poolkeeper_core::prebuilds::ReconcilerConfig;
+use prometheus_parse::{LineInfo, SampleType, Scrape, Value};
+use seed::{t, WorkspaceSeed};
+
+const CONFIG: ReconcilerConfig = ReconcilerConfig {
+    backoff_interval_secs: 60,
+    backoff_lookback_secs: 3600,
+    failure_hard_limit: 3,
+    max_pending_creates_per_preset: 0,
+};
+
+/// One scrape: every sample by (name, sorted labels), and the declared family types.
+struct Scraped {
+    text: String,
+    values: HashMap<(String, BTreeMap<String, String>), f64>,
+    types: HashMap<String, SampleType>,
+}
+
+impl Scraped {
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let labels = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        self.values.get(&(name.to_owned(), labels)).copied()
+    }
+
+    fn preset(&self, name: &str, template: &str, preset: &str) -> Option<f64> {
+        self.get(name, &[("organization", "default"), ("template", template), ("preset", preset)])
+    }
+
+    /// Whether any sample carries `template`.
+    fn mentions_template(&self, template: &str) -> bool {
+        self.text.lines().any(|l| l.contains(&format!("template=\"{template}\"")))
+    }
+}
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Server {
+    async fn start(state: HttpState) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, base_router(state)).await });
+        let client =
+            reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        Server { base: format!("http://{addr}"), client }
+    }
+
+    async fn scrape(&self) -> Scraped {
+        let response =
+            self.client.get(format!("{}/metrics", self.base)).send().await.expect("GET /metrics");
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        let text = response.text().await.expect("body");
+        parse(text)
+    }
+}
+
+/// Parses the whole exposition: every line must be a comment or a sample (the parser
+/// silently skips what it cannot read, so that is checked line by line first).
+fn parse(text: String) -> Scraped {
+    let mut types = HashMap::new();
+    for line in text.lines() {
+        match LineInfo::parse(line) {
+            LineInfo::Type { metric_name, metric_alias, sample_type } => {
+                types.insert(metric_alias.unwrap_or(metric_name), sample_type);
+            }
+            LineInfo::Doc { .. } | LineInfo::Sample { .. } | LineInfo::Empty => {}
+            LineInfo::Ignored => assert_eq!(line, "# EOF", "unparsable line {line:?}"),
+        }
+    }
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = Scrape::parse(lines).expect("Prometheus text");
+    let mut values = HashMap::new();
+    for sample in scrape.samples {
+        let labels: BTreeMap<String, String> =
+            sample.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let value = match sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            // A histogram reads as its sample count (its `+Inf` bucket).
+            Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+            Value::Summary(_) => panic!("no summaries are exported"),
+        };
+        let key = (sample.metric.clone(), labels);
+        assert!(values.insert(key, value).is_none(), "duplicate series {}", sample.metric);
+    }
+    Scraped { text, values, types }
+}
+
+/// Every pending job fails (start builds get no agent).
+async fn fail_pending_jobs(conn: &mut diesel_async::AsyncPgConnection, at: &str) {
+    diesel::sql_query(
+        "UPDATE provisioner_jobs SET status = 'failed', started_at = $1, completed_at = $1,
+                error = 'boom' WHERE status = 'pending'",
+    )
+    .bind::<diesel::sql_types::Timestamptz, _>(t(at))
+    .execute(conn)
+    .await
+    .expect("fail jobs");
+}
+
+fn ran(outcome: CycleOutcome) {
+    assert!(matches!(outcome, CycleOutcome::Ran(s) if s.failures == 0), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_the_pools_over_real_http() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let metrics = Arc::new(Metrics::new());
+    metrics.watch_db_pool(db.pool().clone());
+    let state = HttpState { metrics: metrics.clone(), ..HttpState::default() };
+    let server = Server::start(state).await;
+    let mut reconciler = PrebuildReconciler::new(db.pool().clone(), db.url(), CONFIG, 2)
+        .with_metrics(metrics.clone());
+    let now = t("2025-06-02T09:00:00Z");
+
+    // Before any cycle: descriptors, no pool series.
+    let first = server.scrape().await;
+    assert!(first.text.contains("# TYPE poolkeeper_prebuilds_desired gauge"));
+    assert_eq!(first.get("poolkeeper_reconciliation_paused", &[]), None);
+
+    let (go, go_v1) = seed::template(&mut conn, "go").await;
+    let small = seed::preset(&mut conn, go_v1, "small", 3).await;
+    ran(reconciler.cycle(now).await.expect("cycle"));
+    seed::complete_pending_jobs(&mut conn, now).await;
+    ran(reconciler.cycle(now).await.expect("cycle"));
+    let filled = server.scrape().await;
+    for name in ["desired", "running", "eligible", "created_total"] {
+        let metric = format!("poolkeeper_prebuilds_{name}");
+        assert_eq!(filled.preset(&metric, "go", "small"), Some(3.0), "{metric}");
+    }
+    for name in ["failed_total", "claimed_total", "hard_limited", "validation_failed"] {
+        let metric = format!("poolkeeper_prebuilds_{name}");
+        assert_eq!(filled.preset(&metric, "go", "small"), Some(0.0), "{metric}");
+    }
+    assert_eq!(filled.get("poolkeeper_reconciliation_paused", &[]), Some(0.0));
+    assert_eq!(filled.get("poolkeeper_jobs", &[("status", "succeeded")]), Some(3.0));
+    assert_eq!(filled.get("poolkeeper_jobs", &[("status", "failed")]), Some(0.0));
+    assert_eq!(filled.get("poolkeeper_job_queue_depth", &[]), Some(0.0));
+    assert_eq!(filled.get("poolkeeper_reconciliation_cycle_duration_seconds", &[]), Some(2.0));
+    assert!(filled.get("poolkeeper_db_pool_connections_in_use", &[]).is_some());
+
+    // A claim through the store: the totals count it, the pool refills.
+    let alice = seed::user(&mut conn, "alice").await;
+    let request = ClaimRequest {
+        user_id: alice,
+        template_id: go,
+        preset_id: Some(small),
+        name: "mine".to_owned(),
+        autostart_schedule: None,
+        ttl_secs: None,
+        parameters: BTreeMap::new(),
+    };
+    let outcome = claim_or_create(db.pool(), now, &request).await.expect("claim");
+    assert!(outcome.claimed);
+    ran(reconciler.cycle(now).await.expect("cycle"));
+    let claimed = server.scrape().await;
+    assert_eq!(claimed.preset("poolkeeper_prebuilds_claimed_total", "go", "small"), Some(1.0));
+    assert_eq!(claimed.preset("poolkeeper_prebuilds_created_total", "go", "small"), Some(4.0));
+    assert_eq!(claimed.get("poolkeeper_job_queue_depth", &[]), Some(2.0), "claim + refill");
+    seed::complete_pending_jobs(&mut conn, now).await;
+
+    // Three failed builds hard-limit a second template's preset.
+    let (_, rust_v1) = seed::template(&mut conn, "rust").await;
+    seed::preset(&mut conn, rust_v1, "tiny", 3).await;
+    ran(reconciler.cycle(now).await.expect("cycle"));
+    fail_pending_jobs(&mut conn, "2025-06-02T09:01:00Z").await;
+    ran(reconciler.cycle(t("2025-06-02T09:02:00Z")).await.expect("cycle"));
+    let limited = server.scrape().await;
+    assert_eq!(limited.preset("poolkeeper_prebuilds_hard_limited", "rust", "tiny"), Some(1.0));
+    assert_eq!(limited.preset("poolkeeper_prebuilds_failed_total", "rust", "tiny"), Some(3.0));
+    assert_eq!(limited.preset("poolkeeper_prebuilds_hard_limited", "go", "small"), Some(0.0));
+    assert_eq!(limited.get("poolkeeper_jobs", &[("status", "failed")]), Some(3.0));
+
+    // Paused: the switch shows, the pool series stay current.
+    set_reconciliation_paused(&mut conn, true).await.expect("pause");
+    let paused_at = t("2025-06-02T09:03:00Z");
+    assert_eq!(reconciler.cycle(paused_at).await.expect("cycle"), CycleOutcome::Paused);
+    let paused = server.scrape().await;
+    assert_eq!(paused.get("poolkeeper_reconciliation_paused", &[]), Some(1.0));
+    assert_eq!(paused.preset("poolkeeper_prebuilds_running", "go", "small"), Some(3.0));
+    set_reconciliation_paused(&mut conn, false).await.expect("resume");
+
+    // A deleted template's series disappear at the next cycle; the others stay.
+    diesel::sql_query("UPDATE templates SET deleted = true WHERE name = 'rust'")
+        .execute(&mut conn)
+        .await
+        .expect("delete template");
+    assert!(paused.mentions_template("rust"));
+    ran(reconciler.cycle(t("2025-06-02T09:04:00Z")).await.expect("cycle"));
+    let deleted = server.scrape().await;
+    assert!(!deleted.mentions_template("rust"), "{}", deleted.text);
+    assert_eq!(deleted.preset("poolkeeper_prebuilds_desired", "go", "small"), Some(3.0));
+
+    // Counters are declared counters, histograms histograms.
+    for counter in ["poolkeeper_prebuilds_created", "poolkeeper_prebuilds_claimed"] {
+        assert_eq!(deleted.types.get(counter), Some(&SampleType::Counter), "{counter}");
+    }
+    for histogram in [
+        "poolkeeper_reconciliation_cycle_duration_seconds",
+        "poolkeeper_lifecycle_tick_duration_seconds",
+        "poolkeeper_claim_duration_seconds",
+    ] {
+        assert_eq!(deleted.types.get(histogram), Some(&SampleType::Histogram), "{histogram}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_transitions_are_counted_when_applied_in_parallel() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let alice = seed::user(&mut conn, "alice").await;
+    for _ in 0..5 {
+        let seed = WorkspaceSeed {
+            owner_id: alice,
+            template_id,
+            version_id,
+            preset_id: None,
+            transition: Transition::Start,
+            status: JobStatus::Succeeded,
+            created_at: t("2025-06-02T08:00:00Z"),
+            ready: true,
+        };
+        seed::workspace(&mut conn, seed).await;
+    }
+    diesel::sql_query("UPDATE workspace_builds SET deadline = '2025-06-02T08:30:00Z'")
+        .execute(&mut conn)
+        .await
+        .expect("deadlines");
+    let metrics = Arc::new(Metrics::new());
+    let server =
+        Server::start(HttpState { metrics: metrics.clone(), ..HttpState::default() }).await;
+    let mut executor = LifecycleExecutor::new(db.pool().clone(), db.url())
+        .with_parallelism(3)
+        .with_metrics(metrics.clone());
+    let stats = executor.tick(t("2025-06-02T09:00:00Z")).await.expect("tick").expect("leader");
+    assert_eq!((stats.workspaces, stats.applied, stats.failures), (5, 5, 0));
+    let pending = "SELECT count(*) AS n FROM provisioner_jobs WHERE status = 'pending'";
+    assert_eq!(seed::count(&mut conn, pending).await, 5, "one stop job per workspace");
+
+    let scraped = server.scrape().await;
+    let stops = scraped.get(
+        "poolkeeper_lifecycle_transitions_total",
+        &[("transition", "stop"), ("reason", "autostop")],
+    );
+    assert_eq!(stops, Some(5.0), "{}", scraped.text);
+    assert_eq!(scraped.get("poolkeeper_lifecycle_tick_duration_seconds", &[]), Some(1.0));
+    assert!(!scraped.text.contains("poolkeeper_cycle_errors_total"), "no errors counted");
+}
