@@ -226,13 +226,33 @@ async fn metrics_follow_the_pools_over_real_http() {
     }
 }
 
+/// Makes every build insert for `workspace_id` fail, as a broken row or constraint would.
+async fn break_builds_of(conn: &mut diesel_async::AsyncPgConnection, workspace_id: uuid::Uuid) {
+    let function = format!(
+        "CREATE FUNCTION refuse_build() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.workspace_id = '{workspace_id}' THEN RAISE EXCEPTION 'refused'; END IF;
+           RETURN NEW;
+         END $$"
+    );
+    diesel::sql_query(function).execute(conn).await.expect("function");
+    diesel::sql_query(
+        "CREATE TRIGGER refuse_build BEFORE INSERT ON workspace_builds
+         FOR EACH ROW EXECUTE FUNCTION refuse_build()",
+    )
+    .execute(conn)
+    .await
+    .expect("trigger");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lifecycle_transitions_are_counted_when_applied_in_parallel() {
+async fn lifecycle_applies_in_parallel_and_one_failure_costs_only_its_workspace() {
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
     let (template_id, version_id) = seed::template(&mut conn, "go").await;
     let alice = seed::user(&mut conn, "alice").await;
-    for _ in 0..5 {
+    let mut ids = Vec::new();
+    for _ in 0..6 {
         let seed = WorkspaceSeed {
             owner_id: alice,
             template_id,
@@ -243,12 +263,13 @@ async fn lifecycle_transitions_are_counted_when_applied_in_parallel() {
             created_at: t("2025-06-02T08:00:00Z"),
             ready: true,
         };
-        seed::workspace(&mut conn, seed).await;
+        ids.push(seed::workspace(&mut conn, seed).await);
     }
     diesel::sql_query("UPDATE workspace_builds SET deadline = '2025-06-02T08:30:00Z'")
         .execute(&mut conn)
         .await
         .expect("deadlines");
+    break_builds_of(&mut conn, ids[2]).await;
     let metrics = Arc::new(Metrics::new());
     let server =
         Server::start(HttpState { metrics: metrics.clone(), ..HttpState::default() }).await;
@@ -256,9 +277,9 @@ async fn lifecycle_transitions_are_counted_when_applied_in_parallel() {
         .with_parallelism(3)
         .with_metrics(metrics.clone());
     let stats = executor.tick(t("2025-06-02T09:00:00Z")).await.expect("tick").expect("leader");
-    assert_eq!((stats.workspaces, stats.applied, stats.failures), (5, 5, 0));
+    assert_eq!((stats.workspaces, stats.applied, stats.failures), (6, 5, 1));
     let pending = "SELECT count(*) AS n FROM provisioner_jobs WHERE status = 'pending'";
-    assert_eq!(seed::count(&mut conn, pending).await, 5, "one stop job per workspace");
+    assert_eq!(seed::count(&mut conn, pending).await, 5, "one stop job per other workspace");
 
     let scraped = server.scrape().await;
     let stops = scraped.get(
@@ -267,5 +288,6 @@ async fn lifecycle_transitions_are_counted_when_applied_in_parallel() {
     );
     assert_eq!(stops, Some(5.0), "{}", scraped.text);
     assert_eq!(scraped.get("poolkeeper_lifecycle_tick_duration_seconds", &[]), Some(1.0));
-    assert!(!scraped.text.contains("poolkeeper_cycle_errors_total"), "no errors counted");
+    let errors = [("loop", "lifecycle"), ("kind", "query")];
+    assert_eq!(scraped.get("poolkeeper_cycle_errors_total", &errors), Some(1.0));
 }
