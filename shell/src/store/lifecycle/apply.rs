@@ -121,8 +121,8 @@ async fn apply_locked(
             "template_version_id": new_version,
         },
     });
-    insert_audit(conn, &[audit(now, LOOP, "lifecycle", workspace_id, diff)]).await?;
     notify_owner(conn, now, &row, &decision).await?;
+    insert_audit(conn, &[audit(now, LOOP, "lifecycle", workspace_id, diff)]).await?;
     Ok(Applied::Done { decision, job_id })
 }
 
