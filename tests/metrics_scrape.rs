@@ -10,11 +10,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
+use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use poolkeeper::daemon::http::{base_router, HttpState};
 use poolkeeper::daemon::{CycleOutcome, LifecycleExecutor, PrebuildReconciler};
-use poolkeeper::db::enums::{JobStatus, Transition};
+use poolkeeper::db::enums::{JobStatus, Transition, UserRole};
+use poolkeeper::db::schema::template_versions;
 use poolkeeper::db::test_db::TestDatabase;
+use poolkeeper::provisioner::context::load_context;
+use poolkeeper::provisioner::{
+    acquire_next_job, complete_job, Backends, CancellationToken, JobResult,
+};
+use poolkeeper::store::auth::create_user;
 use poolkeeper::store::claim::{claim_or_create, ClaimRequest};
 use poolkeeper::store::settings::set_reconciliation_paused;
 use poolkeeper::telemetry::Metrics;
@@ -150,7 +158,14 @@ async fn metrics_follow_the_pools_over_real_http() {
         let metric = format!("poolkeeper_prebuilds_{name}");
         assert_eq!(filled.preset(&metric, "go", "small"), Some(3.0), "{metric}");
     }
-    for name in ["failed_total", "claimed_total", "hard_limited", "validation_failed"] {
+    let zeros = [
+        "failed_total",
+        "claimed_total",
+        "resource_replacements_total",
+        "hard_limited",
+        "validation_failed",
+    ];
+    for name in zeros {
         let metric = format!("poolkeeper_prebuilds_{name}");
         assert_eq!(filled.preset(&metric, "go", "small"), Some(0.0), "{metric}");
     }
@@ -290,4 +305,68 @@ async fn lifecycle_applies_in_parallel_and_one_failure_costs_only_its_workspace(
     assert_eq!(scraped.get("poolkeeper_lifecycle_tick_duration_seconds", &[]), Some(1.0));
     let errors = [("loop", "lifecycle"), ("kind", "query")];
     assert_eq!(scraped.get("poolkeeper_cycle_errors_total", &errors), Some(1.0));
+}
+
+/// Runs the next pending job on the simulated backend and completes it.
+async fn run_next_job(conn: &mut diesel_async::AsyncPgConnection) {
+    let job = acquire_next_job(conn, "w1", Utc::now()).await.expect("acquire").expect("a job");
+    let job_id = job.id;
+    let ctx = load_context(conn, job).await.expect("context");
+    let output = Backends::default().run(&ctx, &CancellationToken::new()).await.expect("build");
+    let result = JobResult::Succeeded(output);
+    let done = complete_job(conn, job_id, "w1", &result, Utc::now()).await.expect("complete");
+    assert!(done.is_some(), "the worker's own job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_replaces_resources_is_counted_for_its_preset() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "vm").await;
+    let preset_id = seed::preset(&mut conn, version_id, "small", 1).await;
+    // The simulated backend re-creates `vm` when the owner changes.
+    let source = serde_json::json!({
+        "duration_ms": 0,
+        "agent_start_secs": 0,
+        "resources": ["vm", "home"],
+        "replace_on_claim": ["vm"],
+    });
+    diesel::update(template_versions::table.find(version_id))
+        .set(template_versions::source.eq(source))
+        .execute(&mut conn)
+        .await
+        .expect("source");
+    // Two admins are notified; the replacement still counts once.
+    create_user(db.pool(), "tina", UserRole::TemplateAdmin).await.expect("admin");
+    create_user(db.pool(), "tom", UserRole::TemplateAdmin).await.expect("admin");
+    let member = create_user(db.pool(), "mo", UserRole::Member).await.expect("member").id;
+    let metrics = Arc::new(Metrics::new());
+    let server =
+        Server::start(HttpState { metrics: metrics.clone(), ..HttpState::default() }).await;
+    let mut reconciler = PrebuildReconciler::new(db.pool().clone(), db.url(), CONFIG, 2)
+        .with_metrics(metrics.clone());
+
+    ran(reconciler.cycle(Utc::now()).await.expect("cycle"));
+    run_next_job(&mut conn).await;
+    ran(reconciler.cycle(Utc::now()).await.expect("cycle"));
+    let before = server.scrape().await;
+    let replacements = "poolkeeper_prebuilds_resource_replacements_total";
+    assert_eq!(before.preset(replacements, "vm", "small"), Some(0.0), "a prebuild is no claim");
+    assert_eq!(before.preset("poolkeeper_prebuilds_eligible", "vm", "small"), Some(1.0));
+
+    let request = ClaimRequest {
+        user_id: member,
+        template_id,
+        preset_id: Some(preset_id),
+        name: "mine".to_owned(),
+        autostart_schedule: None,
+        ttl_secs: None,
+        parameters: BTreeMap::new(),
+    };
+    assert!(claim_or_create(db.pool(), Utc::now(), &request).await.expect("claim").claimed);
+    run_next_job(&mut conn).await;
+    ran(reconciler.cycle(Utc::now()).await.expect("cycle"));
+    let after = server.scrape().await;
+    assert_eq!(after.preset(replacements, "vm", "small"), Some(1.0), "{}", after.text);
+    assert_eq!(after.preset("poolkeeper_prebuilds_claimed_total", "vm", "small"), Some(1.0));
 }

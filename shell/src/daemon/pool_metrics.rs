@@ -63,7 +63,12 @@ pub(super) fn pool_state(
         .map(|(id, mut one)| {
             one.totals = figures.map(|f| {
                 let t = f.totals.get(&id).copied().unwrap_or_default();
-                PrebuildTotals { created: t.created, failed: t.failed, claimed: t.claimed }
+                PrebuildTotals {
+                    created: t.created,
+                    failed: t.failed,
+                    claimed: t.claimed,
+                    resource_replacements: t.resource_replacements,
+                }
             });
             one
         })

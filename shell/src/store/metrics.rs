@@ -1,5 +1,6 @@
 //! Read-only figures for the metrics, read once per prebuild cycle (never at scrape time):
-//! per-preset prebuild totals from the build history, and provisioner jobs by status.
+//! per-preset prebuild totals from the build history and the audit log, and provisioner
+//! jobs by status.
 
 use std::collections::HashMap;
 
@@ -20,6 +21,8 @@ pub struct PresetTotals {
     pub failed: u64,
     /// Those whose workspace now belongs to a user.
     pub claimed: u64,
+    /// Claim builds that re-created some of a prebuild's resources.
+    pub resource_replacements: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +42,14 @@ struct TotalsRow {
     failed: i64,
     #[diesel(sql_type = BigInt)]
     claimed: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct ReplacementsRow {
+    #[diesel(sql_type = Text)]
+    preset_id: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -62,6 +73,15 @@ JOIN provisioner_jobs j ON j.id = b.job_id
 WHERE b.build_number = 1 AND b.initiator_id = $1 AND b.preset_id = ANY($2)
 GROUP BY b.preset_id";
 
+/// The provisioner audits every replacement once per claim build, whoever is notified
+/// (the notifications go to however many template admins there are, possibly none).
+/// Preset ids are compared as text: a malformed `diff` never fails the query.
+const REPLACEMENTS_SQL: &str = "
+SELECT diff->>'preset_id' AS preset_id, count(DISTINCT diff->>'build_id') AS n
+FROM audit_log
+WHERE action = 'prebuild_resources_replaced' AND diff->>'preset_id' = ANY($1)
+GROUP BY 1";
+
 const JOBS_SQL: &str = "SELECT status, count(*) AS n FROM provisioner_jobs GROUP BY status";
 
 /// Reads the figures for `preset_ids` in one short read-only transaction.
@@ -70,7 +90,8 @@ pub async fn load_metrics_figures(
     preset_ids: &[Uuid],
 ) -> Result<MetricsFigures, StoreError> {
     let ids = preset_ids.to_vec();
-    let (totals, statuses) = conn
+    let id_texts: Vec<String> = preset_ids.iter().map(Uuid::to_string).collect();
+    let (totals, replacements, statuses) = conn
         .build_transaction()
         .read_only()
         .run(async move |conn| {
@@ -79,22 +100,28 @@ pub async fn load_metrics_figures(
                 .bind::<Array<SqlUuid>, _>(ids)
                 .load(conn)
                 .await?;
+            let replacements: Vec<ReplacementsRow> = diesel::sql_query(REPLACEMENTS_SQL)
+                .bind::<Array<Text>, _>(id_texts)
+                .load(conn)
+                .await?;
             let statuses: Vec<StatusRow> = diesel::sql_query(JOBS_SQL).load(conn).await?;
-            Ok::<_, diesel::result::Error>((totals, statuses))
+            Ok::<_, diesel::result::Error>((totals, replacements, statuses))
         })
         .await?;
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
-    let totals = totals
-        .into_iter()
-        .map(|row| {
-            let totals = PresetTotals {
-                created: count(row.created),
-                failed: count(row.failed),
-                claimed: count(row.claimed),
-            };
-            (row.preset_id, totals)
-        })
-        .collect();
+    let mut by_preset: HashMap<Uuid, PresetTotals> = HashMap::new();
+    for row in totals {
+        let entry = by_preset.entry(row.preset_id).or_default();
+        entry.created = count(row.created);
+        entry.failed = count(row.failed);
+        entry.claimed = count(row.claimed);
+    }
+    for row in replacements {
+        // Only ids given are returned, and those parse.
+        if let Ok(id) = row.preset_id.parse::<Uuid>() {
+            by_preset.entry(id).or_default().resource_replacements = count(row.n);
+        }
+    }
     // Every known status, so a status with no jobs reads 0 rather than vanishing.
     let jobs_by_status = JobStatus::ALL
         .iter()
@@ -103,5 +130,5 @@ pub async fn load_metrics_figures(
             (status.as_str().to_owned(), n)
         })
         .collect();
-    Ok(MetricsFigures { totals, jobs_by_status })
+    Ok(MetricsFigures { totals: by_preset, jobs_by_status })
 }

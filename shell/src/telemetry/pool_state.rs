@@ -19,6 +19,7 @@ pub struct PrebuildTotals {
     pub created: u64,
     pub failed: u64,
     pub claimed: u64,
+    pub resource_replacements: u64,
 }
 
 /// One preset's series.
@@ -91,6 +92,12 @@ const PRESET_FAMILIES: &[(&str, &str, MetricType, Field)] = &[
     ("prebuilds_claimed", "Prebuilds claimed by a user", MetricType::Counter, |p| {
         p.totals.map(|t| count(t.claimed))
     }),
+    (
+        "prebuilds_resource_replacements",
+        "Claims that re-created some of the prebuild's resources",
+        MetricType::Counter,
+        |p| p.totals.map(|t| count(t.resource_replacements)),
+    ),
     ("prebuilds_desired", "Desired prebuilds per preset", MetricType::Gauge, |p| Some(p.desired)),
     ("prebuilds_running", "Running prebuilds per preset", MetricType::Gauge, |p| Some(p.running)),
     ("prebuilds_eligible", "Ready, claimable prebuilds per preset", MetricType::Gauge, |p| {
