@@ -28,6 +28,10 @@ const CONFIG: ReconcilerConfig = ReconcilerConfig {
 const REPLICAS: usize = 3;
 const ROUND: TimeDelta = TimeDelta::seconds(60);
 const QUIET_CYCLES: usize = 3;
+/// Advisory locks (leadership) granted in this database.
+const HELD_LOCKS: &str = "SELECT count(*) AS n FROM pg_locks
+    WHERE locktype = 'advisory' AND granted
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
 
 /// xorshift64*: small, seeded, reproducible.
 struct Rng(u64);
@@ -211,6 +215,7 @@ async fn three_replicas_under_churn_never_overshoot_and_converge() {
     let mut stats = ProvisionerStats::default();
     let (mut cycles, mut leader_cycles, mut versions, mut handovers) = (0, 0, 1, 0);
     let mut converged_after = None;
+    let mut leader = 0;
     let mut round = 0;
     while round < churn_rounds + QUIET_CYCLES {
         round += 1;
@@ -238,10 +243,16 @@ async fn three_replicas_under_churn_never_overshoot_and_converge() {
                 }
             }
             if round % 7 == 0 {
-                // A replica restarts: the leader's session (and its lock) goes away.
-                replicas.remove(0);
+                // The leading replica restarts: its session, and the lock with it, goes away
+                // (once PostgreSQL has noticed the closed connection).
+                replicas.remove(leader);
                 replicas.push(PrebuildReconciler::new(db.pool().clone(), db.url(), CONFIG, 2));
                 handovers += 1;
+                let released = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while seed::count(&mut conn, HELD_LOCKS).await > 0 {
+                    assert!(std::time::Instant::now() < released, "the lock was never released");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
             }
         }
 
@@ -249,8 +260,10 @@ async fn three_replicas_under_churn_never_overshoot_and_converge() {
         let outcomes =
             futures_util::future::join_all(replicas.iter_mut().map(|r| r.cycle(now))).await;
         cycles += outcomes.len();
-        let leaders: Vec<_> =
-            outcomes.iter().filter(|o| matches!(o, Ok(CycleOutcome::Ran(_)))).collect();
+        let leaders: Vec<usize> = (0..outcomes.len())
+            .filter(|i| matches!(outcomes[*i], Ok(CycleOutcome::Ran(_))))
+            .collect();
+        leader = <[usize]>::first(&leaders).copied().unwrap_or(0);
         leader_cycles += leaders.len();
         if leaders.len() != 1 {
             violations.push(format!("round {round}: {} leaders: {outcomes:?}", leaders.len()));
