@@ -3,9 +3,12 @@
 #[path = "support/seed.rs"]
 mod seed;
 
+use std::sync::Arc;
+
 use poolkeeper::daemon::{CycleOutcome, CycleStats, PrebuildReconciler};
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::store::settings::set_reconciliation_paused;
+use poolkeeper::telemetry::Metrics;
 use poolkeeper_core::prebuilds::ReconcilerConfig;
 use seed::t;
 
@@ -71,4 +74,28 @@ async fn concurrent_replicas_never_create_more_than_desired() {
         assert_eq!(leaders, 1, "exactly one replica leads: {outcomes:?}");
     }
     assert_eq!(seed::count(&mut conn, LIVE_PREBUILDS).await, 3);
+}
+
+#[tokio::test]
+async fn only_the_leading_replica_exports_the_pool() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (_, version_id) = seed::template(&mut conn, "go").await;
+    seed::preset(&mut conn, version_id, "small", 2).await;
+    let now = t("2025-06-02T09:00:00Z");
+    let (leader_metrics, other_metrics) = (Arc::new(Metrics::new()), Arc::new(Metrics::new()));
+    let mut leader = reconciler(&db).with_metrics(leader_metrics.clone());
+    let mut other = reconciler(&db).with_metrics(other_metrics.clone());
+    assert_eq!(jobs(leader.cycle(now).await.expect("cycle")), 2);
+    // A pool state left over from an earlier leadership must not linger.
+    other_metrics.set_pool_state(leader_metrics.pool_state());
+    assert_eq!(other.cycle(now).await.expect("cycle"), CycleOutcome::NotLeader);
+
+    let state = leader_metrics.pool_state().expect("the leader exports the pool");
+    let small: Vec<_> =
+        state.presets.iter().map(|p| (p.labels.preset.as_str(), p.desired)).collect();
+    assert_eq!(small, [("small", 2)]);
+    assert_eq!(state.queue_depth(), Some(2));
+    assert_eq!(other_metrics.pool_state(), None);
+    assert!(!other_metrics.encode().contains("preset=\"small\""));
 }
