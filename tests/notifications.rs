@@ -7,12 +7,13 @@ mod seed;
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use poolkeeper::db::enums::{JobStatus, Transition, UserRole};
+use poolkeeper::db::enums::{JobStatus, ProvisionerKind, Transition, UserRole};
 use poolkeeper::db::schema::template_versions;
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::provisioner::context::load_context;
 use poolkeeper::provisioner::{
-    acquire_next_job, complete_job, Backends, CancellationToken, JobResult,
+    acquire_next_job, complete_job, Backends, CancellationToken, Completion, JobResult,
+    TerraformConfig,
 };
 use poolkeeper::store::auth::create_user;
 use poolkeeper::store::claim::{claim_or_create, ClaimRequest};
@@ -301,4 +302,93 @@ async fn a_claim_that_replaces_resources_notifies_template_admins_once() {
     assert_eq!(note.payload["resources"], serde_json::json!(["simulated_resource.vm"]));
     let audits = "SELECT count(*) AS n FROM audit_log WHERE action = 'prebuild_resources_replaced'";
     assert_eq!(seed::count(&mut conn, audits).await, 1);
+}
+
+/// A module whose `vm` is re-created when the owner changes (as a claim does) and whose
+/// `home` is not; `terraform_data` is built in, so no provider is downloaded.
+const OWNER_BOUND_MODULE: &str = r#"
+variable "workspace_id" { type = string }
+variable "workspace_name" { type = string }
+variable "owner" { type = string }
+variable "transition" { type = string }
+
+resource "terraform_data" "home" {
+  input = var.workspace_id
+}
+
+resource "terraform_data" "vm" {
+  triggers_replace = var.owner
+}
+"#;
+
+/// Takes the next job, builds it on `backends` and completes it.
+async fn run_with(conn: &mut AsyncPgConnection, backends: &Backends) -> Completion {
+    let job = acquire_next_job(conn, "w1", Utc::now()).await.expect("acquire").expect("job");
+    let job_id = job.id;
+    let ctx = load_context(conn, job).await.expect("context");
+    let output = backends.run(&ctx, &CancellationToken::new()).await.expect("terraform");
+    let result = JobResult::Succeeded(output);
+    let done = complete_job(conn, job_id, "w1", &result, Utc::now()).await.expect("complete");
+    done.expect("this worker's job")
+}
+
+fn terraform_available() -> bool {
+    std::process::Command::new("terraform")
+        .arg("version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terraform_replacements_on_claim_are_detected_from_the_state() {
+    if !terraform_available() {
+        eprintln!("skipped: `terraform` is not on PATH");
+        return;
+    }
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let root = std::env::temp_dir().join(format!("poolkeeper-replace-{}", Uuid::new_v4()));
+    let module = root.join("module");
+    std::fs::create_dir_all(&module).expect("module dir");
+    std::fs::write(module.join("main.tf"), OWNER_BOUND_MODULE).expect("module");
+    let backends = Backends {
+        terraform: TerraformConfig { bin: "terraform".to_owned(), work_dir: root.join("work") },
+        ..Backends::default()
+    };
+    let (_, version_id) = seed::template(&mut conn, "tf").await;
+    let preset_id = seed::preset(&mut conn, version_id, "small", 1).await;
+    diesel::update(template_versions::table.find(version_id))
+        .set((
+            template_versions::provisioner.eq(ProvisionerKind::Terraform),
+            template_versions::source.eq(serde_json::json!({"dir": module})),
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("terraform version");
+    let admin = create_user(db.pool(), "tina", UserRole::TemplateAdmin).await.expect("admin").id;
+    let member = create_user(db.pool(), "mo", UserRole::Member).await.expect("member").id;
+
+    reconcile(&db, Utc::now()).await;
+    let prebuilt = run_with(&mut conn, &backends).await;
+    assert!(prebuilt.replaced_resources.is_empty());
+    let found = find_template(db.pool(), "default", "tf", Some("small")).await.expect("find");
+    let request = ClaimRequest {
+        user_id: member,
+        template_id: found.expect("template").template_id,
+        preset_id: Some(preset_id),
+        name: "mine".to_owned(),
+        autostart_schedule: None,
+        ttl_secs: None,
+        parameters: Default::default(),
+    };
+    assert!(claim_or_create(db.pool(), Utc::now(), &request).await.expect("claim").claimed);
+    let claimed = run_with(&mut conn, &backends).await;
+    assert_eq!(claimed.replaced_resources, vec!["terraform_data.vm".to_owned()]);
+    let found_notes = notes(&db, "prebuild_resources_replaced").await;
+    assert_eq!(found_notes.len(), 1, "{found_notes:?}");
+    assert_eq!(found_notes[0].notification.user_id, admin);
+    assert_eq!(found_notes[0].notification.payload["preset_id"], serde_json::json!(preset_id));
+    let _ = std::fs::remove_dir_all(&root);
 }
