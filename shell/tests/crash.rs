@@ -4,7 +4,8 @@
 //! run or canceled (the daemon's reaper fails the jobs of the killed provisioner), and the
 //! pool converges to what the presets want, a state the next cycle leaves alone.
 //!
-//! The run is reproducible with POOLKEEPER_CRASH_SEED=<seed> (printed in the summary).
+//! POOLKEEPER_CRASH_SEED=<seed> (printed in the summary) repeats a run's random choices (the
+//! kill points themselves depend on timing).
 
 mod common;
 #[path = "../../tests/support/seed.rs"]
