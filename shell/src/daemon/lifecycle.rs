@@ -59,7 +59,9 @@ impl LifecycleExecutor {
         self
     }
 
+    /// Also exports this loop's connection pool (the first pool a `Metrics` sees wins).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        metrics.watch_db_pool(self.pool.clone());
         self.metrics = Some(metrics);
         self
     }
