@@ -95,10 +95,13 @@ async fn malformed_json_and_wrong_types_are_4xx_naming_the_field() {
     ];
     let malformed =
         ["{not json", "", "{\"a\":", "[1,2", "\u{0}", "{\"ttl_secs\": 1} trailing", "nul"];
+    // Nesting beyond the parser's recursion limit is bad input, not a crash.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     for (method, path) in &json_routes {
-        for body in malformed {
+        for body in malformed.iter().copied().chain([deep.as_str()]) {
             let answer = api.json(method.clone(), path, body).await;
-            assert_rejected(&format!("{method} {path} {body:?}"), &answer, None);
+            let shown: String = body.chars().take(20).collect();
+            assert_rejected(&format!("{method} {path} {shown:?}"), &answer, None);
         }
         // A JSON value of the wrong shape (not an object) is a 400 too.
         for body in ["[]", "null", "42", "\"text\""] {
@@ -215,6 +218,10 @@ async fn malformed_json_and_wrong_types_are_4xx_naming_the_field() {
             .await;
         assert_rejected(&format!("templates {content_type} {body:?}"), &answer, None);
     }
+    let answer = api
+        .send(Method::PUT, "/api/v1/templates/default/%FF", Some("application/toml"), Some(EXAMPLE))
+        .await;
+    assert_rejected("template name not UTF-8", &answer, Some("name"));
     let bytes = vec![0xff_u8, 0xfe, 0x00, 0x80];
     let response = api
         .client
@@ -237,6 +244,9 @@ async fn invalid_uuids_are_400_naming_id() {
         "00000000-0000-0000-0000-00000000000g",
         "%27%3B%20DROP%20TABLE%20workspaces%3B%20--",
         "%00",
+        // Not UTF-8 once percent-decoded.
+        "%FF",
+        "%C3%28",
         "12345678-1234-1234-1234-1234567890123",
     ];
     let long = "a".repeat(4000);

@@ -2,8 +2,7 @@
 //! token) and `POST .../agents/{agent}/token` (a person who may operate the workspace
 //! mints the token the agent then uses).
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -15,6 +14,7 @@ use uuid::Uuid;
 use super::auth::{Caller, WorkspaceAction};
 use super::body::JsonBody;
 use super::error::ApiError;
+use super::path::PathParams;
 use super::ApiState;
 use crate::db::enums::AgentLifecycle;
 use crate::store::agents::{
@@ -60,11 +60,10 @@ impl From<AgentError> for ApiError {
     }
 }
 
-/// The `{id}` and `{agent}` path segments; a bad segment names its field.
+/// The `{id}` and `{agent}` path segments; a bad id names its field.
 fn path_ids(
-    path: Result<Path<(String, String)>, PathRejection>,
+    PathParams((id, agent)): PathParams<(String, String)>,
 ) -> Result<(Uuid, String), ApiError> {
-    let Path((id, agent)) = path.map_err(|err| ApiError::bad_request("", err.body_text()))?;
     let id = id.parse().map_err(|_| ApiError::bad_request("id", "not a UUID"))?;
     Ok((id, agent))
 }
@@ -87,7 +86,7 @@ pub struct LifecycleJson {
 pub async fn lifecycle(
     State(state): State<ApiState>,
     AgentCaller(agent): AgentCaller,
-    path: Result<Path<(String, String)>, PathRejection>,
+    path: PathParams<(String, String)>,
     JsonBody(body): JsonBody<LifecycleReport>,
 ) -> Result<Json<LifecycleJson>, ApiError> {
     let (workspace_id, name) = path_ids(path)?;
@@ -115,7 +114,7 @@ pub struct TokenJson {
 pub async fn token(
     State(state): State<ApiState>,
     caller: Caller,
-    path: Result<Path<(String, String)>, PathRejection>,
+    path: PathParams<(String, String)>,
 ) -> Result<(StatusCode, Json<TokenJson>), ApiError> {
     let (workspace_id, name) = path_ids(path)?;
     let view = store::get(&state.pool, workspace_id).await?;

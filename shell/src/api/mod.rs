@@ -8,6 +8,7 @@ mod auth;
 mod body;
 mod error;
 mod openapi;
+mod path;
 mod prebuilds;
 mod templates;
 mod workspaces;

@@ -1,7 +1,7 @@
 //! `/api/v1/prebuilds` and `/api/v1/presets`: pool status, the reconciler's pause switch,
 //! invalidating a preset's prebuilds.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Caller;
 use super::body::JsonBody;
 use super::error::ApiError;
+use super::path::PathParams;
 use super::ApiState;
 use crate::store::settings::{reconciliation_paused, set_reconciliation_paused_by};
 use crate::store::templates::{invalidate_preset, pool_status, PresetPoolStatus};
@@ -59,7 +60,7 @@ pub struct Invalidated {
 pub async fn invalidate(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<Invalidated>, ApiError> {
     let preset_id: uuid::Uuid =
         id.parse().map_err(|_| ApiError::bad_request("id", "not a UUID"))?;

@@ -1,12 +1,13 @@
 //! `PUT /api/v1/templates/{org}/{name}`: apply a templates file (TOML or JSON body).
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::Json;
 
 use super::auth::Caller;
 use super::body::read_body;
 use super::error::ApiError;
+use super::path::PathParams;
 use super::ApiState;
 use crate::store::templates::{apply_by, ApplyOutcome};
 use crate::templates_file::{from_value, toml_value};
@@ -14,7 +15,7 @@ use crate::templates_file::{from_value, toml_value};
 pub async fn put(
     State(state): State<ApiState>,
     caller: Caller,
-    Path((organization, name)): Path<(String, String)>,
+    PathParams((organization, name)): PathParams<(String, String)>,
     request: Request,
 ) -> Result<Json<ApplyOutcome>, ApiError> {
     if !caller.manages_templates() {

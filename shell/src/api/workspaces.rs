@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::auth::{Caller, WorkspaceAction};
 use super::body::JsonBody;
 use super::error::ApiError;
+use super::path::PathParams;
 use super::ApiState;
 use crate::db::enums::{BuildReason, JobStatus, Transition};
 use crate::db::models::{Workspace, WorkspaceBuild};
@@ -216,7 +217,7 @@ async fn authorized(
 pub async fn get(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<WorkspaceJson>, ApiError> {
     let view = authorized(&state, &caller, &id, WorkspaceAction::Read).await?;
     Ok(Json(WorkspaceJson::from_view(view)))
@@ -242,7 +243,7 @@ async fn build(
 pub async fn start(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<(StatusCode, Json<WorkspaceJson>), ApiError> {
     build(&state, &caller, &id, Transition::Start).await
 }
@@ -250,7 +251,7 @@ pub async fn start(
 pub async fn stop(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<(StatusCode, Json<WorkspaceJson>), ApiError> {
     build(&state, &caller, &id, Transition::Stop).await
 }
@@ -258,7 +259,7 @@ pub async fn stop(
 pub async fn delete(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<(StatusCode, Json<WorkspaceJson>), ApiError> {
     build(&state, &caller, &id, Transition::Delete).await
 }
@@ -273,7 +274,7 @@ pub struct SetAutostart {
 pub async fn set_autostart(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(body): JsonBody<SetAutostart>,
 ) -> Result<Json<WorkspaceJson>, ApiError> {
     let schedule = validate_autostart(body.schedule.as_deref())
@@ -296,7 +297,7 @@ pub struct SetTtl {
 pub async fn set_ttl(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(body): JsonBody<SetTtl>,
 ) -> Result<Json<WorkspaceJson>, ApiError> {
     let ttl = validate_ttl("ttl_secs", body.ttl_secs)?;
@@ -309,7 +310,7 @@ pub async fn set_ttl(
 pub async fn activity(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<WorkspaceJson>, ApiError> {
     let view = authorized(&state, &caller, &id, WorkspaceAction::Operate).await?;
     let actor = caller.actor();
