@@ -13,6 +13,7 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use futures_util::StreamExt;
 use poolkeeper::api::{router, ApiState};
 use poolkeeper::db::enums::{BuildReason, UserRole};
 use poolkeeper::db::pool::{self, PoolConfig};
@@ -51,15 +52,19 @@ async fn two_hundred_concurrent_claims_on_fifty_prebuilds() {
         let seed = seed::WorkspaceSeed::prebuild(template_id, version_id, preset_id, created);
         prebuilds.insert(seed::workspace(&mut conn, seed).await);
     }
-    let mut users = Vec::new();
-    for i in 0..CLAIMS {
-        let name = format!("user{i}");
-        let user = create_user(db.pool(), &name, UserRole::Member).await.expect("user");
-        let (token, _) = create_token(db.pool(), &name, "storm", TimeDelta::days(1), Utc::now())
-            .await
-            .expect("token");
-        users.push((user.id, token));
-    }
+    let pool = db.pool();
+    let users: Vec<(Uuid, String)> = futures_util::stream::iter(0..CLAIMS)
+        .map(|i| async move {
+            let name = format!("user{i}");
+            let user = create_user(pool, &name, UserRole::Member).await.expect("user");
+            let (token, _) = create_token(pool, &name, "storm", TimeDelta::days(1), Utc::now())
+                .await
+                .expect("token");
+            (user.id, token)
+        })
+        .buffer_unordered(6)
+        .collect()
+        .await;
 
     // The API on a pool of its own, sized like a server's (the test pool is small).
     let api_pool = pool::build(
