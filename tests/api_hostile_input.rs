@@ -193,6 +193,40 @@ async fn malformed_json_and_wrong_types_are_4xx_naming_the_field() {
         ),
         (Method::PUT, "/api/v1/prebuilds/settings".into(), json!({"paused": true}), "paused"),
     ];
+    // PostgreSQL text cannot hold NUL: refused at the edge wherever text reaches a query.
+    let nul: Vec<(Method, String, Value, &str)> = vec![
+        (
+            Method::POST,
+            "/api/v1/workspaces".into(),
+            json!({"template": "py\u{0}", "name": "a"}),
+            "template",
+        ),
+        (
+            Method::POST,
+            "/api/v1/workspaces".into(),
+            json!({"template": "python-dev", "organization": "\u{0}", "name": "a"}),
+            "organization",
+        ),
+        (
+            Method::POST,
+            "/api/v1/workspaces".into(),
+            json!({"template": "python-dev", "preset": "s\u{0}", "name": "a"}),
+            "preset",
+        ),
+        (
+            Method::POST,
+            "/api/v1/workspaces".into(),
+            json!({"template": "python-dev", "name": "a", "parameters": {"k": "v\u{0}"}}),
+            "parameters.k",
+        ),
+        (
+            Method::POST,
+            "/api/v1/workspaces".into(),
+            json!({"template": "python-dev", "name": "a", "parameters": {"k\u{0}": "v"}}),
+            "parameters.k\u{0}",
+        ),
+    ];
+    let wrong_types = wrong_types.into_iter().chain(nul);
     for (method, path, body, field) in wrong_types {
         let answer = api.json(method.clone(), &path, &body.to_string()).await;
         let shown: String = body.to_string().chars().take(80).collect();
@@ -276,6 +310,22 @@ async fn invalid_uuids_are_400_naming_id() {
             assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{method} {shown}");
         }
     }
+    let ws = Uuid::new_v4();
+    let answer = api
+        .send(Method::POST, &format!("/api/v1/workspaces/{ws}/agents/a%00b/token"), None, None)
+        .await;
+    assert_rejected("NUL agent name", &answer, Some("agent"));
+    let answer = api
+        .send(
+            Method::PUT,
+            "/api/v1/templates/default/a%00b",
+            Some("application/toml"),
+            Some(EXAMPLE),
+        )
+        .await;
+    assert_rejected("NUL template name", &answer, Some("template.name"));
+    let answer = api.send(Method::GET, "/api/v1/audit?actor=a%00b", None, None).await;
+    assert_rejected("NUL actor", &answer, Some("actor"));
     // Audit query parameters are checked one by one too.
     for (query, field) in [
         ("limit=abc", "limit"),

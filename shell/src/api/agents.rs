@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::{Caller, WorkspaceAction};
-use super::body::JsonBody;
+use super::body::{nul_free, JsonBody};
 use super::error::ApiError;
 use super::path::PathParams;
 use super::ApiState;
@@ -65,6 +65,7 @@ fn path_ids(
     PathParams((id, agent)): PathParams<(String, String)>,
 ) -> Result<(Uuid, String), ApiError> {
     let id = id.parse().map_err(|_| ApiError::bad_request("id", "not a UUID"))?;
+    nul_free("agent", &agent)?;
     Ok((id, agent))
 }
 

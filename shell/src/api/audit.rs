@@ -8,6 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::auth::Caller;
+use super::body::nul_free;
 use super::error::ApiError;
 use super::ApiState;
 use crate::db::models::AuditEntry;
@@ -49,6 +50,7 @@ impl From<AuditEntry> for AuditJson {
 pub fn parse_filter(pairs: &[(String, String)]) -> Result<AuditFilter, ApiError> {
     let mut filter = AuditFilter { limit: DEFAULT_LIMIT, ..AuditFilter::default() };
     for (key, value) in pairs {
+        nul_free(key, value)?;
         match key.as_str() {
             "resource_type" => filter.resource_type = Some(value.clone()),
             "actor" => filter.actor = Some(value.clone()),

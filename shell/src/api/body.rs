@@ -51,11 +51,40 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
         .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))
 }
 
+/// PostgreSQL text cannot hold a NUL character: refuse it at the edge, naming the field
+/// (keys included), rather than fail in the database.
+pub fn reject_nul(value: &serde_json::Value) -> Result<(), ApiError> {
+    fn walk(value: &serde_json::Value, at: &str) -> Result<(), ApiError> {
+        let join = |key: &str| if at.is_empty() { key.to_owned() } else { format!("{at}.{key}") };
+        match value {
+            serde_json::Value::String(text) => nul_free(at, text),
+            serde_json::Value::Array(items) => {
+                items.iter().enumerate().try_for_each(|(i, item)| walk(item, &format!("{at}[{i}]")))
+            }
+            serde_json::Value::Object(map) => map.iter().try_for_each(|(key, item)| {
+                nul_free(&join(key), key)?;
+                walk(item, &join(key))
+            }),
+            _ => Ok(()),
+        }
+    }
+    walk(value, "")
+}
+
+/// `text` (the value of `field`) without NUL characters.
+pub fn nul_free(field: &str, text: &str) -> Result<(), ApiError> {
+    if text.contains('\0') {
+        return Err(ApiError::bad_request(field, "must not contain a NUL character"));
+    }
+    Ok(())
+}
+
 /// `bytes` as JSON of type `T`; errors name the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: serde_json::Value = serde::Deserialize::deserialize(&mut de)
         .map_err(|err| ApiError::bad_request("", format!("invalid JSON: {err}")))?;
     de.end().map_err(|err| ApiError::bad_request("", format!("invalid JSON: {err}")))?;
+    reject_nul(&value)?;
     serde_path_to_error::deserialize(value).map_err(|err| path_error("", err).into())
 }

@@ -5,7 +5,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::Json;
 
 use super::auth::Caller;
-use super::body::read_body;
+use super::body::{nul_free, read_body, reject_nul};
 use super::error::ApiError;
 use super::path::PathParams;
 use super::ApiState;
@@ -35,6 +35,9 @@ pub async fn put(
     } else {
         toml_value(text)?
     };
+    nul_free("template.organization", &organization)?;
+    nul_free("template.name", &name)?;
+    reject_nul(&value)?;
     place(&mut value, &organization, &name)?;
     // Parse, then apply: the whole file is validated before the store sees it.
     let spec = from_value(value)?;
