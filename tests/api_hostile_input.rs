@@ -193,6 +193,26 @@ async fn malformed_json_and_wrong_types_are_4xx_naming_the_field() {
         ),
         (Method::PUT, "/api/v1/prebuilds/settings".into(), json!({"paused": true}), "paused"),
     ];
+    let huge: Vec<(Method, String, Value, &str)> = vec![
+        (
+            Method::POST,
+            "/api/v1/workspaces".into(),
+            json!({"template": "python-dev", "name": "a", "ttl_secs": i64::MAX}),
+            "ttl_secs",
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/workspaces/{ws}/ttl"),
+            json!({"ttl_secs": i64::MAX}),
+            "ttl_secs",
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/workspaces/{ws}/ttl"),
+            json!({"ttl_secs": 30 * 86400 + 1}),
+            "ttl_secs",
+        ),
+    ];
     // PostgreSQL text cannot hold NUL: refused at the edge wherever text reaches a query.
     let nul: Vec<(Method, String, Value, &str)> = vec![
         (
@@ -226,7 +246,7 @@ async fn malformed_json_and_wrong_types_are_4xx_naming_the_field() {
             "parameters.k\u{0}",
         ),
     ];
-    let wrong_types = wrong_types.into_iter().chain(nul);
+    let wrong_types = wrong_types.into_iter().chain(huge).chain(nul);
     for (method, path, body, field) in wrong_types {
         let answer = api.json(method.clone(), &path, &body.to_string()).await;
         let shown: String = body.to_string().chars().take(80).collect();

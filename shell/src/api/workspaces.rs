@@ -131,9 +131,16 @@ fn validate_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Longest TTL a person may choose (Coder's limit too): deadlines stay far from the edge of
+/// the time range, so no later addition can overflow.
+const MAX_TTL_SECS: i64 = 30 * 24 * 3600;
+
 fn validate_ttl(field: &str, ttl: i64) -> Result<i64, ApiError> {
     if ttl < 0 {
         return Err(ApiError::bad_request(field, "must not be negative"));
+    }
+    if ttl > MAX_TTL_SECS {
+        return Err(ApiError::bad_request(field, "must be at most 30 days (2592000 seconds)"));
     }
     Ok(ttl)
 }
