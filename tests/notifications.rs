@@ -302,6 +302,10 @@ async fn a_claim_that_replaces_resources_notifies_template_admins_once() {
     assert_eq!(note.payload["resources"], serde_json::json!(["simulated_resource.vm"]));
     let audits = "SELECT count(*) AS n FROM audit_log WHERE action = 'prebuild_resources_replaced'";
     assert_eq!(seed::count(&mut conn, audits).await, 1);
+    // Both completions are audited; the rolled-back attempt left nothing.
+    let completed = "SELECT count(*) AS n FROM audit_log WHERE action = 'build_completed'
+        AND actor = 'provisioner' AND diff->'new'->>'status' = 'succeeded'";
+    assert_eq!(seed::count(&mut conn, completed).await, 2);
 }
 
 /// A module whose `vm` is re-created when the owner changes (as a claim does) and whose

@@ -112,6 +112,20 @@ pub async fn complete_job(
             deadlines: None,
             replaced_resources: Vec::new(),
         };
+        let change = Change {
+            action: "build_completed",
+            resource_type: "workspace",
+            resource_id: Some(build.workspace_id),
+            diff: serde_json::json!({
+                "build_id": build.id,
+                "job_id": job_id,
+                "transition": build.transition,
+                "worker_id": worker_id,
+                "old": { "status": job.status },
+                "new": { "status": status },
+            }),
+        };
+        audit::record(conn, now, &Actor::system("provisioner"), change).await?;
         let Some(output) = output else { return Ok(Some(completion)) };
 
         completion.starting_agents = insert_agents(conn, build.id, &output.agents, now).await?;
