@@ -30,6 +30,7 @@ struct Api {
     db: TestDatabase,
     base: String,
     client: reqwest::Client,
+    metrics: std::sync::Arc<poolkeeper::telemetry::metrics::Metrics>,
 }
 
 impl Api {
@@ -39,11 +40,12 @@ impl Api {
         apply(db.pool(), &spec).await.expect("apply example");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = router(ApiState::new(db.pool().clone()));
+        let metrics = std::sync::Arc::new(poolkeeper::telemetry::metrics::Metrics::new());
+        let app = router(ApiState::new(db.pool().clone()).with_metrics(metrics.clone()));
         tokio::spawn(async move { axum::serve(listener, app).await });
         let client =
             reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Api { db, base: format!("http://{addr}"), client }
+        Api { db, base: format!("http://{addr}"), client, metrics }
     }
 
     /// A user of `role` and a bearer token for it.
@@ -256,6 +258,9 @@ async fn claim_takes_the_oldest_ready_prebuild_and_falls_back_to_a_fresh_build()
     let (status, body) = api.call(Method::GET, "/api/v1/workspaces", &token, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body.as_array().map(Vec::len), Some(3));
+    // Two claims were timed; the fresh build is not a claim.
+    let text = api.metrics.encode();
+    assert!(text.lines().any(|l| l == "poolkeeper_claim_duration_seconds_count 2"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
