@@ -269,7 +269,17 @@ async fn killed_daemons_and_provisioners_lose_no_job_and_the_pool_converges() {
         max_pending_creates_per_preset: 0,
     };
     let mut reconciler = PrebuildReconciler::new(db.pool().clone(), db.url(), config, 2);
-    let outcome = reconciler.cycle(chrono::Utc::now()).await.expect("a cycle");
+    // The stopped daemon's leadership lock goes once PostgreSQL has noticed its connection
+    // closed: until then this replica is not the leader.
+    let deadline = Instant::now() + LONG;
+    let outcome = loop {
+        match reconciler.cycle(chrono::Utc::now()).await.expect("a cycle") {
+            CycleOutcome::NotLeader if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            outcome => break outcome,
+        }
+    };
     match outcome {
         CycleOutcome::Ran(stats) if stats.jobs == 0 && stats.failures == 0 => {}
         other => violations.push(format!("the converged pool is not a fixed point: {other:?}")),
