@@ -370,15 +370,19 @@ async fn running_prebuilds(
     preset_id: Uuid,
 ) -> Result<Vec<RunningPrebuild>, diesel::result::Error> {
     let rows: Vec<RunningRow> = diesel::sql_query(
+        // Driven by the preset's own builds (an index range), not by every live prebuild of
+        // every preset: a claim must stay fast however large the other pools are.
         "SELECT w.id AS workspace_id, b.template_version_id, w.created_at,
                 NOT EXISTS (SELECT 1 FROM workspace_agents a
                             WHERE a.build_id = b.id AND a.lifecycle_state <> 'ready') AS ready
-         FROM workspaces w
-         JOIN LATERAL (SELECT * FROM workspace_builds lb WHERE lb.workspace_id = w.id
-                       ORDER BY lb.build_number DESC LIMIT 1) b ON true
+         FROM workspace_builds b
+         JOIN workspaces w ON w.id = b.workspace_id
          JOIN provisioner_jobs j ON j.id = b.job_id
-         WHERE w.owner_id = $1 AND NOT w.deleted AND w.deleting_at IS NULL
-           AND b.preset_id = $2 AND b.transition = 'start' AND j.status = 'succeeded'",
+         WHERE b.preset_id = $2 AND b.transition = 'start' AND j.status = 'succeeded'
+           AND w.owner_id = $1 AND NOT w.deleted AND w.deleting_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM workspace_builds later
+                           WHERE later.workspace_id = b.workspace_id
+                             AND later.build_number > b.build_number)",
     )
     .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
     .bind::<SqlUuid, _>(preset_id)
