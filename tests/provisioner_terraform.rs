@@ -160,7 +160,7 @@ async fn a_missing_terraform_binary_fails_the_job_clearly() {
     let _ = std::fs::remove_dir_all(work_dir);
 }
 
-/// A module whose apply marks its start in the working directory, then takes a minute.
+/// A module whose apply writes its process id to the working directory, then takes a minute.
 const SLOW_MODULE: &str = r#"
 variable "workspace_id" { type = string }
 variable "workspace_name" { type = string }
@@ -170,7 +170,7 @@ variable "transition" { type = string }
 resource "terraform_data" "slow" {
   input = var.workspace_id
   provisioner "local-exec" {
-    command = "touch apply-started && sleep 60"
+    command = "echo $$ > apply-started.tmp && mv apply-started.tmp apply-started && exec sleep 60"
   }
 }
 "#;
@@ -263,6 +263,11 @@ async fn cancelling_a_running_terraform_apply_stops_it() {
             .expect("job");
     assert!(completed_at.is_some());
     assert_eq!(worker_id.as_deref(), Some("tf-worker"));
+    // Nothing terraform started outlives the cancel.
+    let pid = std::fs::read_to_string(&marker).expect("the apply's pid");
+    let proc_dir = std::path::Path::new("/proc").join(pid.trim());
+    let gone = eventually(std::time::Duration::from_secs(20), async || !proc_dir.exists()).await;
+    assert!(gone, "the apply's command (pid {}) is still running", pid.trim());
 
     shutdown.cancel();
     let stopped = tokio::time::timeout(std::time::Duration::from_secs(30), worker).await;

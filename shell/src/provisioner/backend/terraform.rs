@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +15,10 @@ use crate::provisioner::context::JobContext;
 use crate::provisioner::BackendError;
 
 const STATE_FILE: &str = "terraform.tfstate";
+
+/// How long a canceled terraform may take to stop cleanly (and write its state) after SIGINT
+/// before its whole process group is killed.
+const CANCEL_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TerraformConfig {
@@ -111,7 +116,9 @@ async fn prepare_dir(source: &Path, dir: &Path, state: Option<&[u8]>) -> Result<
     .map_err(|err| work_dir_error(&state_path, err))
 }
 
-/// One terraform command; killed (the child is dropped) when `cancel` fires.
+/// One terraform command. When `cancel` fires, terraform is interrupted as a person would
+/// (SIGINT: it stops its provisioners and writes the state it has), then, once it exits or the
+/// grace period ends, whatever is left of its process group is killed.
 async fn terraform(
     config: &TerraformConfig,
     dir: &Path,
@@ -132,12 +139,26 @@ async fn terraform(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // A group of its own: the signals reach the commands terraform runs (local-exec) too.
+    #[cfg(unix)]
+    command.process_group(0);
     let child = command
         .spawn()
         .map_err(|source| BackendError::TerraformMissing { bin: config.bin.clone(), source })?;
+    let group = child.id();
+    let waiting = child.wait_with_output();
+    tokio::pin!(waiting);
     let output = tokio::select! {
-        () = cancel.cancelled() => return Err(BackendError::Canceled),
-        output = child.wait_with_output() => output,
+        () = cancel.cancelled() => {
+            signal_group(group, GroupSignal::Interrupt);
+            if tokio::time::timeout(CANCEL_GRACE, &mut waiting).await.is_err() {
+                tracing::warn!(step, grace_secs = CANCEL_GRACE.as_secs(),
+                    "terraform did not stop after SIGINT; killing it");
+            }
+            signal_group(group, GroupSignal::Kill);
+            return Err(BackendError::Canceled);
+        }
+        output = &mut waiting => output,
     };
     let output = output
         .map_err(|source| BackendError::WorkDir { path: dir.display().to_string(), source })?;
@@ -156,3 +177,29 @@ async fn terraform(
     }
     Err(BackendError::TerraformStep { step, status: output.status.to_string(), stderr })
 }
+
+#[derive(Debug, Clone, Copy)]
+enum GroupSignal {
+    Interrupt,
+    Kill,
+}
+
+/// Sends `signal` to the process group led by `leader` (a group that is already gone is fine).
+#[cfg(unix)]
+fn signal_group(leader: Option<u32>, signal: GroupSignal) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    let Some(pid) = leader.and_then(|id| i32::try_from(id).ok()) else { return };
+    let signal = match signal {
+        GroupSignal::Interrupt => Signal::SIGINT,
+        GroupSignal::Kill => Signal::SIGKILL,
+    };
+    match killpg(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(err) => tracing::warn!(pid, ?signal, error = %err, "cannot signal terraform"),
+    }
+}
+
+/// Elsewhere the child is killed when dropped (`kill_on_drop`).
+#[cfg(not(unix))]
+fn signal_group(_leader: Option<u32>, _signal: GroupSignal) {}
