@@ -27,6 +27,25 @@ fn the_example_is_valid() {
 }
 
 #[test]
+fn simulated_sources_declare_agents_and_resources() {
+    let file = r#"
+[template]
+name = "t"
+[version]
+name = "v1"
+provisioner = "simulated"
+[version.source]
+agent_start_secs = 1.5
+agents = ["main", "sidecar"]
+resources = ["home", "vm"]
+replace_on_claim = ["vm"]
+"#;
+    let spec = parse_toml(file).expect("valid");
+    assert_eq!(spec.version.source["replace_on_claim"], serde_json::json!(["vm"]));
+    assert_eq!(spec.version.source["agents"], serde_json::json!(["main", "sidecar"]));
+}
+
+#[test]
 fn errors_name_the_field() {
     let base = r#"
 [template]
@@ -57,6 +76,18 @@ provisioner = "simulated"
     check_invalid(
         &format!("{base}[version.source]\nfailure_rate = 2.0\n"),
         "version.source.failure_rate",
+    );
+    check_invalid(
+        &format!("{base}[version.source]\nagents = [\"main\", \"\"]\n"),
+        "version.source.agents[1]",
+    );
+    check_invalid(
+        &format!("{base}[version.source]\nresources = [\"vm\", \"vm\"]\n"),
+        "version.source.resources[1]",
+    );
+    check_invalid(
+        &format!("{base}[version.source]\nresources = [\"home\"]\nreplace_on_claim = [\"vm\"]\n"),
+        "version.source.replace_on_claim",
     );
     check_invalid(
         &base.replace("name = \"t\"", "name = \"t\"\ndefault_ttl_secs = -5"),

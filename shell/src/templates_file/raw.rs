@@ -86,7 +86,8 @@ pub struct RawSchedule {
 }
 
 /// Source of a `simulated` version: how long a build takes, how often it fails, how long the
-/// agent needs to become ready.
+/// agents need to become ready, which agents and resources a build has, and which resources a
+/// claim re-creates (as a module whose resources depend on the owner would).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSimulatedSource {
@@ -96,6 +97,12 @@ pub struct RawSimulatedSource {
     pub failure_rate: f64,
     #[serde(default)]
     pub agent_start_secs: f64,
+    /// Absent = one agent named `main`.
+    pub agents: Option<Vec<String>>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub replace_on_claim: Vec<String>,
 }
 
 /// Source of a `terraform` version: the module directory.
@@ -103,6 +110,8 @@ pub struct RawSimulatedSource {
 #[serde(deny_unknown_fields)]
 pub struct RawTerraformSource {
     pub dir: String,
+    /// The agents a started workspace runs; absent = one agent named `main`.
+    pub agents: Option<Vec<String>>,
 }
 
 fn default_organization() -> String {

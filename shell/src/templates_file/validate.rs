@@ -152,14 +152,37 @@ fn version(raw: &RawFile) -> Result<VersionSpec, FieldError> {
                     "must be between 0 and 1",
                 ));
             }
+            names("version.source.agents", s.agents.as_deref().unwrap_or_default())?;
+            names("version.source.resources", &s.resources)?;
+            names("version.source.replace_on_claim", &s.replace_on_claim)?;
+            if let Some(unknown) = s.replace_on_claim.iter().find(|r| !s.resources.contains(r)) {
+                return Err(FieldError::new(
+                    "version.source.replace_on_claim",
+                    format!("{unknown:?} is not one of version.source.resources"),
+                ));
+            }
         }
         ProvisionerKind::Terraform => {
             let s: RawTerraformSource =
                 serde_path_to_error::deserialize(source.clone()).map_err(shape_error)?;
             non_empty("version.source.dir", &s.dir)?;
+            names("version.source.agents", s.agents.as_deref().unwrap_or_default())?;
         }
     }
     Ok(VersionSpec { name, message: v.message.clone(), provisioner, source })
+}
+
+/// Names that are neither empty nor repeated.
+fn names(field: &str, names: &[String]) -> Result<(), FieldError> {
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() {
+            return Err(FieldError::new(format!("{field}[{i}]"), "must not be empty"));
+        }
+        if names[..i].contains(name) {
+            return Err(FieldError::new(format!("{field}[{i}]"), format!("{name:?} is repeated")));
+        }
+    }
+    Ok(())
 }
 
 fn preset_spec(index: usize, p: &RawPreset) -> Result<PresetSpec, FieldError> {

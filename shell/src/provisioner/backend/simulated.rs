@@ -84,9 +84,14 @@ fn settings(config: &SimulatedConfig, source: &Value) -> Result<Settings, Backen
             "failure_rate: {failure_rate} is not between 0 and 1"
         )));
     }
+    // Templates files allow fractional seconds; an agent is ready at the next whole second.
     let agent_start_secs = match source.get("agent_start_secs") {
         None | Some(Value::Null) => config.agent_start.as_secs(),
-        Some(v) => v.as_u64().ok_or_else(|| invalid("agent_start_secs"))?,
+        Some(v) => v
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0 && *s <= u32::MAX as f64)
+            .map(|s| s.ceil() as u64)
+            .ok_or_else(|| invalid("agent_start_secs"))?,
     };
     Ok(Settings {
         duration,
