@@ -12,6 +12,7 @@ mod snapshot;
 mod templates;
 mod tokens;
 mod users;
+mod workspaces;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,8 @@ pub enum Command {
     Users(users::UsersArgs),
     /// Manage API bearer tokens.
     Tokens(tokens::TokensArgs),
+    /// Create (claim), list, start, stop and delete workspaces; set autostart and TTL.
+    Workspaces(workspaces::WorkspacesArgs),
     /// Show the notification outbox.
     Notifications(notifications::NotificationsArgs),
     /// Show the audit log.
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Templates(args) => templates::templates(&args),
         Command::Users(args) => users::users(&args),
         Command::Tokens(args) => tokens::tokens(&args),
+        Command::Workspaces(args) => workspaces::workspaces(&args),
         Command::Demo(args) => demo::demo(&args),
         Command::Notifications(args) => notifications::notifications(&args),
         Command::Audit(args) => audit::audit(&args),

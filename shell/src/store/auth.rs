@@ -49,6 +49,18 @@ impl From<diesel_async::pooled_connection::deadpool::PoolError> for AuthError {
     }
 }
 
+/// The non-system user named `username`, if any.
+pub async fn find_user(pool: &DbPool, username: &str) -> Result<Option<User>, AuthError> {
+    let mut conn = pool.get().await?;
+    Ok(users::table
+        .filter(users::username.eq(username))
+        .filter(users::is_system.eq(false))
+        .select(User::as_select())
+        .first(&mut conn)
+        .await
+        .optional()?)
+}
+
 /// Creates an active, non-system user (audited as done from the command line).
 pub async fn create_user(pool: &DbPool, username: &str, role: UserRole) -> Result<User, AuthError> {
     create_user_by(pool, username, role, &Actor::cli()).await

@@ -1,0 +1,227 @@
+//! `poolkeeper workspaces ...`: what the HTTP API does to workspaces, from the command line, by
+//! the same store functions (audited with actor `cli`).
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context as _};
+use chrono::Utc;
+use poolkeeper_core::schedule::parse_autostart;
+use uuid::Uuid;
+
+use crate::db::enums::Transition;
+use crate::db::pool::{self, redacted_url, DbPool, PoolConfig};
+use crate::store::audit::Actor;
+use crate::store::auth::find_user;
+use crate::store::claim::{claim_or_create, ClaimRequest};
+use crate::store::templates::find_template;
+use crate::store::workspaces::{self, WorkspaceView};
+
+/// Longest TTL accepted (as by the API): 30 days.
+const MAX_TTL_SECS: i64 = 30 * 24 * 3600;
+
+#[derive(Debug, clap::Args)]
+pub struct WorkspacesArgs {
+    #[arg(long, env = "POOLKEEPER_DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: WorkspacesCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum WorkspacesCommand {
+    /// List live workspaces (all, or one owner's).
+    List {
+        /// Only this user's workspaces.
+        #[arg(long)]
+        owner: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a workspace for a user: claims a ready prebuild of the preset when there is one,
+    /// otherwise builds a fresh workspace.
+    Create {
+        /// The workspace's name.
+        name: String,
+        /// The user who will own it.
+        #[arg(long)]
+        owner: String,
+        /// The template's name.
+        #[arg(long)]
+        template: String,
+        /// The preset of the template's active version to claim from.
+        #[arg(long)]
+        preset: Option<String>,
+        #[arg(long, default_value = crate::db::DEFAULT_ORGANIZATION_NAME)]
+        organization: String,
+        /// Autostart schedule, e.g. 'CRON_TZ=Europe/Berlin 30 8 * * 1-5'.
+        #[arg(long)]
+        autostart: Option<String>,
+        /// Time to live after a start, in seconds (default: the template's).
+        #[arg(long)]
+        ttl_secs: Option<i64>,
+    },
+    /// Queue a start build (on the owner's behalf).
+    Start { id: Uuid },
+    /// Queue a stop build (on the owner's behalf).
+    Stop { id: Uuid },
+    /// Queue a delete build (on the owner's behalf).
+    Delete { id: Uuid },
+    /// Set the autostart schedule, or turn autostart off with --off.
+    Autostart {
+        id: Uuid,
+        #[arg(required_unless_present = "off")]
+        schedule: Option<String>,
+        #[arg(long, conflicts_with = "schedule")]
+        off: bool,
+    },
+    /// Set the time to live after a start, in seconds (0 = none).
+    Ttl { id: Uuid, secs: i64 },
+}
+
+pub fn workspaces(args: &WorkspacesArgs) -> ExitCode {
+    let Some(url) = args.database_url.as_deref() else {
+        eprintln!("error: --database-url or POOLKEEPER_DATABASE_URL is required");
+        return ExitCode::from(super::EXIT_INVALID_INPUT);
+    };
+    let result = super::templates::block_on(async {
+        let pool = pool::build(url, &PoolConfig { max_size: 2, ..PoolConfig::default() })?;
+        execute(&pool, &args.command).await
+    });
+    match result.map_err(anyhow::Error::from).and_then(|inner| inner) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#} (database {})", redacted_url(url));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(pool: &DbPool, command: &WorkspacesCommand) -> anyhow::Result<()> {
+    let actor = Actor::cli();
+    let now = Utc::now();
+    match command {
+        WorkspacesCommand::List { owner, json } => {
+            let owner_id = match owner {
+                Some(name) => Some(user_id(pool, name).await?),
+                None => None,
+            };
+            for view in workspaces::list(pool, owner_id).await? {
+                print_view(&view, *json);
+            }
+        }
+        WorkspacesCommand::Create {
+            name,
+            owner,
+            template,
+            preset,
+            organization,
+            autostart,
+            ttl_secs,
+        } => {
+            let user_id = user_id(pool, owner).await?;
+            let found = find_template(pool, organization, template, preset.as_deref())
+                .await?
+                .ok_or_else(|| anyhow!("template: no live template {organization}/{template}"))?;
+            if preset.is_some() && found.preset_id.is_none() {
+                bail!("preset: no such preset in the template's active version");
+            }
+            let autostart_schedule = autostart
+                .as_deref()
+                .map(parse_autostart)
+                .transpose()
+                .map_err(|err| anyhow!("autostart: {err}"))?;
+            if let Some(ttl) = ttl_secs {
+                check_ttl(*ttl)?;
+            }
+            let request = ClaimRequest {
+                user_id,
+                template_id: found.template_id,
+                preset_id: found.preset_id,
+                name: name.clone(),
+                autostart_schedule,
+                ttl_secs: *ttl_secs,
+                parameters: BTreeMap::new(),
+            };
+            let outcome = claim_or_create(pool, now, &request).await?;
+            let how = if outcome.claimed { "prebuild claimed" } else { "building fresh" };
+            println!("{} {} ({how})", outcome.workspace.id, outcome.workspace.name);
+        }
+        WorkspacesCommand::Start { id } => build(pool, *id, Transition::Start).await?,
+        WorkspacesCommand::Stop { id } => build(pool, *id, Transition::Stop).await?,
+        WorkspacesCommand::Delete { id } => build(pool, *id, Transition::Delete).await?,
+        WorkspacesCommand::Autostart { id, schedule, off } => {
+            let schedule = match (schedule, off) {
+                (_, true) | (None, _) => None,
+                (Some(text), false) => {
+                    Some(parse_autostart(text).map_err(|err| anyhow!("schedule: {err}"))?)
+                }
+            };
+            let workspace =
+                workspaces::set_autostart(pool, *id, schedule.as_ref(), &actor, now).await?;
+            println!(
+                "{} autostart {}",
+                workspace.id,
+                workspace.autostart_schedule.as_deref().unwrap_or("off")
+            );
+        }
+        WorkspacesCommand::Ttl { id, secs } => {
+            check_ttl(*secs)?;
+            let workspace = workspaces::set_ttl(pool, *id, *secs, &actor, now).await?;
+            println!("{} ttl {}s", workspace.id, workspace.ttl_secs);
+        }
+    }
+    Ok(())
+}
+
+async fn user_id(pool: &DbPool, username: &str) -> anyhow::Result<Uuid> {
+    let user = find_user(pool, username).await?;
+    Ok(user.with_context(|| format!("owner: no user named {username:?}"))?.id)
+}
+
+fn check_ttl(ttl: i64) -> anyhow::Result<()> {
+    if !(0..=MAX_TTL_SECS).contains(&ttl) {
+        bail!("ttl: must be between 0 and {MAX_TTL_SECS} seconds (30 days)");
+    }
+    Ok(())
+}
+
+/// Queues a build on the owner's behalf (a build's initiator is a person); the audit entry
+/// names the command line as the actor.
+async fn build(pool: &DbPool, id: Uuid, transition: Transition) -> anyhow::Result<()> {
+    let owner = workspaces::get(pool, id).await?.workspace.owner_id;
+    let actor = Actor { id: Some(owner), name: Actor::cli().name };
+    let build = workspaces::transition(pool, id, transition, &actor, Utc::now()).await?;
+    println!("{id} {transition} build {} queued (job {})", build.build_number, build.job_id);
+    Ok(())
+}
+
+fn print_view(view: &WorkspaceView, json: bool) {
+    let ws = &view.workspace;
+    let transition = view.latest_build.as_ref().map(|b| b.transition.to_string());
+    let status = view.job_status.map(|s| s.to_string());
+    if json {
+        let line = serde_json::json!({
+            "id": ws.id,
+            "name": ws.name,
+            "owner_id": ws.owner_id,
+            "template_id": ws.template_id,
+            "latest_transition": transition,
+            "job_status": status,
+            "autostart_schedule": ws.autostart_schedule,
+            "ttl_secs": ws.ttl_secs,
+            "dormant_at": ws.dormant_at,
+        });
+        println!("{line}");
+    } else {
+        println!(
+            "{}  {:<24} {:<7} {:<10} ttl {}s",
+            ws.id,
+            ws.name,
+            transition.as_deref().unwrap_or("-"),
+            status.as_deref().unwrap_or("-"),
+            ws.ttl_secs
+        );
+    }
+}
