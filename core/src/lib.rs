@@ -4,6 +4,7 @@
 //! `now` is always a field of the snapshot. The shell (`poolkeeper` crate) loads snapshots,
 //! calls into this crate and carries out the returned decisions.
 
+pub mod agent;
 pub mod build;
 pub mod lifecycle;
 pub mod prebuilds;

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use poolkeeper_core::agent::{transition_allowed, AgentState};
 use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
@@ -14,22 +15,16 @@ use crate::db::enums::AgentLifecycle;
 use crate::db::schema::{workspace_agents, workspace_builds, workspaces};
 use crate::db::DbPool;
 
-/// Whether an agent in `from` may report `to`. Start: created → starting → ready or
-/// start_error (an agent that skips `starting` may report ready or start_error at once;
-/// a failed start may be retried); stop: any started state → shutting_down → off, which
-/// is final (a new start build has new agents). Reporting the current state is allowed
-/// and changes nothing (a retried report).
-pub fn transition_allowed(from: AgentLifecycle, to: AgentLifecycle) -> bool {
-    use AgentLifecycle::{Created, Off, Ready, ShuttingDown, StartError, Starting};
-    from == to
-        || matches!(
-            (from, to),
-            (Created, Starting | Ready | StartError | ShuttingDown)
-                | (Starting, Ready | StartError | ShuttingDown)
-                | (StartError, Starting | Ready | ShuttingDown)
-                | (Ready, ShuttingDown)
-                | (ShuttingDown, Off)
-        )
+/// The core's name for a stored agent state (the rule lives in core).
+fn core_state(state: AgentLifecycle) -> AgentState {
+    match state {
+        AgentLifecycle::Created => AgentState::Created,
+        AgentLifecycle::Starting => AgentState::Starting,
+        AgentLifecycle::Ready => AgentState::Ready,
+        AgentLifecycle::StartError => AgentState::StartError,
+        AgentLifecycle::ShuttingDown => AgentState::ShuttingDown,
+        AgentLifecycle::Off => AgentState::Off,
+    }
 }
 
 /// The agent a token belongs to.
@@ -185,7 +180,7 @@ pub async fn report_lifecycle(
             if agent_id != agent.agent_id {
                 return Err(AgentError::NotFound);
             }
-            if !transition_allowed(old, state) {
+            if !transition_allowed(core_state(old), core_state(state)) {
                 return Err(AgentError::InvalidTransition { from: old, to: state });
             }
             if old == state {
@@ -229,21 +224,12 @@ pub async fn report_lifecycle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use AgentLifecycle::*;
 
     #[test]
-    fn state_machine() {
-        for &state in AgentLifecycle::ALL {
-            assert!(transition_allowed(state, state), "{state} again is a retried report");
-        }
-        assert!(transition_allowed(Created, Starting));
-        assert!(transition_allowed(Starting, Ready));
-        assert!(transition_allowed(StartError, Starting));
-        assert!(transition_allowed(Ready, ShuttingDown));
-        assert!(transition_allowed(ShuttingDown, Off));
-        assert!(!transition_allowed(Ready, Starting));
-        assert!(!transition_allowed(Off, Starting));
-        assert!(!transition_allowed(Created, Off));
-        assert!(!transition_allowed(ShuttingDown, Ready));
+    fn every_stored_state_has_a_distinct_core_state() {
+        let mapped: std::collections::HashSet<AgentState> =
+            AgentLifecycle::ALL.iter().map(|&s| core_state(s)).collect();
+        assert_eq!(mapped.len(), AgentLifecycle::ALL.len());
+        assert_eq!(mapped.len(), AgentState::ALL.len());
     }
 }
