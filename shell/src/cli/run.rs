@@ -93,7 +93,9 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
         let pool_config = PoolConfig { max_size: args.pool_size.max(2), ..PoolConfig::default() };
         let pool = pool::build(&args.database_url, &pool_config)?;
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone()));
+        // Registered before anything else runs, so no signal meets the default handler.
+        let signals = Signals::register().context("cannot listen for signals")?;
+        tokio::spawn(watch_signals(signals, shutdown.clone()));
         let state = HttpState::default();
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -145,14 +147,11 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
 }
 
 /// First SIGINT/SIGTERM: finish the current action and exit 0. Second: exit at once.
-async fn watch_signals(shutdown: CancellationToken) {
-    let mut signals = 0;
-    loop {
-        if wait_for_signal().await.is_err() {
-            return;
-        }
-        signals += 1;
-        if signals == 1 {
+async fn watch_signals(mut signals: Signals, shutdown: CancellationToken) {
+    let mut received = 0;
+    while signals.next().await {
+        received += 1;
+        if received == 1 {
             tracing::info!("shutting down after the current action (signal again to exit now)");
             shutdown.cancel();
         } else {
@@ -161,17 +160,41 @@ async fn watch_signals(shutdown: CancellationToken) {
     }
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = term.recv() => Ok(()),
-    }
+/// SIGINT and SIGTERM, registered once for the whole run: a signal that arrives while the
+/// first one is being handled is kept, not lost between two registrations.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+impl Signals {
+    #[cfg(unix)]
+    fn register() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn register() -> std::io::Result<Self> {
+        Ok(Self {})
+    }
+
+    /// The next signal; `false` once no more can arrive.
+    #[cfg(unix)]
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            received = self.interrupt.recv() => received.is_some(),
+            received = self.terminate.recv() => received.is_some(),
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> bool {
+        tokio::signal::ctrl_c().await.is_ok()
+    }
 }
