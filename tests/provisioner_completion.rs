@@ -203,7 +203,12 @@ async fn wait_for_status(
         if row.status == status {
             return row;
         }
-        assert!(tokio::time::Instant::now() < deadline, "job {job} stuck in {}", row.status);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {job} stuck in {} (error: {:?})",
+            row.status,
+            row.error
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

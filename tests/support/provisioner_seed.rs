@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Utc};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use poolkeeper::db::enums::{
     AutomaticUpdates, BuildReason, ProvisionerKind, Transition, UserRole, UserStatus,
 };
@@ -154,7 +154,8 @@ pub async fn job(
     id
 }
 
-/// A build and its pending job; returns (build id, job id).
+/// A build and its pending job, in one transaction as the store writes them (a worker that
+/// is already running must never see the job without its build); returns (build id, job id).
 pub async fn build(
     conn: &mut AsyncPgConnection,
     workspace: Uuid,
@@ -164,26 +165,29 @@ pub async fn build(
     transition: Transition,
     state: Option<Vec<u8>>,
 ) -> (Uuid, Uuid) {
-    let job_id = job(conn, transition, false, None).await;
-    let build_id = Uuid::new_v4();
-    diesel::insert_into(workspace_builds::table)
-        .values(&NewWorkspaceBuild {
-            id: build_id,
-            workspace_id: workspace,
-            build_number,
-            template_version_id: version,
-            preset_id: None,
-            transition,
-            reason: BuildReason::Initiator,
-            initiator_id: initiator,
-            job_id,
-            deadline: None,
-            max_deadline: None,
-            provisioner_state: state,
-            created_at: None,
-        })
-        .execute(conn)
-        .await
-        .expect("insert build");
-    (build_id, job_id)
+    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+        let job_id = job(conn, transition, false, None).await;
+        let build_id = Uuid::new_v4();
+        diesel::insert_into(workspace_builds::table)
+            .values(&NewWorkspaceBuild {
+                id: build_id,
+                workspace_id: workspace,
+                build_number,
+                template_version_id: version,
+                preset_id: None,
+                transition,
+                reason: BuildReason::Initiator,
+                initiator_id: initiator,
+                job_id,
+                deadline: None,
+                max_deadline: None,
+                provisioner_state: state,
+                created_at: None,
+            })
+            .execute(conn)
+            .await?;
+        Ok((build_id, job_id))
+    })
+    .await
+    .expect("insert the build and its job")
 }
