@@ -4,9 +4,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 
-use crate::db::pool::{self, redacted_url, PoolConfig};
 use crate::store::audit::{list, AuditFilter};
-use crate::store::StoreError;
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
@@ -59,22 +57,10 @@ pub fn audit(args: &AuditArgs) -> ExitCode {
         since: args.since,
         limit: args.limit,
     };
-    let result = super::templates::block_on(async {
-        let pool = pool::connect(&args.database_url, &PoolConfig::default())
-            .await
-            .map_err(StoreError::from)?;
-        list(&pool, &filter).await
-    });
-    let entries = match result {
-        Ok(Ok(entries)) => entries,
-        Ok(Err(err)) => {
-            eprintln!("error: {err} (database {})", redacted_url(&args.database_url));
-            return ExitCode::FAILURE;
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::FAILURE;
-        }
+    let Some(entries) =
+        super::query_database(&args.database_url, async |pool| list(pool, &filter).await)
+    else {
+        return ExitCode::FAILURE;
     };
     for e in entries {
         let resource = e.resource_id.map_or_else(String::new, |id| id.to_string());

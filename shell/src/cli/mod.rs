@@ -59,6 +59,32 @@ pub enum Command {
 /// Exit code for invalid input (a bad replay file, a bad flag or configuration value).
 pub const EXIT_INVALID_INPUT: u8 = 2;
 
+/// Runs a read-only `query` on a pool of its own for `url`, printing any error (with the
+/// password-free URL) for the listing commands; `None` when it failed.
+fn query_database<T>(
+    url: &str,
+    query: impl AsyncFnOnce(&crate::db::DbPool) -> Result<T, crate::store::StoreError>,
+) -> Option<T> {
+    use crate::db::pool::{self, redacted_url, PoolConfig};
+    let result = templates::block_on(async {
+        let pool = pool::connect(url, &PoolConfig::default())
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        query(&pool).await
+    });
+    match result {
+        Ok(Ok(rows)) => Some(rows),
+        Ok(Err(err)) => {
+            eprintln!("error: {err} (database {})", redacted_url(url));
+            None
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            None
+        }
+    }
+}
+
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Migrate(args) => migrate::migrate(&args),

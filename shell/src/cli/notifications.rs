@@ -2,9 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::db::pool::{self, redacted_url, PoolConfig};
 use crate::store::notifications::{list, NotificationFilter};
-use crate::store::StoreError;
 
 #[derive(Debug, clap::Args)]
 pub struct NotificationsArgs {
@@ -49,22 +47,10 @@ pub fn notifications(args: &NotificationsArgs) -> ExitCode {
         unsent: args.unsent,
         limit: args.limit,
     };
-    let result = super::templates::block_on(async {
-        let pool = pool::connect(&args.database_url, &PoolConfig::default())
-            .await
-            .map_err(StoreError::from)?;
-        list(&pool, &filter).await
-    });
-    let rows = match result {
-        Ok(Ok(rows)) => rows,
-        Ok(Err(err)) => {
-            eprintln!("error: {err} (database {})", redacted_url(&args.database_url));
-            return ExitCode::FAILURE;
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rows) =
+        super::query_database(&args.database_url, async |pool| list(pool, &filter).await)
+    else {
+        return ExitCode::FAILURE;
     };
     for row in rows {
         let n = &row.notification;
