@@ -57,7 +57,9 @@ while :; do
     wait "$pg"
     status=$?
     [ -e "$dir/down" ] || break
+    : >"$dir/paused"
     while [ -e "$dir/down" ] && [ ! -e "$dir/stopping" ]; do sleep 0.05; done
+    rm -f "$dir/paused"
     [ -e "$dir/stopping" ] && break
 done
 kill "$watcher" 2>/dev/null
@@ -198,8 +200,11 @@ impl LocalServer {
             });
         }
         let deadline = Instant::now() + STARTUP_TIMEOUT;
-        // postgres removes its pid file last, once every backend has exited.
-        while pid_file.exists() {
+        // postgres removes its pid file last, once every backend has exited; the watchdog
+        // then marks itself paused. Only after that may `down` go, or the watchdog would
+        // take the exit for the end and stop for good.
+        let paused = self.dir.join("paused");
+        while pid_file.exists() || !paused.exists() {
             if Instant::now() > deadline {
                 return Err(LocalServerError::Timeout(STARTUP_TIMEOUT));
             }
