@@ -2,25 +2,21 @@
 //! workspace mints an agent's token; the agent reports its state with it. Wrong or stale
 //! tokens are 401; another agent, existing or not, is 404; the state machine is enforced.
 
-use std::time::Duration;
+#[path = "support/api_server.rs"]
+mod api_server;
 
 use chrono::{TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use poolkeeper::api::{router, ApiState};
 use poolkeeper::db::enums::{AgentLifecycle, UserRole};
 use poolkeeper::db::schema::{audit_log, workspace_agents};
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::provisioner::backend::{AgentSpec, BuildOutput};
 use poolkeeper::provisioner::{acquire_next_job, complete_job, JobResult};
 use poolkeeper::store::auth::{create_token, create_user};
-use poolkeeper::store::templates::apply;
-use poolkeeper::templates_file::parse_toml;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-const EXAMPLE: &str = include_str!("../examples/templates.toml");
 
 struct Api {
     db: TestDatabase,
@@ -31,14 +27,8 @@ struct Api {
 impl Api {
     async fn start() -> Api {
         let db = TestDatabase::new().await;
-        apply(db.pool(), &parse_toml(EXAMPLE).expect("example")).await.expect("apply");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let app = router(ApiState::new(db.pool().clone()));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let client =
-            reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Api { db, base: format!("http://{addr}"), client }
+        let (base, client) = api_server::serve_example(&db).await;
+        Api { db, base, client }
     }
 
     async fn user(&self, username: &str, role: UserRole) -> String {

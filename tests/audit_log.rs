@@ -2,21 +2,20 @@
 //! values, in the transaction of the change (a refused change leaves no entry); it is
 //! queryable over `GET /api/v1/audit` (owners only) and with `poolkeeper audit list`.
 
+#[path = "support/api_server.rs"]
+mod api_server;
+
 use std::process::ExitCode;
-use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use clap::Parser;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use poolkeeper::api::{router, ApiState};
 use poolkeeper::cli::{run, Cli};
 use poolkeeper::db::enums::UserRole;
 use poolkeeper::db::schema::{audit_log, presets};
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::store::auth::{create_token, create_user};
-use poolkeeper::store::templates::apply;
-use poolkeeper::templates_file::parse_toml;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -32,14 +31,8 @@ struct Api {
 impl Api {
     async fn start() -> Api {
         let db = TestDatabase::new().await;
-        apply(db.pool(), &parse_toml(EXAMPLE).expect("example")).await.expect("apply");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let app = router(ApiState::new(db.pool().clone()));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let client =
-            reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Api { db, base: format!("http://{addr}"), client }
+        let (base, client) = api_server::serve_example(&db).await;
+        Api { db, base, client }
     }
 
     async fn user(&self, username: &str, role: UserRole) -> (Uuid, String) {
