@@ -5,61 +5,20 @@
 #[path = "support/api_server.rs"]
 mod api_server;
 
-use chrono::{TimeDelta, Utc};
+use api_server::TestApi as Api;
+
+use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use poolkeeper::db::enums::{AgentLifecycle, UserRole};
 use poolkeeper::db::schema::{audit_log, workspace_agents};
-use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::provisioner::backend::{AgentSpec, BuildOutput};
 use poolkeeper::provisioner::{acquire_next_job, complete_job, JobResult};
-use poolkeeper::store::auth::{create_token, create_user};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-struct Api {
-    db: TestDatabase,
-    base: String,
-    client: reqwest::Client,
-}
-
 impl Api {
-    async fn start() -> Api {
-        let db = TestDatabase::new().await;
-        let (base, client) = api_server::serve_example(&db).await;
-        Api { db, base, client }
-    }
-
-    async fn user(&self, username: &str, role: UserRole) -> String {
-        create_user(self.db.pool(), username, role).await.expect("user");
-        let (token, _) =
-            create_token(self.db.pool(), username, "t", TimeDelta::days(1), Utc::now())
-                .await
-                .expect("token");
-        token
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
     /// Completes every pending job as a start with one agent, `main`, still starting.
     async fn complete_pending(&self) {
         let mut conn = self.db.conn().await;
@@ -105,13 +64,13 @@ fn lifecycle_path(workspace: &str, agent: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_tokens_and_lifecycle_reports() {
     let api = Api::start().await;
-    let ann = api.user("ann", UserRole::Member).await;
-    let eve = api.user("eve", UserRole::Member).await;
+    let (_, ann) = api.user("ann", UserRole::Member).await;
+    let (_, eve) = api.user("eve", UserRole::Member).await;
     let (status, body) = api
         .call(
             Method::POST,
             "/api/v1/workspaces",
-            Some(&ann),
+            &ann,
             Some(json!({"template": "python-dev", "name": "dev"})),
         )
         .await;
@@ -121,14 +80,14 @@ async fn agent_tokens_and_lifecycle_reports() {
     let token_path = format!("/api/v1/workspaces/{ws}/agents/main/token");
 
     // Minting: only who may operate the workspace; another person's workspace is 404.
-    let (status, _) = api.call(Method::POST, &token_path, Some(&eve), None).await;
+    let (status, _) = api.call(Method::POST, &token_path, &eve, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = api.call(Method::POST, &token_path, None, None).await;
+    let (status, _) = api.call_as(Method::POST, &token_path, None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let missing = format!("/api/v1/workspaces/{ws}/agents/nope/token");
-    let (status, _) = api.call(Method::POST, &missing, Some(&ann), None).await;
+    let (status, _) = api.call(Method::POST, &missing, &ann, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, body) = api.call(Method::POST, &token_path, Some(&ann), None).await;
+    let (status, body) = api.call(Method::POST, &token_path, &ann, None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let agent = body["token"].as_str().expect("token").to_owned();
 
@@ -136,17 +95,17 @@ async fn agent_tokens_and_lifecycle_reports() {
     let ready = Some(json!({"state": "ready"}));
     // No token, a person's API token, a made-up token: 401, the same answer for each.
     for token in [None, Some(ann.as_str()), Some("pka_made_up")] {
-        let (status, body) = api.call(Method::POST, &path, token, ready.clone()).await;
+        let (status, body) = api.call_as(Method::POST, &path, token, ready.clone()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}: {body}");
     }
     // Speaking for another agent or workspace, existing or not: 404.
     let other = Uuid::new_v4().to_string();
     for other_path in [lifecycle_path(&other, "main"), lifecycle_path(&ws, "sidecar")] {
-        let (status, _) = api.call(Method::POST, &other_path, Some(&agent), ready.clone()).await;
+        let (status, _) = api.call(Method::POST, &other_path, &agent, ready.clone()).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{other_path}");
     }
     let (status, body) =
-        api.call(Method::POST, &lifecycle_path("nope", "main"), Some(&agent), ready.clone()).await;
+        api.call(Method::POST, &lifecycle_path("nope", "main"), &agent, ready.clone()).await;
     assert_eq!((status, &body["field"]), (StatusCode::BAD_REQUEST, &json!("id")));
     for bad in [
         json!({"state": "sleeping"}),
@@ -154,39 +113,38 @@ async fn agent_tokens_and_lifecycle_reports() {
         json!({}),
         json!({"state": "ready", "x": 1}),
     ] {
-        let (status, body) = api.call(Method::POST, &path, Some(&agent), Some(bad.clone())).await;
+        let (status, body) = api.call(Method::POST, &path, &agent, Some(bad.clone())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
         assert!(body["error"].is_string(), "{body}");
     }
     assert_eq!(api.agent_state(&ws).await, vec![(AgentLifecycle::Starting, false)]);
 
     // starting → ready → (ready again: a retried report) → starting is refused.
-    let (status, body) = api.call(Method::POST, &path, Some(&agent), ready.clone()).await;
+    let (status, body) = api.call(Method::POST, &path, &agent, ready.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!((&body["old_state"], &body["state"]), (&json!("starting"), &json!("ready")));
     assert_eq!(api.agent_state(&ws).await, vec![(AgentLifecycle::Ready, true)]);
-    let (status, _) = api.call(Method::POST, &path, Some(&agent), ready.clone()).await;
+    let (status, _) = api.call(Method::POST, &path, &agent, ready.clone()).await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) =
-        api.call(Method::POST, &path, Some(&agent), Some(json!({"state": "starting"}))).await;
+        api.call(Method::POST, &path, &agent, Some(json!({"state": "starting"}))).await;
     assert_eq!((status, &body["field"]), (StatusCode::CONFLICT, &json!("state")), "{body}");
     assert_eq!(api.agent_state(&ws).await, vec![(AgentLifecycle::Ready, true)]);
 
     // A new token replaces the old one.
-    let (_, body) = api.call(Method::POST, &token_path, Some(&ann), None).await;
+    let (_, body) = api.call(Method::POST, &token_path, &ann, None).await;
     let fresh = body["token"].as_str().expect("token").to_owned();
     let shutting = Some(json!({"state": "shutting_down"}));
-    let (status, _) = api.call(Method::POST, &path, Some(&agent), shutting.clone()).await;
+    let (status, _) = api.call(Method::POST, &path, &agent, shutting.clone()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the old token is revoked");
-    let (status, _) = api.call(Method::POST, &path, Some(&fresh), shutting).await;
+    let (status, _) = api.call(Method::POST, &path, &fresh, shutting).await;
     assert_eq!(status, StatusCode::OK);
 
     // Once the workspace has a newer build, the old build's agent has nothing to report.
     let (status, _) =
-        api.call(Method::POST, &format!("/api/v1/workspaces/{ws}/stop"), Some(&ann), None).await;
+        api.call(Method::POST, &format!("/api/v1/workspaces/{ws}/stop"), &ann, None).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let (status, _) =
-        api.call(Method::POST, &path, Some(&fresh), Some(json!({"state": "off"}))).await;
+    let (status, _) = api.call(Method::POST, &path, &fresh, Some(json!({"state": "off"}))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Every change is in the audit log; a token's secret never is.

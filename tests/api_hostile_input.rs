@@ -2,47 +2,34 @@
 //! UUIDs and SQL meta-characters. Every answer is a 4xx naming the field (never a 5xx),
 //! and text that reaches the database is stored verbatim.
 
-use std::time::Duration;
+#[path = "support/api_server.rs"]
+mod api_server;
 
-use chrono::{TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use poolkeeper::api::{router, ApiState, BODY_LIMIT_BYTES};
+use poolkeeper::api::BODY_LIMIT_BYTES;
 use poolkeeper::db::enums::UserRole;
 use poolkeeper::db::schema::{presets, provisioner_jobs, templates};
-use poolkeeper::db::test_db::TestDatabase;
-use poolkeeper::store::auth::{create_token, create_user};
-use poolkeeper::store::templates::apply;
-use poolkeeper::templates_file::parse_toml;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
+use api_server::TestApi;
+
 const EXAMPLE: &str = include_str!("../examples/templates.toml");
 
+/// The API with an owner's token that every request carries.
 struct Api {
-    db: TestDatabase,
-    addr: std::net::SocketAddr,
-    client: reqwest::Client,
+    server: TestApi,
     token: String,
 }
 
 impl Api {
     async fn start() -> Api {
-        let db = TestDatabase::new().await;
-        apply(db.pool(), &parse_toml(EXAMPLE).expect("example")).await.expect("apply");
-        create_user(db.pool(), "root", UserRole::Owner).await.expect("user");
-        let (token, _) = create_token(db.pool(), "root", "t", TimeDelta::days(1), Utc::now())
-            .await
-            .expect("token");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let app = router(ApiState::new(db.pool().clone()));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let client =
-            reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Api { db, addr, client, token }
+        let server = TestApi::start().await;
+        let (_, token) = server.user("root", UserRole::Owner).await;
+        Api { server, token }
     }
 
     /// `body` sent as-is with `content_type`; the answer as JSON (or a JSON string).
@@ -53,20 +40,7 @@ impl Api {
         content_type: Option<&str>,
         body: Option<&str>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .request(method, format!("http://{}{path}", self.addr))
-            .bearer_auth(&self.token);
-        if let Some(content_type) = content_type {
-            request = request.header("content-type", content_type);
-        }
-        if let Some(body) = body {
-            request = request.body(body.to_owned());
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        self.server.send(method, path, &self.token, content_type, body).await
     }
 
     async fn json(&self, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
@@ -278,8 +252,9 @@ async fn malformed_json_and_wrong_types_are_4xx_naming_the_field() {
     assert_rejected("template name not UTF-8", &answer, Some("name"));
     let bytes = vec![0xff_u8, 0xfe, 0x00, 0x80];
     let response = api
+        .server
         .client
-        .put(format!("http://{}/api/v1/templates/default/python-dev", api.addr))
+        .put(api.server.url("/api/v1/templates/default/python-dev"))
         .bearer_auth(&api.token)
         .header("content-type", "application/toml")
         .body(bytes)
@@ -362,12 +337,12 @@ async fn invalid_uuids_are_400_naming_id() {
 /// Sends `Content-Length: declared` with `Expect: 100-continue` and no body, as curl does for
 /// large uploads, and returns the status line the server answers with.
 async fn declared_length_status(api: &Api, method: &str, path: &str, declared: usize) -> String {
-    let mut stream = tokio::net::TcpStream::connect(api.addr).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(api.server.addr).await.expect("connect");
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: {declared}\r\n\
          Expect: 100-continue\r\n\r\n",
-        api.addr, api.token
+        api.server.addr, api.token
     );
     stream.write_all(head.as_bytes()).await.expect("write");
     let mut answer = Vec::new();
@@ -415,7 +390,7 @@ async fn sql_meta_characters_are_stored_verbatim() {
     let file = file.replace("name = \"small\"", &format!("name = {}", toml_string(hostile_preset)));
     let (status, body) = api.send(Method::PUT, &path, Some("application/toml"), Some(&file)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let mut conn = api.db.conn().await;
+    let mut conn = api.server.db.conn().await;
     let names: Vec<String> = templates::table
         .select(templates::name)
         .order(templates::name)

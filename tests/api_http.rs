@@ -1,12 +1,13 @@
 //! The HTTP API through real HTTP: a server on an ephemeral port, a reqwest client, a
 //! database of its own per test.
 
-use std::time::Duration;
+#[path = "support/api_server.rs"]
+mod api_server;
 
+use api_server::TestApi as Api;
 use chrono::{TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use poolkeeper::api::{router, ApiState};
 use poolkeeper::db::enums::{AgentLifecycle, JobStatus, Transition, UserRole};
 use poolkeeper::db::enums::{AutomaticUpdates, BuildReason};
 use poolkeeper::db::models::{
@@ -15,89 +16,14 @@ use poolkeeper::db::models::{
 use poolkeeper::db::schema::{
     presets, provisioner_jobs, templates, workspace_agents, workspace_builds, workspaces,
 };
-use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::db::{DEFAULT_ORGANIZATION_ID, PREBUILDS_USER_ID};
-use poolkeeper::store::auth::{create_token, create_user};
-use poolkeeper::store::templates::apply;
-use poolkeeper::templates_file::parse_toml;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 const EXAMPLE: &str = include_str!("../examples/templates.toml");
 
-struct Api {
-    db: TestDatabase,
-    base: String,
-    client: reqwest::Client,
-    metrics: std::sync::Arc<poolkeeper::telemetry::metrics::Metrics>,
-}
-
 impl Api {
-    async fn start() -> Api {
-        let db = TestDatabase::new().await;
-        let spec = parse_toml(EXAMPLE).expect("example");
-        apply(db.pool(), &spec).await.expect("apply example");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let metrics = std::sync::Arc::new(poolkeeper::telemetry::metrics::Metrics::new());
-        let app = router(ApiState::new(db.pool().clone()).with_metrics(metrics.clone()));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let client =
-            reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Api { db, base: format!("http://{addr}"), client, metrics }
-    }
-
-    /// A user of `role` and a bearer token for it.
-    async fn user(&self, username: &str, role: UserRole) -> (Uuid, String) {
-        let user = create_user(self.db.pool(), username, role).await.expect("user");
-        let (token, _) =
-            create_token(self.db.pool(), username, "test", TimeDelta::days(1), Utc::now())
-                .await
-                .expect("token");
-        (user.id, token)
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request =
-            self.client.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        content_type: &str,
-        body: &str,
-    ) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .header("content-type", content_type)
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("request");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
     async fn preset_id(&self, name: &str) -> Uuid {
         let mut conn = self.db.conn().await;
         presets::table
@@ -441,12 +367,12 @@ async fn rbac_matrix() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     for (token, expected) in [(&member, StatusCode::FORBIDDEN), (&admin, StatusCode::OK)] {
         let (status, body) = api
-            .raw(
+            .send(
                 Method::PUT,
                 "/api/v1/templates/default/python-dev",
                 token,
-                "application/toml",
-                EXAMPLE,
+                Some("application/toml"),
+                Some(EXAMPLE),
             )
             .await;
         assert_eq!(status, expected, "{body}");
@@ -498,8 +424,15 @@ async fn bad_input_names_the_field() {
         assert_eq!((got, answer["field"].as_str()), (status, Some(field)), "{body} -> {answer}");
         assert!(answer["error"].is_string());
     }
-    let (status, body) =
-        api.raw(Method::POST, "/api/v1/workspaces", &token, "application/json", "{not json").await;
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/api/v1/workspaces",
+            &token,
+            Some("application/json"),
+            Some("{not json"),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("invalid JSON")));
     let (status, body) = api.call(Method::GET, "/api/v1/workspaces/not-a-uuid", &token, None).await;
@@ -511,7 +444,13 @@ async fn bad_input_names_the_field() {
         .replace("* 9-18 * * 1-5", "0 9-18 * * 1-5")
         .replace("name = \"v1\"", "name = \"v9\"");
     let (status, body) = api
-        .raw(Method::PUT, "/api/v1/templates/default/python-dev", &token, "application/toml", &bad)
+        .send(
+            Method::PUT,
+            "/api/v1/templates/default/python-dev",
+            &token,
+            Some("application/toml"),
+            Some(&bad),
+        )
         .await;
     assert_eq!(
         (status, &body["field"]),
@@ -519,12 +458,12 @@ async fn bad_input_names_the_field() {
         "{body}"
     );
     let (status, body) = api
-        .raw(
+        .send(
             Method::PUT,
             "/api/v1/templates/default/other-name",
             &token,
-            "application/toml",
-            EXAMPLE,
+            Some("application/toml"),
+            Some(EXAMPLE),
         )
         .await;
     assert_eq!(
@@ -534,12 +473,12 @@ async fn bad_input_names_the_field() {
     );
     // Unchanged file: a no-op.
     let (status, body) = api
-        .raw(
+        .send(
             Method::PUT,
             "/api/v1/templates/default/python-dev",
             &token,
-            "application/toml",
-            EXAMPLE,
+            Some("application/toml"),
+            Some(EXAMPLE),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -552,8 +491,7 @@ async fn bad_input_names_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_lists_every_route() {
     let api = Api::start().await;
-    let response =
-        api.client.get(format!("{}/api/v1/openapi.json", api.base)).send().await.expect("get");
+    let response = api.client.get(api.url("/api/v1/openapi.json")).send().await.expect("get");
     assert_eq!(response.status(), StatusCode::OK);
     let doc: Value = response.json().await.expect("json");
     let expected = [
@@ -594,13 +532,8 @@ async fn openapi_lists_every_route() {
             .replace("{org}", "default")
             .replace("{name}", "x");
         let method = Method::from_bytes(route.method.to_uppercase().as_bytes()).expect("method");
-        let status = api
-            .client
-            .request(method, format!("{}{path}", api.base))
-            .send()
-            .await
-            .expect("send")
-            .status();
+        let status =
+            api.client.request(method, api.url(&path)).send().await.expect("send").status();
         assert!(
             status == StatusCode::UNAUTHORIZED || status == StatusCode::OK,
             "{} {path}: {status}",

@@ -5,63 +5,23 @@
 #[path = "support/api_server.rs"]
 mod api_server;
 
+use api_server::TestApi as Api;
+
 use std::process::ExitCode;
 
-use chrono::{TimeDelta, Utc};
 use clap::Parser;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use poolkeeper::cli::{run, Cli};
 use poolkeeper::db::enums::UserRole;
 use poolkeeper::db::schema::{audit_log, presets};
-use poolkeeper::db::test_db::TestDatabase;
-use poolkeeper::store::auth::{create_token, create_user};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 const EXAMPLE: &str = include_str!("../examples/templates.toml");
 
-struct Api {
-    db: TestDatabase,
-    base: String,
-    client: reqwest::Client,
-}
-
 impl Api {
-    async fn start() -> Api {
-        let db = TestDatabase::new().await;
-        let (base, client) = api_server::serve_example(&db).await;
-        Api { db, base, client }
-    }
-
-    async fn user(&self, username: &str, role: UserRole) -> (Uuid, String) {
-        let user = create_user(self.db.pool(), username, role).await.expect("user");
-        let (token, _) =
-            create_token(self.db.pool(), username, "t", TimeDelta::days(1), Utc::now())
-                .await
-                .expect("token");
-        (user.id, token)
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request =
-            self.client.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
     async fn audit_count(&self) -> i64 {
         let mut conn = self.db.conn().await;
         audit_log::table.count().get_result(&mut conn).await.expect("count")
@@ -219,21 +179,15 @@ async fn a_template_put_is_audited_only_when_it_changes_something() {
     let api = Api::start().await;
     let (_, admin) = api.user("tina", UserRole::TemplateAdmin).await;
     let path = "/api/v1/templates/default/python-dev";
-    let send = |body: String| {
-        api.client
-            .put(format!("{}{path}", api.base))
-            .bearer_auth(&admin)
-            .header("content-type", "application/toml")
-            .body(body)
-            .send()
-    };
+    let toml = Some("application/toml");
     let before = api.audit_count().await;
-    assert_eq!(send(EXAMPLE.to_owned()).await.expect("put").status(), StatusCode::OK);
+    let (status, body) = api.send(Method::PUT, path, &admin, toml, Some(EXAMPLE)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(api.audit_count().await, before, "an unchanged file changes nothing");
     let changed =
         EXAMPLE.replace("name = \"v1\"", "name = \"v2\"").replace("instances = 2", "instances = 3");
-    let response = send(changed).await.expect("put");
-    assert_eq!(response.status(), StatusCode::OK);
+    let (status, body) = api.send(Method::PUT, path, &admin, toml, Some(&changed)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let mut conn = api.db.conn().await;
     let (actor, diff): (String, Value) = audit_log::table
         .filter(audit_log::action.eq("template_apply"))
