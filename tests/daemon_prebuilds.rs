@@ -9,15 +9,7 @@ use poolkeeper::daemon::{CycleOutcome, CycleStats, PrebuildReconciler};
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::store::settings::set_reconciliation_paused;
 use poolkeeper::telemetry::Metrics;
-use poolkeeper_core::prebuilds::ReconcilerConfig;
-use seed::t;
-
-const CONFIG: ReconcilerConfig = ReconcilerConfig {
-    backoff_interval_secs: 60,
-    backoff_lookback_secs: 3600,
-    failure_hard_limit: 3,
-    max_pending_creates_per_preset: 0,
-};
+use seed::{t, CONFIG};
 
 const LIVE_PREBUILDS: &str = "SELECT count(*) AS n FROM workspaces
     WHERE owner_id = 'c42fdf75-3097-471c-8c33-fb52454d81c0' AND NOT deleted";

@@ -26,16 +26,8 @@ use poolkeeper::store::auth::create_user;
 use poolkeeper::store::claim::{claim_or_create, ClaimRequest};
 use poolkeeper::store::settings::set_reconciliation_paused;
 use poolkeeper::telemetry::Metrics;
-use poolkeeper_core::prebuilds::ReconcilerConfig;
 use prometheus_parse::{LineInfo, SampleType, Scrape, Value};
-use seed::{t, WorkspaceSeed};
-
-const CONFIG: ReconcilerConfig = ReconcilerConfig {
-    backoff_interval_secs: 60,
-    backoff_lookback_secs: 3600,
-    failure_hard_limit: 3,
-    max_pending_creates_per_preset: 0,
-};
+use seed::{t, WorkspaceSeed, CONFIG};
 
 /// One scrape: every sample by (name, sorted labels), and the declared family types.
 struct Scraped {

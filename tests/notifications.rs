@@ -22,8 +22,8 @@ use poolkeeper::store::notifications::{list, NotificationFilter};
 use poolkeeper::store::prebuilds::{apply_preset_plan, load_prebuild_snapshot};
 use poolkeeper::store::templates::find_template;
 use poolkeeper_core::lifecycle::plan as lifecycle_plan;
-use poolkeeper_core::prebuilds::{plan as prebuild_plan, ReconcilerConfig};
-use seed::{t, WorkspaceSeed};
+use poolkeeper_core::prebuilds::plan as prebuild_plan;
+use seed::{t, WorkspaceSeed, CONFIG};
 use uuid::Uuid;
 
 /// Fails any statement that writes an audit entry with `action`: the audit entry comes
@@ -159,13 +159,6 @@ async fn autostart_onto_a_new_version_notifies_the_owner() {
     lifecycle_cycle(&db, now + TimeDelta::minutes(1)).await;
     assert_eq!(notes(&db, "workspace_autoupdated").await.len(), 1);
 }
-
-const CONFIG: ReconcilerConfig = ReconcilerConfig {
-    backoff_interval_secs: 60,
-    backoff_lookback_secs: 3600,
-    failure_hard_limit: 3,
-    max_pending_creates_per_preset: 0,
-};
 
 async fn reconcile(db: &TestDatabase, at: DateTime<Utc>) {
     let mut conn = db.conn().await;

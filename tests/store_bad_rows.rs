@@ -10,16 +10,8 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use poolkeeper::daemon::{CycleOutcome, LifecycleExecutor, PrebuildReconciler};
 use poolkeeper::db::enums::{JobStatus, Transition};
 use poolkeeper::db::test_db::TestDatabase;
-use poolkeeper_core::prebuilds::ReconcilerConfig;
-use seed::{t, WorkspaceSeed};
+use seed::{t, WorkspaceSeed, CONFIG};
 use uuid::Uuid;
-
-const CONFIG: ReconcilerConfig = ReconcilerConfig {
-    backoff_interval_secs: 60,
-    backoff_lookback_secs: 3600,
-    failure_hard_limit: 3,
-    max_pending_creates_per_preset: 0,
-};
 
 /// Drops the CHECK constraint of `table` whose definition mentions `needle`, as a database
 /// shared with a newer release (or edited by hand) might lack it.

@@ -15,17 +15,10 @@ use poolkeeper::db::enums::JobStatus;
 use poolkeeper::db::schema::{presets, workspaces};
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::store::prebuilds::{apply_preset_plan, load_prebuild_snapshot};
-use poolkeeper_core::prebuilds::{plan, Action, PrebuildSnapshot, PresetPlan, ReconcilerConfig};
+use poolkeeper_core::prebuilds::{plan, Action, PrebuildSnapshot, PresetPlan};
 use poolkeeper_core::replay::ReplayInput;
-use seed::{t, WorkspaceSeed};
+use seed::{t, WorkspaceSeed, CONFIG};
 use uuid::Uuid;
-
-const CONFIG: ReconcilerConfig = ReconcilerConfig {
-    backoff_interval_secs: 60,
-    backoff_lookback_secs: 3600,
-    failure_hard_limit: 3,
-    max_pending_creates_per_preset: 0,
-};
 
 fn now() -> DateTime<Utc> {
     t("2025-06-02T09:00:00Z")

@@ -18,7 +18,17 @@ use poolkeeper::db::schema::{
     workspace_builds, workspaces,
 };
 use poolkeeper::db::{DEFAULT_ORGANIZATION_ID, PREBUILDS_USER_ID};
+use poolkeeper_core::prebuilds::ReconcilerConfig;
 use uuid::Uuid;
+
+/// The reconciler settings of `poolkeeper run`'s defaults: back off 1 minute after a
+/// failure, look back 1 hour, stop at 3 consecutive failures, no cap on pending creates.
+pub const CONFIG: ReconcilerConfig = ReconcilerConfig {
+    backoff_interval_secs: 60,
+    backoff_lookback_secs: 3600,
+    failure_hard_limit: 3,
+    max_pending_creates_per_preset: 0,
+};
 
 pub fn t(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text).expect("test instant").with_timezone(&Utc)
