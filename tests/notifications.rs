@@ -329,19 +329,9 @@ async fn run_with(conn: &mut AsyncPgConnection, backends: &Backends) -> Completi
     done.expect("this worker's job")
 }
 
-fn terraform_available() -> bool {
-    std::process::Command::new("terraform")
-        .arg("version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terraform_replacements_on_claim_are_detected_from_the_state() {
-    if !terraform_available() {
-        eprintln!("skipped: `terraform` is not on PATH");
+    if poolkeeper_tests::skip_without_terraform() {
         return;
     }
     let db = TestDatabase::new().await;

@@ -22,15 +22,6 @@ use poolkeeper::provisioner::{
 use seed::TemplateSpec;
 use uuid::Uuid;
 
-fn terraform_available() -> bool {
-    std::process::Command::new("terraform")
-        .arg("version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
 fn template_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shell/templates/terraform-example")
 }
@@ -78,8 +69,7 @@ fn resource_count(state: &serde_json::Value) -> usize {
 
 #[tokio::test]
 async fn terraform_applies_and_destroys_offline() {
-    if !terraform_available() {
-        eprintln!("skipped: `terraform` is not on PATH");
+    if poolkeeper_tests::skip_without_terraform() {
         return;
     }
     let db = TestDatabase::new().await;
@@ -198,8 +188,7 @@ async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_terraform_apply_stops_it() {
-    if !terraform_available() {
-        eprintln!("skipped: `terraform` is not on PATH");
+    if poolkeeper_tests::skip_without_terraform() {
         return;
     }
     let db = TestDatabase::new().await;

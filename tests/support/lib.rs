@@ -14,4 +14,19 @@ pub fn proptest_config(name: &'static str, cases: u32) -> Config {
     }
 }
 
+/// True, with the reason printed, when the `terraform` binary is not on PATH: the tests of
+/// the real terraform backend are skipped then (and only then).
+pub fn skip_without_terraform() -> bool {
+    let available = std::process::Command::new("terraform")
+        .arg("version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !available {
+        eprintln!("skipped: `terraform` is not on PATH");
+    }
+    !available
+}
+
 pub mod corpus;
