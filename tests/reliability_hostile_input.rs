@@ -5,11 +5,16 @@
 //! in fuzz/ run the same parsers without a bound.)
 
 use poolkeeper::templates_file::{from_value, parse_json, parse_toml, toml_value, FieldError};
+use poolkeeper_tests::mutate::{count_scalars, hostile_scalar, replace_scalar, splice};
 use poolkeeper_tests::proptest_config;
 use proptest::prelude::*;
 use serde_json::Value;
 
 const EXAMPLE: &str = include_str!("../examples/templates.toml");
+
+/// Text that a templates file's fields refuse: bad schedules and time zones.
+const TEMPLATE_TEXTS: &[&str] =
+    &["CRON_TZ=Mars/Olympus * * * * *", "*/0 * * * *", "* 25-3 * * 8", "Not/AZone"];
 
 fn example_json() -> Value {
     toml_value(EXAMPLE).expect("the example is valid TOML")
@@ -24,74 +29,6 @@ fn check(
         Err(err) => prop_assert!(!err.message.is_empty(), "{err:?}"),
     }
     Ok(())
-}
-
-fn replace_scalar(value: &mut Value, pick: &mut usize, replacement: &Value) -> Option<String> {
-    match value {
-        Value::Object(map) => map.iter_mut().find_map(|(key, v)| {
-            replace_scalar(v, pick, replacement).map(|path| format!("{key}{}", prefixed(&path)))
-        }),
-        Value::Array(items) => items.iter_mut().enumerate().find_map(|(i, v)| {
-            replace_scalar(v, pick, replacement).map(|path| format!("[{i}]{}", prefixed(&path)))
-        }),
-        scalar => {
-            if *pick == 0 {
-                *scalar = replacement.clone();
-                Some(String::new())
-            } else {
-                *pick -= 1;
-                None
-            }
-        }
-    }
-}
-
-fn prefixed(path: &str) -> String {
-    if path.is_empty() || path.starts_with('[') {
-        path.to_owned()
-    } else {
-        format!(".{path}")
-    }
-}
-
-fn count_scalars(value: &Value) -> usize {
-    match value {
-        Value::Object(map) => map.values().map(count_scalars).sum(),
-        Value::Array(items) => items.iter().map(count_scalars).sum(),
-        _ => 1,
-    }
-}
-
-fn hostile_scalar() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
-        Just(Value::from("")),
-        Just(Value::from("CRON_TZ=Mars/Olympus * * * * *")),
-        Just(Value::from("*/0 * * * *")),
-        Just(Value::from("* 25-3 * * 8")),
-        Just(Value::from("Not/AZone")),
-        Just(Value::from("'; DROP TABLE presets; --")),
-        Just(Value::Array(vec![])),
-        Just(serde_json::json!({"nested": {"deeper": [1, 2, 3]}})),
-        ".{0,40}".prop_map(Value::from),
-    ]
-}
-
-/// Splices `garbage` over `cut` bytes at `at` (on character boundaries).
-fn splice(text: &str, at: prop::sample::Index, cut: usize, garbage: &str) -> String {
-    let mut start = at.index(text.len().max(1)).min(text.len());
-    while !text.is_char_boundary(start) {
-        start -= 1;
-    }
-    let mut end = (start + cut).min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{}{}", &text[..start], garbage, &text[end..])
 }
 
 proptest! {
@@ -137,7 +74,7 @@ proptest! {
     #[test]
     fn replacing_any_scalar_is_refused_at_a_field(
         pick in any::<prop::sample::Index>(),
-        replacement in hostile_scalar(),
+        replacement in hostile_scalar(TEMPLATE_TEXTS),
     ) {
         let mut document = example_json();
         let mut n = pick.index(count_scalars(&document));

@@ -2,6 +2,7 @@
 //! of every corpus file are either rejected with a path-naming error or planned normally.
 
 use poolkeeper_tests::corpus::corpus_cases;
+use poolkeeper_tests::mutate::{count_scalars, hostile_scalar, replace_scalar, splice};
 use poolkeeper_tests::proptest_config;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -18,46 +19,13 @@ fn corpus_texts() -> &'static [String] {
     })
 }
 
-/// Replaces the `pick`-th scalar of the document (depth-first) with `replacement`.
-fn replace_scalar(value: &mut Value, pick: &mut usize, replacement: &Value) -> bool {
-    match value {
-        Value::Object(map) => map.values_mut().any(|v| replace_scalar(v, pick, replacement)),
-        Value::Array(items) => items.iter_mut().any(|v| replace_scalar(v, pick, replacement)),
-        scalar => {
-            if *pick == 0 {
-                *scalar = replacement.clone();
-                true
-            } else {
-                *pick -= 1;
-                false
-            }
-        }
-    }
-}
-
-fn count_scalars(value: &Value) -> usize {
-    match value {
-        Value::Object(map) => map.values().map(count_scalars).sum(),
-        Value::Array(items) => items.iter().map(count_scalars).sum(),
-        _ => 1,
-    }
-}
-
-fn hostile_scalar() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
-        Just(Value::from("9999-12-31T23:59:59Z")),
-        Just(Value::from("0001-01-01T00:00:00Z")),
-        Just(Value::from("CRON_TZ=Mars/Olympus * * * * *")),
-        Just(Value::from("*/0 * * * *")),
-        Just(Value::from("'; DROP TABLE presets; --")),
-        ".{0,40}".prop_map(Value::from),
-    ]
-}
+/// Text for a replay file's fields: the extremes of time, schedules that do not parse.
+const REPLAY_TEXTS: &[&str] = &[
+    "9999-12-31T23:59:59Z",
+    "0001-01-01T00:00:00Z",
+    "CRON_TZ=Mars/Olympus * * * * *",
+    "*/0 * * * *",
+];
 
 /// Parses and, when valid, runs the core; the only acceptable failure is a `ReplayError`.
 fn parse_and_run(text: &str) -> Result<(), TestCaseError> {
@@ -79,13 +47,13 @@ proptest! {
     fn replacing_any_scalar_never_panics(
         case in any::<prop::sample::Index>(),
         pick in any::<prop::sample::Index>(),
-        replacement in hostile_scalar(),
+        replacement in hostile_scalar(REPLAY_TEXTS),
     ) {
         let texts = corpus_texts();
         let text = &texts[case.index(texts.len())];
         let mut document: Value = serde_json::from_str(text).expect("corpus is JSON");
         let mut n = pick.index(count_scalars(&document).max(1));
-        prop_assert!(replace_scalar(&mut document, &mut n, &replacement));
+        prop_assert!(replace_scalar(&mut document, &mut n, &replacement).is_some());
         parse_and_run(&document.to_string())?;
     }
 
@@ -99,15 +67,7 @@ proptest! {
     ) {
         let texts = corpus_texts();
         let text = &texts[case.index(texts.len())];
-        let mut start = at.index(text.len().max(1)).min(text.len());
-        while !text.is_char_boundary(start) {
-            start -= 1;
-        }
-        let mut end = (start + cut).min(text.len());
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mutated = format!("{}{}{}", &text[..start], garbage, &text[end..]);
+        let mutated = splice(text, at, cut, &garbage);
         parse_and_run(&mutated)?;
     }
 }

@@ -30,3 +30,4 @@ pub fn skip_without_terraform() -> bool {
 }
 
 pub mod corpus;
+pub mod mutate;
