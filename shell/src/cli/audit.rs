@@ -57,10 +57,13 @@ pub fn audit(args: &AuditArgs) -> ExitCode {
         since: args.since,
         limit: args.limit,
     };
-    let Some(entries) =
-        super::query_database(&args.database_url, async |pool| list(pool, &filter).await)
-    else {
-        return ExitCode::FAILURE;
+    let entries = match super::on_database(
+        &args.database_url,
+        async |pool| list(pool, &filter).await,
+        |_| None,
+    ) {
+        Ok(entries) => entries,
+        Err(code) => return code,
     };
     for e in entries {
         let resource = e.resource_id.map_or_else(String::new, |id| id.to_string());

@@ -59,28 +59,44 @@ pub enum Command {
 /// Exit code for invalid input (a bad replay file, a bad flag or configuration value).
 pub const EXIT_INVALID_INPUT: u8 = 2;
 
-/// Runs a read-only `query` on a pool of its own for `url`, printing any error (with the
-/// password-free URL) for the listing commands; `None` when it failed.
-fn query_database<T>(
+/// Runs one command's future on a runtime of its own (the CLI is synchronous).
+fn block_on<F: std::future::Future>(future: F) -> std::io::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    Ok(runtime.block_on(future))
+}
+
+/// Runs `command` on a pool of its own for `url` and prints a failure: as invalid input
+/// (exit 2) when `invalid_input` words it, else with the password-free URL (exit 1).
+fn on_database<T, E>(
     url: &str,
-    query: impl AsyncFnOnce(&crate::db::DbPool) -> Result<T, crate::store::StoreError>,
-) -> Option<T> {
+    command: impl AsyncFnOnce(&crate::db::DbPool) -> Result<T, E>,
+    invalid_input: impl FnOnce(&E) -> Option<String>,
+) -> Result<T, ExitCode>
+where
+    E: std::fmt::Display + From<crate::store::StoreError>,
+{
     use crate::db::pool::{self, redacted_url, PoolConfig};
-    let result = templates::block_on(async {
+    let result = block_on(async {
         let pool = pool::connect(url, &PoolConfig::default())
             .await
-            .map_err(crate::store::StoreError::from)?;
-        query(&pool).await
+            .map_err(|err| E::from(crate::store::StoreError::from(err)))?;
+        command(&pool).await
     });
     match result {
-        Ok(Ok(rows)) => Some(rows),
-        Ok(Err(err)) => {
-            eprintln!("error: {err} (database {})", redacted_url(url));
-            None
-        }
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => match invalid_input(&err) {
+            Some(message) => {
+                eprintln!("error: {message}");
+                Err(ExitCode::from(EXIT_INVALID_INPUT))
+            }
+            None => {
+                eprintln!("error: {err} (database {})", redacted_url(url));
+                Err(ExitCode::FAILURE)
+            }
+        },
         Err(err) => {
             eprintln!("error: {err}");
-            None
+            Err(ExitCode::FAILURE)
         }
     }
 }

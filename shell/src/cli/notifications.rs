@@ -47,10 +47,13 @@ pub fn notifications(args: &NotificationsArgs) -> ExitCode {
         unsent: args.unsent,
         limit: args.limit,
     };
-    let Some(rows) =
-        super::query_database(&args.database_url, async |pool| list(pool, &filter).await)
-    else {
-        return ExitCode::FAILURE;
+    let rows = match super::on_database(
+        &args.database_url,
+        async |pool| list(pool, &filter).await,
+        |_| None,
+    ) {
+        Ok(rows) => rows,
+        Err(code) => return code,
     };
     for row in rows {
         let n = &row.notification;

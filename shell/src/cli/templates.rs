@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::db::pool::{self, redacted_url, PoolConfig};
 use crate::store::templates::{apply, ApplyError};
 use crate::templates_file;
 
@@ -54,34 +53,19 @@ fn apply_file(args: &ApplyArgs) -> ExitCode {
             return ExitCode::from(super::EXIT_INVALID_INPUT);
         }
     };
-    let result = block_on(async {
-        let pool = pool::connect(&args.database_url, &PoolConfig::default())
-            .await
-            .map_err(|err| ApplyError::Store(err.into()))?;
-        apply(&pool, &spec).await
-    });
-    match result {
-        Ok(Ok(outcome)) => {
+    let applied = super::on_database(
+        &args.database_url,
+        async |pool| apply(pool, &spec).await,
+        |err| match err {
+            ApplyError::Invalid(err) => Some(format!("{}: {err}", args.file.display())),
+            _ => None,
+        },
+    );
+    match applied {
+        Ok(outcome) => {
             println!("{}/{}: {outcome}", spec.organization, spec.name);
             ExitCode::SUCCESS
         }
-        Ok(Err(ApplyError::Invalid(err))) => {
-            eprintln!("error: {}: {err}", args.file.display());
-            ExitCode::from(super::EXIT_INVALID_INPUT)
-        }
-        Ok(Err(err)) => {
-            eprintln!("error: {err} (database {})", redacted_url(&args.database_url));
-            ExitCode::FAILURE
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
-}
-
-/// Runs one command's future on a runtime of its own (the CLI is synchronous).
-pub(super) fn block_on<F: std::future::Future>(future: F) -> std::io::Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    Ok(runtime.block_on(future))
 }

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use chrono::{TimeDelta, Utc};
 
-use crate::db::pool::{self, redacted_url, PoolConfig};
 use crate::store::auth::{create_token, AuthError};
 
 #[derive(Debug, clap::Args)]
@@ -37,30 +36,21 @@ pub struct CreateTokenArgs {
 
 pub fn tokens(args: &TokensArgs) -> ExitCode {
     let TokensCommand::Create(args) = &args.command;
-    let result = super::templates::block_on(async {
-        let pool = pool::connect(&args.database_url, &PoolConfig::default())
-            .await
-            .map_err(|err| AuthError::Store(err.into()))?;
-        let lifetime = TimeDelta::days(i64::from(args.days));
-        create_token(&pool, &args.user, &args.name, lifetime, Utc::now()).await
-    });
-    match result {
-        Ok(Ok((secret, expires_at))) => {
+    let lifetime = TimeDelta::days(i64::from(args.days));
+    let created = super::on_database(
+        &args.database_url,
+        async |pool| create_token(pool, &args.user, &args.name, lifetime, Utc::now()).await,
+        |err| {
+            matches!(err, AuthError::UnknownUser(_) | AuthError::Invalid(_))
+                .then(|| err.to_string())
+        },
+    );
+    match created {
+        Ok((secret, expires_at)) => {
             eprintln!("token for {} expires at {}; it is shown only once:", args.user, expires_at);
             println!("{secret}");
             ExitCode::SUCCESS
         }
-        Ok(Err(err @ (AuthError::UnknownUser(_) | AuthError::Invalid(_)))) => {
-            eprintln!("error: {err}");
-            ExitCode::from(super::EXIT_INVALID_INPUT)
-        }
-        Ok(Err(err)) => {
-            eprintln!("error: {err} (database {})", redacted_url(&args.database_url));
-            ExitCode::FAILURE
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }

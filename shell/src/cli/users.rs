@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use crate::db::enums::UserRole;
-use crate::db::pool::{self, redacted_url, PoolConfig};
 use crate::store::auth::{create_user, AuthError};
 
 #[derive(Debug, clap::Args)]
@@ -36,28 +35,18 @@ fn parse_role(text: &str) -> Result<UserRole, String> {
 
 pub fn users(args: &UsersArgs) -> ExitCode {
     let UsersCommand::Create(args) = &args.command;
-    let result = super::templates::block_on(async {
-        let pool = pool::connect(&args.database_url, &PoolConfig::default())
-            .await
-            .map_err(|err| AuthError::Store(err.into()))?;
-        create_user(&pool, &args.username, args.role).await
-    });
-    match result {
-        Ok(Ok(user)) => {
+    let created = super::on_database(
+        &args.database_url,
+        async |pool| create_user(pool, &args.username, args.role).await,
+        |err| {
+            matches!(err, AuthError::UserExists(_) | AuthError::Invalid(_)).then(|| err.to_string())
+        },
+    );
+    match created {
+        Ok(user) => {
             println!("created user {} ({}) with role {}", user.username, user.id, user.role);
             ExitCode::SUCCESS
         }
-        Ok(Err(err @ (AuthError::UserExists(_) | AuthError::Invalid(_)))) => {
-            eprintln!("error: {err}");
-            ExitCode::from(super::EXIT_INVALID_INPUT)
-        }
-        Ok(Err(err)) => {
-            eprintln!("error: {err} (database {})", redacted_url(&args.database_url));
-            ExitCode::FAILURE
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }

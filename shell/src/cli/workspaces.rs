@@ -85,7 +85,7 @@ pub fn workspaces(args: &WorkspacesArgs) -> ExitCode {
         eprintln!("error: --database-url or POOLKEEPER_DATABASE_URL is required");
         return ExitCode::from(super::EXIT_INVALID_INPUT);
     };
-    let result = super::templates::block_on(async {
+    let result = super::block_on(async {
         let pool = pool::build(url, &PoolConfig { max_size: 2, ..PoolConfig::default() })?;
         execute(&pool, &args.command).await
     });
