@@ -37,12 +37,21 @@ pub async fn flip_due_agents(
         })
         .map(|(id, _, _)| id)
         .collect();
-    if due.is_empty() {
+    mark_agents_ready(conn, &due, now).await
+}
+
+/// Flips the agents of `ids` that are still `starting` to `ready`; returns how many were.
+pub async fn mark_agents_ready(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<usize, ProvisionerError> {
+    if ids.is_empty() {
         return Ok(0);
     }
     let flipped = diesel::update(
         workspace_agents::table
-            .filter(workspace_agents::id.eq_any(&due))
+            .filter(workspace_agents::id.eq_any(ids))
             .filter(workspace_agents::lifecycle_state.eq(AgentLifecycle::Starting)),
     )
     .set((

@@ -298,24 +298,3 @@ fn weekdays(days: &[String]) -> WeekdaySet {
     let days: Vec<DayName> = days.iter().filter_map(|day| day.parse().ok()).collect();
     WeekdaySet::from_days(&days)
 }
-
-/// Flip `starting` agents whose start time has passed to `ready`.
-pub async fn mark_agent_ready(
-    conn: &mut AsyncPgConnection,
-    agent_id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<bool, ProvisionerError> {
-    let updated = diesel::update(
-        workspace_agents::table
-            .find(agent_id)
-            .filter(workspace_agents::lifecycle_state.eq(AgentLifecycle::Starting)),
-    )
-    .set((
-        workspace_agents::lifecycle_state.eq(AgentLifecycle::Ready),
-        workspace_agents::ready_at.eq(now),
-        workspace_agents::updated_at.eq(now),
-    ))
-    .execute(conn)
-    .await?;
-    Ok(updated > 0)
-}

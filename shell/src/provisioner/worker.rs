@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::agents::mark_agents_ready;
 use super::backend::{Backends, BuildFailure};
-use super::complete::{complete_job, mark_agent_ready, Completion, JobResult};
+use super::complete::{complete_job, Completion, JobResult};
 use super::context::load_context;
 use super::listener::{listen, Wakeups};
 use super::{acquire_next_job, flip_due_agents, heartbeat, BackendError, ProvisionerError};
@@ -297,7 +298,7 @@ fn schedule_agents(pool: &DbPool, completion: &Completion) {
                 tokio::time::sleep(wait).await;
                 let flipped = async {
                     let mut conn = pool.get().await?;
-                    mark_agent_ready(&mut conn, agent_id, Utc::now()).await
+                    mark_agents_ready(&mut conn, &[agent_id], Utc::now()).await.map(|n| n > 0)
                 };
                 match flipped.await {
                     Ok(true) => tracing::info!(%agent_id, "agent ready"),
