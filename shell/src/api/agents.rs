@@ -3,7 +3,6 @@
 //! mints the token the agent then uses).
 
 use axum::extract::{FromRequestParts, State};
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
@@ -11,6 +10,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::auth::bearer_secret;
 use super::auth::{Caller, WorkspaceAction};
 use super::body::{nul_free, JsonBody};
 use super::error::ApiError;
@@ -29,14 +29,7 @@ impl FromRequestParts<ApiState> for AgentCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let secret = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|secret| !secret.is_empty())
-            .ok_or_else(agent_unauthorized)?;
+        let secret = bearer_secret(parts).ok_or_else(agent_unauthorized)?;
         match authenticate_agent(&state.pool, secret).await? {
             Some(agent) => Ok(AgentCaller(agent)),
             None => Err(agent_unauthorized()),

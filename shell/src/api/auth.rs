@@ -21,19 +21,23 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let secret = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|secret| !secret.is_empty())
-            .ok_or_else(ApiError::unauthorized)?;
+        let secret = bearer_secret(parts).ok_or_else(ApiError::unauthorized)?;
         match authenticate(&state.pool, secret, Utc::now()).await? {
             Some(user) => Ok(Caller(user)),
             None => Err(ApiError::unauthorized()),
         }
     }
+}
+
+/// The secret of an `Authorization: Bearer <secret>` header, if there is a non-empty one.
+pub(super) fn bearer_secret(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|secret| !secret.is_empty())
 }
 
 /// What a caller may do to a workspace.
