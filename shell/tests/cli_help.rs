@@ -53,3 +53,41 @@ fn every_command_answers_help() {
     }
     println!("cli help: {} commands answer --help, violations: 0", paths.len());
 }
+
+#[test]
+fn run_and_snapshot_read_the_same_reconciler_settings() {
+    use clap::Parser;
+    use poolkeeper::cli::Command as Sub;
+    let flags = [
+        "--database-url",
+        "postgres://localhost/x",
+        "--backoff-interval",
+        "5",
+        "--backoff-lookback",
+        "600",
+        "--failure-hard-limit",
+        "0",
+        "--max-pending-creates",
+        "2",
+    ];
+    let run = Cli::try_parse_from(["poolkeeper", "run"].iter().chain(&flags)).expect("run");
+    let snapshot =
+        Cli::try_parse_from(["poolkeeper", "snapshot", "--kind", "prebuilds"].iter().chain(&flags))
+            .expect("snapshot");
+    let (Sub::Run(run), Sub::Snapshot(snapshot)) = (run.command, snapshot.command) else {
+        panic!("parsed as other commands");
+    };
+    let config = run.reconciler.config();
+    assert_eq!(config, snapshot.reconciler.config());
+    assert_eq!(
+        (
+            config.backoff_interval_secs,
+            config.backoff_lookback_secs,
+            config.failure_hard_limit,
+            config.max_pending_creates_per_preset
+        ),
+        (5, 600, 0, 2)
+    );
+    let refused = Cli::try_parse_from(["poolkeeper", "run", "--max-pending-creates", "many"]);
+    assert!(refused.is_err_and(|err| err.to_string().contains("--max-pending-creates")));
+}

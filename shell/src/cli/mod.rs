@@ -56,6 +56,35 @@ pub enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// The prebuild reconciler's settings, shared by `run` and by `snapshot` (which records
+/// them in the replay file, as the daemon would use them).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReconcilerArgs {
+    /// Prebuild creation backoff per failed build, in seconds.
+    #[arg(long, env = "POOLKEEPER_BACKOFF_INTERVAL", default_value_t = 60)]
+    pub backoff_interval: u64,
+    /// How far back failed prebuild builds count, in seconds.
+    #[arg(long, env = "POOLKEEPER_BACKOFF_LOOKBACK", default_value_t = 3600)]
+    pub backoff_lookback: u64,
+    /// Consecutive failed prebuild builds that stop a preset (0 = never).
+    #[arg(long, env = "POOLKEEPER_FAILURE_HARD_LIMIT", default_value_t = 3)]
+    pub failure_hard_limit: u32,
+    /// At most this many prebuild creates pending per preset (0 = no cap).
+    #[arg(long, env = "POOLKEEPER_MAX_PENDING_CREATES", default_value_t = 0)]
+    pub max_pending_creates: u32,
+}
+
+impl ReconcilerArgs {
+    pub fn config(&self) -> poolkeeper_core::prebuilds::ReconcilerConfig {
+        poolkeeper_core::prebuilds::ReconcilerConfig {
+            backoff_interval_secs: self.backoff_interval,
+            backoff_lookback_secs: self.backoff_lookback,
+            failure_hard_limit: self.failure_hard_limit,
+            max_pending_creates_per_preset: self.max_pending_creates,
+        }
+    }
+}
+
 /// Exit code for invalid input (a bad replay file, a bad flag or configuration value).
 pub const EXIT_INVALID_INPUT: u8 = 2;
 

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use poolkeeper_core::prebuilds::ReconcilerConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::http::{base_router, HttpState};
@@ -31,15 +30,8 @@ pub struct RunArgs {
     /// Seconds between prebuild cycles (a preset change also wakes the loop at once).
     #[arg(long, env = "POOLKEEPER_PREBUILD_INTERVAL", default_value_t = 60)]
     pub prebuild_interval: u64,
-    /// Prebuild creation backoff per failed build, in seconds.
-    #[arg(long, env = "POOLKEEPER_BACKOFF_INTERVAL", default_value_t = 60)]
-    pub backoff_interval: u64,
-    /// How far back failed prebuild builds count, in seconds.
-    #[arg(long, env = "POOLKEEPER_BACKOFF_LOOKBACK", default_value_t = 3600)]
-    pub backoff_lookback: u64,
-    /// Consecutive failed prebuild builds that stop a preset (0 = never).
-    #[arg(long, env = "POOLKEEPER_FAILURE_HARD_LIMIT", default_value_t = 3)]
-    pub failure_hard_limit: u32,
+    #[command(flatten)]
+    pub reconciler: super::ReconcilerArgs,
     /// Maximum database connections.
     #[arg(long, env = "POOLKEEPER_POOL_SIZE", default_value_t = 10)]
     pub pool_size: usize,
@@ -119,12 +111,7 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
             lifecycle_interval: Duration::from_secs(args.lifecycle_interval.max(1)),
             prebuild_interval: Duration::from_secs(args.prebuild_interval.max(1)),
             max_retry_delay: Duration::from_secs(args.max_retry_delay.max(1)),
-            reconciler: ReconcilerConfig {
-                backoff_interval_secs: args.backoff_interval,
-                backoff_lookback_secs: args.backoff_lookback,
-                failure_hard_limit: args.failure_hard_limit,
-                max_pending_creates_per_preset: 0,
-            },
+            reconciler: args.reconciler.config(),
             parallelism: (args.pool_size / 2).max(1),
             recorder: args.record_dir.clone().map(|dir| Recorder::new(dir, args.record_keep)),
             // Always: a job whose (embedded or separate) provisioner died must not stay

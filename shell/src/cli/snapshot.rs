@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::Utc;
-use poolkeeper_core::prebuilds::ReconcilerConfig;
 use poolkeeper_core::ReplayInput;
 
 use crate::db::pool::{self, redacted_url, PoolConfig};
@@ -28,12 +27,8 @@ pub struct SnapshotArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Reconciler settings recorded in a prebuilds snapshot (as `poolkeeper run` uses them).
-    #[arg(long, env = "POOLKEEPER_BACKOFF_INTERVAL", default_value_t = 60)]
-    pub backoff_interval: u64,
-    #[arg(long, env = "POOLKEEPER_BACKOFF_LOOKBACK", default_value_t = 3600)]
-    pub backoff_lookback: u64,
-    #[arg(long, env = "POOLKEEPER_FAILURE_HARD_LIMIT", default_value_t = 3)]
-    pub failure_hard_limit: u32,
+    #[command(flatten)]
+    pub reconciler: super::ReconcilerArgs,
 }
 
 pub fn snapshot(args: &SnapshotArgs) -> ExitCode {
@@ -71,12 +66,7 @@ async fn load(args: &SnapshotArgs) -> anyhow::Result<ReplayInput> {
     let mut input = ReplayInput::new(now);
     match args.kind {
         SnapshotKind::Prebuilds => {
-            let config = ReconcilerConfig {
-                backoff_interval_secs: args.backoff_interval,
-                backoff_lookback_secs: args.backoff_lookback,
-                failure_hard_limit: args.failure_hard_limit,
-                max_pending_creates_per_preset: 0,
-            };
+            let config = args.reconciler.config();
             input.prebuilds = Some(load_prebuild_snapshot(&mut conn, now, config).await?.snapshot);
         }
         SnapshotKind::Lifecycle => {
