@@ -4,15 +4,17 @@
 
 #[path = "support/api_server.rs"]
 mod api_server;
-
-use api_server::TestApi as Api;
+#[path = "support/cli.rs"]
+mod cli;
 
 use std::process::ExitCode;
 
+use api_server::TestApi as Api;
 use clap::Parser;
+use cli::poolkeeper;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use poolkeeper::cli::{run, Cli};
+use poolkeeper::cli::Cli;
 use poolkeeper::db::enums::UserRole;
 use poolkeeper::db::schema::{audit_log, presets};
 use reqwest::{Method, StatusCode};
@@ -26,13 +28,6 @@ impl Api {
         let mut conn = self.db.conn().await;
         audit_log::table.count().get_result(&mut conn).await.expect("count")
     }
-}
-
-fn poolkeeper(args: Vec<String>) -> ExitCode {
-    let args: Vec<String> = std::iter::once("poolkeeper".to_owned()).chain(args).collect();
-    std::thread::spawn(move || run(Cli::try_parse_from(args).expect("valid arguments")))
-        .join()
-        .expect("command thread")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,11 +158,7 @@ async fn api_changes_are_audited_with_actor_and_diff() {
         ],
     ] {
         let shown = args[..2].join(" ");
-        assert_eq!(
-            poolkeeper(args.into_iter().map(str::to_owned).collect()),
-            ExitCode::SUCCESS,
-            "{shown}"
-        );
+        assert_eq!(poolkeeper(&args), ExitCode::SUCCESS, "{shown}");
     }
     let args = ["audit", "list", "--since", "yesterday", "--database-url", &url];
     let parsed = Cli::try_parse_from(std::iter::once("poolkeeper").chain(args));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use poolkeeper::daemon::http::HttpState;
 use poolkeeper::daemon::{run, DaemonSettings, LifecycleExecutor};
-use poolkeeper::db::enums::{JobStatus, Transition};
+use poolkeeper::db::enums::Transition;
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::provisioner::CancellationToken;
 use poolkeeper_core::prebuilds::ReconcilerConfig;
@@ -73,16 +73,13 @@ async fn lifecycle_tick_applies_due_decisions() {
     let mut conn = db.conn().await;
     let (template_id, version_id) = seed::template(&mut conn, "go").await;
     let alice = seed::user(&mut conn, "alice").await;
-    let seed = WorkspaceSeed {
-        owner_id: alice,
+    let seed = WorkspaceSeed::owned(
+        alice,
         template_id,
         version_id,
-        preset_id: None,
-        transition: Transition::Start,
-        status: JobStatus::Succeeded,
-        created_at: t("2025-06-02T08:00:00Z"),
-        ready: true,
-    };
+        Transition::Start,
+        t("2025-06-02T08:00:00Z"),
+    );
     seed::workspace(&mut conn, seed).await;
     diesel_async::RunQueryDsl::execute(
         diesel::sql_query("UPDATE workspace_builds SET deadline = '2025-06-02T08:30:00Z'"),

@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use poolkeeper::daemon::http::{base_router, HttpState};
 use poolkeeper::daemon::{CycleOutcome, LifecycleExecutor, PrebuildReconciler};
-use poolkeeper::db::enums::{JobStatus, Transition, UserRole};
+use poolkeeper::db::enums::{Transition, UserRole};
 use poolkeeper::db::schema::template_versions;
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::provisioner::context::load_context;
@@ -260,16 +260,13 @@ async fn lifecycle_applies_in_parallel_and_one_failure_costs_only_its_workspace(
     let alice = seed::user(&mut conn, "alice").await;
     let mut ids = Vec::new();
     for _ in 0..6 {
-        let seed = WorkspaceSeed {
-            owner_id: alice,
+        let seed = WorkspaceSeed::owned(
+            alice,
             template_id,
             version_id,
-            preset_id: None,
-            transition: Transition::Start,
-            status: JobStatus::Succeeded,
-            created_at: t("2025-06-02T08:00:00Z"),
-            ready: true,
-        };
+            Transition::Start,
+            t("2025-06-02T08:00:00Z"),
+        );
         ids.push(seed::workspace(&mut conn, seed).await);
     }
     diesel::sql_query("UPDATE workspace_builds SET deadline = '2025-06-02T08:30:00Z'")

@@ -122,16 +122,7 @@ async fn autostart_onto_a_new_version_notifies_the_owner() {
     let bob = seed::user(&mut conn, "bob").await;
     let ws = seed::workspace(
         &mut conn,
-        WorkspaceSeed {
-            owner_id: bob,
-            template_id,
-            version_id: v1,
-            preset_id: None,
-            transition: Transition::Stop,
-            status: JobStatus::Succeeded,
-            created_at: t("2025-06-02T08:00:00Z"),
-            ready: true,
-        },
+        WorkspaceSeed::owned(bob, template_id, v1, Transition::Stop, t("2025-06-02T08:00:00Z")),
     )
     .await;
     let v2 = seed::version(&mut conn, template_id, "v2").await;

@@ -8,7 +8,7 @@ mod seed;
 use diesel::sql_types::{Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use poolkeeper::daemon::{CycleOutcome, LifecycleExecutor, PrebuildReconciler};
-use poolkeeper::db::enums::{JobStatus, Transition};
+use poolkeeper::db::enums::Transition;
 use poolkeeper::db::test_db::TestDatabase;
 use seed::{t, WorkspaceSeed, CONFIG};
 use uuid::Uuid;
@@ -94,16 +94,7 @@ async fn overdue_workspace(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Uuid {
     let created = now - chrono::TimeDelta::hours(9);
-    let seed = WorkspaceSeed {
-        owner_id: owner,
-        template_id: template,
-        version_id: version,
-        preset_id: None,
-        transition: Transition::Start,
-        status: JobStatus::Succeeded,
-        created_at: created,
-        ready: true,
-    };
+    let seed = WorkspaceSeed::owned(owner, template, version, Transition::Start, created);
     let ws = seed::workspace(conn, seed).await;
     diesel::sql_query("UPDATE workspace_builds SET deadline = $1 WHERE workspace_id = $2")
         .bind::<Timestamptz, _>(now - chrono::TimeDelta::hours(1))

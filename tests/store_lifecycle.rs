@@ -5,7 +5,7 @@
 mod seed;
 
 use diesel_async::RunQueryDsl;
-use poolkeeper::db::enums::{JobStatus, Transition};
+use poolkeeper::db::enums::Transition;
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::store::lifecycle::{apply_lifecycle_decision, load_lifecycle_snapshot, Applied};
 use poolkeeper_core::lifecycle::{plan, Reason};
@@ -17,16 +17,13 @@ async fn person_workspace(db: &TestDatabase) -> (uuid::Uuid, uuid::Uuid) {
     let alice = seed::user(&mut conn, "alice").await;
     let ws = seed::workspace(
         &mut conn,
-        WorkspaceSeed {
-            owner_id: alice,
+        WorkspaceSeed::owned(
+            alice,
             template_id,
             version_id,
-            preset_id: None,
-            transition: Transition::Start,
-            status: JobStatus::Succeeded,
-            created_at: t("2025-06-02T08:00:00Z"),
-            ready: true,
-        },
+            Transition::Start,
+            t("2025-06-02T08:00:00Z"),
+        ),
     )
     .await;
     // A prebuild of the same template: never a lifecycle candidate.

@@ -1,22 +1,16 @@
 //! `poolkeeper templates apply`, `users create` and `tokens create`, run in-process against a
 //! test database (each command builds a runtime of its own, so it runs on a plain thread).
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::process::ExitCode;
 
-use clap::Parser;
+use cli::poolkeeper;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use poolkeeper::cli::{run, Cli};
 use poolkeeper::db::schema::{api_tokens, template_versions, users};
 use poolkeeper::db::test_db::TestDatabase;
-
-fn poolkeeper(args: &[&str]) -> ExitCode {
-    let args: Vec<String> =
-        std::iter::once("poolkeeper").chain(args.iter().copied()).map(str::to_owned).collect();
-    std::thread::spawn(move || run(Cli::try_parse_from(args).expect("valid arguments")))
-        .join()
-        .expect("command thread")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_apply_users_and_tokens() {

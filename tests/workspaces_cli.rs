@@ -2,27 +2,20 @@
 //! prebuild (or builds fresh), start/stop/delete queue builds, autostart and TTL are validated
 //! and stored, and every change is audited as `cli`.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/seed.rs"]
 mod seed;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use cli::poolkeeper;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use poolkeeper::cli::{run, Cli};
 use poolkeeper::db::schema::{audit_log, workspace_builds, workspaces};
 use poolkeeper::db::test_db::TestDatabase;
 use seed::{t, WorkspaceSeed};
 use uuid::Uuid;
-
-fn poolkeeper(args: &[&str]) -> ExitCode {
-    let args: Vec<String> =
-        std::iter::once("poolkeeper").chain(args.iter().copied()).map(str::to_owned).collect();
-    std::thread::spawn(move || run(Cli::try_parse_from(args).expect("valid arguments")))
-        .join()
-        .expect("command thread")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_claims_then_builds_and_changes_are_audited() {

@@ -130,6 +130,26 @@ pub struct WorkspaceSeed {
 }
 
 impl WorkspaceSeed {
+    /// A person's workspace whose build #1 (`transition`) succeeded, agents ready.
+    pub fn owned(
+        owner_id: Uuid,
+        template_id: Uuid,
+        version_id: Uuid,
+        transition: Transition,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            owner_id,
+            template_id,
+            version_id,
+            preset_id: None,
+            transition,
+            status: JobStatus::Succeeded,
+            created_at,
+            ready: true,
+        }
+    }
+
     pub fn prebuild(
         template_id: Uuid,
         version_id: Uuid,
