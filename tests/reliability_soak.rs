@@ -6,6 +6,8 @@
 //! the same need). Once the churn stops (and the provisioner recovers), every pool converges
 //! within 3 cycles. POOLKEEPER_LONG=1 runs ten times more rounds.
 
+#[path = "support/rng.rs"]
+mod rng;
 #[path = "support/seed.rs"]
 mod seed;
 
@@ -17,6 +19,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use poolkeeper::daemon::{CycleOutcome, PrebuildReconciler};
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper_core::prebuilds::ReconcilerConfig;
+use rng::Rng;
 use uuid::Uuid;
 
 const CONFIG: ReconcilerConfig = ReconcilerConfig {
@@ -32,22 +35,6 @@ const QUIET_CYCLES: usize = 3;
 const HELD_LOCKS: &str = "SELECT count(*) AS n FROM pg_locks
     WHERE locktype = 'advisory' AND granted
       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
-
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(diesel::QueryableByName)]
 struct PresetCounts {
@@ -192,7 +179,7 @@ async fn three_replicas_under_churn_never_overshoot_and_converge() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| u64::from(std::process::id()) * 0x9e37_79b9 + 7);
-    let mut rng = Rng(seed_value.max(1));
+    let mut rng = Rng::new(seed_value);
 
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;

@@ -9,6 +9,8 @@
 //! kill points themselves depend on timing).
 
 mod common;
+#[path = "../../tests/support/rng.rs"]
+mod rng;
 #[path = "../../tests/support/seed.rs"]
 mod seed;
 
@@ -20,6 +22,7 @@ use poolkeeper::daemon::{CycleOutcome, PrebuildReconciler};
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::store::settings::set_reconciliation_paused;
 use poolkeeper_core::prebuilds::ReconcilerConfig;
+use rng::Rng;
 use uuid::Uuid;
 
 const LONG: Duration = Duration::from_secs(120);
@@ -52,22 +55,6 @@ fn ready_prebuilds(preset: Option<Uuid>) -> String {
            AND NOT EXISTS (SELECT 1 FROM workspace_agents a
                            WHERE a.build_id = b.id AND a.lifecycle_state <> 'ready')"
     )
-}
-
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn daemon_args(url: &str) -> Vec<String> {
@@ -148,7 +135,7 @@ async fn killed_daemons_and_provisioners_lose_no_job_and_the_pool_converges() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| u64::from(std::process::id()) * 0x9e37_79b9 + 1);
-    let mut rng = Rng(seed_value.max(1));
+    let mut rng = Rng::new(seed_value);
 
     let db = TestDatabase::new().await;
     let (template_id, v1) = {
