@@ -260,6 +260,8 @@ async fn the_snapshot_matches_the_reference_queries() {
         }
     }
 
+    // The last lookback is absurd: all of history, as the loader promises (the replaced
+    // query failed instead, binding an instant PostgreSQL cannot store).
     for (lookback, hard_limit) in [(3600, 3), (3600, 0), (0, 1), (0, 0), (86_400, 2), (u64::MAX, 3)]
     {
         let config = ReconcilerConfig {
