@@ -3,6 +3,8 @@
 //! queries it replaced (latest build by `DISTINCT ON`, recent builds by a window), which
 //! must agree row for row and in order.
 
+#[path = "support/rng.rs"]
+mod rng;
 #[path = "support/seed.rs"]
 mod seed;
 
@@ -18,6 +20,7 @@ use poolkeeper_core::prebuilds::{
     FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, RecentBuild,
     ReconcilerConfig, RunningPrebuild,
 };
+use rng::Rng;
 use seed::{t, WorkspaceSeed};
 use uuid::Uuid;
 
@@ -168,22 +171,6 @@ async fn reference(
     (running, in_progress, recent)
 }
 
-/// A small deterministic generator (xorshift), so that a failure replays.
-struct Dice(u64);
-
-impl Dice {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
-
 const STATUSES: [JobStatus; 6] = [
     JobStatus::Pending,
     JobStatus::Running,
@@ -210,7 +197,7 @@ async fn the_snapshot_matches_the_reference_queries() {
     let instants: Vec<DateTime<Utc>> =
         [10, 30, 50, 70, 90, 120, 180, 240].iter().map(|m| now() - Duration::minutes(*m)).collect();
     let presets = [Some(small), Some(small), Some(large), Some(large), Some(old), None];
-    let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+    let mut dice = Rng::new(0x9e37_79b9_7f4a_7c15);
     for _ in 0..160 {
         let created_at = dice.pick(&instants);
         let mut build_seed = WorkspaceSeed {
