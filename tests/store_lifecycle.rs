@@ -93,3 +93,77 @@ async fn dormancy_marks_clears_next_start_and_notifies_once_a_day() {
     let audits = format!("SELECT count(*) AS n FROM audit_log WHERE resource_id = '{ws}'");
     assert_eq!(seed::count(&mut conn, &audits).await, 1);
 }
+
+/// The key the applier's per-workspace advisory lock uses.
+fn advisory_key(workspace_id: uuid::Uuid) -> i64 {
+    let (high, low) = workspace_id.as_u64_pair();
+    i64::from_ne_bytes((high ^ low).to_ne_bytes())
+}
+
+/// A workspace whose autostop is due at `now`, with its decision.
+async fn due_autostop(
+    db: &TestDatabase,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (uuid::Uuid, poolkeeper_core::lifecycle::Decision) {
+    let (ws, _) = person_workspace(db).await;
+    let mut conn = db.conn().await;
+    diesel::sql_query(
+        "UPDATE workspace_builds SET deadline = '2025-06-02T08:30:00Z' WHERE workspace_id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(ws)
+    .execute(&mut conn)
+    .await
+    .expect("deadline");
+    let snapshot = load_lifecycle_snapshot(&mut conn, now).await.expect("load");
+    let decision = plan(now, &snapshot).remove(0);
+    assert_eq!(decision.reason, Some(Reason::Autostop));
+    (ws, decision)
+}
+
+#[tokio::test]
+async fn a_workspace_another_replica_is_on_is_skipped_without_waiting() {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+
+    let db = TestDatabase::new().await;
+    let now = t("2025-06-02T09:00:00Z");
+    let (ws, decision) = due_autostop(&db, now).await;
+    // Another replica applying the same workspace: its advisory lock and its row lock.
+    let mut other =
+        diesel_async::AsyncPgConnection::establish(db.url()).await.expect("other connection");
+    other
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({}); SELECT 1 FROM workspaces WHERE id = '{ws}' FOR UPDATE",
+            advisory_key(ws)
+        ))
+        .await
+        .expect("hold the workspace");
+    let applied = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        apply_lifecycle_decision(db.pool(), now, &decision),
+    )
+    .await
+    .expect("the row lock is never waited for")
+    .expect("apply");
+    assert_eq!(applied, Applied::Skipped("locked"));
+    other.batch_execute("ROLLBACK").await.expect("release");
+
+    let applied = apply_lifecycle_decision(db.pool(), now, &decision).await.expect("apply");
+    assert!(matches!(applied, Applied::Done { job_id: Some(_), .. }), "{applied:?}");
+}
+
+#[tokio::test]
+async fn a_workspace_deleted_since_the_snapshot_is_skipped() {
+    let db = TestDatabase::new().await;
+    let now = t("2025-06-02T09:00:00Z");
+    let (ws, decision) = due_autostop(&db, now).await;
+    let mut conn = db.conn().await;
+    diesel::sql_query("UPDATE workspaces SET deleted = true WHERE id = $1")
+        .bind::<diesel::sql_types::Uuid, _>(ws)
+        .execute(&mut conn)
+        .await
+        .expect("delete");
+    let applied = apply_lifecycle_decision(db.pool(), now, &decision).await.expect("apply");
+    assert_eq!(applied, Applied::Skipped("gone"));
+    let audits = format!("SELECT count(*) AS n FROM audit_log WHERE resource_id = '{ws}'");
+    assert_eq!(seed::count(&mut conn, &audits).await, 0);
+}

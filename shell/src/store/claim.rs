@@ -1,24 +1,34 @@
 //! Claiming a prebuild, or building a fresh workspace when none can be claimed
 //! (SPEC §3 "Claim", §4 "Claim choice"). The choice comes from the core; this module only
 //! loads the candidates and takes the first one it can lock.
+//!
+//! Many claimers of one preset arrive together, so a claim is kept to few statements: one
+//! read checks the request, one loads the candidates, and one transaction locks the first
+//! candidate (in the core's order) that is still claimable and not locked by another claim,
+//! then hands it over, with its build, job and audit entry, in a second statement.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Binary, Bool, Int4, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use poolkeeper_core::prebuilds::{self as core_prebuilds, choose_claim, RunningPrebuild};
 use poolkeeper_core::schedule::{next_autostart, CronSchedule};
 use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
-use super::workspaces::{allowed_days, insert_build, latest_build, BuildRequest};
+use super::rows::Prepared;
+use super::workspaces::{allowed_days, insert_build, BuildRequest};
 use super::StoreError;
-use crate::db::enums::{AutomaticUpdates, BuildReason, JobStatus, PrebuildStatus, Transition};
+use crate::db::enums::{AutomaticUpdates, BuildReason, PrebuildStatus, Transition};
 use crate::db::models::{NewWorkspace, Preset, Template, Workspace, WorkspaceBuild};
-use crate::db::schema::{presets, templates, workspaces};
+use crate::db::schema::{presets, templates, workspace_builds, workspaces};
 use crate::db::{DbPool, PREBUILDS_USER_ID};
+
+diesel::define_sql_function!(fn lower(text: Text) -> Text);
 
 /// A validated request for a workspace (the API parsed it).
 #[derive(Debug, Clone)]
@@ -87,14 +97,8 @@ pub async fn claim_or_create(
     request: &ClaimRequest,
 ) -> Result<ClaimOutcome, ClaimError> {
     let mut conn = pool.get().await?;
-    let template: Template = templates::table
-        .find(request.template_id)
-        .filter(templates::deleted.eq(false))
-        .select(Template::as_select())
-        .first(&mut conn)
-        .await
-        .optional()?
-        .ok_or(ClaimError::TemplateNotFound)?;
+    let (template, preset, name_taken) =
+        read_request(&mut conn, request).await?.ok_or(ClaimError::TemplateNotFound)?;
     let Some(active_version_id) = template.active_version_id else {
         return Err(ClaimError::TemplateUnavailable("the template has no active version".into()));
     };
@@ -103,20 +107,10 @@ pub async fn claim_or_create(
             "the template is deprecated: {message}"
         )));
     }
-    let preset: Option<Preset> = match request.preset_id {
-        Some(id) => Some(
-            presets::table
-                .find(id)
-                .filter(presets::template_version_id.eq(active_version_id))
-                .select(Preset::as_select())
-                .first(&mut conn)
-                .await
-                .optional()?
-                .ok_or(ClaimError::PresetNotFound)?,
-        ),
-        None => None,
-    };
-    if name_taken(&mut conn, request.user_id, &request.name).await? {
+    if request.preset_id.is_some() && preset.is_none() {
+        return Err(ClaimError::PresetNotFound);
+    }
+    if name_taken {
         return Err(ClaimError::NameTaken(request.name.clone()));
     }
     let ttl_secs = effective_ttl(&template, request.ttl_secs);
@@ -126,24 +120,30 @@ pub async fn claim_or_create(
         .and_then(|s| next_autostart(now, s, allowed_days(&template)));
     if let Some(preset) = &preset {
         let rows = running_prebuilds(&mut conn, preset.id).await?;
-        let choice = choose_claim(&rows, &core_preset(&template, preset), now);
-        for candidate in choice.candidates {
-            let claimed = conn
+        let mut candidates = choose_claim(&rows, &core_preset(&template, preset), now).candidates;
+        while !candidates.is_empty() {
+            let attempt = conn
                 .transaction::<_, ClaimError, _>(async |conn| {
-                    claim_one(conn, candidate, preset.id, request, ttl_secs, next_start_at, now)
+                    claim_first(conn, &candidates, preset.id, request, ttl_secs, next_start_at, now)
                         .await
                 })
                 .await?;
-            if let Some(outcome) = claimed {
-                tracing::info!(
-                    workspace_id = %outcome.workspace.id,
-                    user_id = %request.user_id,
-                    preset_id = %preset.id,
-                    "prebuild claimed"
-                );
-                return Ok(outcome);
+            match attempt {
+                Attempt::Claimed(outcome) => {
+                    tracing::info!(
+                        workspace_id = %outcome.workspace.id,
+                        user_id = %request.user_id,
+                        preset_id = %preset.id,
+                        "prebuild claimed"
+                    );
+                    return Ok(*outcome);
+                }
+                Attempt::NoneLeft => break,
+                Attempt::Superseded(workspace_id) => {
+                    tracing::debug!(%workspace_id, "claim candidate got a newer build, trying the rest");
+                    candidates.retain(|candidate| *candidate != workspace_id);
+                }
             }
-            tracing::debug!(workspace_id = %candidate, "claim candidate locked or gone, trying the next");
         }
     }
     let outcome = conn
@@ -165,90 +165,180 @@ fn effective_ttl(template: &Template, requested: Option<i64>) -> i64 {
     }
 }
 
-/// Locks `candidate` and, if it is still an unclaimed running prebuild of the preset, hands
-/// it over. `None` = locked by another claim, or no longer claimable: try the next.
-async fn claim_one(
+/// One read for the whole request: the template, the preset when one was asked for (only
+/// in the template's active version), and whether the user already has a live workspace
+/// of that name (case-insensitively). `None` = no such template.
+async fn read_request(
     conn: &mut AsyncPgConnection,
-    candidate: Uuid,
+    request: &ClaimRequest,
+) -> Result<Option<(Template, Option<Preset>, bool)>, diesel::result::Error> {
+    let name_taken = diesel::dsl::exists(
+        workspaces::table
+            .filter(workspaces::owner_id.eq(request.user_id))
+            .filter(workspaces::deleted.eq(false))
+            .filter(lower(workspaces::name).eq(lower(&request.name))),
+    );
+    templates::table
+        .left_join(
+            presets::table.on(presets::id
+                .nullable()
+                .eq(request.preset_id)
+                .and(presets::template_version_id.nullable().eq(templates::active_version_id))),
+        )
+        .filter(templates::id.eq(request.template_id))
+        .filter(templates::deleted.eq(false))
+        .select((Template::as_select(), Option::<Preset>::as_select(), name_taken))
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// What one claim transaction did.
+enum Attempt {
+    Claimed(Box<ClaimOutcome>),
+    /// Every candidate is locked by another claim or no longer claimable.
+    NoneLeft,
+    /// The locked candidate got a newer build between the lock's snapshot and the lock
+    /// (the reconciler queued its delete): nothing was written; try the others.
+    Superseded(Uuid),
+}
+
+/// The first of `candidates`, in their order, that is still an unclaimed running prebuild
+/// of the preset and not locked by another claim; locked `FOR UPDATE`. The order is the
+/// core's choice: SQL only filters and locks.
+const LOCK_FIRST_CLAIMABLE_SQL: &str = "
+SELECT w.id, w.owner_id, w.name, lb.build_number, lb.template_version_id, lb.provisioner_state
+FROM workspaces w
+JOIN LATERAL (SELECT b.build_number, b.template_version_id, b.preset_id, b.transition,
+                     b.provisioner_state, b.job_id
+              FROM workspace_builds b WHERE b.workspace_id = w.id
+              ORDER BY b.build_number DESC LIMIT 1) lb ON true
+JOIN provisioner_jobs j ON j.id = lb.job_id
+WHERE w.id = ANY($1) AND w.owner_id = $2 AND NOT w.deleted AND w.deleting_at IS NULL
+  AND lb.transition = 'start' AND lb.preset_id = $3 AND j.status = 'succeeded'
+ORDER BY array_position($1, w.id)
+LIMIT 1
+FOR UPDATE OF w SKIP LOCKED";
+
+#[derive(QueryableByName)]
+struct LockedPrebuild {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    owner_id: Uuid,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Int4)]
+    build_number: i32,
+    #[diesel(sql_type = SqlUuid)]
+    template_version_id: Uuid,
+    #[diesel(sql_type = Nullable<Binary>)]
+    provisioner_state: Option<Vec<u8>>,
+}
+
+/// The hand-over: the workspace changes owner, and its next build, that build's job and
+/// the audit entry are written with it. Guarded by "no build newer than the one read under
+/// the lock", checked on this statement's own, later snapshot: a delete the reconciler
+/// committed just before the lock was taken leaves everything unwritten (no rows).
+const HAND_OVER_SQL: &str = "
+WITH handed AS (
+    UPDATE workspaces
+    SET owner_id = $1, name = $2, autostart_schedule = $3, ttl_secs = $4, next_start_at = $5,
+        last_used_at = $6, dormant_at = NULL, deleting_at = NULL, updated_at = $6
+    WHERE id = $7
+      AND NOT EXISTS (SELECT 1 FROM workspace_builds later
+                      WHERE later.workspace_id = $7 AND later.build_number > $8)
+    RETURNING id, organization_id, owner_id, template_id, name, autostart_schedule, ttl_secs,
+              next_start_at, last_used_at, dormant_at, deleting_at, automatic_updates, deleted,
+              created_at, updated_at
+), job AS (
+    INSERT INTO provisioner_jobs (id, organization_id, input, for_prebuild, transition,
+                                  created_at)
+    SELECT $9, organization_id, $10, $11, $12, $6 FROM handed
+), build AS (
+    INSERT INTO workspace_builds (id, workspace_id, build_number, template_version_id,
+                                  preset_id, transition, reason, initiator_id, job_id,
+                                  provisioner_state, created_at)
+    SELECT $13, id, $8 + 1, $14, $15, $12, $16, $1, $9, $17, $6 FROM handed
+    RETURNING id, workspace_id, build_number, template_version_id, preset_id, transition,
+              reason, initiator_id, job_id, deadline, max_deadline, provisioner_state,
+              created_at
+), audited AS (
+    INSERT INTO audit_log (at, actor_id, actor, action, resource_type, resource_id, diff)
+    SELECT $6, $1, coalesce((SELECT username FROM users WHERE users.id = $1), $1::text),
+           'workspace_claim', 'workspace', id, $18
+    FROM handed
+)
+SELECT handed.*, build.* FROM handed, build";
+
+/// Locks the first claimable of `candidates` and hands it over.
+async fn claim_first(
+    conn: &mut AsyncPgConnection,
+    candidates: &[Uuid],
     preset_id: Uuid,
     request: &ClaimRequest,
     ttl_secs: i64,
     next_start_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Result<Option<ClaimOutcome>, ClaimError> {
-    let locked: Option<Workspace> = workspaces::table
-        .find(candidate)
-        .filter(workspaces::owner_id.eq(PREBUILDS_USER_ID))
-        .filter(workspaces::deleted.eq(false))
-        .filter(workspaces::deleting_at.is_null())
-        .for_update()
-        .skip_locked()
-        .select(Workspace::as_select())
-        .first(conn)
-        .await
-        .optional()?;
-    let Some(prebuild) = locked else { return Ok(None) };
-    // Re-checked under the lock: the reconciler may have queued a delete since the load.
-    let (latest, status) = latest_build(conn, candidate).await?;
-    let Some(latest) = latest.filter(|b| {
-        b.transition == Transition::Start
-            && b.preset_id == Some(preset_id)
-            && status == Some(JobStatus::Succeeded)
-    }) else {
-        return Ok(None);
-    };
-    let workspace: Workspace = diesel::update(workspaces::table.find(prebuild.id))
-        .set((
-            workspaces::owner_id.eq(request.user_id),
-            workspaces::name.eq(&request.name),
-            workspaces::autostart_schedule
-                .eq(request.autostart_schedule.as_ref().map(|s| s.source().to_owned())),
-            workspaces::ttl_secs.eq(ttl_secs),
-            workspaces::next_start_at.eq(next_start_at),
-            workspaces::last_used_at.eq(now),
-            workspaces::dormant_at.eq(None::<DateTime<Utc>>),
-            workspaces::deleting_at.eq(None::<DateTime<Utc>>),
-            workspaces::updated_at.eq(now),
-        ))
-        .returning(Workspace::as_returning())
+) -> Result<Attempt, ClaimError> {
+    let locked: Option<LockedPrebuild> = Prepared::new(
+        diesel::sql_query(LOCK_FIRST_CLAIMABLE_SQL)
+            .bind::<Array<SqlUuid>, _>(candidates)
+            .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
+            .bind::<SqlUuid, _>(preset_id),
+    )
+    .get_result(conn)
+    .await
+    .optional()?;
+    let Some(prebuild) = locked else { return Ok(Attempt::NoneLeft) };
+    let job_id = Uuid::new_v4();
+    let build_id = Uuid::new_v4();
+    let autostart_schedule = request.autostart_schedule.as_ref().map(|s| s.source().to_owned());
+    let job_input = serde_json::json!({
+        "workspace_id": prebuild.id,
+        "build_id": build_id,
+        "transition": Transition::Start,
+        "parameters": parameters_json(&request.parameters),
+    });
+    let diff = serde_json::json!({
+        "preset_id": preset_id,
+        "build_id": build_id,
+        "old": { "owner_id": prebuild.owner_id, "name": prebuild.name },
+        "new": {
+            "owner_id": request.user_id,
+            "name": request.name,
+            "autostart_schedule": autostart_schedule,
+            "ttl_secs": ttl_secs,
+        },
+    });
+    let handed: Option<(Workspace, WorkspaceBuild)> =
+        Prepared::<_, (workspaces::SqlType, workspace_builds::SqlType)>::with_rows(
+            diesel::sql_query(HAND_OVER_SQL)
+                .bind::<SqlUuid, _>(request.user_id)
+                .bind::<Text, _>(&request.name)
+                .bind::<Nullable<Text>, _>(&autostart_schedule)
+                .bind::<BigInt, _>(ttl_secs)
+                .bind::<Nullable<Timestamptz>, _>(next_start_at)
+                .bind::<Timestamptz, _>(now)
+                .bind::<SqlUuid, _>(prebuild.id)
+                .bind::<Int4, _>(prebuild.build_number)
+                .bind::<SqlUuid, _>(job_id)
+                .bind::<Jsonb, _>(&job_input)
+                .bind::<Bool, _>(request.user_id == PREBUILDS_USER_ID)
+                .bind::<Text, _>(Transition::Start)
+                .bind::<SqlUuid, _>(build_id)
+                .bind::<SqlUuid, _>(prebuild.template_version_id)
+                .bind::<Nullable<SqlUuid>, _>(Some(preset_id))
+                .bind::<Text, _>(BuildReason::Claim)
+                .bind::<Nullable<Binary>, _>(&prebuild.provisioner_state)
+                .bind::<Jsonb, _>(&diff),
+        )
         .get_result(conn)
         .await
+        .optional()
         .map_err(|err| name_error(err, &request.name))?;
-    let build = insert_build(
-        conn,
-        &workspace,
-        latest.build_number + 1,
-        BuildRequest {
-            transition: Transition::Start,
-            reason: BuildReason::Claim,
-            initiator_id: request.user_id,
-            template_version_id: latest.template_version_id,
-            preset_id: Some(preset_id),
-            provisioner_state: latest.provisioner_state,
-            parameters: parameters_json(&request.parameters),
-        },
-        now,
-    )
-    .await?;
-    let change = Change {
-        action: "workspace_claim",
-        resource_type: "workspace",
-        resource_id: Some(workspace.id),
-        diff: serde_json::json!({
-            "preset_id": preset_id,
-            "build_id": build.id,
-            "old": { "owner_id": prebuild.owner_id, "name": prebuild.name },
-            "new": {
-                "owner_id": workspace.owner_id,
-                "name": workspace.name,
-                "autostart_schedule": workspace.autostart_schedule,
-                "ttl_secs": workspace.ttl_secs,
-            },
-        }),
-    };
-    let actor = Actor::of_user(conn, request.user_id).await?;
-    audit::record(conn, now, &actor, change).await?;
-    Ok(Some(ClaimOutcome { workspace, build, claimed: true }))
+    let Some((workspace, build)) = handed else { return Ok(Attempt::Superseded(prebuild.id)) };
+    Ok(Attempt::Claimed(Box::new(ClaimOutcome { workspace, build, claimed: true })))
 }
 
 async fn create_fresh(
@@ -332,25 +422,6 @@ fn parameters_json(parameters: &BTreeMap<String, String>) -> serde_json::Value {
     )
 }
 
-async fn name_taken(
-    conn: &mut AsyncPgConnection,
-    owner: Uuid,
-    name: &str,
-) -> Result<bool, diesel::result::Error> {
-    let count: i64 = workspaces::table
-        .filter(workspaces::owner_id.eq(owner))
-        .filter(workspaces::deleted.eq(false))
-        .filter(
-            diesel::dsl::sql::<Bool>("lower(name) = lower(")
-                .bind::<diesel::sql_types::Text, _>(name)
-                .sql(")"),
-        )
-        .count()
-        .get_result(conn)
-        .await?;
-    Ok(count > 0)
-}
-
 #[derive(QueryableByName)]
 struct RunningRow {
     #[diesel(sql_type = SqlUuid)]
@@ -369,10 +440,11 @@ async fn running_prebuilds(
     conn: &mut AsyncPgConnection,
     preset_id: Uuid,
 ) -> Result<Vec<RunningPrebuild>, diesel::result::Error> {
-    let rows: Vec<RunningRow> = diesel::sql_query(
-        // Driven by the preset's own builds (an index range), not by every live prebuild of
-        // every preset: a claim must stay fast however large the other pools are.
-        "SELECT w.id AS workspace_id, b.template_version_id, w.created_at,
+    let rows: Vec<RunningRow> = Prepared::new(
+        diesel::sql_query(
+            // Driven by the preset's own builds (an index range), not by every live prebuild of
+            // every preset: a claim must stay fast however large the other pools are.
+            "SELECT w.id AS workspace_id, b.template_version_id, w.created_at,
                 NOT EXISTS (SELECT 1 FROM workspace_agents a
                             WHERE a.build_id = b.id AND a.lifecycle_state <> 'ready') AS ready
          FROM workspace_builds b
@@ -383,9 +455,10 @@ async fn running_prebuilds(
            AND NOT EXISTS (SELECT 1 FROM workspace_builds later
                            WHERE later.workspace_id = b.workspace_id
                              AND later.build_number > b.build_number)",
+        )
+        .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
+        .bind::<SqlUuid, _>(preset_id),
     )
-    .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
-    .bind::<SqlUuid, _>(preset_id)
     .load(conn)
     .await?;
     Ok(rows

@@ -3,7 +3,9 @@
 //! repeated event (a retried cycle, a second replica) into a no-op.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{QueryFragment, QueryId};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -56,25 +58,41 @@ pub(crate) async fn enqueue(
     dedupe: Dedupe,
     payload: serde_json::Value,
 ) -> Result<bool, diesel::result::Error> {
+    let written =
+        enqueue_statement(notification(now, user_id, kind, dedupe, payload)).execute(conn).await?;
+    Ok(written > 0)
+}
+
+/// The outbox row for `kind` to `user_id`, its dedupe key scoped by `dedupe`.
+pub(crate) fn notification(
+    now: DateTime<Utc>,
+    user_id: Uuid,
+    kind: Kind,
+    dedupe: Dedupe,
+    payload: serde_json::Value,
+) -> NewNotification {
     let scope = match dedupe {
         Dedupe::Daily => now.date_naive().to_string(),
         Dedupe::Once(subject) => subject.to_string(),
     };
     let kind = kind.as_str();
-    let written = diesel::insert_into(notifications::table)
-        .values(NewNotification {
-            id: Uuid::new_v4(),
-            user_id,
-            kind: kind.to_owned(),
-            dedupe_key: format!("{kind}:{user_id}:{scope}"),
-            payload,
-            created_at: Some(now),
-        })
+    NewNotification {
+        id: Uuid::new_v4(),
+        user_id,
+        kind: kind.to_owned(),
+        dedupe_key: format!("{kind}:{user_id}:{scope}"),
+        payload,
+        created_at: Some(now),
+    }
+}
+
+/// The insert that queues `row` unless its dedupe key is already queued; for callers that
+/// write it together with other rows in one statement.
+pub(crate) fn enqueue_statement(row: NewNotification) -> impl QueryFragment<Pg> + QueryId + Send {
+    diesel::insert_into(notifications::table)
+        .values(row)
         .on_conflict(notifications::dedupe_key)
         .do_nothing()
-        .execute(conn)
-        .await?;
-    Ok(written > 0)
 }
 
 /// Active people with the template-admin role: they hear about pool trouble.

@@ -1,12 +1,108 @@
-//! Write helpers shared by the appliers: a build with its job, an audit entry.
+//! Write helpers shared by the appliers: a build with its job, an audit entry, and the
+//! statement wrappers that keep a write path to few round trips.
+
+use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::QueryResult;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::db::enums::{BuildReason, Transition};
 use crate::db::models::{NewAuditEntry, NewProvisionerJob, NewWorkspaceBuild};
 use crate::db::schema::{audit_log, provisioner_jobs, workspace_builds};
+
+/// A statement each connection prepares once and then reuses: one round trip a run.
+///
+/// Diesel prepares a `sql_query`, an `UPDATE`, an `ON CONFLICT` and any insert with an
+/// optional column afresh on every run and closes it afterwards (a second round trip, plus
+/// an unawaited close), because its cache is keyed by the statement's Rust type, which does
+/// not pin their SQL. Without a static query id the cache is keyed by the SQL text and the
+/// bind types instead, which is what a prepared statement is, so reusing it is sound. Only
+/// wrap statements whose text comes from a small fixed set (not, say, a multi-row insert of
+/// a varying number of rows): every distinct text stays prepared on its connection.
+///
+/// `Row` is the SQL type of the rows: `Untyped` (the default) for `QueryableByName` rows of
+/// a `sql_query`, or a tuple of column types for `Queryable` rows read by position.
+pub(crate) struct Prepared<Q, Row = diesel::sql_types::Untyped> {
+    query: Q,
+    row: PhantomData<Row>,
+}
+
+impl<Q> Prepared<Q> {
+    pub(crate) fn new(query: Q) -> Self {
+        Self { query, row: PhantomData }
+    }
+}
+
+impl<Q, Row> Prepared<Q, Row> {
+    /// Rows read by position as `Row`, e.g. `(workspaces::SqlType, workspace_builds::SqlType)`
+    /// for a `(Workspace, WorkspaceBuild)`.
+    pub(crate) fn with_rows(query: Q) -> Self {
+        Self { query, row: PhantomData }
+    }
+}
+
+impl<Q: QueryFragment<Pg>, Row> QueryFragment<Pg> for Prepared<Q, Row> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.query.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &Pg) -> QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q, Row> QueryId for Prepared<Q, Row> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q, Row: 'static> Query for Prepared<Q, Row> {
+    type SqlType = Row;
+}
+
+/// Several writes as one statement, `WITH s0 AS (first), s1 AS (second) last`: one round
+/// trip instead of one per write. Each write sees the statement's snapshot, not the others'
+/// rows, and foreign keys are checked at its end, so a build may reference a job inserted
+/// alongside it.
+pub(crate) struct Writes<'a> {
+    statements: Vec<Box<dyn QueryFragment<Pg> + Send + 'a>>,
+}
+
+impl<'a> Writes<'a> {
+    pub(crate) fn new() -> Self {
+        Self { statements: Vec::new() }
+    }
+
+    /// Appends `statement` (an `INSERT`, `UPDATE` or `DELETE` without `RETURNING`).
+    pub(crate) fn push(&mut self, statement: impl QueryFragment<Pg> + Send + 'a) {
+        self.statements.push(Box::new(statement));
+    }
+
+    /// Runs them; nothing is done when there are none.
+    pub(crate) async fn execute(self, conn: &mut AsyncPgConnection) -> QueryResult<()> {
+        if !self.statements.is_empty() {
+            Prepared::new(self).execute(conn).await?;
+        }
+        Ok(())
+    }
+}
+
+impl QueryFragment<Pg> for Writes<'_> {
+    fn walk_ast<'b>(&'b self, mut pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let Some((last, first)) = self.statements.split_last() else { return Ok(()) };
+        for (i, statement) in first.iter().enumerate() {
+            pass.push_sql(if i == 0 { "WITH " } else { ", " });
+            pass.push_sql(&format!("s{i} AS ("));
+            statement.walk_ast(pass.reborrow())?;
+            pass.push_sql(") ");
+        }
+        last.walk_ast(pass.reborrow())
+    }
+}
 
 /// One build to insert together with its pending job.
 pub(crate) struct BuildSpec {
@@ -32,43 +128,49 @@ pub(crate) async fn insert_builds(
     if specs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut jobs = Vec::with_capacity(specs.len());
-    let mut builds = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let job_id = Uuid::new_v4();
-        let build_id = Uuid::new_v4();
-        jobs.push(NewProvisionerJob {
-            id: job_id,
-            organization_id: spec.organization_id,
-            input: serde_json::json!({
-                "workspace_id": spec.workspace_id,
-                "build_id": build_id,
-                "template_version_id": spec.template_version_id,
-            }),
-            for_prebuild: spec.for_prebuild,
-            transition: spec.transition,
-            created_at: Some(now),
-        });
-        builds.push(NewWorkspaceBuild {
-            id: build_id,
-            workspace_id: spec.workspace_id,
-            build_number: spec.build_number,
-            template_version_id: spec.template_version_id,
-            preset_id: spec.preset_id,
-            transition: spec.transition,
-            reason: spec.reason,
-            initiator_id: spec.initiator_id,
-            job_id,
-            deadline: None,
-            max_deadline: None,
-            provisioner_state: spec.provisioner_state,
-            created_at: Some(now),
-        });
-    }
+    let (jobs, builds): (Vec<_>, Vec<_>) =
+        specs.into_iter().map(|spec| build_rows(now, spec)).unzip();
     let job_ids = jobs.iter().map(|job| job.id).collect();
     diesel::insert_into(provisioner_jobs::table).values(&jobs).execute(conn).await?;
     diesel::insert_into(workspace_builds::table).values(&builds).execute(conn).await?;
     Ok(job_ids)
+}
+
+/// The rows of one build and its pending job (the build references its job).
+pub(crate) fn build_rows(
+    now: DateTime<Utc>,
+    spec: BuildSpec,
+) -> (NewProvisionerJob, NewWorkspaceBuild) {
+    let job_id = Uuid::new_v4();
+    let build_id = Uuid::new_v4();
+    let job = NewProvisionerJob {
+        id: job_id,
+        organization_id: spec.organization_id,
+        input: serde_json::json!({
+            "workspace_id": spec.workspace_id,
+            "build_id": build_id,
+            "template_version_id": spec.template_version_id,
+        }),
+        for_prebuild: spec.for_prebuild,
+        transition: spec.transition,
+        created_at: Some(now),
+    };
+    let build = NewWorkspaceBuild {
+        id: build_id,
+        workspace_id: spec.workspace_id,
+        build_number: spec.build_number,
+        template_version_id: spec.template_version_id,
+        preset_id: spec.preset_id,
+        transition: spec.transition,
+        reason: spec.reason,
+        initiator_id: spec.initiator_id,
+        job_id,
+        deadline: None,
+        max_deadline: None,
+        provisioner_state: spec.provisioner_state,
+        created_at: Some(now),
+    };
+    (job, build)
 }
 
 /// An audit entry written by one of the daemon's loops; `actor` names the loop

@@ -2,6 +2,10 @@
 //! takes a per-workspace advisory lock (another replica already on it → skip), re-reads
 //! the row under `FOR UPDATE`, and re-decides with the core on the fresh row: the snapshot
 //! may be a minute old, and a user may have stopped or started the workspace meanwhile.
+//! The lock and the re-read are one statement and all the writes one more, both prepared
+//! once per connection: four round trips with `BEGIN` and `COMMIT`.
+
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -12,10 +16,11 @@ use uuid::Uuid;
 
 use super::load::{to_workspace, WorkspaceRow, CANDIDATES_SQL};
 use crate::db::enums::{BuildReason, Transition};
-use crate::db::schema::workspaces;
+use crate::db::models::{NewNotification, NewProvisionerJob, NewWorkspaceBuild};
+use crate::db::schema::{audit_log, provisioner_jobs, workspace_builds, workspaces};
 use crate::db::{DbPool, PREBUILDS_USER_ID};
-use crate::store::notifications::{enqueue, Dedupe, Kind};
-use crate::store::rows::{audit, insert_audit, insert_builds, BuildSpec};
+use crate::store::notifications::{enqueue_statement, notification, Dedupe, Kind};
+use crate::store::rows::{audit, build_rows, BuildSpec, Prepared, Writes};
 use crate::store::StoreError;
 
 /// The audit actor of this loop.
@@ -30,10 +35,25 @@ pub enum Applied {
     Done { decision: Decision, job_id: Option<Uuid> },
 }
 
+/// The advisory try-lock, then (only if it was taken) the workspace row under `FOR UPDATE`.
+/// `FOR UPDATE` locks only the rows that pass the subquery's filter, which includes the
+/// try-lock's result, so a workspace another replica is on is never waited for.
+static LOCK_AND_READ_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH advisory AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($3) AS locked)
+         SELECT advisory.locked, fresh.* FROM advisory
+         LEFT JOIN LATERAL ({CANDIDATES_SQL} AND w.id = $2 AND advisory.locked
+                            FOR UPDATE OF w) fresh ON true"
+    )
+});
+
 #[derive(diesel::QueryableByName)]
 struct Locked {
     #[diesel(sql_type = Bool)]
     locked: bool,
+    /// `None` when not locked, or when the workspace is gone.
+    #[diesel(embed)]
+    row: Option<WorkspaceRow>,
 }
 
 /// The per-workspace advisory lock key (transaction-scoped, released at commit).
@@ -73,33 +93,35 @@ async fn apply_locked(
     now: DateTime<Utc>,
     workspace_id: Uuid,
 ) -> Result<Applied, diesel::result::Error> {
-    let lock: Locked = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
-        .bind::<BigInt, _>(lock_key(workspace_id))
-        .get_result(conn)
-        .await?;
-    if !lock.locked {
+    let locked: Locked = Prepared::new(
+        diesel::sql_query(LOCK_AND_READ_SQL.as_str())
+            .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
+            .bind::<SqlUuid, _>(workspace_id)
+            .bind::<BigInt, _>(lock_key(workspace_id)),
+    )
+    .get_result(conn)
+    .await?;
+    if !locked.locked {
         return Ok(Applied::Skipped("locked"));
     }
-    let sql = format!("{CANDIDATES_SQL} AND w.id = $2 FOR UPDATE OF w");
-    let row: Option<WorkspaceRow> = diesel::sql_query(sql)
-        .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
-        .bind::<SqlUuid, _>(workspace_id)
-        .get_result(conn)
-        .await
-        .optional()?;
-    let Some(row) = row else { return Ok(Applied::Skipped("gone")) };
+    let Some(row) = locked.row else { return Ok(Applied::Skipped("gone")) };
     let Ok(workspace) = to_workspace(&row) else { return Ok(Applied::Skipped("unreadable")) };
     let decision = decide(&workspace, tick_of(now));
     if !decision.has_effect() {
         return Ok(Applied::Skipped("no_longer_due"));
     }
+    let mut writes = Writes::new();
     let job_id = match (decision.transition, decision.reason) {
         (Some(transition), Some(reason)) => {
-            Some(insert_transition(conn, now, &row, &decision, transition, reason).await?)
+            let (job, build) = transition_rows(now, &row, &decision, transition, reason)?;
+            let job_id = job.id;
+            writes.push(diesel::insert_into(provisioner_jobs::table).values(job));
+            writes.push(diesel::insert_into(workspace_builds::table).values(build));
+            Some(job_id)
         }
         _ => None,
     };
-    update_workspace(conn, now, &row, &decision).await?;
+    push_workspace_update(&mut writes, now, &row, &decision);
     let new_version = match (decision.use_active_version, row.active_version_id) {
         (true, Some(active)) if decision.transition.is_some() => active,
         _ => row.template_version_id,
@@ -121,19 +143,23 @@ async fn apply_locked(
             "template_version_id": new_version,
         },
     });
-    notify_owner(conn, now, &row, &decision).await?;
-    insert_audit(conn, &[audit(now, LOOP, "lifecycle", workspace_id, diff)]).await?;
+    if let Some(note) = owner_notification(now, &row, &decision) {
+        writes.push(enqueue_statement(note));
+    }
+    let entry = audit(now, LOOP, "lifecycle", workspace_id, diff);
+    writes.push(diesel::insert_into(audit_log::table).values(entry));
+    writes.execute(conn).await?;
     Ok(Applied::Done { decision, job_id })
 }
 
-async fn insert_transition(
-    conn: &mut AsyncPgConnection,
+/// The build and job of the decision's transition.
+fn transition_rows(
     now: DateTime<Utc>,
     row: &WorkspaceRow,
     decision: &Decision,
     transition: poolkeeper_core::build::Transition,
     reason: poolkeeper_core::lifecycle::Reason,
-) -> Result<Uuid, diesel::result::Error> {
+) -> Result<(NewProvisionerJob, NewWorkspaceBuild), diesel::result::Error> {
     // A stop or delete reuses the latest build's version (SPEC §2); only a start may move.
     let template_version_id = match (decision.use_active_version, row.active_version_id) {
         (true, Some(active)) => active,
@@ -160,45 +186,39 @@ async fn insert_transition(
         for_prebuild: false,
         provisioner_state: row.provisioner_state.clone(),
     };
-    let jobs = insert_builds(conn, now, vec![spec]).await?;
-    jobs.into_iter().next().ok_or(diesel::result::Error::NotFound)
+    Ok(build_rows(now, spec))
 }
 
-async fn update_workspace(
-    conn: &mut AsyncPgConnection,
+fn push_workspace_update(
+    writes: &mut Writes<'_>,
     now: DateTime<Utc>,
     row: &WorkspaceRow,
     decision: &Decision,
-) -> Result<(), diesel::result::Error> {
+) {
     let target = workspaces::table.find(row.id);
     if let Some(dormant) = &decision.mark_dormant {
         // A dormant workspace never autostarts: its next start is cleared with it.
-        diesel::update(target)
-            .set((
-                workspaces::dormant_at.eq(Some(dormant.dormant_at)),
-                workspaces::deleting_at.eq(dormant.deleting_at),
-                workspaces::next_start_at.eq(None::<DateTime<Utc>>),
-                workspaces::updated_at.eq(now),
-            ))
-            .execute(conn)
-            .await?;
+        writes.push(diesel::update(target).set((
+            workspaces::dormant_at.eq(Some(dormant.dormant_at)),
+            workspaces::deleting_at.eq(dormant.deleting_at),
+            workspaces::next_start_at.eq(None::<DateTime<Utc>>),
+            workspaces::updated_at.eq(now),
+        )));
     } else if let Some(next) = decision.next_start_at {
-        diesel::update(target)
-            .set((workspaces::next_start_at.eq(Some(next)), workspaces::updated_at.eq(now)))
-            .execute(conn)
-            .await?;
+        writes.push(
+            diesel::update(target)
+                .set((workspaces::next_start_at.eq(Some(next)), workspaces::updated_at.eq(now))),
+        );
     }
-    Ok(())
 }
 
 /// Outbox rows: one per user, kind and day, so a flapping workspace never floods its owner
 /// (SPEC §2 "Side effects").
-async fn notify_owner(
-    conn: &mut AsyncPgConnection,
+fn owner_notification(
     now: DateTime<Utc>,
     row: &WorkspaceRow,
     decision: &Decision,
-) -> Result<(), diesel::result::Error> {
+) -> Option<NewNotification> {
     let moved = decision.use_active_version
         && decision.transition.is_some()
         && row.active_version_id.is_some_and(|v| v != row.template_version_id);
@@ -217,8 +237,7 @@ async fn notify_owner(
             }),
         )
     } else {
-        return Ok(());
+        return None;
     };
-    enqueue(conn, now, row.owner_id, kind, Dedupe::Daily, payload).await?;
-    Ok(())
+    Some(notification(now, row.owner_id, kind, Dedupe::Daily, payload))
 }
