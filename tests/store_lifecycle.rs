@@ -39,26 +39,15 @@ async fn person_workspace(db: &TestDatabase) -> (uuid::Uuid, uuid::Uuid) {
 #[tokio::test]
 async fn autostop_is_applied_once() {
     let db = TestDatabase::new().await;
-    let (ws, _) = person_workspace(&db).await;
-    let mut conn = db.conn().await;
-    diesel::sql_query(
-        "UPDATE workspace_builds SET deadline = '2025-06-02T08:30:00Z' WHERE workspace_id = $1",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(ws)
-    .execute(&mut conn)
-    .await
-    .expect("deadline");
     let now = t("2025-06-02T09:00:00Z");
-    let snapshot = load_lifecycle_snapshot(&mut conn, now).await.expect("load");
-    assert_eq!(snapshot.workspaces.len(), 1, "prebuilds are not candidates");
-    let decisions = plan(now, &snapshot);
-    assert_eq!(decisions[0].reason, Some(Reason::Autostop));
+    let (_, decision) = due_autostop(&db, now).await;
 
-    let applied = apply_lifecycle_decision(db.pool(), now, &decisions[0]).await.expect("apply");
+    let applied = apply_lifecycle_decision(db.pool(), now, &decision).await.expect("apply");
     assert!(matches!(applied, Applied::Done { job_id: Some(_), .. }));
     // The stale decision again: the stop build is in flight, so the fresh decision is empty.
-    let again = apply_lifecycle_decision(db.pool(), now, &decisions[0]).await.expect("apply");
+    let again = apply_lifecycle_decision(db.pool(), now, &decision).await.expect("apply");
     assert_eq!(again, Applied::Skipped("no_longer_due"));
+    let mut conn = db.conn().await;
     let stops = "SELECT count(*) AS n FROM workspace_builds WHERE transition = 'stop' AND reason = 'autostop'";
     assert_eq!(seed::count(&mut conn, stops).await, 1);
 }
@@ -115,6 +104,7 @@ async fn due_autostop(
     .await
     .expect("deadline");
     let snapshot = load_lifecycle_snapshot(&mut conn, now).await.expect("load");
+    assert_eq!(snapshot.workspaces.len(), 1, "the workspace is the one candidate");
     let decision = plan(now, &snapshot).remove(0);
     assert_eq!(decision.reason, Some(Reason::Autostop));
     (ws, decision)
