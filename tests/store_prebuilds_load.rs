@@ -171,14 +171,6 @@ async fn reference(
     (running, in_progress, recent)
 }
 
-const STATUSES: [JobStatus; 6] = [
-    JobStatus::Pending,
-    JobStatus::Running,
-    JobStatus::Succeeded,
-    JobStatus::Failed,
-    JobStatus::Canceling,
-    JobStatus::Canceled,
-];
 const TRANSITIONS: [Transition; 3] = [Transition::Start, Transition::Stop, Transition::Delete];
 
 #[tokio::test]
@@ -203,7 +195,7 @@ async fn the_snapshot_matches_the_reference_queries() {
         let mut build_seed = WorkspaceSeed {
             preset_id: dice.pick(&presets),
             transition: dice.pick(&TRANSITIONS),
-            status: dice.pick(&STATUSES),
+            status: dice.pick(JobStatus::ALL),
             ready: dice.below(4) > 0,
             ..WorkspaceSeed::prebuild(template_id, version, small, created_at)
         };
@@ -215,7 +207,7 @@ async fn the_snapshot_matches_the_reference_queries() {
             let later = WorkspaceSeed {
                 preset_id: dice.pick(&presets),
                 transition: dice.pick(&TRANSITIONS),
-                status: dice.pick(&STATUSES),
+                status: dice.pick(JobStatus::ALL),
                 ready: dice.below(4) > 0,
                 created_at: dice.pick(&instants),
                 ..WorkspaceSeed::prebuild(template_id, old_version, small, created_at)
