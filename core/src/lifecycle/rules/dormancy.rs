@@ -12,17 +12,17 @@ pub(crate) fn dormancy(facts: &Facts<'_>) -> Verdict {
     let workspace = facts.workspace;
     let template = &workspace.template;
     if let Some(dormant_at) = workspace.dormant_at {
-        return Verdict::Passes(format!("dormant since {}", show(dormant_at)));
+        return Verdict::Passes(format!("dormant since {}", show(dormant_at)).into());
     }
     let ttd = template.time_til_dormant_secs;
     if ttd == 0 {
         return Verdict::Passes("template has no time_til_dormant".into());
     }
     if !elapsed_more_than(workspace.last_used_at, facts.tick, ttd) {
-        return Verdict::Passes(format!(
-            "last used at {}, not more than {ttd}s ago",
-            show(workspace.last_used_at)
-        ));
+        return Verdict::Passes(
+            format!("last used at {}, not more than {ttd}s ago", show(workspace.last_used_at))
+                .into(),
+        );
     }
     let autodelete = template.time_til_dormant_autodelete_secs;
     let deleting_at = if autodelete == 0 { None } else { plus_secs(facts.tick, autodelete) };
@@ -47,7 +47,7 @@ pub(crate) fn dormancy(facts: &Facts<'_>) -> Verdict {
         transition: running.then_some(Transition::Stop),
         use_active_version: false,
         mark_dormant: Some(MarkDormant { dormant_at: facts.tick, deleting_at }),
-        why,
+        why: why.into(),
     })
 }
 
