@@ -86,27 +86,30 @@ pub(crate) struct Shown(DateTime<Utc>);
 impl fmt::Display for Shown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let at = self.0.naive_utc();
-        let year = at.year();
-        if (0..=9999).contains(&year) {
-            write!(f, "{year:04}")?;
-        } else {
-            // Like chrono: out-of-range years carry their sign.
-            write!(f, "{year:+05}")?;
-        }
         // A leap second is stored as nanoseconds ≥ 1 s; RFC 3339 writes it as second 60.
         let (mut second, mut nano) = (at.second(), at.nanosecond());
         if nano >= 1_000_000_000 {
             second += 1;
             nano -= 1_000_000_000;
         }
-        let digits = [at.month(), at.day(), at.hour(), at.minute(), second];
-        let mut text = *b"-00-00T00:00:00";
-        for (at, value) in [1, 4, 7, 10, 13].into_iter().zip(digits) {
+        let year = at.year();
+        let mut text = *b"0000-00-00T00:00:00";
+        let (start, fields) = match u32::try_from(year) {
+            Ok(year) if year <= 9999 => (0, [year / 100, year % 100]),
+            _ => {
+                // Like chrono: out-of-range years carry their sign.
+                write!(f, "{year:+05}")?;
+                (4, [0, 0])
+            }
+        };
+        let values = [fields[0], fields[1], at.month(), at.day(), at.hour(), at.minute(), second];
+        for (at, value) in [0, 2, 5, 8, 11, 14, 17].into_iter().zip(values) {
             // Each value is below 100, so both digits are ASCII.
             text[at] = b'0' + u8::try_from(value / 10 % 10).unwrap_or(0);
             text[at + 1] = b'0' + u8::try_from(value % 10).unwrap_or(0);
         }
-        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)?;
+        let text = text.get(start..).unwrap_or_default();
+        f.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?)?;
         if nano == 0 {
         } else if nano % 1_000_000 == 0 {
             write!(f, ".{:03}", nano / 1_000_000)?;
