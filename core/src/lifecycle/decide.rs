@@ -3,23 +3,32 @@
 use chrono::{DateTime, Utc};
 
 use super::facts::{schedule_text, tick_of, AutostartSchedule, Facts};
-use super::preconditions::{in_flight, next_start, settled_before_rules};
-use super::rules::{Verdict, RULES};
+use super::preconditions::{in_flight, next_start_with, settled_before_rules};
+use super::rules::{Verdict, Why, RULES};
 use super::{Decision, Rule, Workspace};
-use crate::schedule::parse_autostart;
+use crate::schedule::{next_autostart, parse_autostart, CronSchedule, WeekdaySet};
 
 /// Decides for one workspace at `tick` (truncated to the minute here too, so passing `now`
 /// is the same as passing its tick).
 pub fn decide(workspace: &Workspace, tick: DateTime<Utc>) -> Decision {
     let parsed = schedule_text(workspace).map(parse_autostart);
-    decide_parsed(workspace, tick_of(tick), AutostartSchedule::from_parsed(parsed.as_ref()))
+    let tick = tick_of(tick);
+    decide_parsed(
+        workspace,
+        tick,
+        AutostartSchedule::from_parsed(parsed.as_ref()),
+        |schedule, days| next_autostart(tick, schedule, days),
+    )
 }
 
-/// `decide` with the schedule already parsed (`plan` parses each distinct schedule once).
+/// `decide` with the schedule already parsed and `next_after_tick(schedule, days)` =
+/// `next_autostart(tick, schedule, days)` (`plan` parses each distinct schedule once and
+/// remembers its next autostart after the tick).
 pub(crate) fn decide_parsed(
     workspace: &Workspace,
     tick: DateTime<Utc>,
     schedule: AutostartSchedule<'_>,
+    next_after_tick: impl FnOnce(&CronSchedule, WeekdaySet) -> Option<DateTime<Utc>>,
 ) -> Decision {
     let undecided = |rule: Rule, why: String| Decision {
         workspace_id: workspace.id,
@@ -35,19 +44,17 @@ pub(crate) fn decide_parsed(
         return undecided(rule, why);
     }
     let facts = Facts { workspace, tick, schedule };
-    let next = next_start(&facts);
-    let with_note = |why: String, note: Option<&str>| match note {
-        Some(note) => format!("{why}. {note}"),
-        None => why,
-    };
+    let next = next_start_with(&facts, next_after_tick);
     if let Some(why) = in_flight(workspace) {
         return Decision {
             next_start_at: next.at,
-            ..undecided(Rule::InFlight, with_note(why, next.note.as_deref()))
+            ..undecided(Rule::InFlight, explain(&[&why], next.note.as_deref()))
         };
     }
-    let mut passed = Vec::with_capacity(RULES.len());
-    for rule in &RULES {
+    // Only the last rule's explanation is ever shown when a rule fires: the others wait here
+    // and are joined (not formatted again) when none does.
+    let mut passed: [Why; RULES.len()] = Default::default();
+    for (rule, why) in RULES.iter().zip(&mut passed) {
         match (rule.check)(&facts) {
             Verdict::Fires(fired) => {
                 // A workspace that becomes dormant gets no `next_start_at`: dormant workspaces
@@ -66,17 +73,40 @@ pub(crate) fn decide_parsed(
                     mark_dormant: fired.mark_dormant,
                     next_start_at,
                     rule: rule.rule,
-                    why: with_note(format!("{}: {}", rule.rule.as_str(), fired.why), note),
+                    why: explain(&[rule.rule.as_str(), ": ", &fired.why], note),
                 };
             }
-            Verdict::Passes(why) => passed.push(format!("{}: {why}", rule.rule.as_str())),
+            Verdict::Passes(text) => *why = text,
         }
     }
+    // "no rule fired (autostop: …; autostart: …; …)"
+    let mut parts: Vec<&str> = Vec::with_capacity(4 * RULES.len() + 1);
+    parts.push("no rule fired (");
+    for (index, (rule, why)) in RULES.iter().zip(&passed).enumerate() {
+        if index > 0 {
+            parts.push("; ");
+        }
+        parts.extend([rule.rule.as_str(), ": ", why]);
+    }
+    parts.push(")");
     Decision {
         next_start_at: next.at,
-        ..undecided(
-            Rule::None,
-            with_note(format!("no rule fired ({})", passed.join("; ")), next.note.as_deref()),
-        )
+        ..undecided(Rule::None, explain(&parts, next.note.as_deref()))
     }
+}
+
+/// The explanation `parts` concatenated, then `. note` when there is one: built in one
+/// allocation of the right size (plans explain every workspace of the snapshot).
+fn explain(parts: &[&str], note: Option<&str>) -> String {
+    let note_len = note.map_or(0, |note| note.len() + 2);
+    let mut why =
+        String::with_capacity(parts.iter().map(|part| part.len()).sum::<usize>() + note_len);
+    for part in parts {
+        why.push_str(part);
+    }
+    if let Some(note) = note {
+        why.push_str(". ");
+        why.push_str(note);
+    }
+    why
 }

@@ -24,25 +24,62 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::schedule::{parse_autostart, CronSchedule, ScheduleError};
+use crate::schedule::{next_autostart, parse_autostart, CronSchedule, ScheduleError, WeekdaySet};
 use facts::{schedule_text, AutostartSchedule};
 
 /// Decides for every workspace of the snapshot, in input order.
 pub fn plan(now: DateTime<Utc>, snapshot: &LifecycleSnapshot) -> Vec<Decision> {
     let tick = tick_of(now);
-    // Most workspaces share a handful of schedules: parse each distinct text once.
-    let mut schedules: HashMap<&str, Result<CronSchedule, ScheduleError>> = HashMap::new();
+    // Most workspaces share a handful of schedules: parse each distinct text once, and find
+    // its next autostart after the tick (the same for every workspace) once per set of days.
+    let mut slots: HashMap<&str, usize> = HashMap::new();
+    let mut schedules: Vec<Result<CronSchedule, ScheduleError>> = Vec::new();
+    let mut next_after_tick: Vec<NextAfterTick> = Vec::new();
     let mut decisions = Vec::with_capacity(snapshot.workspaces.len());
     for workspace in &snapshot.workspaces {
-        let parsed = schedule_text(workspace)
-            .map(|text| &*schedules.entry(text).or_insert_with(|| parse_autostart(text)));
-        decisions.push(decide::decide_parsed(
-            workspace,
-            tick,
-            AutostartSchedule::from_parsed(parsed),
-        ));
+        let slot = schedule_text(workspace).map(|text| {
+            *slots.entry(text).or_insert_with(|| {
+                schedules.push(parse_autostart(text));
+                next_after_tick.push(NextAfterTick::default());
+                schedules.len() - 1
+            })
+        });
+        let decision = match slot {
+            None => decide::decide_parsed(workspace, tick, AutostartSchedule::Unset, |_, _| None),
+            Some(slot) => decide::decide_parsed(
+                workspace,
+                tick,
+                AutostartSchedule::from_parsed(schedules.get(slot)),
+                |schedule, days| match next_after_tick.get_mut(slot) {
+                    Some(memo) => memo.get(tick, schedule, days),
+                    None => next_autostart(tick, schedule, days),
+                },
+            ),
+        };
+        decisions.push(decision);
     }
     decisions
+}
+
+/// `next_autostart(tick, schedule, days)` of one schedule, by set of allowed days (a template
+/// allows one set, so this list stays short).
+#[derive(Debug, Default)]
+struct NextAfterTick(Vec<(WeekdaySet, Option<DateTime<Utc>>)>);
+
+impl NextAfterTick {
+    fn get(
+        &mut self,
+        tick: DateTime<Utc>,
+        schedule: &CronSchedule,
+        days: WeekdaySet,
+    ) -> Option<DateTime<Utc>> {
+        if let Some((_, next)) = self.0.iter().find(|(seen, _)| *seen == days) {
+            return *next;
+        }
+        let next = next_autostart(tick, schedule, days);
+        self.0.push((days, next));
+        next
+    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,12 @@
 use chrono::{DateTime, Utc};
 
 use super::facts::{show, AutostartSchedule, Facts};
+use super::rules::Why;
 use super::{Rule, Workspace};
 use crate::build::{JobStatus, Transition};
+#[cfg(test)]
 use crate::schedule::next_autostart;
+use crate::schedule::{CronSchedule, WeekdaySet};
 
 /// A precondition that stops the rules from being tried, with its explanation.
 pub(crate) fn settled_before_rules(workspace: &Workspace) -> Option<(Rule, String)> {
@@ -46,30 +49,41 @@ pub(crate) struct NextStart {
     /// The recomputed instant, when there is one.
     pub at: Option<DateTime<Utc>>,
     /// What the explanation says about it (`None`: nothing worth saying).
-    pub note: Option<String>,
+    pub note: Option<Why>,
+}
+
+/// `next_start_with`, computing `next_autostart` itself (what `plan` remembers per schedule).
+#[cfg(test)]
+pub(crate) fn next_start(facts: &Facts<'_>) -> NextStart {
+    next_start_with(facts, |schedule, days| next_autostart(facts.tick, schedule, days))
 }
 
 /// SPEC §2: a workspace with an autostart schedule, no `next_start_at` and no dormancy gets
-/// `next_start_at = next_autostart(tick, schedule, autostart_days)`.
-pub(crate) fn next_start(facts: &Facts<'_>) -> NextStart {
+/// `next_start_at = next_autostart(tick, schedule, autostart_days)`, which the caller supplies
+/// as `next_after_tick(schedule, autostart_days)` (the same for every workspace of a plan).
+pub(crate) fn next_start_with(
+    facts: &Facts<'_>,
+    next_after_tick: impl FnOnce(&CronSchedule, WeekdaySet) -> Option<DateTime<Utc>>,
+) -> NextStart {
     let quiet = NextStart { at: None, note: None };
     if facts.workspace.next_start_at.is_some() {
         return quiet;
     }
-    let note = |note: String| NextStart { at: None, note: Some(note) };
+    let note = |note: Why| NextStart { at: None, note: Some(note) };
     match facts.schedule {
         AutostartSchedule::Unset => quiet,
-        AutostartSchedule::Invalid(err) => {
-            note(format!("next_start_at not computed: autostart schedule is invalid ({err})"))
-        }
+        AutostartSchedule::Invalid(err) => note(
+            format!("next_start_at not computed: autostart schedule is invalid ({err})").into(),
+        ),
         AutostartSchedule::Valid(_) if facts.is_dormant() => {
             note("next_start_at not computed: workspace is dormant".into())
         }
         AutostartSchedule::Valid(schedule) => {
-            match next_autostart(facts.tick, schedule, facts.allowed_days()) {
-                Some(at) => {
-                    NextStart { at: Some(at), note: Some(format!("next_start_at = {}", show(at))) }
-                }
+            match next_after_tick(schedule, facts.allowed_days()) {
+                Some(at) => NextStart {
+                    at: Some(at),
+                    note: Some(format!("next_start_at = {}", show(at)).into()),
+                },
                 None => {
                     note("next_start_at not computed: no allowed autostart within 14 days".into())
                 }

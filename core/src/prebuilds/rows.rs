@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -25,38 +26,150 @@ pub(crate) struct PresetRows<'a> {
     pub recent: Vec<&'a RecentBuild>,
 }
 
-/// Groups every row of the snapshot by preset: one pass and one sort per list, never
-/// presets × rows.
-pub(crate) fn group_by_preset(snapshot: &PrebuildSnapshot) -> HashMap<Uuid, PresetRows<'_>> {
-    let mut groups: HashMap<Uuid, PresetRows<'_>> = HashMap::with_capacity(snapshot.presets.len());
-    for row in &snapshot.running {
-        groups.entry(row.preset_id).or_default().running.push(row);
-    }
-    for row in &snapshot.in_progress {
-        groups.entry(row.preset_id).or_default().in_progress.push(row);
-    }
-    for row in &snapshot.recent_builds {
-        groups.entry(row.preset_id).or_default().recent.push(row);
-    }
-    for rows in groups.values_mut() {
-        order_running(&mut rows.running);
-        order_in_progress(&mut rows.in_progress);
-        order_recent(&mut rows.recent);
-    }
-    groups
+/// Every preset's rows, found by preset id.
+#[derive(Debug)]
+pub(crate) struct Groups<'a> {
+    /// Preset id (as a number: one write into the hasher, not seventeen) → index in `rows`.
+    index: HashMap<u128, usize, IdState>,
+    rows: Vec<PresetRows<'a>>,
 }
+
+impl<'a> Groups<'a> {
+    /// The rows of preset `id`; `None` when the snapshot has no such preset.
+    pub fn get(&self, id: &Uuid) -> Option<&PresetRows<'a>> {
+        self.index.get(&id.as_u128()).and_then(|&at| self.rows.get(at))
+    }
+}
+
+#[cfg(test)]
+impl<'a> std::ops::Index<&Uuid> for Groups<'a> {
+    type Output = PresetRows<'a>;
+
+    fn index(&self, id: &Uuid) -> &PresetRows<'a> {
+        self.get(id).expect("a preset of the snapshot")
+    }
+}
+
+/// Groups the rows of the snapshot's presets by preset (rows of other presets are never
+/// planned): one hash per row, lists allocated at their final size, one sort per list, never
+/// presets × rows.
+pub(crate) fn group_by_preset(snapshot: &PrebuildSnapshot) -> Groups<'_> {
+    let mut index = HashMap::with_capacity_and_hasher(snapshot.presets.len(), IdState::new());
+    for preset in &snapshot.presets {
+        let next = index.len();
+        index.entry(preset.id.as_u128()).or_insert(next);
+    }
+    let group_of = |preset_id: Uuid| index.get(&preset_id.as_u128()).copied();
+    let running = by_group(&snapshot.running, index.len(), |row| group_of(row.preset_id));
+    let in_progress = by_group(&snapshot.in_progress, index.len(), |row| group_of(row.preset_id));
+    let recent = by_group(&snapshot.recent_builds, index.len(), |row| group_of(row.preset_id));
+    let rows = running
+        .into_iter()
+        .zip(in_progress)
+        .zip(recent)
+        .map(|((mut running, mut in_progress), mut recent)| {
+            order_running(&mut running);
+            order_in_progress(&mut in_progress);
+            order_recent(&mut recent);
+            PresetRows { running, in_progress, recent }
+        })
+        .collect();
+    Groups { index, rows }
+}
+
+/// Hashes an id with one folded multiply of its halves, each mixed with a key drawn per map
+/// (as foldhash does): SipHash over every row's preset id was a quarter of a plan's time.
+#[derive(Debug, Clone)]
+struct IdState([u64; 2]);
+
+impl IdState {
+    fn new() -> IdState {
+        let random = RandomState::new();
+        IdState([random.hash_one(0_u8), random.hash_one(1_u8)])
+    }
+}
+
+impl BuildHasher for IdState {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher { keys: self.0, hash: 0 }
+    }
+}
+
+#[derive(Debug)]
+struct IdHasher {
+    keys: [u64; 2],
+    hash: u64,
+}
+
+impl Hasher for IdHasher {
+    fn write_u128(&mut self, id: u128) {
+        let (high, low) = ((id >> 64) as u64, id as u64);
+        self.hash ^= folded_multiply(low ^ self.keys[0], high ^ self.keys[1]);
+    }
+
+    /// Only `u128` keys are hashed here; anything else still hashes, a byte at a time.
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.hash = folded_multiply(self.hash ^ u64::from(byte) ^ self.keys[0], self.keys[1]);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// The 128-bit product of `a` and `b`, its halves xored.
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+/// `rows` split into `groups` lists by `group_of` (rows it maps to `None` are dropped), each
+/// list allocated once at its final size.
+fn by_group<'a, T>(
+    rows: &'a [T],
+    groups: usize,
+    group_of: impl Fn(&T) -> Option<usize>,
+) -> Vec<Vec<&'a T>> {
+    let placed: Vec<Option<usize>> = rows.iter().map(group_of).collect();
+    let mut sizes = vec![0usize; groups];
+    for &group in placed.iter().flatten() {
+        sizes[group] += 1;
+    }
+    let mut lists: Vec<Vec<&'a T>> = sizes.into_iter().map(Vec::with_capacity).collect();
+    for (row, group) in rows.iter().zip(placed) {
+        if let Some(group) = group {
+            lists[group].push(row);
+        }
+    }
+    lists
+}
+
+// The sort keys compare ids as `u128` (`Uuid::as_u128` is big-endian, so the order is the
+// ids' byte order) rather than as byte arrays.
 
 /// Oldest first, one row per workspace (a duplicated id keeps its oldest copy).
 pub(crate) fn order_running(rows: &mut Vec<&RunningPrebuild>) {
-    rows.sort_unstable_by_key(|r| (r.workspace_id, r.created_at, r.template_version_id, r.ready));
+    rows.sort_unstable_by_key(|r| {
+        (r.workspace_id.as_u128(), r.created_at, r.template_version_id.as_u128(), r.ready)
+    });
     rows.dedup_by_key(|r| r.workspace_id);
-    rows.sort_unstable_by_key(|r| (r.created_at, r.workspace_id));
+    rows.sort_unstable_by_key(|r| (r.created_at, r.workspace_id.as_u128()));
 }
 
 /// By workspace id, one row per workspace.
 fn order_in_progress(rows: &mut Vec<&InProgressPrebuild>) {
     rows.sort_unstable_by_key(|r| {
-        (r.workspace_id, r.transition, r.job_status, r.build_number, r.template_version_id)
+        (
+            r.workspace_id.as_u128(),
+            r.transition,
+            r.job_status,
+            r.build_number,
+            r.template_version_id.as_u128(),
+        )
     });
     rows.dedup_by_key(|r| r.workspace_id);
 }
@@ -64,9 +177,9 @@ fn order_in_progress(rows: &mut Vec<&InProgressPrebuild>) {
 /// Newest first, ties by workspace id; one build per workspace (its latest, as REPLAY.md
 /// defines `recent_builds`).
 fn order_recent(rows: &mut Vec<&RecentBuild>) {
-    rows.sort_unstable_by_key(|r| (r.workspace_id, Reverse(r.created_at), r.job_status));
+    rows.sort_unstable_by_key(|r| (r.workspace_id.as_u128(), Reverse(r.created_at), r.job_status));
     rows.dedup_by_key(|r| r.workspace_id);
-    rows.sort_unstable_by_key(|r| (Reverse(r.created_at), r.workspace_id));
+    rows.sort_unstable_by_key(|r| (Reverse(r.created_at), r.workspace_id.as_u128()));
 }
 
 /// SPEC §4: expired iff `now − created_at > expiration_ttl` (ttl > 0), or the preset was

@@ -22,7 +22,7 @@ pub(crate) fn autodelete(facts: &Facts<'_>) -> Verdict {
         return Verdict::Passes("template has no time_til_dormant_autodelete".into());
     }
     if facts.tick <= deleting_at {
-        return Verdict::Passes(format!("deleting_at {} not passed", show(deleting_at)));
+        return Verdict::Passes(format!("deleting_at {} not passed", show(deleting_at)).into());
     }
     let mut why = format!("deleting_at {} passed", show(deleting_at));
     if build.transition == Transition::Delete && build.job_status == JobStatus::Failed {
@@ -32,10 +32,10 @@ pub(crate) fn autodelete(facts: &Facts<'_>) -> Verdict {
             );
         };
         if !elapsed_more_than(completed, facts.tick, FAILED_DELETE_RETRY_SECS) {
-            return Verdict::Passes(format!(
-                "the latest delete failed at {}; retried only after 24 h",
-                show(completed)
-            ));
+            return Verdict::Passes(
+                format!("the latest delete failed at {}; retried only after 24 h", show(completed))
+                    .into(),
+            );
         }
         why.push_str(&format!("; retrying the delete that failed at {}", show(completed)));
     }

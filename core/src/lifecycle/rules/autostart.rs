@@ -1,6 +1,6 @@
 //! SPEC §2 rule 2: autostart.
 
-use super::{Fired, Verdict};
+use super::{latest_build_is, Fired, Verdict};
 use crate::build::{JobStatus, Transition};
 use crate::lifecycle::facts::{show, AutostartSchedule, Facts};
 use crate::lifecycle::{AutomaticUpdates, OwnerStatus};
@@ -13,7 +13,7 @@ pub(crate) fn autostart(facts: &Facts<'_>) -> Verdict {
     let workspace = facts.workspace;
     let build = &workspace.latest_build;
     if workspace.owner_status != OwnerStatus::Active {
-        return Verdict::Passes(format!("owner is {}", owner_status(workspace.owner_status)));
+        return Verdict::Passes(owner_is(workspace.owner_status).into());
     }
     if build.job_status == JobStatus::Failed {
         return Verdict::Passes("latest build failed".into());
@@ -22,7 +22,7 @@ pub(crate) fn autostart(facts: &Facts<'_>) -> Verdict {
         return Verdict::Passes("workspace is dormant".into());
     }
     if build.transition != Transition::Stop {
-        return Verdict::Passes(format!("latest build is a {}", build.transition.as_str()));
+        return Verdict::Passes(latest_build_is(build.transition).into());
     }
     if !workspace.template.user_autostart_enabled {
         return Verdict::Passes("template disables user autostart".into());
@@ -30,21 +30,26 @@ pub(crate) fn autostart(facts: &Facts<'_>) -> Verdict {
     let schedule = match facts.schedule {
         AutostartSchedule::Unset => return Verdict::Passes("no autostart schedule".into()),
         AutostartSchedule::Invalid(err) => {
-            return Verdict::Passes(format!("autostart schedule is invalid ({err})"))
+            return Verdict::Passes(format!("autostart schedule is invalid ({err})").into())
         }
         AutostartSchedule::Valid(schedule) => schedule,
     };
     if let Some(next_start_at) = workspace.next_start_at.filter(|next| *next > facts.tick) {
-        return Verdict::Passes(format!("next_start_at {} is in the future", show(next_start_at)));
+        return Verdict::Passes(
+            format!("next_start_at {} is in the future", show(next_start_at)).into(),
+        );
     }
     let Some(due) = next_autostart(build.created_at, schedule, facts.allowed_days()) else {
-        return Verdict::Passes(format!(
-            "no allowed autostart within 14 days after the stop at {}",
-            show(build.created_at)
-        ));
+        return Verdict::Passes(
+            format!(
+                "no allowed autostart within 14 days after the stop at {}",
+                show(build.created_at)
+            )
+            .into(),
+        );
     };
     if facts.tick < due {
-        return Verdict::Passes(format!("next autostart {} not reached", show(due)));
+        return Verdict::Passes(format!("next autostart {} not reached", show(due)).into());
     }
     let template = &workspace.template;
     let update = if template.require_active_version {
@@ -67,11 +72,11 @@ pub(crate) fn autostart(facts: &Facts<'_>) -> Verdict {
     })
 }
 
-fn owner_status(status: OwnerStatus) -> &'static str {
+fn owner_is(status: OwnerStatus) -> &'static str {
     match status {
-        OwnerStatus::Active => "active",
-        OwnerStatus::Suspended => "suspended",
-        OwnerStatus::Dormant => "dormant",
+        OwnerStatus::Active => "owner is active",
+        OwnerStatus::Suspended => "owner is suspended",
+        OwnerStatus::Dormant => "owner is dormant",
     }
 }
 

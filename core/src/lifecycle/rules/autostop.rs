@@ -1,6 +1,6 @@
 //! SPEC §2 rule 1: autostop.
 
-use super::{Fired, Verdict};
+use super::{latest_build_is, Fired, Verdict};
 use crate::build::{JobStatus, Transition};
 use crate::lifecycle::facts::{show, Facts};
 use crate::lifecycle::OwnerStatus;
@@ -16,15 +16,15 @@ pub(crate) fn autostop(facts: &Facts<'_>) -> Verdict {
         return Verdict::Passes("workspace is dormant".into());
     }
     if build.transition != Transition::Start {
-        return Verdict::Passes(format!("latest build is a {}", build.transition.as_str()));
+        return Verdict::Passes(latest_build_is(build.transition).into());
     }
     if facts.workspace.owner_status == OwnerStatus::Suspended {
-        return Verdict::Fires(Fired::transition(Transition::Stop, "owner is suspended".into()));
+        return Verdict::Fires(Fired::transition(Transition::Stop, "owner is suspended"));
     }
     match build.deadline {
         None => Verdict::Passes("no deadline".into()),
         Some(deadline) if facts.tick < deadline => {
-            Verdict::Passes(format!("deadline {} not reached", show(deadline)))
+            Verdict::Passes(format!("deadline {} not reached", show(deadline)).into())
         }
         Some(deadline) => Verdict::Fires(Fired::transition(
             Transition::Stop,

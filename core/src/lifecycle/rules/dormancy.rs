@@ -1,6 +1,6 @@
 //! SPEC §2 rule 4: dormancy.
 
-use super::{Fired, Verdict};
+use super::{latest_build_is, Fired, Verdict};
 use crate::build::Transition;
 use crate::lifecycle::facts::{elapsed_more_than, plus_secs, show, Facts};
 use crate::lifecycle::MarkDormant;
@@ -12,42 +12,39 @@ pub(crate) fn dormancy(facts: &Facts<'_>) -> Verdict {
     let workspace = facts.workspace;
     let template = &workspace.template;
     if let Some(dormant_at) = workspace.dormant_at {
-        return Verdict::Passes(format!("dormant since {}", show(dormant_at)));
+        return Verdict::Passes(format!("dormant since {}", show(dormant_at)).into());
     }
     let ttd = template.time_til_dormant_secs;
     if ttd == 0 {
         return Verdict::Passes("template has no time_til_dormant".into());
     }
     if !elapsed_more_than(workspace.last_used_at, facts.tick, ttd) {
-        return Verdict::Passes(format!(
-            "last used at {}, not more than {ttd}s ago",
-            show(workspace.last_used_at)
-        ));
+        return Verdict::Passes(
+            format!("last used at {}, not more than {ttd}s ago", show(workspace.last_used_at))
+                .into(),
+        );
     }
     let autodelete = template.time_til_dormant_autodelete_secs;
     let deleting_at = if autodelete == 0 { None } else { plus_secs(facts.tick, autodelete) };
     let running = workspace.latest_build.transition == Transition::Start;
-    let why = format!(
-        "last used at {}, more than {ttd}s ago; {}; {}",
-        show(workspace.last_used_at),
-        match deleting_at {
-            Some(at) => format!("to be deleted after {}", show(at)),
-            None => "no auto-delete".to_owned(),
-        },
-        if running {
-            "stopping it".to_owned()
-        } else {
-            format!(
-                "no transition (latest build is a {})",
-                workspace.latest_build.transition.as_str()
-            )
-        },
-    );
+    let mut why = format!("last used at {}, more than {ttd}s ago; ", show(workspace.last_used_at));
+    match deleting_at {
+        Some(at) => why.push_str(&format!("to be deleted after {}", show(at))),
+        None => why.push_str("no auto-delete"),
+    }
+    why.push_str("; ");
+    if running {
+        why.push_str("stopping it");
+    } else {
+        why.push_str("no transition (");
+        why.push_str(latest_build_is(workspace.latest_build.transition));
+        why.push(')');
+    }
     Verdict::Fires(Fired {
         transition: running.then_some(Transition::Stop),
         use_active_version: false,
         mark_dormant: Some(MarkDormant { dormant_at: facts.tick, deleting_at }),
-        why,
+        why: why.into(),
     })
 }
 

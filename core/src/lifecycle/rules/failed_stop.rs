@@ -23,11 +23,14 @@ pub(crate) fn failed_stop(facts: &Facts<'_>) -> Verdict {
         return Verdict::Passes("the failed job has no completion time".into());
     };
     if !elapsed_more_than(completed, facts.tick, ttl) {
-        return Verdict::Passes(format!(
-            "{} failed at {}, not more than {ttl}s ago",
-            build.transition.as_str(),
-            show(completed)
-        ));
+        return Verdict::Passes(
+            format!(
+                "{} failed at {}, not more than {ttl}s ago",
+                build.transition.as_str(),
+                show(completed)
+            )
+            .into(),
+        );
     }
     Verdict::Fires(Fired::transition(
         Transition::Stop,

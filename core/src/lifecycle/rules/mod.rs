@@ -7,9 +7,15 @@ mod autostop;
 mod dormancy;
 mod failed_stop;
 
+use std::borrow::Cow;
+
 use super::facts::Facts;
 use super::{MarkDormant, Reason, Rule};
 use crate::build::Transition;
+
+/// A rule's explanation: fixed text is borrowed, only text with values in it is formatted
+/// (most explanations of rules that pass are thrown away when a later rule fires).
+pub(crate) type Why = Cow<'static, str>;
 
 /// What a rule that fires decides.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -17,12 +23,12 @@ pub(crate) struct Fired {
     pub transition: Option<Transition>,
     pub use_active_version: bool,
     pub mark_dormant: Option<MarkDormant>,
-    pub why: String,
+    pub why: Why,
 }
 
 impl Fired {
-    pub fn transition(transition: Transition, why: String) -> Fired {
-        Fired { transition: Some(transition), why, ..Fired::default() }
+    pub fn transition(transition: Transition, why: impl Into<Why>) -> Fired {
+        Fired { transition: Some(transition), why: why.into(), ..Fired::default() }
     }
 }
 
@@ -31,7 +37,16 @@ impl Fired {
 pub(crate) enum Verdict {
     Fires(Fired),
     /// The rule does not apply, and why (for the explanation of a decision with no rule).
-    Passes(String),
+    Passes(Why),
+}
+
+/// "latest build is a …", without formatting.
+pub(crate) fn latest_build_is(transition: Transition) -> &'static str {
+    match transition {
+        Transition::Start => "latest build is a start",
+        Transition::Stop => "latest build is a stop",
+        Transition::Delete => "latest build is a delete",
+    }
 }
 
 /// A rule: its label, the build reason it gives, and its test.
@@ -82,7 +97,7 @@ pub(crate) mod testing {
     /// The `why` of a rule that must pass.
     pub fn passes(verdict: Verdict) -> String {
         match verdict {
-            Verdict::Passes(why) => why,
+            Verdict::Passes(why) => why.into_owned(),
             Verdict::Fires(fired) => panic!("expected the rule to pass, it fired: {fired:?}"),
         }
     }
