@@ -3,10 +3,13 @@
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+/// FxHash: SipHash over every row's preset id was a quarter of a plan's time. Not keyed,
+/// which is fine here: preset ids are made by the server (random v4), never chosen by users.
+type IdHashState = rustc_hash::FxBuildHasher;
 
 use super::instant::{just_after, plus_secs};
 use super::{
@@ -30,7 +33,7 @@ pub(crate) struct PresetRows<'a> {
 #[derive(Debug)]
 pub(crate) struct Groups<'a> {
     /// Preset id (as a number: one write into the hasher, not seventeen) → index in `rows`.
-    index: HashMap<u128, usize, IdState>,
+    index: HashMap<u128, usize, IdHashState>,
     rows: Vec<PresetRows<'a>>,
 }
 
@@ -54,7 +57,8 @@ impl<'a> std::ops::Index<&Uuid> for Groups<'a> {
 /// planned): one hash per row, lists allocated at their final size, one sort per list, never
 /// presets × rows.
 pub(crate) fn group_by_preset(snapshot: &PrebuildSnapshot) -> Groups<'_> {
-    let mut index = HashMap::with_capacity_and_hasher(snapshot.presets.len(), IdState::new());
+    let mut index =
+        HashMap::with_capacity_and_hasher(snapshot.presets.len(), IdHashState::default());
     for preset in &snapshot.presets {
         let next = index.len();
         index.entry(preset.id.as_u128()).or_insert(next);
@@ -75,56 +79,6 @@ pub(crate) fn group_by_preset(snapshot: &PrebuildSnapshot) -> Groups<'_> {
         })
         .collect();
     Groups { index, rows }
-}
-
-/// Hashes an id with one folded multiply of its halves, each mixed with a key drawn per map
-/// (as foldhash does): SipHash over every row's preset id was a quarter of a plan's time.
-#[derive(Debug, Clone)]
-struct IdState([u64; 2]);
-
-impl IdState {
-    fn new() -> IdState {
-        let random = RandomState::new();
-        IdState([random.hash_one(0_u8), random.hash_one(1_u8)])
-    }
-}
-
-impl BuildHasher for IdState {
-    type Hasher = IdHasher;
-
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher { keys: self.0, hash: 0 }
-    }
-}
-
-#[derive(Debug)]
-struct IdHasher {
-    keys: [u64; 2],
-    hash: u64,
-}
-
-impl Hasher for IdHasher {
-    fn write_u128(&mut self, id: u128) {
-        let (high, low) = ((id >> 64) as u64, id as u64);
-        self.hash ^= folded_multiply(low ^ self.keys[0], high ^ self.keys[1]);
-    }
-
-    /// Only `u128` keys are hashed here; anything else still hashes, a byte at a time.
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.hash = folded_multiply(self.hash ^ u64::from(byte) ^ self.keys[0], self.keys[1]);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.hash
-    }
-}
-
-/// The 128-bit product of `a` and `b`, its halves xored.
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let product = u128::from(a) * u128::from(b);
-    (product as u64) ^ ((product >> 64) as u64)
 }
 
 /// `rows` split into `groups` lists by `group_of` (rows it maps to `None` are dropped), each
