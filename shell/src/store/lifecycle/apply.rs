@@ -110,10 +110,16 @@ async fn apply_locked(
     if !decision.has_effect() {
         return Ok(Applied::Skipped("no_longer_due"));
     }
+    // Only a start decided with `use_active_version` moves to the active version (SPEC §2);
+    // a stop or delete reuses the latest build's.
+    let new_version = match (decision.use_active_version, row.active_version_id) {
+        (true, Some(active)) if decision.transition.is_some() => active,
+        _ => row.template_version_id,
+    };
     let mut writes = Writes::new();
     let job_id = match (decision.transition, decision.reason) {
         (Some(transition), Some(reason)) => {
-            let (job, build) = transition_rows(now, &row, &decision, transition, reason)?;
+            let (job, build) = transition_rows(now, &row, new_version, transition, reason)?;
             let job_id = job.id;
             writes.push(diesel::insert_into(provisioner_jobs::table).values(job));
             writes.push(diesel::insert_into(workspace_builds::table).values(build));
@@ -122,10 +128,6 @@ async fn apply_locked(
         _ => None,
     };
     push_workspace_update(&mut writes, now, &row, &decision);
-    let new_version = match (decision.use_active_version, row.active_version_id) {
-        (true, Some(active)) if decision.transition.is_some() => active,
-        _ => row.template_version_id,
-    };
     let diff = serde_json::json!({
         "transition": decision.transition.map(|t| t.as_str()),
         "reason": decision.reason.map(|r| r.as_str()),
@@ -152,19 +154,14 @@ async fn apply_locked(
     Ok(Applied::Done { decision, job_id })
 }
 
-/// The build and job of the decision's transition.
+/// The build (of `template_version_id`) and job of the decision's transition.
 fn transition_rows(
     now: DateTime<Utc>,
     row: &WorkspaceRow,
-    decision: &Decision,
+    template_version_id: Uuid,
     transition: poolkeeper_core::build::Transition,
     reason: poolkeeper_core::lifecycle::Reason,
 ) -> Result<(NewProvisionerJob, NewWorkspaceBuild), diesel::result::Error> {
-    // A stop or delete reuses the latest build's version (SPEC §2); only a start may move.
-    let template_version_id = match (decision.use_active_version, row.active_version_id) {
-        (true, Some(active)) => active,
-        _ => row.template_version_id,
-    };
     let reason: BuildReason = reason
         .as_str()
         .parse()
