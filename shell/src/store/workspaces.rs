@@ -11,11 +11,10 @@ use poolkeeper_core::schedule::{
 use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
+use super::rows::{build_rows, BuildSpec};
 use super::StoreError;
 use crate::db::enums::{BuildReason, JobStatus, Transition};
-use crate::db::models::{
-    NewProvisionerJob, NewWorkspaceBuild, Template, Workspace, WorkspaceBuild,
-};
+use crate::db::models::{Template, Workspace, WorkspaceBuild};
 use crate::db::schema::{provisioner_jobs, templates, workspace_builds, workspaces};
 use crate::db::{DbPool, PREBUILDS_USER_ID};
 
@@ -140,40 +139,29 @@ pub(crate) async fn insert_build(
     request: BuildRequest,
     now: DateTime<Utc>,
 ) -> Result<WorkspaceBuild, diesel::result::Error> {
-    let job_id = Uuid::new_v4();
-    let build_id = Uuid::new_v4();
-    diesel::insert_into(provisioner_jobs::table)
-        .values(NewProvisionerJob {
-            id: job_id,
-            organization_id: workspace.organization_id,
-            input: serde_json::json!({
-                "workspace_id": workspace.id,
-                "build_id": build_id,
-                "transition": request.transition,
-                "parameters": request.parameters,
-            }),
-            for_prebuild: workspace.owner_id == PREBUILDS_USER_ID,
-            transition: request.transition,
-            created_at: Some(now),
-        })
-        .execute(conn)
-        .await?;
+    let spec = BuildSpec {
+        workspace_id: workspace.id,
+        organization_id: workspace.organization_id,
+        build_number,
+        template_version_id: request.template_version_id,
+        preset_id: request.preset_id,
+        transition: request.transition,
+        reason: request.reason,
+        initiator_id: request.initiator_id,
+        for_prebuild: workspace.owner_id == PREBUILDS_USER_ID,
+        provisioner_state: request.provisioner_state,
+    };
+    let (mut job, build) = build_rows(now, spec);
+    // A person's build carries the transition and the parameters to the provisioner.
+    job.input = serde_json::json!({
+        "workspace_id": workspace.id,
+        "build_id": build.id,
+        "transition": request.transition,
+        "parameters": request.parameters,
+    });
+    diesel::insert_into(provisioner_jobs::table).values(job).execute(conn).await?;
     diesel::insert_into(workspace_builds::table)
-        .values(NewWorkspaceBuild {
-            id: build_id,
-            workspace_id: workspace.id,
-            build_number,
-            template_version_id: request.template_version_id,
-            preset_id: request.preset_id,
-            transition: request.transition,
-            reason: request.reason,
-            initiator_id: request.initiator_id,
-            job_id,
-            deadline: None,
-            max_deadline: None,
-            provisioner_state: request.provisioner_state,
-            created_at: Some(now),
-        })
+        .values(build)
         .returning(WorkspaceBuild::as_returning())
         .get_result(conn)
         .await
