@@ -129,7 +129,7 @@ async fn metrics_follow_the_pools_over_real_http() {
     let mut conn = db.conn().await;
     let metrics = Arc::new(Metrics::new());
     metrics.watch_db_pool(db.pool().clone());
-    let state = HttpState { metrics: metrics.clone(), ..HttpState::default() };
+    let state = HttpState::with_metrics(metrics.clone());
     let server = Server::start(state).await;
     let mut reconciler = PrebuildReconciler::new(db.pool().clone(), db.url(), CONFIG, 2)
         .with_metrics(metrics.clone());
@@ -275,8 +275,7 @@ async fn lifecycle_applies_in_parallel_and_one_failure_costs_only_its_workspace(
         .expect("deadlines");
     break_builds_of(&mut conn, ids[2]).await;
     let metrics = Arc::new(Metrics::new());
-    let server =
-        Server::start(HttpState { metrics: metrics.clone(), ..HttpState::default() }).await;
+    let server = Server::start(HttpState::with_metrics(metrics.clone())).await;
     let mut executor = LifecycleExecutor::new(db.pool().clone(), db.url())
         .with_parallelism(3)
         .with_metrics(metrics.clone());
@@ -330,8 +329,7 @@ async fn a_claim_that_replaces_resources_is_counted_for_its_preset() {
     create_user(db.pool(), "tom", UserRole::TemplateAdmin).await.expect("admin");
     let member = create_user(db.pool(), "mo", UserRole::Member).await.expect("member").id;
     let metrics = Arc::new(Metrics::new());
-    let server =
-        Server::start(HttpState { metrics: metrics.clone(), ..HttpState::default() }).await;
+    let server = Server::start(HttpState::with_metrics(metrics.clone())).await;
     let mut reconciler = PrebuildReconciler::new(db.pool().clone(), db.url(), CONFIG, 2)
         .with_metrics(metrics.clone());
 

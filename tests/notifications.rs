@@ -57,7 +57,11 @@ async fn lifecycle_cycle(db: &TestDatabase, now: DateTime<Utc>) -> Vec<Applied> 
     let snapshot = load_lifecycle_snapshot(&mut conn, now).await.expect("load");
     let mut applied = Vec::new();
     for decision in lifecycle_plan(now, &snapshot) {
-        applied.push(apply_lifecycle_decision(db.pool(), now, &decision).await.expect("apply"));
+        applied.push(
+            apply_lifecycle_decision(db.pool(), &seed::lead(db, "lifecycle").await, now, &decision)
+                .await
+                .expect("apply"),
+        );
     }
     applied
 }
@@ -87,7 +91,14 @@ async fn dormancy_notifies_once_and_only_when_committed() {
     let snapshot = load_lifecycle_snapshot(&mut conn, now).await.expect("load");
     let decisions = lifecycle_plan(now, &snapshot);
     assert!(decisions[0].mark_dormant.is_some(), "{decisions:?}");
-    assert!(apply_lifecycle_decision(db.pool(), now, &decisions[0]).await.is_err());
+    assert!(apply_lifecycle_decision(
+        db.pool(),
+        &seed::lead(&db, "lifecycle").await,
+        now,
+        &decisions[0]
+    )
+    .await
+    .is_err());
     assert!(notes(&db, "workspace_dormant").await.is_empty(), "rolled back with its change");
     let dormant = "SELECT count(*) AS n FROM workspaces WHERE dormant_at IS NOT NULL";
     assert_eq!(seed::count(&mut conn, dormant).await, 0);
@@ -155,7 +166,9 @@ async fn reconcile(db: &TestDatabase, at: DateTime<Utc>) {
     let mut conn = db.conn().await;
     let snap = load_prebuild_snapshot(&mut conn, at, CONFIG).await.expect("load").snapshot;
     for (preset, preset_plan) in snap.presets.iter().zip(prebuild_plan(at, &snap)) {
-        apply_preset_plan(db.pool(), at, preset, &preset_plan).await.expect("apply");
+        apply_preset_plan(db.pool(), &seed::lead(db, "prebuilds").await, at, preset, &preset_plan)
+            .await
+            .expect("apply");
     }
 }
 

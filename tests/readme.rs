@@ -64,5 +64,8 @@ fn readme_demo_command_runs_from_the_repository_root() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "`{line}` failed ({}):\n{stderr}", output.status);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("scenario complete"), "the demo did not finish its scenario:\n{stdout}");
+    assert!(
+        stdout.contains("scenario complete"),
+        "the demo did not finish its scenario:\n{stdout}"
+    );
 }

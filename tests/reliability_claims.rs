@@ -69,7 +69,11 @@ async fn two_hundred_concurrent_claims_on_fifty_prebuilds() {
     // The API on a pool of its own, sized like a server's (the test pool is small).
     let api_pool = pool::build(
         db.url(),
-        &PoolConfig { max_size: 20, connect_timeout: Duration::from_secs(30) },
+        &PoolConfig {
+            max_size: 20,
+            connect_timeout: Duration::from_secs(30),
+            ..PoolConfig::default()
+        },
     )
     .expect("pool");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

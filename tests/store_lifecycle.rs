@@ -42,10 +42,16 @@ async fn autostop_is_applied_once() {
     let now = t("2025-06-02T09:00:00Z");
     let (_, decision) = due_autostop(&db, now).await;
 
-    let applied = apply_lifecycle_decision(db.pool(), now, &decision).await.expect("apply");
+    let applied =
+        apply_lifecycle_decision(db.pool(), &seed::lead(&db, "lifecycle").await, now, &decision)
+            .await
+            .expect("apply");
     assert!(matches!(applied, Applied::Done { job_id: Some(_), .. }));
     // The stale decision again: the stop build is in flight, so the fresh decision is empty.
-    let again = apply_lifecycle_decision(db.pool(), now, &decision).await.expect("apply");
+    let again =
+        apply_lifecycle_decision(db.pool(), &seed::lead(&db, "lifecycle").await, now, &decision)
+            .await
+            .expect("apply");
     assert_eq!(again, Applied::Skipped("no_longer_due"));
     let mut conn = db.conn().await;
     let stops = "SELECT count(*) AS n FROM workspace_builds WHERE transition = 'stop' AND reason = 'autostop'";
@@ -70,7 +76,14 @@ async fn dormancy_marks_clears_next_start_and_notifies_once_a_day() {
     let snapshot = load_lifecycle_snapshot(&mut conn, now).await.expect("load");
     let decisions = plan(now, &snapshot);
     assert!(decisions[0].mark_dormant.is_some());
-    let applied = apply_lifecycle_decision(db.pool(), now, &decisions[0]).await.expect("apply");
+    let applied = apply_lifecycle_decision(
+        db.pool(),
+        &seed::lead(&db, "lifecycle").await,
+        now,
+        &decisions[0],
+    )
+    .await
+    .expect("apply");
     assert!(matches!(applied, Applied::Done { .. }));
     let dormant = format!(
         "SELECT count(*) AS n FROM workspaces WHERE id = '{ws}' AND dormant_at IS NOT NULL
@@ -129,7 +142,7 @@ async fn a_workspace_another_replica_is_on_is_skipped_without_waiting() {
         .expect("hold the workspace");
     let applied = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        apply_lifecycle_decision(db.pool(), now, &decision),
+        apply_lifecycle_decision(db.pool(), &seed::lead(&db, "lifecycle").await, now, &decision),
     )
     .await
     .expect("the row lock is never waited for")
@@ -137,7 +150,10 @@ async fn a_workspace_another_replica_is_on_is_skipped_without_waiting() {
     assert_eq!(applied, Applied::Skipped("locked"));
     other.batch_execute("ROLLBACK").await.expect("release");
 
-    let applied = apply_lifecycle_decision(db.pool(), now, &decision).await.expect("apply");
+    let applied =
+        apply_lifecycle_decision(db.pool(), &seed::lead(&db, "lifecycle").await, now, &decision)
+            .await
+            .expect("apply");
     assert!(matches!(applied, Applied::Done { job_id: Some(_), .. }), "{applied:?}");
 }
 
@@ -152,7 +168,10 @@ async fn a_workspace_deleted_since_the_snapshot_is_skipped() {
         .execute(&mut conn)
         .await
         .expect("delete");
-    let applied = apply_lifecycle_decision(db.pool(), now, &decision).await.expect("apply");
+    let applied =
+        apply_lifecycle_decision(db.pool(), &seed::lead(&db, "lifecycle").await, now, &decision)
+            .await
+            .expect("apply");
     assert_eq!(applied, Applied::Skipped("gone"));
     let audits = format!("SELECT count(*) AS n FROM audit_log WHERE resource_id = '{ws}'");
     assert_eq!(seed::count(&mut conn, &audits).await, 0);

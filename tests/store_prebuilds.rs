@@ -45,7 +45,17 @@ async fn reconcile(db: &TestDatabase, at: DateTime<Utc>) -> Vec<Uuid> {
     let snap = snapshot(&mut conn, at).await;
     let mut jobs = Vec::new();
     for (preset, preset_plan) in snap.presets.iter().zip(plan(at, &snap)) {
-        jobs.extend(apply_preset_plan(db.pool(), at, preset, &preset_plan).await.expect("apply"));
+        jobs.extend(
+            apply_preset_plan(
+                db.pool(),
+                &seed::lead(db, "prebuilds").await,
+                at,
+                preset,
+                &preset_plan,
+            )
+            .await
+            .expect("apply"),
+        );
     }
     jobs
 }
@@ -134,7 +144,10 @@ async fn pending_first_builds_of_an_old_version_are_canceled_and_deleted() {
     let (snap, old) = plan_of(&mut conn, now(), preset_id).await;
     assert_eq!(old.actions, vec![Action::CancelPending]);
     let preset = snap.presets.iter().find(|p| p.id == preset_id).expect("old preset");
-    let jobs = apply_preset_plan(db.pool(), now(), preset, &old).await.expect("apply");
+    let jobs =
+        apply_preset_plan(db.pool(), &seed::lead(&db, "prebuilds").await, now(), preset, &old)
+            .await
+            .expect("apply");
     assert_eq!(jobs.len(), 2, "a delete per canceled workspace");
     let canceled = "SELECT count(*) AS n FROM provisioner_jobs WHERE status = 'canceled'";
     assert_eq!(seed::count(&mut conn, canceled).await, 2);
@@ -164,7 +177,10 @@ async fn a_job_already_running_is_not_canceled() {
         .await
         .expect("acquire");
     let preset = snap.presets.iter().find(|p| p.id == preset_id).expect("old preset");
-    let jobs = apply_preset_plan(db.pool(), now(), preset, &old).await.expect("apply");
+    let jobs =
+        apply_preset_plan(db.pool(), &seed::lead(&db, "prebuilds").await, now(), preset, &old)
+            .await
+            .expect("apply");
     assert!(jobs.is_empty());
     let running = "SELECT count(*) AS n FROM provisioner_jobs WHERE status = 'running'";
     assert_eq!(seed::count(&mut conn, running).await, 1);
@@ -190,8 +206,15 @@ async fn a_claim_before_the_delete_wins() {
         .execute(&mut conn)
         .await
         .expect("claim");
-    let jobs =
-        apply_preset_plan(db.pool(), now(), &snap.presets[0], &to_delete).await.expect("apply");
+    let jobs = apply_preset_plan(
+        db.pool(),
+        &seed::lead(&db, "prebuilds").await,
+        now(),
+        &snap.presets[0],
+        &to_delete,
+    )
+    .await
+    .expect("apply");
     assert!(jobs.is_empty(), "the claimed workspace is not deleted");
     let deletes = "SELECT count(*) AS n FROM workspace_builds WHERE transition = 'delete'";
     assert_eq!(seed::count(&mut conn, deletes).await, 0);

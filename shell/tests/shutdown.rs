@@ -158,7 +158,11 @@ async fn a_database_restart_is_survived_and_readiness_follows_it() {
     let status = migrate.wait_exit(LONG).await;
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", migrate.log_tail(3000));
 
-    let config = PoolConfig { max_size: 4, connect_timeout: Duration::from_secs(5) };
+    let config = PoolConfig {
+        max_size: 4,
+        connect_timeout: Duration::from_secs(5),
+        ..PoolConfig::default()
+    };
     let db = pool::build(&url, &config).expect("pool");
     let preset_id = {
         let mut conn = db.get().await.expect("connection");

@@ -309,3 +309,18 @@ pub async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
     let row: Count = diesel::sql_query(sql).get_result(conn).await.expect("count query");
     row.n
 }
+
+/// Takes (or renews) the `loop_name` lease for the test, as a leader's cycle does, and
+/// returns its fence for the appliers.
+pub async fn lead(
+    db: &poolkeeper::db::test_db::TestDatabase,
+    loop_name: &'static str,
+) -> poolkeeper::store::leases::Fence {
+    let mut conn = db.conn().await;
+    let holder = "test";
+    let lease = std::time::Duration::from_secs(600);
+    poolkeeper::store::leases::acquire_or_renew(&mut conn, loop_name, holder, lease)
+        .await
+        .expect("lease query")
+        .expect("the lease is free")
+}

@@ -101,6 +101,14 @@ pub async fn measure(
     let mut conn = server::connect(&proxy.url(COUNTED)).await?;
     let now = Utc::now();
     let snapshot = load_lifecycle_snapshot(&mut conn, now).await?;
+    let fence = poolkeeper::store::leases::acquire_or_renew(
+        &mut conn,
+        "lifecycle",
+        "bench",
+        std::time::Duration::from_secs(600),
+    )
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("the lifecycle lease is held by someone else"))?;
     drop(conn);
     let decisions = poolkeeper_core::lifecycle::plan(now, &snapshot);
     let sample: Vec<_> =
@@ -112,7 +120,7 @@ pub async fn measure(
         if i == 1 {
             before = proxy.now();
         }
-        match apply_lifecycle_decision(&counted, now, decision).await? {
+        match apply_lifecycle_decision(&counted, &fence, now, decision).await? {
             Applied::Done { .. } => applied += usize::from(i > 0),
             Applied::Skipped(why) => bail!("a due decision was skipped: {why}"),
         }

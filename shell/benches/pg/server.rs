@@ -64,7 +64,15 @@ pub async fn connect(url: &str) -> Result<AsyncPgConnection> {
 }
 
 pub fn pool(url: &str, max_size: usize) -> Result<DbPool> {
-    let config = PoolConfig { max_size, connect_timeout: std::time::Duration::from_secs(30) };
+    let config = PoolConfig {
+        max_size,
+        connect_timeout: std::time::Duration::from_secs(30),
+        // Seeding a million rows may take longer than any production statement.
+        session: poolkeeper::db::pool::SessionSettings {
+            statement_timeout: std::time::Duration::ZERO,
+            ..poolkeeper::db::pool::SessionSettings::for_role("bench")
+        },
+    };
     pool::build(url, &config).context("build a connection pool")
 }
 

@@ -9,8 +9,9 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::http::{base_router, HttpState};
-use crate::daemon::{DaemonSettings, Recorder};
-use crate::db::pool::{self, redacted_url, PoolConfig};
+use crate::daemon::supervise::supervise;
+use crate::daemon::{DaemonPools, DaemonSettings, Recorder};
+use crate::db::pool::{self, redacted_url, PoolConfig, SessionSettings};
 use crate::telemetry::logging::{self, LogFormat};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,9 +33,20 @@ pub struct RunArgs {
     pub prebuild_interval: u64,
     #[command(flatten)]
     pub reconciler: super::ReconcilerArgs,
-    /// Maximum database connections.
+    /// Maximum database connections of each pool: the API's, and each loop's (a loop applies
+    /// up to half as many changes at once). The embedded worker has 4 more.
     #[arg(long, env = "POOLKEEPER_POOL_SIZE", default_value_t = 10)]
     pub pool_size: usize,
+    /// Longest a statement may run, in seconds (PostgreSQL's statement_timeout; 0 = none).
+    #[arg(long, env = "POOLKEEPER_STATEMENT_TIMEOUT", default_value_t = 60)]
+    pub statement_timeout: u64,
+    /// Longest wait for a row or table lock, in seconds (lock_timeout; 0 = none).
+    #[arg(long, env = "POOLKEEPER_LOCK_TIMEOUT", default_value_t = 10)]
+    pub lock_timeout: u64,
+    /// Longest a transaction may sit idle, in seconds
+    /// (idle_in_transaction_session_timeout; 0 = none).
+    #[arg(long, env = "POOLKEEPER_IDLE_IN_TRANSACTION_TIMEOUT", default_value_t = 60)]
+    pub idle_in_transaction_timeout: u64,
     /// Largest retry delay while the database is unreachable, in seconds.
     #[arg(long, env = "POOLKEEPER_MAX_RETRY_DELAY", default_value_t = 60)]
     pub max_retry_delay: u64,
@@ -64,6 +76,23 @@ pub struct RunArgs {
     pub pending_job_timeout: u64,
 }
 
+impl RunArgs {
+    /// A pool of `max_size` connections named `poolkeeper-{role}`, with the session bounds
+    /// given on the command line.
+    fn pool_config(&self, role: &str, max_size: usize) -> PoolConfig {
+        PoolConfig {
+            max_size: max_size.max(1),
+            session: SessionSettings {
+                statement_timeout: Duration::from_secs(self.statement_timeout),
+                lock_timeout: Duration::from_secs(self.lock_timeout),
+                idle_in_transaction_timeout: Duration::from_secs(self.idle_in_transaction_timeout),
+                ..SessionSettings::for_role(role)
+            },
+            ..PoolConfig::default()
+        }
+    }
+}
+
 pub fn run(args: &RunArgs) -> ExitCode {
     logging::init(args.log_format);
     match run_daemon(args) {
@@ -82,37 +111,75 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let pool_config = PoolConfig { max_size: args.pool_size.max(2), ..PoolConfig::default() };
-        let pool = pool::build(&args.database_url, &pool_config)?;
+        let api_pool = pool::build(&args.database_url, &args.pool_config("api", args.pool_size))?;
+        let loop_size = (args.pool_size / 2).max(2);
+        let pools = DaemonPools {
+            prebuilds: pool::build(&args.database_url, &args.pool_config("prebuilds", loop_size))?,
+            lifecycle: pool::build(&args.database_url, &args.pool_config("lifecycle", loop_size))?,
+        };
         let shutdown = CancellationToken::new();
         // Registered before anything else runs, so no signal meets the default handler.
         let signals = Signals::register().context("cannot listen for signals")?;
         tokio::spawn(watch_signals(signals, shutdown.clone()));
         let state = HttpState::default();
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        // Bound once here, so that a port in use is reported at start; a restart of the
+        // server (after it died) binds the address again.
+        let first_listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let first_listener = std::sync::Mutex::new(Some(first_listener));
         tracing::info!(listen = %args.listen, "HTTP API, health and metrics endpoints up");
-        let http_shutdown = shutdown.clone();
-        let api_state = crate::api::ApiState::new(pool.clone()).with_metrics(state.metrics.clone());
-        let api = crate::api::router(api_state);
-        let router = base_router(state.clone()).merge(api);
-        let http = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-                .await
+        let api_state =
+            crate::api::ApiState::new(api_pool.clone()).with_metrics(state.metrics.clone());
+        let router = base_router(state.clone()).merge(crate::api::router(api_state));
+        let (listen, http_shutdown) = (args.listen, shutdown.clone());
+        let http = supervise("http", state.clone(), shutdown.clone(), move || {
+            let taken = first_listener.lock().ok().and_then(|mut first| first.take());
+            let (router, http_shutdown) = (router.clone(), http_shutdown.clone());
+            async move {
+                let listener = match taken {
+                    Some(listener) => listener,
+                    None => match tokio::net::TcpListener::bind(listen).await {
+                        Ok(listener) => listener,
+                        Err(err) => {
+                            tracing::error!(%listen, error = %err, "cannot listen");
+                            return;
+                        }
+                    },
+                };
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(error = %err, "HTTP server failed");
+                }
+            }
         });
-        let worker = args.provisioner.map(|_| {
-            let config = crate::provisioner::WorkerConfig::default();
-            tokio::spawn(crate::provisioner::run_worker(pool.clone(), config, shutdown.clone()))
-        });
+        let worker = match args.provisioner {
+            Some(_) => {
+                let worker_pool =
+                    pool::build(&args.database_url, &args.pool_config("provisioner", 4))?;
+                let worker_shutdown = shutdown.clone();
+                Some(supervise("worker", state.clone(), shutdown.clone(), move || {
+                    let (pool, shutdown) = (worker_pool.clone(), worker_shutdown.clone());
+                    async move {
+                        let config = crate::provisioner::WorkerConfig::default();
+                        if let Err(err) = crate::provisioner::run_worker(pool, config, shutdown).await
+                        {
+                            tracing::warn!(error = %err, "embedded provisioner stopped with an error");
+                        }
+                    }
+                }))
+            }
+            None => None,
+        };
         let settings = DaemonSettings {
             database_url: args.database_url.clone(),
             lifecycle_interval: Duration::from_secs(args.lifecycle_interval.max(1)),
             prebuild_interval: Duration::from_secs(args.prebuild_interval.max(1)),
             max_retry_delay: Duration::from_secs(args.max_retry_delay.max(1)),
             reconciler: args.reconciler.config(),
-            parallelism: (args.pool_size / 2).max(1),
+            parallelism: (loop_size / 2).max(1),
             recorder: args.record_dir.clone().map(|dir| Recorder::new(dir, args.record_keep)),
             // Always: a job whose (embedded or separate) provisioner died must not stay
             // `running` forever.
@@ -121,11 +188,9 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
                 pending_timeout: Duration::from_secs(args.pending_job_timeout.max(1)),
             }),
         };
-        crate::daemon::run(settings, pool, state, shutdown).await;
+        crate::daemon::run(settings, pools, state, shutdown).await;
         if let Some(worker) = worker {
-            if let Ok(Err(err)) = worker.await {
-                tracing::warn!(error = %err, "embedded provisioner stopped with an error");
-            }
+            let _ = worker.await;
         }
         let _ = http.await;
         tracing::info!("daemon stopped");

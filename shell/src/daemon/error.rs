@@ -10,6 +10,10 @@ pub enum DaemonError {
     Connect(#[from] diesel::ConnectionError),
     #[error("database query failed: {0}")]
     Query(#[from] diesel::result::Error),
+    #[error("the {loop_name} lease was not renewed within {after:?}")]
+    LeaseTimeout { loop_name: &'static str, after: std::time::Duration },
+    #[error("the {loop_name} cycle did not finish within {after:?}")]
+    CycleTimeout { loop_name: &'static str, after: std::time::Duration },
     #[error("flight recorder: {0}")]
     Record(#[from] std::io::Error),
 }
@@ -21,6 +25,8 @@ impl DaemonError {
             Self::Store(err) => err.label(),
             Self::Connect(_) => "connect",
             Self::Query(_) => "query",
+            Self::LeaseTimeout { .. } => "lease_timeout",
+            Self::CycleTimeout { .. } => "cycle_timeout",
             Self::Record(_) => "record",
         }
     }

@@ -11,7 +11,7 @@ use poolkeeper_core::lifecycle::{plan, Decision};
 use poolkeeper_core::ReplayInput;
 use tracing::Instrument;
 
-use super::leader::{Leadership, LIFECYCLE_LOCK_KEY};
+use super::leader::{Leadership, LIFECYCLE_LEASE};
 use super::recorder::{cycle_name, Recorder};
 use super::DaemonError;
 use crate::db::DbPool;
@@ -46,7 +46,7 @@ impl LifecycleExecutor {
         let parallelism = (pool.status().max_size / 2).max(1);
         Self {
             pool,
-            leader: Leadership::new(url, LIFECYCLE_LOCK_KEY),
+            leader: Leadership::new(url, LIFECYCLE_LEASE),
             parallelism,
             metrics: None,
             recorder: None,
@@ -71,6 +71,23 @@ impl LifecycleExecutor {
         self
     }
 
+    /// How long this loop's leader lease lasts without renewal (see [`Leadership::with_ttl`]).
+    pub fn with_lease_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.leader = self.leader.with_ttl(ttl);
+        self
+    }
+
+    /// The lease's duration, which also bounds a cycle: a cycle that outlives its lease can
+    /// no longer write anyway.
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        self.leader.ttl()
+    }
+
+    /// Gives up leadership at once (graceful shutdown).
+    pub async fn release_leadership(&mut self) {
+        self.leader.release().await;
+    }
+
     /// One tick at `now`; `None` when another replica leads.
     pub async fn tick(&mut self, now: DateTime<Utc>) -> Result<Option<TickStats>, DaemonError> {
         let started = Instant::now();
@@ -89,6 +106,7 @@ impl LifecycleExecutor {
         if !self.leader.is_leader().await? {
             return Ok(None);
         }
+        let Some(fence) = self.leader.fence().cloned() else { return Ok(None) };
         let snapshot = {
             let mut conn = self.pool.get().await.map_err(StoreError::from)?;
             load_lifecycle_snapshot(&mut conn, now).await?
@@ -109,6 +127,7 @@ impl LifecycleExecutor {
         let mut results = stream::iter(work)
             .map(|decision| {
                 let pool = self.pool.clone();
+                let fence = fence.clone();
                 let span = tracing::info_span!(
                     "lifecycle_apply",
                     workspace_id = %decision.workspace_id,
@@ -116,7 +135,7 @@ impl LifecycleExecutor {
                     reason = decision.reason.map(|r| r.as_str()),
                 );
                 async move {
-                    let result = apply_lifecycle_decision(&pool, now, &decision).await;
+                    let result = apply_lifecycle_decision(&pool, &fence, now, &decision).await;
                     // Published as soon as its own transaction committed.
                     if let Ok(Applied::Done { job_id: Some(job_id), .. }) = &result {
                         publish_jobs(&[*job_id]);

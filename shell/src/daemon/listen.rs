@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::db::pool::SessionSettings;
 use crate::db::PRESET_CHANNEL;
 
 const MAX_DELAY: Duration = Duration::from_secs(30);
@@ -18,7 +19,7 @@ const MAX_DELAY: Duration = Duration::from_secs(30);
 pub(super) async fn listen_presets(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
     let mut delay = Duration::from_secs(1);
     while !shutdown.is_cancelled() {
-        match super::leader::connect(&url).await {
+        match super::leader::connect(&url, &SessionSettings::for_role("listen")).await {
             Ok(mut conn) => {
                 let listen = format!("LISTEN {PRESET_CHANNEL}");
                 match diesel::sql_query(listen).execute(&mut conn).await {

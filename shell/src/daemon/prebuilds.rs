@@ -10,7 +10,7 @@ use poolkeeper_core::ReplayInput;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::leader::{Leadership, PREBUILDS_LOCK_KEY};
+use super::leader::{Leadership, PREBUILDS_LEASE};
 use super::pool_metrics::{pool_state, preset_series};
 use super::recorder::{cycle_name, Recorder};
 use super::DaemonError;
@@ -59,7 +59,7 @@ impl PrebuildReconciler {
     pub fn new(pool: DbPool, url: &str, config: ReconcilerConfig, parallelism: usize) -> Self {
         Self {
             pool,
-            leader: Leadership::new(url, PREBUILDS_LOCK_KEY),
+            leader: Leadership::new(url, PREBUILDS_LEASE),
             config,
             parallelism: parallelism.max(1),
             metrics: None,
@@ -78,6 +78,23 @@ impl PrebuildReconciler {
     pub fn with_recorder(mut self, recorder: Option<Recorder>) -> Self {
         self.recorder = recorder;
         self
+    }
+
+    /// How long this loop's leader lease lasts without renewal (see [`Leadership::with_ttl`]).
+    pub fn with_lease_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.leader = self.leader.with_ttl(ttl);
+        self
+    }
+
+    /// The lease's duration, which also bounds a cycle: a cycle that outlives its lease can
+    /// no longer write anyway.
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        self.leader.ttl()
+    }
+
+    /// Gives up leadership at once (graceful shutdown).
+    pub async fn release_leadership(&mut self) {
+        self.leader.release().await;
     }
 
     /// Runs one cycle at `now`. A preset whose apply fails is logged and counted; the
@@ -102,6 +119,9 @@ impl PrebuildReconciler {
         if !self.leader.is_leader().await? {
             return Ok(CycleOutcome::NotLeader);
         }
+        let Some(fence) = self.leader.fence().cloned() else {
+            return Ok(CycleOutcome::NotLeader);
+        };
         let (paused, loaded) = {
             let mut conn = self.pool.get().await.map_err(StoreError::from)?;
             // Checked at the start of every cycle, so a pause takes effect within one.
@@ -148,10 +168,12 @@ impl PrebuildReconciler {
         let results: Vec<(uuid::Uuid, Result<Vec<uuid::Uuid>, StoreError>)> = stream::iter(work)
             .map(|(preset, preset_plan)| {
                 let pool = self.pool.clone();
+                let fence = fence.clone();
                 async move {
                     let span = tracing::info_span!("apply_preset", preset_id = %preset.id, preset = %preset.name);
-                    let result =
-                        apply_preset_plan(&pool, now, &preset, &preset_plan).instrument(span).await;
+                    let result = apply_preset_plan(&pool, &fence, now, &preset, &preset_plan)
+                        .instrument(span)
+                        .await;
                     (preset.id, result)
                 }
             })

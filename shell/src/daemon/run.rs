@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::http::HttpState;
 use super::listen::listen_presets;
-use super::{LifecycleExecutor, PrebuildReconciler, Recorder};
+use super::supervise::supervise;
+use super::{CycleOutcome, DaemonError, LifecycleExecutor, PrebuildReconciler, Recorder};
 use crate::db::DbPool;
 use crate::provisioner::ReaperConfig;
 
@@ -31,26 +32,75 @@ pub struct DaemonSettings {
     pub reaper: Option<ReaperConfig>,
 }
 
-/// Runs both loops until `shutdown`.
+/// The loops' connection pools. Each loop has its own, so one loop's applies (or a stuck
+/// statement) can never take the connections the other loop, the API or a worker needs.
+#[derive(Clone)]
+pub struct DaemonPools {
+    pub prebuilds: DbPool,
+    pub lifecycle: DbPool,
+}
+
+impl DaemonPools {
+    /// Both loops on one pool (tests and tools that run a single loop at a time).
+    pub fn shared(pool: DbPool) -> Self {
+        Self { prebuilds: pool.clone(), lifecycle: pool }
+    }
+}
+
+/// A loop's leader lease: two intervals and ten seconds, so a healthy leader renews it at
+/// least twice before it runs out, and a replica takes over from a hung one within three
+/// intervals and ten seconds.
+pub fn lease_for(interval: Duration) -> Duration {
+    interval * 2 + Duration::from_secs(10)
+}
+
+/// Runs both loops and the preset listener, each supervised, until `shutdown`.
 pub async fn run(
     settings: DaemonSettings,
-    pool: DbPool,
+    pools: impl Into<DaemonPools>,
     state: HttpState,
     shutdown: CancellationToken,
 ) {
-    state.metrics.watch_db_pool(pool.clone());
+    let pools = pools.into();
+    state.metrics.watch_db_pool(pools.prebuilds.clone());
     let wake = Arc::new(Notify::new());
-    let listener =
-        tokio::spawn(listen_presets(settings.database_url.clone(), wake.clone(), shutdown.clone()));
-    let lifecycle = tokio::spawn(lifecycle_loop(
-        settings.clone(),
-        pool.clone(),
-        state.clone(),
-        shutdown.clone(),
-    ));
-    prebuild_loop(settings, pool, state, wake, shutdown).await;
-    let _ = lifecycle.await;
-    let _ = listener.await;
+    let listener = {
+        let (url, wake, shutdown) = (settings.database_url.clone(), wake.clone(), shutdown.clone());
+        supervise("listener", state.clone(), shutdown.clone(), move || {
+            listen_presets(url.clone(), wake.clone(), shutdown.clone())
+        })
+    };
+    let lifecycle = {
+        let (settings, pool, state2, shutdown2) =
+            (settings.clone(), pools.lifecycle.clone(), state.clone(), shutdown.clone());
+        supervise("lifecycle", state.clone(), shutdown.clone(), move || {
+            lifecycle_loop(settings.clone(), pool.clone(), state2.clone(), shutdown2.clone())
+        })
+    };
+    let prebuilds = {
+        let (pool, state2, shutdown2) = (pools.prebuilds.clone(), state.clone(), shutdown.clone());
+        supervise("prebuilds", state.clone(), shutdown.clone(), move || {
+            prebuild_loop(
+                settings.clone(),
+                pool.clone(),
+                state2.clone(),
+                wake.clone(),
+                shutdown2.clone(),
+            )
+        })
+    };
+    for (name, task) in [("prebuilds", prebuilds), ("lifecycle", lifecycle), ("listener", listener)]
+    {
+        if let Err(err) = task.await {
+            tracing::error!(task = name, error = %err, "supervisor ended abnormally");
+        }
+    }
+}
+
+impl From<DbPool> for DaemonPools {
+    fn from(pool: DbPool) -> Self {
+        Self::shared(pool)
+    }
 }
 
 struct Retry {
@@ -88,10 +138,18 @@ async fn prebuild_loop(
         settings.parallelism,
     )
     .with_metrics(state.metrics.clone())
-    .with_recorder(settings.recorder.clone());
+    .with_recorder(settings.recorder.clone())
+    .with_lease_ttl(lease_for(settings.prebuild_interval));
     let mut retry = Retry::new(settings.max_retry_delay);
     while !shutdown.is_cancelled() {
-        let delay = match reconciler.cycle(Utc::now()).await {
+        let bound = reconciler.lease_ttl();
+        let outcome = tokio::time::timeout(bound, reconciler.cycle(Utc::now()))
+            .await
+            .unwrap_or(Err(DaemonError::CycleTimeout { loop_name: "prebuilds", after: bound }));
+        if let Ok(outcome) = &outcome {
+            state.metrics.set_leader("prebuilds", *outcome != CycleOutcome::NotLeader);
+        }
+        let delay = match outcome {
             Ok(_) => {
                 state.set_ready(true);
                 retry.succeeded();
@@ -111,6 +169,7 @@ async fn prebuild_loop(
             () = wake.notified() => tracing::debug!("woken by a preset change"),
         }
     }
+    reconciler.release_leadership().await;
     tracing::info!("prebuild loop stopped");
 }
 
@@ -123,16 +182,30 @@ async fn lifecycle_loop(
     let mut executor = LifecycleExecutor::new(pool.clone(), &settings.database_url)
         .with_parallelism(settings.parallelism)
         .with_metrics(state.metrics.clone())
-        .with_recorder(settings.recorder.clone());
+        .with_recorder(settings.recorder.clone())
+        .with_lease_ttl(lease_for(settings.lifecycle_interval));
     let mut retry = Retry::new(settings.max_retry_delay);
     while !shutdown.is_cancelled() {
         let now = Utc::now();
+        let bound = executor.lease_ttl();
         if let Some(reaper) = &settings.reaper {
-            if let Err(err) = crate::provisioner::reap_stale_jobs(&pool, now, reaper).await {
-                tracing::warn!(error = %err, "reaping stale jobs failed");
+            let reaped = tokio::time::timeout(
+                bound,
+                crate::provisioner::reap_stale_jobs(&pool, now, reaper),
+            );
+            match reaped.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::warn!(error = %err, "reaping stale jobs failed"),
+                Err(_) => tracing::warn!(after = ?bound, "reaping stale jobs timed out"),
             }
         }
-        let delay = match executor.tick(now).await {
+        let outcome = tokio::time::timeout(bound, executor.tick(now))
+            .await
+            .unwrap_or(Err(DaemonError::CycleTimeout { loop_name: "lifecycle", after: bound }));
+        if let Ok(outcome) = &outcome {
+            state.metrics.set_leader("lifecycle", outcome.is_some());
+        }
+        let delay = match outcome {
             Ok(_) => {
                 state.set_ready(true);
                 retry.succeeded();
@@ -151,5 +224,6 @@ async fn lifecycle_loop(
             () = tokio::time::sleep(delay) => {}
         }
     }
+    executor.release_leadership().await;
     tracing::info!("lifecycle loop stopped");
 }

@@ -17,7 +17,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::local_server::LocalServer;
 use super::migrate;
-use super::pool::{self, DbConn, DbPool, PoolConfig};
+use super::pool::{self, DbConn, DbPool, PoolConfig, SessionSettings};
 
 /// The migrated database every test database is cloned from.
 pub const TEMPLATE_DATABASE: &str = "poolkeeper_template";
@@ -121,7 +121,11 @@ impl TestDatabase {
         let url = server.url(&name);
         let pool = pool::build(
             &url,
-            &PoolConfig { max_size: 8, connect_timeout: Duration::from_secs(10) },
+            &PoolConfig {
+                max_size: 8,
+                connect_timeout: Duration::from_secs(10),
+                session: SessionSettings::for_role("test"),
+            },
         )?;
         Ok(Self { name, url, pool })
     }

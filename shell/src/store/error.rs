@@ -8,6 +8,9 @@ pub enum StoreError {
     Pool(#[from] PoolError),
     #[error("database query failed: {0}")]
     Query(#[from] diesel::result::Error),
+    /// A write made under leadership found the lease gone or taken over: nothing written.
+    #[error("not written: the {loop_name} lease (token {token}) is no longer held")]
+    Fenced { loop_name: &'static str, token: i64 },
 }
 
 impl StoreError {
@@ -16,6 +19,7 @@ impl StoreError {
         match self {
             Self::Pool(err) => err.label(),
             Self::Query(_) => "query",
+            Self::Fenced { .. } => "fenced",
         }
     }
 }

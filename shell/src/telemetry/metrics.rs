@@ -10,7 +10,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
@@ -34,6 +34,18 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    /// A supervised task's name (`prebuilds`, `lifecycle`, `listener`, `http`, `worker`).
+    pub task: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoopLabels {
+    /// `prebuilds` or `lifecycle`.
+    pub r#loop: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabels {
     pub transition: String,
     pub reason: String,
@@ -54,6 +66,10 @@ pub struct Metrics {
     pub lifecycle_transitions: Family<TransitionLabels, Counter>,
     /// Time the API spends on one claim, from request to committed claim.
     pub claim_seconds: Histogram,
+    /// Supervised tasks restarted after they died (panic or unexpected exit).
+    pub task_restarts: Family<TaskLabels, Counter>,
+    /// 1 while this replica holds the loop's leader lease.
+    pub leader: Family<LoopLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -72,6 +88,8 @@ impl Metrics {
         let cycle_errors = Family::<ErrorLabels, Counter>::default();
         let lifecycle_transitions = Family::<TransitionLabels, Counter>::default();
         let claim_seconds = Histogram::new(CLAIM_BUCKETS);
+        let task_restarts = Family::<TaskLabels, Counter>::default();
+        let leader = Family::<LoopLabels, Gauge>::default();
         registry.register_collector(Box::new(pool_state.clone()));
         registry.register_collector(Box::new(db_pool.clone()));
         registry.register(
@@ -99,6 +117,16 @@ impl Metrics {
             "Duration of one prebuild claim through the API",
             claim_seconds.clone(),
         );
+        registry.register(
+            "task_restarts",
+            "Supervised tasks restarted after they died (a panic or an unexpected exit)",
+            task_restarts.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the loop's leader lease, else 0",
+            leader.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             pool_state,
@@ -108,7 +136,15 @@ impl Metrics {
             cycle_errors,
             lifecycle_transitions,
             claim_seconds,
+            task_restarts,
+            leader,
         }
+    }
+
+    /// Records whether this replica leads `loop_name`.
+    pub fn set_leader(&self, loop_name: &str, leading: bool) {
+        let labels = LoopLabels { r#loop: loop_name.to_owned() };
+        self.leader.get_or_create(&labels).set(i64::from(leading));
     }
 
     /// Counts one error of `kind` (an error's `label()`) met by `loop_name`.

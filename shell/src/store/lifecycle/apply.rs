@@ -19,6 +19,7 @@ use crate::db::enums::{BuildReason, Transition};
 use crate::db::models::{NewNotification, NewProvisionerJob, NewWorkspaceBuild};
 use crate::db::schema::{audit_log, provisioner_jobs, workspace_builds, workspaces};
 use crate::db::{DbPool, PREBUILDS_USER_ID};
+use crate::store::leases::Fence;
 use crate::store::notifications::{enqueue_statement, notification, Dedupe, Kind};
 use crate::store::rows::{audit, build_rows, BuildSpec, Prepared, Writes};
 use crate::store::StoreError;
@@ -65,6 +66,7 @@ fn lock_key(workspace_id: Uuid) -> i64 {
 /// Applies `decision` (made from a snapshot at `now`) to its workspace.
 pub async fn apply_lifecycle_decision(
     pool: &DbPool,
+    fence: &Fence,
     now: DateTime<Utc>,
     decision: &Decision,
 ) -> Result<Applied, StoreError> {
@@ -73,8 +75,12 @@ pub async fn apply_lifecycle_decision(
     }
     let workspace_id = decision.workspace_id;
     let mut conn = pool.get().await?;
-    let applied =
-        conn.transaction(async |conn| apply_locked(conn, now, workspace_id).await).await?;
+    let applied = conn
+        .transaction(async |conn| {
+            fence.check(conn).await?;
+            Ok::<_, StoreError>(apply_locked(conn, now, workspace_id).await?)
+        })
+        .await?;
     match &applied {
         Applied::Skipped(why) => tracing::info!(%workspace_id, why, "lifecycle decision skipped"),
         Applied::Done { decision, job_id } => tracing::info!(

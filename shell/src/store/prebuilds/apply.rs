@@ -14,6 +14,7 @@ use crate::db::models::NewWorkspace;
 use crate::db::schema::{presets, provisioner_jobs, templates, workspace_builds, workspaces};
 use crate::db::{DbPool, PREBUILDS_USER_ID};
 use crate::store::audit::{self, Actor, Change};
+use crate::store::leases::Fence;
 use crate::store::notifications::{enqueue, template_admins, Dedupe, Kind};
 use crate::store::rows::{audit, insert_audit, insert_builds, BuildSpec};
 use crate::store::StoreError;
@@ -22,9 +23,11 @@ use crate::store::StoreError;
 const LOOP: &str = "prebuilds";
 
 /// Carries out `plan` for `preset`, in action order. Returns the ids of the jobs created
-/// (already committed; see `store::publish`).
+/// (already committed; see `store::publish`). Every transaction first checks `fence`: once
+/// the lease has moved to another replica, nothing more is written ([`StoreError::Fenced`]).
 pub async fn apply_preset_plan(
     pool: &DbPool,
+    fence: &Fence,
     now: DateTime<Utc>,
     preset: &Preset,
     plan: &PresetPlan,
@@ -35,16 +38,16 @@ pub async fn apply_preset_plan(
             Action::Backoff { until } => {
                 tracing::info!(preset_id = %preset.id, %until, "prebuild creation backing off");
             }
-            Action::CancelPending => jobs.extend(cancel_pending(pool, now, preset).await?),
+            Action::CancelPending => jobs.extend(cancel_pending(pool, fence, now, preset).await?),
             Action::Delete { workspace_ids } => {
                 for &workspace_id in workspace_ids {
-                    jobs.extend(delete_prebuild(pool, now, preset, workspace_id).await?);
+                    jobs.extend(delete_prebuild(pool, fence, now, preset, workspace_id).await?);
                 }
             }
             Action::Create { count } => {
-                jobs.extend(create_prebuilds(pool, now, preset, *count).await?)
+                jobs.extend(create_prebuilds(pool, fence, now, preset, *count).await?)
             }
-            Action::SetStatus { status } => set_status(pool, now, preset, *status).await?,
+            Action::SetStatus { status } => set_status(pool, fence, now, preset, *status).await?,
         }
     }
     Ok(jobs)
@@ -54,6 +57,7 @@ pub async fn apply_preset_plan(
 /// one multi-row insert, all in one transaction.
 async fn create_prebuilds(
     pool: &DbPool,
+    fence: &Fence,
     now: DateTime<Utc>,
     preset: &Preset,
     count: u32,
@@ -64,6 +68,7 @@ async fn create_prebuilds(
     let mut conn = pool.get().await?;
     let jobs = conn
         .transaction(async |conn| {
+            fence.check(conn).await?;
             let organization_id: Uuid = templates::table
                 .find(preset.template_id)
                 .select(templates::organization_id)
@@ -117,7 +122,7 @@ async fn create_prebuilds(
                 })
                 .collect();
             insert_audit(conn, &entries).await?;
-            Ok::<_, diesel::result::Error>(jobs)
+            Ok::<_, StoreError>(jobs)
         })
         .await?;
     tracing::info!(preset_id = %preset.id, created = jobs.len(), "prebuilds created");
@@ -211,6 +216,7 @@ fn delete_spec(preset: &Preset, workspace_id: Uuid, locked: Locked) -> BuildSpec
 /// flight since the snapshot.
 async fn delete_prebuild(
     pool: &DbPool,
+    fence: &Fence,
     now: DateTime<Utc>,
     preset: &Preset,
     workspace_id: Uuid,
@@ -218,6 +224,7 @@ async fn delete_prebuild(
     let mut conn = pool.get().await?;
     let job = conn
         .transaction(async |conn| {
+            fence.check(conn).await?;
             let Some(locked) = lock_prebuild(conn, workspace_id).await? else {
                 tracing::info!(%workspace_id, "prebuild delete skipped: claimed or gone");
                 return Ok(None);
@@ -229,7 +236,7 @@ async fn delete_prebuild(
             let jobs = insert_builds(conn, now, vec![delete_spec(preset, workspace_id, locked)]).await?;
             let entry = audit(now, LOOP, "prebuild_delete", workspace_id, serde_json::json!({ "preset_id": preset.id }));
             insert_audit(conn, &[entry]).await?;
-            Ok::<_, diesel::result::Error>(jobs.into_iter().next())
+            Ok::<_, StoreError>(jobs.into_iter().next())
         })
         .await?;
     if job.is_some() {
@@ -243,6 +250,7 @@ async fn delete_prebuild(
 /// is left alone: the `status = 'pending'` guard re-checks under the row lock.
 async fn cancel_pending(
     pool: &DbPool,
+    fence: &Fence,
     now: DateTime<Utc>,
     preset: &Preset,
 ) -> Result<Vec<Uuid>, StoreError> {
@@ -263,6 +271,7 @@ async fn cancel_pending(
     for workspace_id in candidates {
         let job = conn
             .transaction(async |conn| {
+            fence.check(conn).await?;
                 let Some(locked) = lock_prebuild(conn, workspace_id).await? else { return Ok(None) };
                 if locked.build_number != 1 || locked.build_transition != Transition::Start {
                     return Ok(None);
@@ -285,7 +294,7 @@ async fn cancel_pending(
                 let jobs = insert_builds(conn, now, vec![delete_spec(preset, workspace_id, locked)]).await?;
                 let entry = audit(now, LOOP, "prebuild_cancel", workspace_id, serde_json::json!({ "preset_id": preset.id }));
                 insert_audit(conn, &[entry]).await?;
-                Ok::<_, diesel::result::Error>(jobs.into_iter().next())
+                Ok::<_, StoreError>(jobs.into_iter().next())
             })
             .await?;
         jobs.extend(job);
@@ -302,6 +311,7 @@ async fn cancel_pending(
 /// same transaction.
 async fn set_status(
     pool: &DbPool,
+    fence: &Fence,
     now: DateTime<Utc>,
     preset: &Preset,
     status: PresetStatus,
@@ -314,6 +324,7 @@ async fn set_status(
     let mut conn = pool.get().await?;
     let changed = conn
         .transaction(async |conn| {
+            fence.check(conn).await?;
             let old: Option<PrebuildStatus> = presets::table
                 .find(preset.id)
                 .select(presets::prebuild_status)
@@ -324,7 +335,7 @@ async fn set_status(
             let Some(old) =
                 old.filter(|old| *old != stored && *old != PrebuildStatus::ValidationFailed)
             else {
-                return Ok::<_, diesel::result::Error>(false);
+                return Ok::<_, StoreError>(false);
             };
             diesel::update(presets::table.find(preset.id))
                 .set(presets::prebuild_status.eq(stored))

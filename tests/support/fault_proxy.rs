@@ -1,0 +1,187 @@
+//! A TCP proxy that injects network faults between a client and PostgreSQL: added latency,
+//! connection resets, and freezes (connections stay open, nothing is forwarded, as with a
+//! stuck middlebox or pooler). The mode applies to every connection, open or new; the
+//! proxy counts what it did so a test can prove that the fault was reached.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // each test binary uses the faults it needs
+pub enum Fault {
+    /// Forward bytes as they come.
+    Pass,
+    /// Forward every chunk after this delay.
+    Delay(Duration),
+    /// Forward nothing and keep every connection open (new ones are accepted, then hang).
+    Freeze,
+    /// Reset every connection (RST), open and new.
+    Reset,
+}
+
+/// What the proxy has done so far.
+#[derive(Debug, Default)]
+pub struct ProxyCounts {
+    pub connections: AtomicU64,
+    pub resets: AtomicU64,
+    /// Chunks held back while frozen (each is forwarded once the freeze ends).
+    pub frozen_chunks: AtomicU64,
+    pub delayed_chunks: AtomicU64,
+}
+
+pub struct FaultProxy {
+    addr: SocketAddr,
+    fault: watch::Sender<Fault>,
+    counts: Arc<ProxyCounts>,
+    accept: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// A proxy on a free loopback port forwarding to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the fault proxy");
+        let addr = listener.local_addr().expect("fault proxy address");
+        let (fault, _) = watch::channel(Fault::Pass);
+        let counts = Arc::new(ProxyCounts::default());
+        let accept =
+            tokio::spawn(accept_loop(listener, upstream, fault.subscribe(), counts.clone()));
+        FaultProxy { addr, fault, counts, accept }
+    }
+
+    /// A proxy in front of the PostgreSQL server of `url` (`postgres://user@host:port/db`).
+    pub async fn for_url(url: &str) -> FaultProxy {
+        FaultProxy::start(authority(url).1.parse().expect("host:port of the database URL")).await
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    pub fn url(&self, url: &str) -> String {
+        let (prefix, _, rest) = authority(url);
+        format!("{prefix}{}{rest}", self.addr)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.fault.send_replace(fault);
+    }
+
+    pub fn counts(&self) -> &ProxyCounts {
+        &self.counts
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        // Open connections end with their tasks once the sender is gone.
+    }
+}
+
+/// Splits `scheme://user@host:port/rest` into (`scheme://user@`, `host:port`, `/rest`).
+fn authority(url: &str) -> (&str, &str, &str) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let host_start = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    (&url[..host_start], &url[host_start..end], &url[end..])
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    fault: watch::Receiver<Fault>,
+    counts: Arc<ProxyCounts>,
+) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else { continue };
+        counts.connections.fetch_add(1, Ordering::Relaxed);
+        let fault = fault.clone();
+        let counts = counts.clone();
+        tokio::spawn(async move {
+            let Ok(server) = TcpStream::connect(upstream).await else { return };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            let up = pipe(client_read, server_write, fault.clone(), counts.clone());
+            let down = pipe(server_read, client_write, fault, counts.clone());
+            // Either direction ending (close or reset) ends the connection.
+            tokio::select! {
+                reset = up => if reset { counts.resets.fetch_add(1, Ordering::Relaxed); },
+                reset = down => if reset { counts.resets.fetch_add(1, Ordering::Relaxed); },
+            }
+        });
+    }
+}
+
+/// Copies one direction under the current fault; returns true when it reset the connection.
+async fn pipe(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut fault: watch::Receiver<Fault>,
+    counts: Arc<ProxyCounts>,
+) -> bool {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            changed = fault.changed() => {
+                if changed.is_err() { return false; }
+                if *fault.borrow() == Fault::Reset { return reset(from, to); }
+                continue;
+            }
+        };
+        let n = match read {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        loop {
+            let current = *fault.borrow_and_update();
+            match current {
+                Fault::Pass => break,
+                Fault::Delay(delay) => {
+                    counts.delayed_chunks.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(delay).await;
+                    break;
+                }
+                Fault::Reset => return reset(from, to),
+                Fault::Freeze => {
+                    counts.frozen_chunks.fetch_add(1, Ordering::Relaxed);
+                    if fault.changed().await.is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// Closes with RST (linger 0) rather than FIN, as a crashed middlebox or a firewall does.
+/// Both sockets close when the other direction's halves drop too (the caller's select).
+/// Linger 0 cannot block here: the sockets are nonblocking.
+#[allow(deprecated)]
+fn reset(from: OwnedReadHalf, to: OwnedWriteHalf) -> bool {
+    let _ = from.as_ref().set_linger(Some(Duration::ZERO));
+    let _ = to.as_ref().set_linger(Some(Duration::ZERO));
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::authority;
+
+    #[test]
+    fn authority_splits_the_url() {
+        assert_eq!(
+            authority("postgres://pk@127.0.0.1:5432/db?x=1"),
+            ("postgres://pk@", "127.0.0.1:5432", "/db?x=1")
+        );
+        assert_eq!(authority("postgres://h:1/d"), ("postgres://", "h:1", "/d"));
+    }
+}
