@@ -176,3 +176,104 @@ async fn a_workspace_deleted_since_the_snapshot_is_skipped() {
     let audits = format!("SELECT count(*) AS n FROM audit_log WHERE resource_id = '{ws}'");
     assert_eq!(seed::count(&mut conn, &audits).await, 0);
 }
+
+/// Lock, then read: an activity bump committed while the applier waits for the workspace's
+/// row lock must be seen, so the workspace is not stopped on its old deadline.
+#[tokio::test]
+async fn a_bump_committed_during_the_lock_wait_is_seen() {
+    use diesel_async::SimpleAsyncConnection;
+
+    let db = TestDatabase::new().await;
+    let now = t("2025-06-02T09:00:00Z");
+    let (ws, decision) = due_autostop(&db, now).await;
+    // A person's request holds the workspace row and bumps the deadline past `now`.
+    let mut other = open_transaction(&db).await;
+    other
+        .batch_execute(&format!(
+            "SELECT 1 FROM workspaces WHERE id = '{ws}' FOR UPDATE;
+             UPDATE workspace_builds SET deadline = '2025-06-02T10:00:00Z'
+             WHERE workspace_id = '{ws}'"
+        ))
+        .await
+        .expect("hold and bump");
+    let applied = apply_after_lock_wait(&db, other, now, decision).await;
+    assert_eq!(applied, Applied::Skipped("no_longer_due"));
+    let mut conn = db.conn().await;
+    let stops = "SELECT count(*) AS n FROM workspace_builds WHERE transition = 'stop'";
+    assert_eq!(seed::count(&mut conn, stops).await, 0, "stopped on the old deadline");
+}
+
+/// A build inserted while the applier waits (its foreign key locks the workspace row) is
+/// seen after the wait: the stale decision is skipped, not counted as a failure.
+#[tokio::test]
+async fn a_build_inserted_during_the_lock_wait_makes_the_decision_a_skip() {
+    let db = TestDatabase::new().await;
+    let now = t("2025-06-02T09:00:00Z");
+    let (ws, decision) = due_autostop(&db, now).await;
+    let mut other = open_transaction(&db).await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id): (uuid::Uuid, uuid::Uuid) = {
+        let row = "SELECT w.template_id, b.template_version_id FROM workspaces w
+                   JOIN workspace_builds b ON b.workspace_id = w.id WHERE w.id = $1";
+        #[derive(diesel::QueryableByName)]
+        struct Ids {
+            #[diesel(sql_type = diesel::sql_types::Uuid)]
+            template_id: uuid::Uuid,
+            #[diesel(sql_type = diesel::sql_types::Uuid)]
+            template_version_id: uuid::Uuid,
+        }
+        let ids: Ids = diesel::sql_query(row)
+            .bind::<diesel::sql_types::Uuid, _>(ws)
+            .get_result(&mut conn)
+            .await
+            .expect("ids");
+        (ids.template_id, ids.template_version_id)
+    };
+    let alice = seed::user(&mut conn, "bob").await;
+    let mut stop = WorkspaceSeed::owned(alice, template_id, version_id, Transition::Stop, now);
+    stop.status = poolkeeper::db::enums::JobStatus::Pending;
+    seed::build(&mut other, ws, 2, &stop).await;
+    let applied = apply_after_lock_wait(&db, other, now, decision).await;
+    assert_eq!(applied, Applied::Skipped("no_longer_due"));
+    let builds = format!("SELECT count(*) AS n FROM workspace_builds WHERE workspace_id = '{ws}'");
+    assert_eq!(seed::count(&mut conn, &builds).await, 2, "no third build");
+}
+
+/// A second connection with a transaction open.
+async fn open_transaction(db: &TestDatabase) -> diesel_async::AsyncPgConnection {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let mut other =
+        diesel_async::AsyncPgConnection::establish(db.url()).await.expect("other connection");
+    other.batch_execute("BEGIN").await.expect("begin");
+    other
+}
+
+/// Applies `decision` while `other` holds the workspace's row lock; proves the applier
+/// waited for it, then commits `other` and returns what the applier did.
+async fn apply_after_lock_wait(
+    db: &TestDatabase,
+    mut other: diesel_async::AsyncPgConnection,
+    now: chrono::DateTime<chrono::Utc>,
+    decision: poolkeeper_core::lifecycle::Decision,
+) -> Applied {
+    use diesel_async::SimpleAsyncConnection;
+    let fence = seed::lead(db, "lifecycle").await;
+    let pool = db.pool().clone();
+    let apply =
+        tokio::spawn(async move { apply_lifecycle_decision(&pool, &fence, now, &decision).await });
+    // Proof that the applier is waiting on the row lock before the bump commits.
+    let mut conn = db.conn().await;
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let mut waited = false;
+    for _ in 0..200 {
+        if seed::count(&mut conn, waiting).await > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(waited, "the applier never waited for the row lock");
+    other.batch_execute("COMMIT").await.expect("commit");
+    apply.await.expect("apply task").expect("apply")
+}

@@ -2,8 +2,9 @@
 //! takes a per-workspace advisory lock (another replica already on it → skip), re-reads
 //! the row under `FOR UPDATE`, and re-decides with the core on the fresh row: the snapshot
 //! may be a minute old, and a user may have stopped or started the workspace meanwhile.
-//! The lock and the re-read are one statement and all the writes one more, both prepared
-//! once per connection: four round trips with `BEGIN` and `COMMIT`.
+//! The fence check, the lock, the re-read and all the writes are one statement each, all
+//! prepared once per connection: six round trips with `BEGIN` and `COMMIT`. The re-read is
+//! its own statement, after the lock, so that it sees everything committed during a wait.
 
 use std::sync::LazyLock;
 
@@ -27,6 +28,9 @@ use crate::store::StoreError;
 /// The audit actor of this loop.
 const LOOP: &str = "lifecycle";
 
+/// The unique index on (workspace, build number).
+const BUILD_NUMBER_KEY: &str = "workspace_builds_workspace_id_build_number_key";
+
 /// What happened to one decision.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
@@ -38,23 +42,27 @@ pub enum Applied {
 
 /// The advisory try-lock, then (only if it was taken) the workspace row under `FOR UPDATE`.
 /// `FOR UPDATE` locks only the rows that pass the subquery's filter, which includes the
-/// try-lock's result, so a workspace another replica is on is never waited for.
-static LOCK_AND_READ_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH advisory AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($3) AS locked)
-         SELECT advisory.locked, fresh.* FROM advisory
-         LEFT JOIN LATERAL ({CANDIDATES_SQL} AND w.id = $2 AND advisory.locked
-                            FOR UPDATE OF w) fresh ON true"
-    )
-});
+/// try-lock's result, so a workspace another replica is on is never waited for. The row is
+/// only locked here; it is read by the next statement (see [`READ_SQL`]).
+const LOCK_SQL: &str = "
+WITH advisory AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($2) AS locked)
+SELECT advisory.locked, w.id AS workspace_id FROM advisory
+LEFT JOIN LATERAL (SELECT id FROM workspaces WHERE id = $1 AND NOT deleted AND advisory.locked
+                   FOR UPDATE) w ON true";
+
+/// The candidate row, read after the lock: under READ COMMITTED each statement sees what
+/// was committed before it started, whereas a locking statement that waited re-reads only
+/// the locked row itself, so a build, job or deadline joined to it would be the one from
+/// before the wait (an activity bump committed meanwhile would be missed).
+static READ_SQL: LazyLock<String> = LazyLock::new(|| format!("{CANDIDATES_SQL} AND w.id = $2"));
 
 #[derive(diesel::QueryableByName)]
 struct Locked {
     #[diesel(sql_type = Bool)]
     locked: bool,
     /// `None` when not locked, or when the workspace is gone.
-    #[diesel(embed)]
-    row: Option<WorkspaceRow>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<SqlUuid>)]
+    workspace_id: Option<Uuid>,
 }
 
 /// The per-workspace advisory lock key (transaction-scoped, released at commit).
@@ -80,7 +88,16 @@ pub async fn apply_lifecycle_decision(
             fence.check(conn).await?;
             Ok::<_, StoreError>(apply_locked(conn, now, workspace_id).await?)
         })
-        .await?;
+        .await;
+    let applied = match applied {
+        // A build numbered after the one re-read was committed by a writer that does not
+        // lock the workspace: the decision is stale, not failed.
+        Err(StoreError::Query(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            info,
+        ))) if info.constraint_name() == Some(BUILD_NUMBER_KEY) => Applied::Skipped("raced"),
+        other => other?,
+    };
     match &applied {
         Applied::Skipped(why) => tracing::info!(%workspace_id, why, "lifecycle decision skipped"),
         Applied::Done { decision, job_id } => tracing::info!(
@@ -100,8 +117,7 @@ async fn apply_locked(
     workspace_id: Uuid,
 ) -> Result<Applied, diesel::result::Error> {
     let locked: Locked = Prepared::new(
-        diesel::sql_query(LOCK_AND_READ_SQL.as_str())
-            .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
+        diesel::sql_query(LOCK_SQL)
             .bind::<SqlUuid, _>(workspace_id)
             .bind::<BigInt, _>(lock_key(workspace_id)),
     )
@@ -110,7 +126,19 @@ async fn apply_locked(
     if !locked.locked {
         return Ok(Applied::Skipped("locked"));
     }
-    let Some(row) = locked.row else { return Ok(Applied::Skipped("gone")) };
+    if locked.workspace_id.is_none() {
+        return Ok(Applied::Skipped("gone"));
+    }
+    let row: Option<WorkspaceRow> = Prepared::new(
+        diesel::sql_query(READ_SQL.as_str())
+            .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
+            .bind::<SqlUuid, _>(workspace_id),
+    )
+    .get_result(conn)
+    .await
+    .optional()?;
+    // No longer a candidate (e.g. handed to the prebuilds user): nothing to decide.
+    let Some(row) = row else { return Ok(Applied::Skipped("gone")) };
     let Ok(workspace) = to_workspace(&row) else { return Ok(Applied::Skipped("unreadable")) };
     let decision = decide(&workspace, tick_of(now));
     if !decision.has_effect() {
