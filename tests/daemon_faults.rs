@@ -154,3 +154,65 @@ async fn a_plan_applied_after_leadership_moved_writes_nothing() {
     }
     assert_eq!(seed::count(&mut conn, LIVE_PREBUILDS).await, 3, "the deposed leader created");
 }
+
+/// Every connection says who it is, and a lock wait behind a stuck holder ends at the
+/// role's lock_timeout instead of hanging the loop.
+#[tokio::test]
+async fn a_lock_wait_behind_a_stuck_holder_ends_at_the_lock_timeout() {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    use poolkeeper::db::enums::Transition;
+    use poolkeeper::db::pool::SessionSettings;
+    use poolkeeper::store::lifecycle::{apply_lifecycle_decision, load_lifecycle_snapshot};
+
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let now = seed::t("2025-06-02T09:00:00Z");
+    let seeded = seed::WorkspaceSeed::owned(
+        alice,
+        template_id,
+        version_id,
+        Transition::Start,
+        seed::t("2025-06-02T08:00:00Z"),
+    );
+    let ws = seed::workspace(&mut conn, seeded).await;
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query("UPDATE workspace_builds SET deadline = '2025-06-02T08:30:00Z'"),
+        &mut conn,
+    )
+    .await
+    .expect("deadline");
+    let snapshot = load_lifecycle_snapshot(&mut conn, now).await.expect("load");
+    let decision = poolkeeper_core::lifecycle::plan(now, &snapshot).remove(0);
+    assert!(decision.has_effect());
+
+    let session = SessionSettings {
+        lock_timeout: Duration::from_millis(500),
+        ..SessionSettings::for_role("lifecycle")
+    };
+    let config = PoolConfig { max_size: 2, session, ..PoolConfig::default() };
+    let lifecycle_pool = pool::build(db.url(), &config).expect("pool");
+    // A stuck holder: a transaction that locked the workspace row and went quiet.
+    let mut stuck = diesel_async::AsyncPgConnection::establish(db.url()).await.expect("connect");
+    stuck
+        .batch_execute(&format!("BEGIN; SELECT 1 FROM workspaces WHERE id = '{ws}' FOR UPDATE"))
+        .await
+        .expect("hold the row");
+    let fence = seed::lead(&db, "lifecycle").await;
+    let started = Instant::now();
+    let applied = tokio::time::timeout(
+        Duration::from_secs(30),
+        apply_lifecycle_decision(&lifecycle_pool, &fence, now, &decision),
+    )
+    .await
+    .expect("the lock wait never ended");
+    let waited = started.elapsed();
+    let err = applied.expect_err("applied through a held lock");
+    assert!(err.to_string().contains("lock timeout"), "{err}");
+    assert!(waited >= Duration::from_millis(500), "no lock wait: {waited:?}");
+    let named = "SELECT count(*) AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name = 'poolkeeper-lifecycle'";
+    assert!(seed::count(&mut conn, named).await >= 1, "the connection is not named");
+    println!("lock wait behind a stuck holder ended after {:.2}s: {err}", waited.as_secs_f64());
+}

@@ -59,3 +59,67 @@ where
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Waits (bounded) for `condition`.
+    async fn until(mut condition: impl FnMut() -> bool) {
+        for _ in 0..400 {
+            if condition() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("condition never met");
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_counted_shown_down_and_restarted() {
+        let state = HttpState::default();
+        let shutdown = CancellationToken::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (counted, stop) = (runs.clone(), shutdown.clone());
+        let handle = supervise("flaky", state.clone(), shutdown.clone(), move || {
+            let (runs, stop) = (counted.clone(), stop.clone());
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("first run dies");
+                }
+                stop.cancelled().await;
+            }
+        });
+        until(|| state.tasks_down() == ["flaky"]).await;
+        assert!(state
+            .metrics
+            .encode()
+            .contains("poolkeeper_task_restarts_total{task=\"flaky\"} 1"));
+        until(|| runs.load(Ordering::SeqCst) == 2).await;
+        assert!(state.tasks_down().is_empty(), "still shown down after the restart");
+        shutdown.cancel();
+        handle.await.expect("supervisor");
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "restarted after shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_task_that_returns_before_shutdown_is_restarted_and_one_that_returns_after_is_not() {
+        let state = HttpState::default();
+        let shutdown = CancellationToken::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let handle = supervise("short", state.clone(), shutdown.clone(), move || {
+            let runs = counted.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        until(|| runs.load(Ordering::SeqCst) >= 2).await;
+        shutdown.cancel();
+        handle.await.expect("supervisor");
+        assert!(state.metrics.encode().contains("poolkeeper_task_restarts_total{task=\"short\"}"));
+    }
+}
