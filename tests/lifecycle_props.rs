@@ -495,3 +495,53 @@ proptest! {
         prop_assert_eq!(decision.transition, Some(Transition::Stop));
     }
 }
+
+proptest! {
+    #![proptest_config(proptest_config("lifecycle_edge_props", 500))]
+
+    /// The strict thresholds against the model, with the workspace moved onto the edge (a
+    /// minute, half a minute or a second either side, or exactly on it), where random
+    /// snapshots almost never land: failed-build stop `tick − job_completed_at >
+    /// failure_ttl`, auto-delete `tick > deleting_at`, and the retry of a failed delete only
+    /// more than 24 h after it failed.
+    #[test]
+    fn strict_thresholds_hold_at_their_edges(
+        (now, snapshot) in case_strategy(),
+        edge in 0u8..3,
+        off in select(vec![-60i64, -30, -1, 0, 1, 30, 60]),
+    ) {
+        let tick = DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0)
+            .expect("range");
+        let mut workspace = snapshot.workspaces[0].clone();
+        workspace.is_prebuild = false;
+        let off = TimeDelta::seconds(off);
+        let build = &mut workspace.latest_build;
+        match edge {
+            0 => {
+                if workspace.template.failure_ttl_secs == 0 {
+                    workspace.template.failure_ttl_secs = HOUR;
+                }
+                let ttl = TimeDelta::seconds(workspace.template.failure_ttl_secs as i64);
+                build.job_status = JobStatus::Failed;
+                build.job_completed_at = Some(tick - ttl + off);
+            }
+            _ => {
+                if workspace.template.time_til_dormant_autodelete_secs == 0 {
+                    workspace.template.time_til_dormant_autodelete_secs = DAY;
+                }
+                workspace.dormant_at = Some(tick - TimeDelta::days(3));
+                if edge == 1 {
+                    workspace.deleting_at = Some(tick + off);
+                } else {
+                    workspace.deleting_at = Some(tick - TimeDelta::days(2));
+                    build.transition = Transition::Delete;
+                    build.job_status = JobStatus::Failed;
+                    build.job_completed_at = Some(tick - TimeDelta::hours(24) + off);
+                }
+            }
+        }
+        let Some(expected) = model_reason(&workspace, now) else { return Ok(()) };
+        let decision = decide(&workspace, now);
+        prop_assert_eq!(decision.reason, expected, "{:?} at {}: {}", workspace, now, decision.why);
+    }
+}
