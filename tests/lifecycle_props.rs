@@ -71,7 +71,11 @@ fn build_strategy(now: DateTime<Utc>) -> impl Strategy<Value = LatestBuild> {
         prop_oneof![4 => Just(Transition::Start), 4 => Just(Transition::Stop), 1 => Just(Transition::Delete)],
         select(VERSIONS.to_vec()),
         around(now, -(20 * 24 * 60)..1),
-        proptest::option::weighted(0.7, -(3 * 24 * 60i64)..(3 * 24 * 60)),
+        // Often right at the tick, so the equality edges come up.
+        proptest::option::weighted(
+            0.7,
+            prop_oneof![-2i64..3, -(3 * 24 * 60i64)..(3 * 24 * 60)],
+        ),
         job_status_strategy(),
         proptest::option::weighted(0.9, 0i64..120),
     )
@@ -138,7 +142,12 @@ fn workspace_strategy(now: DateTime<Utc>) -> impl Strategy<Value = Workspace> {
             proptest::option::weighted(0.7, select(SCHEDULES.to_vec())),
             proptest::option::weighted(0.5, around(now, -(3 * 24 * 60)..(3 * 24 * 60))),
         ),
-        around(now, -(30 * 24 * 60)..1),
+        // last_used_at: anywhere in a month, or within minutes of a dormancy threshold.
+        prop_oneof![
+            2 => around(now, -(30 * 24 * 60)..1),
+            1 => (select(vec![60i64, 24 * 60, 7 * 24 * 60]), -2i64..3)
+                .prop_map(move |(ago, off)| tick_of(now) - minutes(ago) + minutes(off)),
+        ],
         proptest::option::weighted(
             0.3,
             (
@@ -354,5 +363,185 @@ proptest! {
                 );
             }
         }
+    }
+}
+
+/// An independent model of SPEC §2, written from the rulebook without the core's helpers:
+/// the reason the decision must carry, or `None` (outer) where the model does not say (an
+/// autostart schedule other than the UTC daily `0 9 * * *` on every day).
+fn model_reason(workspace: &Workspace, now: DateTime<Utc>) -> Option<Option<Reason>> {
+    // tick: whole minutes from the Unix epoch.
+    let tick = DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0).expect("range");
+    let build = &workspace.latest_build;
+    let secs = |n: u64| TimeDelta::seconds(n as i64);
+    let in_flight =
+        matches!(build.job_status, JobStatus::Pending | JobStatus::Running | JobStatus::Canceling);
+    let deleted =
+        build.transition == Transition::Delete && build.job_status == JobStatus::Succeeded;
+    if workspace.is_prebuild || deleted || in_flight {
+        return Some(None);
+    }
+    let dormant = workspace.dormant_at.is_some();
+    let failed = build.job_status == JobStatus::Failed;
+    // 1. Autostop: fires at the deadline itself.
+    if !failed
+        && !dormant
+        && build.transition == Transition::Start
+        && (workspace.owner_status == OwnerStatus::Suspended
+            || build.deadline.is_some_and(|deadline| tick >= deadline))
+    {
+        return Some(Some(Reason::Autostop));
+    }
+    // 2. Autostart, caught up: the first 09:00Z strictly after the stop build.
+    let schedule = workspace.autostart_schedule.as_deref().filter(|s| !s.trim().is_empty());
+    let could_start = workspace.owner_status == OwnerStatus::Active
+        && !failed
+        && !dormant
+        && build.transition == Transition::Stop
+        && workspace.template.user_autostart_enabled
+        && schedule.is_some();
+    if could_start {
+        if schedule != Some("0 9 * * *") || workspace.template.autostart_days.len() != 7 {
+            return None;
+        }
+        let nine = build.created_at.date_naive().and_hms_opt(9, 0, 0).expect("09:00").and_utc();
+        let due = if nine > build.created_at { nine } else { nine + TimeDelta::days(1) };
+        if workspace.next_start_at.is_none_or(|next| next <= tick) && tick >= due {
+            return Some(Some(Reason::Autostart));
+        }
+    }
+    // 3. Failed-build stop: strictly after the failure TTL.
+    let ttl = workspace.template.failure_ttl_secs;
+    if ttl > 0
+        && failed
+        && matches!(build.transition, Transition::Start | Transition::Stop)
+        && build.job_completed_at.is_some_and(|done| tick - done > secs(ttl))
+    {
+        return Some(Some(Reason::Failedstop));
+    }
+    // 4. Dormancy: strictly after time_til_dormant.
+    let ttd = workspace.template.time_til_dormant_secs;
+    if !dormant && ttd > 0 && tick - workspace.last_used_at > secs(ttd) {
+        return Some(Some(Reason::Dormancy));
+    }
+    // 5. Auto-delete: strictly after deleting_at; a failed delete only 24 h after it failed.
+    if let (true, Some(deleting_at)) = (dormant, workspace.deleting_at) {
+        let retry_ok = !(build.transition == Transition::Delete && failed)
+            || build.job_completed_at.is_some_and(|done| tick - done > TimeDelta::hours(24));
+        if workspace.template.time_til_dormant_autodelete_secs > 0 && tick > deleting_at && retry_ok
+        {
+            return Some(Some(Reason::Autodelete));
+        }
+    }
+    Some(None)
+}
+
+proptest! {
+    #![proptest_config(proptest_config("lifecycle_liveness_props", 1000))]
+
+    /// Liveness, against the model above: every rule fires when (and only when) its
+    /// conditions hold — autostop once the deadline is reached and nothing blocks it, a
+    /// missed autostart is caught up, failed-build stop, dormancy and auto-delete exactly
+    /// after their time; a dormancy mark is dated at the tick with `deleting_at` = tick +
+    /// the auto-delete time, and stops a running workspace.
+    #[test]
+    fn each_rule_fires_exactly_when_the_model_says((now, snapshot) in case_strategy()) {
+        let tick = DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0)
+            .expect("range");
+        for (workspace, decision) in pairs(&snapshot, now) {
+            let Some(expected) = model_reason(workspace, now) else { continue };
+            prop_assert_eq!(decision.reason, expected, "{:?} at {}: {}", workspace, now, decision.why);
+            match expected {
+                Some(Reason::Autostop) | Some(Reason::Failedstop) => {
+                    prop_assert_eq!(decision.transition, Some(Transition::Stop));
+                }
+                Some(Reason::Autostart) => {
+                    prop_assert_eq!(decision.transition, Some(Transition::Start));
+                }
+                Some(Reason::Autodelete) => {
+                    prop_assert_eq!(decision.transition, Some(Transition::Delete));
+                }
+                Some(Reason::Dormancy) => {
+                    let autodelete = workspace.template.time_til_dormant_autodelete_secs;
+                    let deleting_at = (autodelete > 0)
+                        .then(|| tick + TimeDelta::seconds(autodelete as i64));
+                    let mark = decision.mark_dormant.expect("marked dormant");
+                    prop_assert_eq!((mark.dormant_at, mark.deleting_at), (tick, deleting_at));
+                    let running = workspace.latest_build.transition == Transition::Start;
+                    prop_assert_eq!(decision.transition, running.then_some(Transition::Stop));
+                }
+                None => prop_assert_eq!(decision.transition, None),
+            }
+        }
+    }
+
+    /// Autostop liveness on a workspace built to need it (random snapshots rarely line all
+    /// conditions up): a succeeded start, not dormant, at or past its deadline is stopped.
+    #[test]
+    fn a_started_workspace_past_its_deadline_is_stopped(
+        (now, snapshot) in case_strategy(),
+        past in prop_oneof![Just(0i64), 0i64..(3 * 24 * 60)],
+    ) {
+        let tick = DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0)
+            .expect("range");
+        let mut workspace = snapshot.workspaces[0].clone();
+        workspace.is_prebuild = false;
+        workspace.dormant_at = None;
+        workspace.latest_build.transition = Transition::Start;
+        workspace.latest_build.job_status = JobStatus::Succeeded;
+        workspace.latest_build.deadline = Some(tick - minutes(past));
+        let decision = decide(&workspace, now);
+        prop_assert_eq!(decision.reason, Some(Reason::Autostop), "{}", decision.why);
+        prop_assert_eq!(decision.transition, Some(Transition::Stop));
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config("lifecycle_edge_props", 500))]
+
+    /// The strict thresholds against the model, with the workspace moved onto the edge (a
+    /// minute, half a minute or a second either side, or exactly on it), where random
+    /// snapshots almost never land: failed-build stop `tick − job_completed_at >
+    /// failure_ttl`, auto-delete `tick > deleting_at`, and the retry of a failed delete only
+    /// more than 24 h after it failed.
+    #[test]
+    fn strict_thresholds_hold_at_their_edges(
+        (now, snapshot) in case_strategy(),
+        edge in 0u8..3,
+        off in select(vec![-60i64, -30, -1, 0, 1, 30, 60]),
+    ) {
+        let tick = DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0)
+            .expect("range");
+        let mut workspace = snapshot.workspaces[0].clone();
+        workspace.is_prebuild = false;
+        let off = TimeDelta::seconds(off);
+        let build = &mut workspace.latest_build;
+        match edge {
+            0 => {
+                if workspace.template.failure_ttl_secs == 0 {
+                    workspace.template.failure_ttl_secs = HOUR;
+                }
+                let ttl = TimeDelta::seconds(workspace.template.failure_ttl_secs as i64);
+                build.job_status = JobStatus::Failed;
+                build.job_completed_at = Some(tick - ttl + off);
+            }
+            _ => {
+                if workspace.template.time_til_dormant_autodelete_secs == 0 {
+                    workspace.template.time_til_dormant_autodelete_secs = DAY;
+                }
+                workspace.dormant_at = Some(tick - TimeDelta::days(3));
+                if edge == 1 {
+                    workspace.deleting_at = Some(tick + off);
+                } else {
+                    workspace.deleting_at = Some(tick - TimeDelta::days(2));
+                    build.transition = Transition::Delete;
+                    build.job_status = JobStatus::Failed;
+                    build.job_completed_at = Some(tick - TimeDelta::hours(24) + off);
+                }
+            }
+        }
+        let Some(expected) = model_reason(&workspace, now) else { return Ok(()) };
+        let decision = decide(&workspace, now);
+        prop_assert_eq!(decision.reason, expected, "{:?} at {}: {}", workspace, now, decision.why);
     }
 }

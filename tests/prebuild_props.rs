@@ -346,6 +346,13 @@ proptest! {
         }
     }
 
+}
+
+proptest! {
+    // Each case plans every preset at both ends of time, searching window edges a year
+    // ahead: fewer cases keep the binary quick.
+    #![proptest_config(proptest_config("prebuild_props", 300))]
+
     // Random snapshots with extreme values (huge durations, instants at the ends of time,
     // duplicated ids) never make the core panic.
     #[test]
@@ -385,6 +392,446 @@ proptest! {
             let _ = render(&plans);
             for preset in &snapshot.presets {
                 let _ = choose_claim(&snapshot.running, preset, now);
+            }
+        }
+    }
+}
+
+// SPEC §4 backoff, hard limit, desired count, status and `next_check_at` against a model
+// written here from the rulebook, on one preset with its rows (duplicated rows included).
+
+/// The preset's single schedule: a UTC daily window of whole hours `first..=last`, or an
+/// invalid one (minute not `*`) that still counts for N.
+#[derive(Debug, Clone)]
+struct ModelSchedule {
+    first: u32,
+    last: u32,
+    valid: bool,
+    instances: u32,
+}
+
+/// How a recent build's age is chosen: minutes ago, or right at the lookback edge.
+#[derive(Debug, Clone, Copy)]
+enum Age {
+    Minutes(i64),
+    Lookback(i64),
+}
+
+#[derive(Debug, Clone)]
+struct ModelCase {
+    now: DateTime<Utc>,
+    snapshot: PrebuildSnapshot,
+    schedule: Option<ModelSchedule>,
+}
+
+fn model_case_strategy() -> impl Strategy<Value = ModelCase> {
+    let preset = (
+        (prop_oneof![4 => Just(true), 1 => Just(false)], 0u32..5, status_strategy()),
+        (
+            prop_oneof![Just(0u64), Just(1800), Just(3600)],
+            proptest::option::weighted(0.2, -7200i64..=0),
+        ),
+        proptest::option::weighted(
+            0.6,
+            (0u32..24, 0u32..24, proptest::bool::weighted(0.8), 0u32..8).prop_map(
+                |(a, b, valid, instances)| ModelSchedule {
+                    first: a.min(b),
+                    last: a.max(b),
+                    valid,
+                    instances,
+                },
+            ),
+        ),
+        prop_oneof![Just(0u64), Just(900), Just(3600), Just(5400)],
+    );
+    let config = (
+        prop_oneof![Just(0u64), Just(60), Just(600), 1u64..5000],
+        prop_oneof![Just(0u64), Just(600), Just(3600), 1u64..7200],
+        0u32..5,
+    );
+    // Rows of the preset (index 0) and of a preset not in the snapshot (index 1); a second
+    // field > 0 duplicates the row exactly that many times.
+    let running =
+        proptest::collection::vec((0u128..2, 0i64..10_000, any::<bool>(), 0usize..3), 0..10);
+    let in_progress = proptest::collection::vec((0u128..2, 0usize..3, 0usize..2), 0..5);
+    let recent = proptest::collection::vec(
+        (
+            0u128..2,
+            prop_oneof![
+                3 => (0i64..120).prop_map(Age::Minutes),
+                1 => (-1i64..=1).prop_map(Age::Lookback),
+            ],
+            prop_oneof![3 => Just(0usize), 2 => Just(1), 1 => Just(2)],
+            0usize..3,
+        ),
+        0..12,
+    );
+    (
+        prop_oneof![(0i64..7 * 1440).prop_map(|m| m * 60), 0i64..7 * 86_400],
+        preset,
+        config,
+        running,
+        in_progress,
+        recent,
+    )
+        .prop_map(
+            |(
+                shift,
+                ((active, desired, status), (ttl, invalidated), schedule, lead),
+                (interval, lookback, k),
+                running,
+                in_progress,
+                recent,
+            )| {
+                let now = base_now() + secs(shift);
+                let id = preset_id(0);
+                let version = Uuid::from_u128(0x3000);
+                let preset = Preset {
+                    id,
+                    name: "model".to_owned(),
+                    template_id: Uuid::from_u128(0x2000),
+                    template_version_id: version,
+                    using_active_version: active,
+                    template_deleted: false,
+                    template_deprecated: false,
+                    desired_instances: desired,
+                    expiration_ttl_secs: ttl,
+                    scheduling_timezone: "UTC".to_owned(),
+                    schedules: schedule
+                        .iter()
+                        .map(|s| PresetSchedule {
+                            cron: format!(
+                                "{} {}-{} * * *",
+                                if s.valid { "*" } else { "0" },
+                                s.first,
+                                s.last
+                            ),
+                            instances: s.instances,
+                        })
+                        .collect(),
+                    schedule_lead_secs: lead,
+                    invalidated_at: invalidated.map(|offset| now + secs(offset)),
+                    status,
+                };
+                let mut snapshot = PrebuildSnapshot {
+                    config: ReconcilerConfig {
+                        backoff_interval_secs: interval,
+                        backoff_lookback_secs: lookback,
+                        failure_hard_limit: k,
+                        max_pending_creates_per_preset: 0,
+                    },
+                    presets: vec![preset],
+                    running: Vec::new(),
+                    in_progress: Vec::new(),
+                    recent_builds: Vec::new(),
+                };
+                for (i, (p, age, ready, copies)) in running.into_iter().enumerate() {
+                    let row = RunningPrebuild {
+                        workspace_id: Uuid::from_u128(0x10_0000 + i as u128),
+                        preset_id: preset_id(p * 9),
+                        template_version_id: version,
+                        created_at: now - secs(age / 600 * 600),
+                        ready,
+                    };
+                    snapshot.running.extend(std::iter::repeat_n(row, copies + 1));
+                }
+                for (i, (p, transition, copies)) in in_progress.into_iter().enumerate() {
+                    let row = InProgressPrebuild {
+                        workspace_id: Uuid::from_u128(0x20_0000 + i as u128),
+                        preset_id: preset_id(p * 9),
+                        template_version_id: version,
+                        transition: [Transition::Start, Transition::Stop, Transition::Delete]
+                            [transition],
+                        job_status: InFlightStatus::Pending,
+                        build_number: 1,
+                    };
+                    snapshot.in_progress.extend(std::iter::repeat_n(row, copies + 1));
+                }
+                for (i, (p, age, copies, status)) in recent.into_iter().enumerate() {
+                    let created_at = match age {
+                        Age::Minutes(m) => now - secs(m * 60),
+                        Age::Lookback(d) => now - secs(lookback as i64 + d),
+                    };
+                    let row = RecentBuild {
+                        // Ids out of creation order, so ties in created_at are broken by id.
+                        workspace_id: Uuid::from_u128(0x30_0000 + (i as u128 * 7) % 12),
+                        preset_id: preset_id(p * 9),
+                        created_at,
+                        job_status: [
+                            FinishedStatus::Failed,
+                            FinishedStatus::Succeeded,
+                            FinishedStatus::Canceled,
+                        ][status],
+                    };
+                    snapshot.recent_builds.extend(std::iter::repeat_n(row, copies + 1));
+                }
+                // One build per workspace, as REPLAY.md defines `recent_builds` (the copies
+                // above are exact): later rows of a reused id are dropped.
+                let mut seen = HashSet::new();
+                let mut kept = Vec::new();
+                for row in snapshot.recent_builds.drain(..) {
+                    if seen.insert(row.workspace_id) || kept.last() == Some(&row) {
+                        kept.push(row);
+                    }
+                }
+                snapshot.recent_builds = kept;
+                ModelCase { now, snapshot, schedule }
+            },
+        )
+}
+
+/// SPEC §4 pre-warming: the window (UTC hours `first..=last`, daily) is open at `t` iff it
+/// contains some instant of `[t, t + lead]`.
+fn model_open(s: &ModelSchedule, lead: u64, t: DateTime<Utc>) -> bool {
+    let end = t + secs(lead as i64);
+    let today = t.date_naive();
+    (-1..=2).any(|d| {
+        let day = today + TimeDelta::days(d);
+        let opens = day.and_hms_opt(s.first, 0, 0).expect("hour").and_utc();
+        let closes = opens + TimeDelta::hours(i64::from(s.last - s.first + 1));
+        opens <= end && closes > t
+    })
+}
+
+/// The first instant after `now` at which the window's open state changes (it opens `lead`
+/// early, closes on the hour), if any within two days.
+fn model_edge(s: &ModelSchedule, lead: u64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let today = now.date_naive();
+    let mut candidates: Vec<DateTime<Utc>> = (-1..=2)
+        .flat_map(|d| {
+            let opens = (today + TimeDelta::days(d)).and_hms_opt(s.first, 0, 0).expect("hour");
+            let opens = opens.and_utc();
+            [opens - secs(lead as i64), opens + TimeDelta::hours(i64::from(s.last - s.first + 1))]
+        })
+        .filter(|c| *c > now)
+        .collect();
+    candidates.sort();
+    let state = model_open(s, lead, now);
+    candidates.into_iter().find(|&c| model_open(s, lead, c) != state)
+}
+
+#[derive(Debug, PartialEq)]
+struct ModelPlan {
+    until: Option<DateTime<Utc>>,
+    hard_limited: bool,
+    desired: u32,
+    creates: u32,
+    set_status: Option<PresetStatus>,
+    next_check_at: Option<DateTime<Utc>>,
+}
+
+fn model_plan(case: &ModelCase) -> ModelPlan {
+    let now = case.now;
+    let snapshot = &case.snapshot;
+    let preset = &snapshot.presets[0];
+    let config = &snapshot.config;
+    let active = is_active(preset);
+    // Rows of P, one per workspace id (the copies are exact).
+    let mut running: Vec<&RunningPrebuild> =
+        snapshot.running.iter().filter(|r| r.preset_id == preset.id).collect();
+    running.dedup_by_key(|r| r.workspace_id);
+    let fresh: Vec<&&RunningPrebuild> =
+        running.iter().filter(|r| !expired(r, preset, now)).collect();
+    let mut in_progress: Vec<&InProgressPrebuild> =
+        snapshot.in_progress.iter().filter(|r| r.preset_id == preset.id).collect();
+    in_progress.dedup_by_key(|r| r.workspace_id);
+    let starting = in_progress.iter().filter(|r| r.transition == Transition::Start).count();
+    let mut recent: Vec<&RecentBuild> =
+        snapshot.recent_builds.iter().filter(|b| b.preset_id == preset.id).collect();
+    recent.dedup_by_key(|b| b.workspace_id);
+    // Newest first, ties by workspace id.
+    recent
+        .sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.workspace_id.cmp(&b.workspace_id)));
+
+    // Backoff: N, the window, num_failed over all builds, last among the N newest.
+    let largest = preset.schedules.iter().map(|s| s.instances).max().unwrap_or(0);
+    let n = preset.desired_instances.max(largest) as usize;
+    let window_start = now - secs(config.backoff_lookback_secs as i64);
+    let counts =
+        |b: &&&RecentBuild| b.job_status == FinishedStatus::Failed && b.created_at >= window_start;
+    let last = recent.iter().take(n).filter(counts).map(|b| b.created_at).max();
+    let num_failed = recent.iter().filter(counts).count() as i64;
+    let until = last
+        .map(|last| last + secs(num_failed * config.backoff_interval_secs as i64))
+        .filter(|until| active && now <= *until);
+    // Hard limit: the k newest exist and all failed.
+    let k = config.failure_hard_limit as usize;
+    let hard_limited = active
+        && k > 0
+        && recent.len() >= k
+        && recent[..k].iter().all(|b| b.job_status == FinishedStatus::Failed);
+
+    let valid = case.schedule.as_ref().filter(|s| s.valid);
+    let lead = preset.schedule_lead_secs;
+    let desired = match (active, valid) {
+        (false, _) => 0,
+        (true, Some(s)) if model_open(s, lead, now) => s.instances,
+        (true, _) => preset.desired_instances,
+    };
+    let withheld =
+        until.is_some() || hard_limited || preset.status == PresetStatus::ValidationFailed;
+    let creates = if active && !withheld {
+        (i64::from(desired) - fresh.len() as i64 - starting as i64).max(0) as u32
+    } else {
+        0
+    };
+    let set_status = match (active, hard_limited, preset.status) {
+        (true, true, PresetStatus::Healthy) => Some(PresetStatus::HardLimited),
+        (true, false, PresetStatus::HardLimited) => Some(PresetStatus::Healthy),
+        _ => None,
+    };
+    // next_check_at: strict boundaries are reported at the first whole second past them.
+    let second = secs(1);
+    let mut candidates = Vec::new();
+    if let Some(until) = until {
+        candidates.push(until + second);
+        let lookback = secs(config.backoff_lookback_secs as i64);
+        candidates.extend(recent.iter().filter(counts).map(|b| b.created_at + lookback + second));
+    }
+    if let (true, Some(s)) = (active, valid) {
+        candidates.extend(model_edge(s, lead, now));
+    }
+    if preset.expiration_ttl_secs > 0 {
+        let ttl = secs(preset.expiration_ttl_secs as i64);
+        candidates.extend(fresh.iter().map(|r| r.created_at + ttl + second));
+    }
+    let next_check_at = candidates.into_iter().filter(|c| *c > now).min();
+    ModelPlan { until, hard_limited, desired, creates, set_status, next_check_at }
+}
+
+/// The plan as the model sees it.
+fn observed(plan: &PresetPlan) -> ModelPlan {
+    let until = match plan.actions.first() {
+        Some(Action::Backoff { until }) => Some(*until),
+        _ => None,
+    };
+    let set_status = match plan.actions.last() {
+        Some(Action::SetStatus { status }) => Some(*status),
+        _ => None,
+    };
+    ModelPlan {
+        until,
+        hard_limited: plan.hard_limited,
+        desired: plan.state.desired,
+        creates: creates(plan),
+        set_status,
+        next_check_at: plan.next_check_at,
+    }
+}
+
+/// `case` with extra rows: exact copies of some rows, and rows that reuse an id with other
+/// contents (a row loaded twice across a page boundary, a second build of a workspace).
+fn with_duplicates(case: &Case, picks: &[(usize, i64, bool)]) -> PrebuildSnapshot {
+    let mut s = case.snapshot.clone();
+    for &(pick, shift, flip) in picks {
+        if let Some(row) = case.snapshot.running.get(pick % case.snapshot.running.len().max(1)) {
+            s.running.push(row.clone());
+            s.running.push(RunningPrebuild {
+                created_at: row.created_at + secs(shift),
+                ready: row.ready ^ flip,
+                ..row.clone()
+            });
+        }
+        if let Some(row) =
+            case.snapshot.in_progress.get(pick % case.snapshot.in_progress.len().max(1))
+        {
+            s.in_progress.push(row.clone());
+            s.in_progress
+                .push(InProgressPrebuild { build_number: row.build_number + 1, ..row.clone() });
+        }
+        if let Some(row) =
+            case.snapshot.recent_builds.get(pick % case.snapshot.recent_builds.len().max(1))
+        {
+            s.recent_builds.push(row.clone());
+            s.recent_builds.push(RecentBuild {
+                created_at: row.created_at + secs(shift),
+                job_status: if flip { FinishedStatus::Failed } else { FinishedStatus::Succeeded },
+                ..row.clone()
+            });
+        }
+    }
+    s
+}
+
+fn without_next_check(plans: &[PresetPlan]) -> Vec<PresetPlan> {
+    plans.iter().map(|p| PresetPlan { next_check_at: None, ..p.clone() }).collect()
+}
+
+proptest! {
+    #![proptest_config(proptest_config("prebuild_model_props", 600))]
+
+    /// Against the model: backoff `until` (N = max(desired, largest schedule), num_failed
+    /// over the whole lookback, `last` among the N newest, in force while now ≤ until), the
+    /// hard limit (k newest all failed), D with the pre-warm lead, creates withheld by backoff,
+    /// the hard limit or validation_failed, the status change, and `next_check_at` (the end
+    /// of backoff, a failure ageing out of the lookback, the next window edge, the next
+    /// expiry) — with exact duplicate rows in every list.
+    #[test]
+    fn backoff_hard_limit_and_next_check_match_the_model(case in model_case_strategy()) {
+        let plans = prebuilds::plan(case.now, &case.snapshot);
+        prop_assert_eq!(plans.len(), 1);
+        prop_assert_eq!(observed(&plans[0]), model_plan(&case), "{:?}", plans[0]);
+        let backoffs =
+            plans[0].actions.iter().filter(|a| matches!(a, Action::Backoff { .. })).count();
+        prop_assert!(backoffs <= 1);
+    }
+
+    /// Duplicated rows: exact copies of rows change nothing; rows reusing an id with other
+    /// contents still give the same bytes whatever the order of the rows.
+    #[test]
+    fn duplicate_rows_give_the_same_plan_under_shuffling(
+        case in case_strategy(),
+        picks in proptest::collection::vec((any::<usize>(), -1200i64..1200, any::<bool>()), 1..4),
+        seed in any::<u64>(),
+    ) {
+        let plain = render(&prebuilds::plan(case.now, &case.snapshot));
+        let mut exact = case.snapshot.clone();
+        exact.running.extend(case.snapshot.running.iter().take(picks.len()).cloned());
+        exact.in_progress.extend(case.snapshot.in_progress.iter().take(picks.len()).cloned());
+        exact.recent_builds.extend(case.snapshot.recent_builds.iter().take(picks.len()).cloned());
+        prop_assert_eq!(&render(&prebuilds::plan(case.now, &exact)), &plain);
+
+        let duplicated = with_duplicates(&case, &picks);
+        let expected = render(&prebuilds::plan(case.now, &duplicated));
+        // Deterministic shuffles (a rotation and a reversal of each list, seeded).
+        let mut shuffled = duplicated.clone();
+        let turn = |n: usize| if n == 0 { 0 } else { seed as usize % n };
+        let n = shuffled.running.len();
+        shuffled.running.rotate_left(turn(n));
+        shuffled.running.reverse();
+        let n = shuffled.in_progress.len();
+        shuffled.in_progress.rotate_left(turn(n));
+        let n = shuffled.recent_builds.len();
+        shuffled.recent_builds.rotate_left(turn(n));
+        shuffled.recent_builds.reverse();
+        prop_assert_eq!(render(&prebuilds::plan(case.now, &shuffled)), expected);
+    }
+
+    /// `next_check_at` is never late: at any instant before it the plan (all but
+    /// `next_check_at`) is the one of `now`; and whenever the plan differs at a later
+    /// instant, `next_check_at` is set and not after it.
+    #[test]
+    fn nothing_changes_before_next_check_at(
+        case in case_strategy(),
+        later in proptest::collection::vec(1i64..2 * 86_400, 4),
+    ) {
+        let plans = prebuilds::plan(case.now, &case.snapshot);
+        let mut probes: Vec<DateTime<Utc>> = later.iter().map(|s| case.now + secs(*s)).collect();
+        probes.extend(plans.iter().filter_map(|p| p.next_check_at).map(|at| at - secs(1)));
+        for at in probes.into_iter().filter(|at| *at > case.now) {
+            let then = prebuilds::plan(at, &case.snapshot);
+            for ((before, after), (now_plan, then_plan)) in without_next_check(&plans)
+                .iter()
+                .zip(without_next_check(&then))
+                .zip(plans.iter().zip(&then))
+            {
+                if before != &after {
+                    prop_assert!(
+                        now_plan.next_check_at.is_some_and(|check| check <= at),
+                        "the plan changed by {} but next_check_at is {:?}: {:?} then {:?}",
+                        at, now_plan.next_check_at, now_plan, then_plan
+                    );
+                }
             }
         }
     }

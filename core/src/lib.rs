@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod build;
+mod instant;
 pub mod lifecycle;
 pub mod prebuilds;
 pub mod replay;

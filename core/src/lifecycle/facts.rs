@@ -2,14 +2,17 @@
 
 use std::fmt;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use super::Workspace;
+use crate::instant::duration;
 use crate::schedule::{CronSchedule, ScheduleError, WeekdaySet};
 
-/// SPEC §2: `tick` = `now` truncated to the minute.
+/// SPEC §2: `tick` = `now` truncated to the minute, from the Unix timestamp (whole seconds
+/// cover chrono's whole range; nanosecond arithmetic would stop at 1677 and 2262). The first
+/// representable instant is a whole minute, so the floor always exists.
 pub fn tick_of(now: DateTime<Utc>) -> DateTime<Utc> {
-    now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now)
+    DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0).unwrap_or(now)
 }
 
 /// A workspace's autostart schedule, parsed once (the shell may hand over one the replay
@@ -57,20 +60,10 @@ impl Facts<'_> {
     }
 }
 
-/// `secs` as a duration; `None` when it is too large to represent (it then never elapses).
-pub(crate) fn duration(secs: u64) -> Option<TimeDelta> {
-    i64::try_from(secs).ok().and_then(TimeDelta::try_seconds)
-}
-
 /// `tick − since > secs`: the strict comparison SPEC §2 uses for dormancy, failed-build stop
-/// and the delete retry.
+/// and the delete retry. A duration too large to represent never elapses.
 pub(crate) fn elapsed_more_than(since: DateTime<Utc>, tick: DateTime<Utc>, secs: u64) -> bool {
     duration(secs).is_some_and(|limit| tick.signed_duration_since(since) > limit)
-}
-
-/// `at + secs`, or `None` past the end of representable time.
-pub(crate) fn plus_secs(at: DateTime<Utc>, secs: u64) -> Option<DateTime<Utc>> {
-    duration(secs).and_then(|delta| at.checked_add_signed(delta))
 }
 
 /// An instant as explanations print it (RFC 3339, UTC, `Z`), like the JSON output.
@@ -101,6 +94,20 @@ mod tests {
         assert_eq!(tick_of(at("2025-06-02T10:59:30+02:00")), at("2025-06-02T08:59:00Z"));
     }
 
+    /// Issue 18 item 2: `duration_trunc` works in nanoseconds (1677–2262 only); the tick
+    /// must be truncated for every instant chrono can hold.
+    #[test]
+    fn tick_truncates_outside_the_nanosecond_range() {
+        assert_eq!(tick_of(at("1500-01-01T00:00:30.5Z")), at("1500-01-01T00:00:00Z"));
+        assert_eq!(tick_of(at("9999-12-31T23:59:59Z")), at("9999-12-31T23:59:00Z"));
+        assert_eq!(tick_of(at("1969-12-31T23:59:59.999Z")), at("1969-12-31T23:59:00Z"));
+        let min = DateTime::<Utc>::MIN_UTC;
+        assert!(tick_of(min) >= min && tick_of(min).timestamp() % 60 == 0);
+        let max = DateTime::<Utc>::MAX_UTC;
+        assert!(tick_of(max) <= max && tick_of(max).timestamp() % 60 == 0);
+        assert_eq!(tick_of(max).timestamp_subsec_nanos(), 0);
+    }
+
     #[test]
     fn elapsed_is_strict_and_keeps_sub_seconds() {
         let since = at("2025-06-02T09:00:00.500Z");
@@ -113,7 +120,5 @@ mod tests {
     fn absurd_durations_never_elapse_nor_panic() {
         let tick = at("2025-06-02T09:00:00Z");
         assert!(!elapsed_more_than(at("1970-01-01T00:00:00Z"), tick, u64::MAX));
-        assert_eq!(plus_secs(tick, u64::MAX), None);
-        assert_eq!(plus_secs(tick, 60), Some(at("2025-06-02T09:01:00Z")));
     }
 }

@@ -226,6 +226,26 @@ mod tests {
         );
     }
 
+    /// Issue 18 item 1: every rule at the ends of chrono's range, with a zoned schedule:
+    /// decided and explained, never a panic.
+    #[test]
+    fn decisions_at_the_ends_of_time_never_panic() {
+        use chrono::{DateTime, Utc};
+        for now in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+            for schedule in ["CRON_TZ=America/New_York 0 9 * * *", "CRON_TZ=Asia/Tokyo 0 9 * * *"] {
+                let mut ws = stopped("2025-06-02T18:00:00Z");
+                ws.latest_build.created_at = now;
+                ws.last_used_at = now;
+                ws.autostart_schedule = Some(schedule.into());
+                ws.template.time_til_dormant_secs = 60;
+                ws.template.time_til_dormant_autodelete_secs = u64::MAX;
+                let snapshot = LifecycleSnapshot { workspaces: vec![ws] };
+                let decisions = plan(now, &snapshot);
+                assert!(!decisions[0].why.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn a_deleted_workspace_is_left_alone() {
         let mut ws = stopped("2025-06-02T18:00:00Z");

@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::backoff::Backoff;
-use super::instant::counter;
+use super::counter;
 use super::rows::{InFlight, Split};
 use super::{Action, PresetStatus, RunningPrebuild, Withheld, WithheldReason};
 
@@ -144,7 +144,10 @@ mod tests {
     }
 
     fn in_force() -> Option<Backoff> {
-        Some(Backoff { until: t("2025-06-02T09:05:00Z"), changes_at: t("2025-06-02T09:05:01Z") })
+        Some(Backoff {
+            until: t("2025-06-02T09:05:00Z"),
+            changes_at: Some(t("2025-06-02T09:05:01Z")),
+        })
     }
 
     #[test]

@@ -2,8 +2,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::instant::{just_after, minus_secs, plus_secs, times_secs};
+use super::just_after;
 use super::{FinishedStatus, Preset, RecentBuild, ReconcilerConfig};
+use crate::instant::{minus_secs, plus_secs, times_secs};
 
 /// Backoff in force at `now`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,8 +13,8 @@ pub(crate) struct Backoff {
     pub until: DateTime<Utc>,
     /// The first instant at which `until` changes or backoff ends without new data: a failed
     /// build leaving the lookback window (fewer failures, an earlier `until`), or `until`
-    /// passing.
-    pub changes_at: DateTime<Utc>,
+    /// passing; `None` when neither happens before the end of time.
+    pub changes_at: Option<DateTime<Utc>>,
 }
 
 /// SPEC §4 "Backoff". `recent` is the preset's builds, newest first (ties by workspace id).
@@ -28,13 +29,18 @@ pub(crate) fn backoff(
     // pool is not hidden behind older successes.
     let largest_schedule = preset.schedules.iter().map(|s| s.instances).max().unwrap_or(0);
     let n = usize::try_from(preset.desired_instances.max(largest_schedule)).unwrap_or(usize::MAX);
+    // A lookback reaching before the first instant covers every build.
     let window_start = minus_secs(now, config.backoff_lookback_secs);
-    let failed_in_window =
-        |b: &&&RecentBuild| b.job_status == FinishedStatus::Failed && b.created_at >= window_start;
+    let failed_in_window = |b: &&&RecentBuild| {
+        b.job_status == FinishedStatus::Failed
+            && window_start.is_none_or(|start| b.created_at >= start)
+    };
     // Newest first, so the first failure among the N newest is the newest one: `last`.
     let last = recent.iter().take(n).find(failed_in_window)?.created_at;
     let num_failed = recent.iter().filter(failed_in_window).count();
-    let until = plus_secs(last, times_secs(num_failed, config.backoff_interval_secs));
+    // Past the last representable instant, backoff lasts until the end of time.
+    let until = plus_secs(last, times_secs(num_failed, config.backoff_interval_secs))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     if now > until {
         return None;
     }
@@ -43,10 +49,11 @@ pub(crate) fn backoff(
     let ages_out = recent
         .iter()
         .filter(failed_in_window)
-        .map(|b| just_after(plus_secs(b.created_at, config.backoff_lookback_secs)))
+        .filter_map(|b| plus_secs(b.created_at, config.backoff_lookback_secs).and_then(just_after))
         .min();
     let ends = just_after(until);
-    Some(Backoff { until, changes_at: ages_out.map_or(ends, |at| at.min(ends)) })
+    let changes_at = ages_out.into_iter().chain(ends).min();
+    Some(Backoff { until, changes_at })
 }
 
 /// SPEC §4 "Hard limit": with k > 0, the k newest builds exist and all failed.
@@ -93,7 +100,7 @@ mod tests {
         let refs: Vec<&RecentBuild> = builds.iter().collect();
         let b = backoff(&p, &refs, &config(), t("2025-06-02T09:00:00Z")).expect("in force");
         assert_eq!(b.until, t("2025-06-02T09:00:00Z"));
-        assert_eq!(b.changes_at, t("2025-06-02T09:00:01Z"));
+        assert_eq!(b.changes_at, Some(t("2025-06-02T09:00:01Z")));
         // In force at `until` exactly, over one second later.
         assert!(backoff(&p, &refs, &config(), t("2025-06-02T09:00:01Z")).is_none());
     }
@@ -127,7 +134,7 @@ mod tests {
         let b = backoff(&p, &refs, &config(), t("2025-06-02T09:00:00Z")).expect("in force");
         assert_eq!(b.until, t("2025-06-02T09:01:30Z"));
         // The 08:00:00 failure leaves the window just after 09:00:00.
-        assert_eq!(b.changes_at, t("2025-06-02T09:00:01Z"));
+        assert_eq!(b.changes_at, Some(t("2025-06-02T09:00:01Z")));
     }
 
     #[test]

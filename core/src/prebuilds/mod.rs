@@ -8,7 +8,6 @@ mod actions;
 mod backoff;
 mod claim;
 mod desired;
-mod instant;
 mod next_check;
 mod plan;
 mod rows;
@@ -26,7 +25,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use actions::Facts;
-use instant::counter;
 use rows::{InFlight, PresetRows};
 
 /// A preset's plan for one cycle, with its explanation.
@@ -44,6 +42,17 @@ pub struct PresetPlan {
     /// Explanation: creates needed but withheld this cycle, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub withheld: Option<Withheld>,
+}
+
+/// A row count as a state counter.
+fn counter(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The first whole second after a strict boundary `t`: a rule that needs `now > t` (or stays
+/// in force while `now ≤ t`) is first seen changed here; `None` past the last instant.
+fn just_after(t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    crate::instant::plus_secs(t, 1)
 }
 
 /// Plans every preset of the snapshot, in input order.

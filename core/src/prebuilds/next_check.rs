@@ -19,7 +19,7 @@ pub(crate) fn next_check_at(
     windows: Option<&PrebuildWindows>,
     fresh_oldest_first: &[&RunningPrebuild],
 ) -> Option<DateTime<Utc>> {
-    let backoff_change = backoff.map(|b| b.changes_at);
+    let backoff_change = backoff.and_then(|b| b.changes_at);
     let edge = windows.and_then(|w| w.next_edge_after(now, preset.schedule_lead_secs));
     // The oldest fresh row is the first to reach its TTL.
     let expiry = fresh_oldest_first.first().and_then(|row| expires_at(row, preset));
@@ -45,8 +45,10 @@ mod tests {
         let row = running(1, 1, "2025-06-02T08:00:00Z");
         let now = t("2025-06-02T09:00:00Z");
         assert_eq!(next_check_at(&p, now, None, None, &[&row]), Some(t("2025-06-02T10:00:01Z")));
-        let backoff =
-            Backoff { until: t("2025-06-02T09:02:00Z"), changes_at: t("2025-06-02T09:02:01Z") };
+        let backoff = Backoff {
+            until: t("2025-06-02T09:02:00Z"),
+            changes_at: Some(t("2025-06-02T09:02:01Z")),
+        };
         assert_eq!(
             next_check_at(&p, now, Some(backoff), None, &[&row]),
             Some(t("2025-06-02T09:02:01Z"))

@@ -11,11 +11,12 @@ use uuid::Uuid;
 /// which is fine here: preset ids are made by the server (random v4), never chosen by users.
 type IdHashState = rustc_hash::FxBuildHasher;
 
-use super::instant::{just_after, plus_secs};
+use super::just_after;
 use super::{
     InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset, RecentBuild, RunningPrebuild,
 };
 use crate::build::Transition;
+use crate::instant::plus_secs;
 
 /// The rows of one preset. Every list holds distinct workspace ids, in a total order that
 /// does not depend on the snapshot's row order (so equal snapshots give byte-equal plans).
@@ -139,8 +140,9 @@ fn order_recent(rows: &mut Vec<&RecentBuild>) {
 /// SPEC §4: expired iff `now − created_at > expiration_ttl` (ttl > 0), or the preset was
 /// invalidated after the row was created.
 pub(crate) fn is_expired(row: &RunningPrebuild, preset: &Preset, now: DateTime<Utc>) -> bool {
+    // A TTL reaching past the last representable instant never expires the row.
     let by_ttl = preset.expiration_ttl_secs > 0
-        && now > plus_secs(row.created_at, preset.expiration_ttl_secs);
+        && plus_secs(row.created_at, preset.expiration_ttl_secs).is_some_and(|end| now > end);
     let by_invalidation = preset.invalidated_at.is_some_and(|at| row.created_at < at);
     by_ttl || by_invalidation
 }
@@ -148,8 +150,10 @@ pub(crate) fn is_expired(row: &RunningPrebuild, preset: &Preset, now: DateTime<U
 /// The first whole-second instant at which a row that is fresh now is seen expired by its
 /// TTL (the comparison is strict), or `None` when it never expires by age.
 pub(crate) fn expires_at(row: &RunningPrebuild, preset: &Preset) -> Option<DateTime<Utc>> {
-    (preset.expiration_ttl_secs > 0)
-        .then(|| just_after(plus_secs(row.created_at, preset.expiration_ttl_secs)))
+    if preset.expiration_ttl_secs == 0 {
+        return None;
+    }
+    plus_secs(row.created_at, preset.expiration_ttl_secs).and_then(just_after)
 }
 
 /// `R` and `E`, both oldest first.

@@ -3,9 +3,9 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::deadline::effective_ttl;
-use super::local_time::seconds;
 use super::{ActivityReport, ActivityResult};
 use crate::build::Transition;
+use crate::instant::duration;
 
 /// The plain inputs of SPEC §3's activity bump, for callers without a replay entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub fn bumped_deadline(inputs: &ActivityInputs) -> Option<DateTime<Utc>> {
             return None;
         }
         let at = inputs.at;
-        let activity_bump = seconds(inputs.activity_bump_secs)?;
+        let activity_bump = duration(inputs.activity_bump_secs)?;
         // Crossing the next autostart: as if autostarted there, a full TTL after it.
         let crossing = inputs
             .next_autostart

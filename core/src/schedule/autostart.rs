@@ -3,7 +3,7 @@
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 
-use super::local_time::resolve_local;
+use super::local_time::{local_in, resolve_local};
 use super::{CronSchedule, ScheduleError, WeekdaySet};
 
 /// How far `next_autostart` looks (SPEC §1: none within 14 days → no next).
@@ -41,7 +41,9 @@ pub fn next_autostart(
         allowed_days.contains(date.weekday())
             || (allowed_days.contains(date.weekday().succ()) && gap_crosses_midnight(zone, date))
     };
-    let allowed_at = |at: DateTime<Utc>| allowed_days.contains(schedule.local_weekday(at));
+    let allowed_at = |at: DateTime<Utc>| {
+        schedule.local_weekday(at).is_some_and(|day| allowed_days.contains(day))
+    };
     schedule.search(after, until, day_ok, allowed_at)
 }
 
@@ -52,7 +54,8 @@ fn gap_crosses_midnight(zone: Tz, date: NaiveDate) -> bool {
         return false;
     };
     resolve_local(zone, date.and_time(last_minute))
-        .is_some_and(|at| at.with_timezone(&zone).date_naive() != date)
+        .and_then(|at| local_in(zone, at))
+        .is_some_and(|local| local.date() != date)
 }
 
 #[cfg(test)]
@@ -111,6 +114,17 @@ mod tests {
             next_autostart(t("2025-06-02T09:00:00Z"), &monday, days(&[DayName::Mon])),
             Some(t("2025-06-09T09:00:00Z"))
         );
+    }
+
+    #[test]
+    fn instants_at_the_ends_of_time_never_panic() {
+        for text in ["CRON_TZ=America/New_York 0 9 * * *", "CRON_TZ=Pacific/Kiritimati 0 9 * * *"] {
+            let s = parse_autostart(text).expect("valid");
+            for at in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+                assert_eq!(next_autostart(at, &s, WeekdaySet::EVERY_DAY), None);
+                assert_eq!(next_autostart(at, &s, days(&[DayName::Sun])), None);
+            }
+        }
     }
 
     #[test]

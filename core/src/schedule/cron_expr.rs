@@ -8,7 +8,7 @@
 //! that membership is a bit test (the window overlap check makes thousands). Three parts are
 //! evaluated here because the crate cannot meet the spec:
 //! - **Day of week**: the crate numbers Sunday 1 … Saturday 7 and has no 0, so crontab's `0`
-//!   and `7` = Sunday, a range ending in `7` (`5-7`) and `N/S` (N to Saturday) have no faithful
+//!   and `7` = Sunday, a range ending in `7` (`5-7`) and `N/S` (N to 7, Sunday) have no faithful
 //!   item-by-item translation; this module parses that field itself.
 //! - **The OR rule**: the crate always requires both day fields to match.
 //! - **DST**: the crate skips a local time that falls in a spring gap (and may fire twice in a
@@ -202,9 +202,9 @@ fn is_star(field: &str) -> bool {
 }
 
 /// The day-of-week field in crontab numbering: 0 or 7 = Sunday, 1 = Monday … 6 = Saturday,
-/// names `sun`..`sat` (any case); lists, ranges, `*`, `?`, steps. `N/S` runs from N to
-/// Saturday (6), as in robfig/cron, which Coder uses. Returns the set (bit 0 = Sunday) and
-/// whether the field counts as `*`.
+/// names `sun`..`sat` (any case); lists, ranges, `*`, `?`, steps. The field's values run
+/// 0–7, so `*` is 0–7 and `N/S` runs from N to 7 (crontab's maximum; `1/2` = Mon, Wed, Fri,
+/// Sun, like `1-7/2`). Returns the set (bit 0 = Sunday) and whether the field counts as `*`.
 fn parse_day_of_week(field: &str) -> Result<(u8, bool), String> {
     let mut days = 0u8;
     for item in field.split(',') {
@@ -213,21 +213,23 @@ fn parse_day_of_week(field: &str) -> Result<(u8, bool), String> {
             None => (item, None),
         };
         let (first, last) = match base {
-            "*" | "?" => (0, 6),
+            "*" | "?" => (0, 7),
             _ => match base.split_once('-') {
                 Some((first, last)) => {
-                    let (first, last) = (day_value(first, false)?, day_value(last, true)?);
+                    let first = day_value(first)?;
+                    let last = range_end(first, day_value(last)?, last);
                     if first > last {
                         return Err(format!("range {base:?} runs backwards"));
                     }
                     (first, last)
                 }
                 None => {
-                    let day = day_value(base, false)?;
-                    match step {
-                        // `N/S` = from N to the maximum; 7 is Sunday, which has no "after".
-                        Some(_) if day < 7 => (day, 6),
-                        _ => (day, day),
+                    let day = day_value(base)?;
+                    // `N/S` = from N to the maximum, 7.
+                    if step.is_some() {
+                        (day, 7)
+                    } else {
+                        (day, day)
                     }
                 }
             },
@@ -246,11 +248,23 @@ fn parse_step(text: &str) -> Result<u8, String> {
     }
 }
 
-/// A day number 0–7 or name. `sun` ends a range as 7, so `fri-sun` reads as `5-7`.
-fn day_value(text: &str, range_end: bool) -> Result<u8, String> {
+/// The end of a range from `first`: the name `sun` (day 0) ends a range that starts after
+/// Sunday as 7, so `fri-sun` reads as `5-7`; from Sunday itself it stays 0, so `sun-sun` is
+/// Sunday alone (not `0-7`, every day). A number is taken as written (`0-7` is every day).
+fn range_end(first: u8, last: u8, text: &str) -> u8 {
+    let named_sunday = last == 0 && text.eq_ignore_ascii_case("sun");
+    if named_sunday && first > 0 {
+        7
+    } else {
+        last
+    }
+}
+
+/// A day number 0–7 or name (`sun` = 0).
+fn day_value(text: &str) -> Result<u8, String> {
     const NAMES: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
     if let Some((day, _)) = (0u8..).zip(NAMES).find(|(_, name)| name.eq_ignore_ascii_case(text)) {
-        return Ok(if day == 0 && range_end { 7 } else { day });
+        return Ok(day);
     }
     match text.parse::<u8>() {
         Ok(day @ 0..=7) if text.bytes().all(|b| b.is_ascii_digit()) => Ok(day),
@@ -308,11 +322,47 @@ mod tests {
     fn day_of_week_lists_and_steps() {
         use Weekday::*;
         assert_eq!(days("*/2"), vec![Sun, Tue, Thu, Sat]);
-        assert_eq!(days("1/2"), vec![Mon, Wed, Fri]);
+        assert_eq!(days("2/2"), vec![Tue, Thu, Sat]);
         assert_eq!(days("1-5/2"), vec![Mon, Wed, Fri]);
         assert_eq!(days("mon,wed,6"), vec![Mon, Wed, Sat]);
         assert_eq!(days("?"), vec![Sun, Mon, Tue, Wed, Thu, Fri, Sat]);
         assert_eq!(days("7/3"), vec![Sun]);
+    }
+
+    /// Issue 18 item 3: crontab semantics for every way of writing Sunday. `sun` names day 0;
+    /// it ends a range as 7 only when the range starts after Sunday, so `sun-sun` is Sunday
+    /// alone (not 0–7, every day). `N/S` runs to the field's maximum, 7.
+    #[test]
+    fn sunday_in_ranges_names_and_steps() {
+        use Weekday::*;
+        let all = vec![Sun, Mon, Tue, Wed, Thu, Fri, Sat];
+        assert_eq!(days("sun-sun"), vec![Sun]);
+        assert_eq!(days("SUN-Sun"), vec![Sun]);
+        assert_eq!(days("0-0"), vec![Sun]);
+        assert_eq!(days("7-7"), vec![Sun]);
+        assert_eq!(days("0-sun"), vec![Sun]);
+        assert_eq!(days("sun-0"), vec![Sun]);
+        assert_eq!(days("7-sun"), vec![Sun]);
+        assert_eq!(days("sat-sun"), vec![Sun, Sat]);
+        assert_eq!(days("6-7"), vec![Sun, Sat]);
+        assert_eq!(days("sun-sat"), all);
+        assert_eq!(days("mon-sun"), all);
+        assert_eq!(days("sun-7"), all);
+        assert_eq!(days("5-7/2"), vec![Sun, Fri]);
+        assert_eq!(days("fri-sun/2"), vec![Sun, Fri]);
+        assert_eq!(days("sun-sun/2"), vec![Sun]);
+        assert_eq!(days("0-7/7"), vec![Sun]);
+        assert_eq!(days("*/7"), vec![Sun]);
+        assert_eq!(days("*/3"), vec![Sun, Wed, Sat]);
+        assert_eq!(days("1/2"), vec![Sun, Mon, Wed, Fri]);
+        assert_eq!(days("mon/3"), vec![Sun, Mon, Thu]);
+        assert_eq!(days("sun/2"), vec![Sun, Tue, Thu, Sat]);
+        assert_eq!(days("6/1"), vec![Sun, Sat]);
+        assert_eq!(days("7/1"), vec![Sun]);
+        assert_eq!(days("sat,sun"), vec![Sun, Sat]);
+        assert!(CronFields::parse("0 0 * * sun-sat-mon").is_err());
+        assert!(CronFields::parse("0 0 * * 7-0").is_err());
+        assert!(CronFields::parse("0 0 * * sat-fri").is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Timelike, Utc};
 use chrono_tz::Tz;
 
 use super::cron_expr::{split_zone, CronFields};
-use super::local_time::resolve_local;
+use super::local_time::{local_in, resolve_local};
 use super::ScheduleError;
 
 /// How far `next_after` looks: a 29 February schedule can be 8 years away (2096 → 2104).
@@ -30,6 +30,23 @@ impl CronSchedule {
         let (zone, body) = split_zone(text)?;
         let fields = CronFields::parse(body)?;
         Ok(CronSchedule { source: text.to_owned(), zone, fields })
+    }
+
+    /// `CRON_TZ=UTC 0 0 * * *`, the default quiet hours (SPEC §3), built without parsing so
+    /// that falling back to it cannot fail.
+    pub(crate) fn default_quiet_hours() -> CronSchedule {
+        let fields = CronFields {
+            minutes: 1,
+            hours: 1,
+            days_of_month: (1..=31).fold(0, |bits, d| bits | 1 << d),
+            months: (1..=12).fold(0, |bits, m| bits | 1 << m),
+            days_of_week: 0b111_1111,
+            minute_star: false,
+            day_of_month_star: true,
+            month_star: true,
+            day_of_week_star: true,
+        };
+        CronSchedule { source: super::DEFAULT_QUIET_HOURS.to_owned(), zone: Tz::UTC, fields }
     }
 
     /// The zone the schedule is evaluated in (UTC unless `CRON_TZ=` says otherwise).
@@ -67,9 +84,13 @@ impl CronSchedule {
         day_ok: impl Fn(NaiveDate) -> bool,
         accept: impl Fn(DateTime<Utc>) -> bool,
     ) -> Option<DateTime<Utc>> {
-        let start = after.with_timezone(&self.zone).naive_local();
-        // A gap can push a firing past midnight, so look one local day beyond `until`.
-        let last_date = until.with_timezone(&self.zone).date_naive().succ_opt()?;
+        // Local times beyond chrono's range of dates: no firing there (never a panic).
+        let start = local_in(self.zone, after)?;
+        // A gap can push a firing past midnight, so look one local day beyond `until`; near
+        // the end of time, up to the last local date there is.
+        let until_date =
+            local_in(self.zone, until).map(|local| local.date()).unwrap_or(chrono::NaiveDate::MAX);
+        let last_date = until_date.succ_opt().unwrap_or(until_date);
         let mut date = start.date();
         let mut first_day = true;
         while date <= last_date {
@@ -95,9 +116,10 @@ impl CronSchedule {
         None
     }
 
-    /// The local weekday of instant `at` in the schedule's zone.
-    pub fn local_weekday(&self, at: DateTime<Utc>) -> chrono::Weekday {
-        at.with_timezone(&self.zone).weekday()
+    /// The local weekday of instant `at` in the schedule's zone (`None` when its local date
+    /// lies outside chrono's range).
+    pub fn local_weekday(&self, at: DateTime<Utc>) -> Option<chrono::Weekday> {
+        local_in(self.zone, at).map(|local| local.weekday())
     }
 }
 
@@ -204,6 +226,32 @@ mod tests {
         assert_eq!(s.next_after(t("2025-10-26T00:30:00Z")), Some(t("2025-10-27T01:30:00Z")));
         // Asked from inside the second pass, the fold is already over.
         assert_eq!(s.next_after(t("2025-10-26T01:10:00Z")), Some(t("2025-10-27T01:30:00Z")));
+    }
+
+    /// Issue 18 item 1: chrono's instants reach ±262143 years; a zoned local time beyond that
+    /// range must give "no firing", never a panic.
+    #[test]
+    fn instants_at_the_ends_of_time_never_panic() {
+        let s = CronSchedule::parse("CRON_TZ=America/New_York 0 9 * * *").expect("valid");
+        let far = CronSchedule::parse("CRON_TZ=Asia/Tokyo 0 9 * * *").expect("valid");
+        for at in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+            for s in [&s, &far] {
+                assert!(s.next_after(at).is_none_or(|next| next > at));
+                let _ = s.local_weekday(at);
+            }
+        }
+        // Tokyo's first local days exist: 09:00 local (LMT +9:18:59) on the second day.
+        let min = DateTime::<Utc>::MIN_UTC;
+        assert_eq!(far.next_after(min), Some(t("-262143-01-01T23:41:01Z")));
+        assert_eq!(s.next_after(DateTime::<Utc>::MAX_UTC), None);
+    }
+
+    #[test]
+    fn default_quiet_hours_are_what_the_text_says() {
+        assert_eq!(
+            CronSchedule::parse(crate::schedule::DEFAULT_QUIET_HOURS).ok(),
+            Some(CronSchedule::default_quiet_hours())
+        );
     }
 
     #[test]

@@ -2,11 +2,12 @@
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeDelta, Utc};
 
-use super::local_time::{resolve_local, seconds};
+use super::local_time::{local_in, resolve_local};
 use super::{
     next_autostart, parse_autostart, BuildCompletion, BuildCompletionResult, CronSchedule,
     ScheduleError, WeekdaySet,
 };
+use crate::instant::duration;
 
 /// The quiet-hours schedule of a user who never set one (SPEC §3).
 pub const DEFAULT_QUIET_HOURS: &str = "CRON_TZ=UTC 0 0 * * *";
@@ -37,11 +38,13 @@ pub struct DeadlineInputs<'a> {
 }
 
 /// The computed deadlines (all `None` for a prebuild).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Deadlines {
     pub deadline: Option<DateTime<Utc>>,
     pub max_deadline: Option<DateTime<Utc>>,
     pub next_start_at: Option<DateTime<Utc>>,
+    /// Explanation of a fallback taken (quiet hours that do not parse, read as the default).
+    pub note: Option<String>,
 }
 
 /// SPEC §3: deadline, max deadline and next start of a start build that just succeeded. A bad
@@ -54,11 +57,14 @@ pub fn compute_deadlines(inputs: &DeadlineInputs<'_>) -> Result<Deadlines, Sched
         None | Some("") => None,
         Some(text) => Some(parse_autostart(text).map_err(|err| err.at("autostart_schedule"))?),
     };
-    let quiet_hours = match inputs.quiet_hours_schedule.map(str::trim) {
-        None => None,
-        Some("") => Some(parse_quiet_hours(DEFAULT_QUIET_HOURS)?),
-        Some(text) => {
-            Some(parse_quiet_hours(text).map_err(|err| err.at("owner_quiet_hours_schedule"))?)
+    // Quiet hours matter only for a max deadline, which needs a required day: otherwise they
+    // are not read at all, so a bad one cannot cost the workspace its deadline.
+    let (quiet_hours, note) = if inputs.autostop_requirement_days.is_empty() {
+        (None, None)
+    } else {
+        match inputs.quiet_hours_schedule.map(quiet_hours_or_default) {
+            None => (None, None),
+            Some((schedule, note)) => (Some(schedule), note),
         }
     };
     let completed = inputs.completed_at;
@@ -76,7 +82,8 @@ pub fn compute_deadlines(inputs: &DeadlineInputs<'_>) -> Result<Deadlines, Sched
     // if the workspace had been autostarted at `n`.
     if let (Some(current), Some(ttl), Some(schedule)) = (deadline, ttl, &autostart) {
         if let Some(n) = schedule.next_after(completed) {
-            let allowed = inputs.autostart_days.contains(schedule.local_weekday(n));
+            let allowed =
+                schedule.local_weekday(n).is_some_and(|day| inputs.autostart_days.contains(day));
             if allowed && current > n {
                 deadline = Some(add(n, ttl)?);
             }
@@ -98,7 +105,7 @@ pub fn compute_deadlines(inputs: &DeadlineInputs<'_>) -> Result<Deadlines, Sched
     }
     let next_start_at =
         autostart.as_ref().and_then(|s| next_autostart(completed, s, inputs.autostart_days));
-    Ok(Deadlines { deadline, max_deadline, next_start_at })
+    Ok(Deadlines { deadline, max_deadline, next_start_at, note })
 }
 
 /// SPEC §3 for a replay entry: `compute_deadlines` with the error in the `error` field.
@@ -126,6 +133,26 @@ pub fn complete_build(input: &BuildCompletion) -> BuildCompletionResult {
         max_deadline: deadlines.max_deadline,
         next_start_at: deadlines.next_start_at,
         error,
+        note: deadlines.note,
+    }
+}
+
+/// SPEC §3: the owner's quiet hours, where unset (empty) or unparsable ones count as the
+/// default; the second value explains a fallback from text that does not parse.
+fn quiet_hours_or_default(text: &str) -> (CronSchedule, Option<String>) {
+    let default = || CronSchedule::default_quiet_hours();
+    match text.trim() {
+        "" => (default(), None),
+        text => match parse_quiet_hours(text) {
+            Ok(schedule) => (schedule, None),
+            Err(err) => (
+                default(),
+                Some(format!(
+                    "{}; the default quiet hours {DEFAULT_QUIET_HOURS:?} are used",
+                    err.at("owner_quiet_hours_schedule")
+                )),
+            ),
+        },
     }
 }
 
@@ -159,7 +186,7 @@ pub fn effective_ttl(
     if secs == 0 {
         return Ok(None);
     }
-    seconds(secs).map(Some).ok_or_else(|| {
+    duration(secs).map(Some).ok_or_else(|| {
         ScheduleError::NotAllowed(format!("a TTL of {secs} seconds is out of range")).at(field)
     })
 }
@@ -188,7 +215,7 @@ fn max_deadline(
     let leeway = completed.checked_add_signed(TimeDelta::hours(2))?;
 
     // Start from local midnight of the date of C + 2 h.
-    let mut date = leeway.with_timezone(&zone).date_naive();
+    let mut date = local_in(zone, leeway)?.date();
     let weeks = i64::from(weeks.max(1));
     if weeks > 1 {
         // Move to the Monday starting the next week whose number is a multiple of `weeks`,
@@ -407,6 +434,56 @@ mod tests {
         assert_eq!(compute(&i).max_deadline, Some(t("2025-06-14T00:00:00Z")));
     }
 
+    /// Issue 18 item 1: a completion near the end of chrono's range, with quiet hours in a
+    /// zone west of UTC and a required day, computes what it can and never panics.
+    #[test]
+    fn completions_at_the_ends_of_time_never_panic() {
+        let max = DateTime::<Utc>::MAX_UTC;
+        let min = DateTime::<Utc>::MIN_UTC;
+        for completed_at in [max, max - TimeDelta::hours(4), min, min + TimeDelta::hours(1)] {
+            for quiet in ["CRON_TZ=America/New_York 0 2 * * *", "CRON_TZ=Asia/Tokyo 0 2 * * *"] {
+                let i = DeadlineInputs {
+                    completed_at,
+                    quiet_hours_schedule: Some(quiet),
+                    autostart_schedule: Some("CRON_TZ=America/New_York 0 9 * * *"),
+                    autostop_requirement_days: days(&[Sat]),
+                    autostop_requirement_weeks: 2,
+                    workspace_ttl_secs: 0,
+                    ..inputs("2025-06-02T09:00:00Z")
+                };
+                let _ = compute_deadlines(&i);
+            }
+        }
+    }
+
+    /// Issue 18 item 4: quiet hours are read only when a day is required; when they are
+    /// needed and do not parse, the default quiet hours stand in (SPEC §3), and the result
+    /// says so.
+    #[test]
+    fn quiet_hours_that_do_not_matter_do_not_matter() {
+        for bad in ["not a schedule", "0 0 * * 1", "CRON_TZ=Nowhere/Land 0 0 * * *"] {
+            let i = DeadlineInputs {
+                quiet_hours_schedule: Some(bad),
+                ..inputs("2025-06-02T09:00:00Z")
+            };
+            let d = compute(&i);
+            assert_eq!(d.deadline, Some(t("2025-06-02T17:00:00Z")), "{bad}");
+            assert_eq!((d.max_deadline, d.note.as_deref()), (None, None), "{bad}");
+
+            let i = DeadlineInputs {
+                autostop_requirement_days: days(&[Sat]),
+                workspace_ttl_secs: 30 * 86_400,
+                ..i
+            };
+            let d = compute(&i);
+            assert_eq!(d.max_deadline, Some(t("2025-06-07T00:00:00Z")), "{bad}");
+            assert_eq!(d.deadline, Some(t("2025-06-07T00:00:00Z")), "{bad}");
+            let note = d.note.unwrap_or_default();
+            assert!(note.starts_with("owner_quiet_hours_schedule: "), "{note}");
+            assert!(note.ends_with("the default quiet hours \"CRON_TZ=UTC 0 0 * * *\" are used"));
+        }
+    }
+
     #[test]
     fn bad_schedules_are_errors_not_panics() {
         let i = DeadlineInputs {
@@ -415,22 +492,10 @@ mod tests {
         };
         let err = compute_deadlines(&i).err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.starts_with("autostart_schedule: an autostart schedule")));
-        let i = DeadlineInputs {
-            quiet_hours_schedule: Some("0 0 * * 1"),
-            ..inputs("2025-06-02T09:00:00Z")
-        };
-        let err = compute_deadlines(&i).err().map(|e| e.to_string());
-        assert!(err.is_some_and(|e| e.starts_with("owner_quiet_hours_schedule: quiet hours")));
-        let i = DeadlineInputs {
-            quiet_hours_schedule: Some("0 0-1 * * *"),
-            ..inputs("2025-06-02T09:00:00Z")
-        };
-        assert!(compute_deadlines(&i).is_err());
-        let i = DeadlineInputs {
-            quiet_hours_schedule: Some("CRON_TZ=Nowhere/Land 0 0 * * *"),
-            ..inputs("2025-06-02T09:00:00Z")
-        };
-        assert!(compute_deadlines(&i).is_err());
+        let err = parse_quiet_hours("0 0 * * 1").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.starts_with("quiet hours must be a daily schedule")));
+        assert!(parse_quiet_hours("0 0-1 * * *").is_err());
+        assert!(parse_quiet_hours("CRON_TZ=Nowhere/Land 0 0 * * *").is_err());
         let i = DeadlineInputs { workspace_ttl_secs: u64::MAX, ..inputs("2025-06-02T09:00:00Z") };
         assert!(compute_deadlines(&i).is_err());
         let i = DeadlineInputs {

@@ -43,6 +43,9 @@ pub struct BuildCompletionResult {
     pub max_deadline: Option<DateTime<Utc>>,
     pub next_start_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// Explanation of a fallback (quiet hours that do not parse count as the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A session reported for a workspace: maybe bump its deadline.

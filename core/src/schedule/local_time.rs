@@ -33,9 +33,7 @@ fn gap_end(zone: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
 }
 
 fn local_at(zone: Tz, timestamp: i64) -> Option<NaiveDateTime> {
-    let at = DateTime::from_timestamp(timestamp, 0)?.naive_utc();
-    let offset = zone.offset_from_utc_datetime(&at).fix();
-    at.checked_add_signed(TimeDelta::seconds(i64::from(offset.local_minus_utc())))
+    local_in(zone, DateTime::from_timestamp(timestamp, 0)?)
 }
 
 /// The UTC offset of `zone` at `at`, in seconds.
@@ -43,9 +41,11 @@ pub(crate) fn offset_secs(zone: Tz, at: DateTime<Utc>) -> i32 {
     zone.offset_from_utc_datetime(&at.naive_utc()).fix().local_minus_utc()
 }
 
-/// `secs` as a duration, `None` when out of chrono's range.
-pub(crate) fn seconds(secs: u64) -> Option<TimeDelta> {
-    TimeDelta::try_seconds(i64::try_from(secs).ok()?)
+/// The local wall time of `at` in `zone`; `None` when it falls outside chrono's range of
+/// dates (an instant within a day of ±262143 years). chrono's `naive_local` panics there.
+pub(crate) fn local_in(zone: Tz, at: DateTime<Utc>) -> Option<NaiveDateTime> {
+    let offset = zone.offset_from_utc_datetime(&at.naive_utc()).fix();
+    at.naive_utc().checked_add_offset(offset)
 }
 
 #[cfg(test)]

@@ -4,19 +4,22 @@
 //! hour, in the preset's `scheduling_timezone`, are in its fields, so `* 9-18 * * 1-5` covers
 //! 09:00:00 ≤ local < 19:00:00 on Monday–Friday exactly.
 
-use chrono::{
-    DateTime, NaiveDate, NaiveDateTime, Offset, TimeDelta, TimeZone, Timelike, Utc, Weekday,
-};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 
 use super::cron_expr::{parse_zone, CronFields};
-use super::local_time::{offset_secs, seconds};
+use super::local_time::{local_in, offset_secs};
 use super::ScheduleError;
+use crate::instant::{duration, plus_secs};
 
 /// How far `next_edge_after` looks. Weekly windows change within 8 days; this also finds the
 /// edges of month and day-of-month windows up to a year ahead. Beyond it, `None`: the plan is
 /// recomputed every cycle, so a more distant edge is found as it approaches.
 pub const EDGE_HORIZON_DAYS: i64 = 400;
+
+/// The longest lead time honoured: a longer one is read as this (every window of a valid set
+/// opens within it, so nothing visible is lost).
+const LEAD_HORIZON_SECS: u64 = EDGE_HORIZON_DAYS as u64 * 86_400;
 
 /// A validated set of prebuild schedule windows in one zone (SPEC §1, §4).
 #[derive(Debug, Clone, PartialEq)]
@@ -66,28 +69,60 @@ impl PrebuildWindows {
         self.windows.is_empty()
     }
 
-    /// Index of the window open at `t`, counting each window as open `lead_secs` early
-    /// (SPEC §4 pre-warming): the window containing `t`, else the one containing
-    /// `t + lead_secs`. A window opens early but still closes on time, so pre-warming never
-    /// shrinks the pool before the window ends.
+    /// Index of the window open at `t` with `lead_secs` of pre-warming (SPEC §4): a window is
+    /// open iff it contains some instant of `[t, t + lead_secs]`, and the first window in the
+    /// order given that is open so wins. A window opens early but still closes on time, so
+    /// pre-warming never shrinks the pool before the window ends.
     pub fn first_open(&self, t: DateTime<Utc>, lead_secs: u64) -> Option<usize> {
-        self.open_at_local(self.local(t)?).or_else(|| {
-            let early = t.checked_add_signed(seconds(lead_secs)?)?;
-            self.open_at_local(self.local(early)?)
-        })
+        let end =
+            plus_secs(t, lead_secs.min(LEAD_HORIZON_SECS)).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        // Walk the instants in [t, end] where the window open on time changes, keeping the
+        // smallest index seen (windows never overlap: one is open at a time, or none).
+        let mut state = self.open_at_local(self.local(t)?);
+        let mut first = state;
+        let mut at = t;
+        while first != Some(0) {
+            match self.next_candidate(at, state) {
+                Some(next) if next <= end => at = next,
+                _ => break,
+            }
+            let Some(local) = self.local(at) else { break };
+            state = self.open_at_local(local);
+            first = match (first, state) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        first
     }
 
-    /// The earliest instant strictly after `t` at which `first_open(_, lead_secs)` may change:
-    /// a window edge, or a window edge `lead_secs` early; `None` when nothing changes within
-    /// `EDGE_HORIZON_DAYS`.
+    /// The first instant strictly after `t` at which `first_open(_, lead_secs)` differs from
+    /// its value at `t`; `None` when nothing changes within `EDGE_HORIZON_DAYS`.
+    ///
+    /// It changes only where a window's on-time membership does (a window closes on time) or
+    /// where the membership of the instant `lead_secs` later does (a window opens early); each
+    /// such candidate is checked, so an edge that changes nothing visible is skipped.
     pub fn next_edge_after(&self, t: DateTime<Utc>, lead_secs: u64) -> Option<DateTime<Utc>> {
-        let on_time = self.next_shifted_edge_after(t, 0);
-        if lead_secs == 0 {
-            return on_time;
+        if self.windows.is_empty() {
+            return None;
         }
-        match (on_time, self.next_shifted_edge_after(t, lead_secs)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let lead_secs = lead_secs.min(LEAD_HORIZON_SECS);
+        let state = self.first_open(t, lead_secs);
+        let horizon = t.checked_add_signed(TimeDelta::days(EDGE_HORIZON_DAYS))?;
+        let mut at = t;
+        loop {
+            let on_time = self.next_shifted_edge_after(at, 0);
+            let early = match lead_secs {
+                0 => None,
+                lead => self.next_shifted_edge_after(at, lead),
+            };
+            at = on_time.into_iter().chain(early).min()?;
+            if at > horizon {
+                return None;
+            }
+            if self.first_open(at, lead_secs) != state {
+                return Some(at);
+            }
         }
     }
 
@@ -101,7 +136,7 @@ impl PrebuildWindows {
         if self.windows.is_empty() {
             return None;
         }
-        let lead = seconds(lead_secs)?;
+        let lead = duration(lead_secs)?;
         let start = t.checked_add_signed(lead)?;
         let horizon = start.checked_add_signed(TimeDelta::days(EDGE_HORIZON_DAYS))?;
         // Windows never overlap, so "which window is open" is the whole membership state.
@@ -121,8 +156,7 @@ impl PrebuildWindows {
     /// Local wall time of `at`; `None` at the very edge of the representable range, where
     /// adding the zone's offset would overflow (a hostile `now` must not panic the core).
     fn local(&self, at: DateTime<Utc>) -> Option<NaiveDateTime> {
-        let offset = self.zone.offset_from_utc_datetime(&at.naive_utc()).fix();
-        at.naive_utc().checked_add_offset(offset)
+        local_in(self.zone, at)
     }
 
     fn open_at_local(&self, local: NaiveDateTime) -> Option<usize> {
@@ -277,6 +311,47 @@ mod tests {
         // Open early, but closed on time: 13:50 is still inside 12-13, 14:00 is outside.
         assert_eq!(w.first_open(t("2025-06-02T13:50:00Z"), 600), Some(1));
         assert_eq!(w.first_open(t("2025-06-02T14:00:00Z"), 600), None);
+    }
+
+    /// Issue 18 item 5 (SPEC §4): a window is open at `now` iff it contains some instant of
+    /// `[now, now + lead]`; the first schedule in the order given that is open so wins.
+    #[test]
+    fn lead_opens_each_window_early_and_the_first_in_order_wins() {
+        // schedules[0] opens at noon; schedules[1] is open until noon. From 11:50 both count
+        // as open, and the first in order wins.
+        let w = windows("UTC", &["* 12-13 * * *", "* 9-11 * * *"]);
+        assert_eq!(w.first_open(t("2025-06-02T11:49:59Z"), 600), Some(1));
+        assert_eq!(w.first_open(t("2025-06-02T11:50:00Z"), 600), Some(0));
+        assert_eq!(
+            w.next_edge_after(t("2025-06-02T11:00:00Z"), 600),
+            Some(t("2025-06-02T11:50:00Z"))
+        );
+        assert_eq!(
+            w.next_edge_after(t("2025-06-02T11:50:00Z"), 600),
+            Some(t("2025-06-02T14:00:00Z"))
+        );
+        // A lead longer than the window: 09:00-10:00 counts as open from 06:00 to 10:00.
+        let w = windows("UTC", &["* 9 * * *"]);
+        let lead = 3 * 3600;
+        assert_eq!(w.first_open(t("2025-06-02T05:59:59Z"), lead), None);
+        assert_eq!(w.first_open(t("2025-06-02T06:00:00Z"), lead), Some(0));
+        assert_eq!(w.first_open(t("2025-06-02T07:15:00Z"), lead), Some(0));
+        assert_eq!(w.first_open(t("2025-06-02T09:59:59Z"), lead), Some(0));
+        assert_eq!(w.first_open(t("2025-06-02T10:00:00Z"), lead), None);
+        assert_eq!(
+            w.next_edge_after(t("2025-06-02T05:00:00Z"), lead),
+            Some(t("2025-06-02T06:00:00Z"))
+        );
+        assert_eq!(
+            w.next_edge_after(t("2025-06-02T06:00:00Z"), lead),
+            Some(t("2025-06-02T10:00:00Z"))
+        );
+        // Opened a day early, a daily window never closes: no edge.
+        assert_eq!(w.first_open(t("2025-06-02T10:00:00Z"), 86_400), Some(0));
+        assert_eq!(w.next_edge_after(t("2025-06-02T10:00:00Z"), 86_400), None);
+        // Nor does a lead beyond every representable instant panic.
+        assert_eq!(w.first_open(t("2025-06-02T10:00:00Z"), u64::MAX), Some(0));
+        let _ = w.next_edge_after(t("2025-06-02T10:00:00Z"), u64::MAX);
     }
 
     #[test]

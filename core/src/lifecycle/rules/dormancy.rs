@@ -2,7 +2,8 @@
 
 use super::{latest_build_is, Fired, Verdict};
 use crate::build::Transition;
-use crate::lifecycle::facts::{elapsed_more_than, plus_secs, show, Facts};
+use crate::instant::plus_secs;
+use crate::lifecycle::facts::{elapsed_more_than, show, Facts};
 use crate::lifecycle::MarkDormant;
 
 /// A workspace unused for more than `time_til_dormant` becomes dormant at `tick`, scheduled
@@ -30,7 +31,9 @@ pub(crate) fn dormancy(facts: &Facts<'_>) -> Verdict {
     let mut why = format!("last used at {}, more than {ttd}s ago; ", show(workspace.last_used_at));
     match deleting_at {
         Some(at) => why.push_str(&format!("to be deleted after {}", show(at))),
-        None => why.push_str("no auto-delete"),
+        None if autodelete == 0 => why.push_str("no auto-delete"),
+        // Beyond the last representable instant: it never comes.
+        None => why.push_str("auto-delete out of range, never"),
     }
     why.push_str("; ");
     if running {
