@@ -114,15 +114,18 @@ async fn dormancy_notifies_once_and_only_when_committed() {
     assert_eq!(found[0].notification.user_id, alice);
     assert_eq!(found[0].notification.payload["workspace_id"], serde_json::json!(first));
 
-    // A second workspace of hers going dormant the same day: still one (per user, kind, day).
-    seed::workspace(&mut conn, person(t("2025-06-01T09:00:00Z"))).await;
+    // A second workspace of hers going dormant the same day is news of its own: each
+    // notice names the workspace that will be deleted (deduplicated per workspace and day).
+    let second = seed::workspace(&mut conn, person(t("2025-06-01T09:00:00Z"))).await;
     lifecycle_cycle(&db, now + TimeDelta::minutes(10)).await;
     assert_eq!(seed::count(&mut conn, dormant).await, 2);
-    assert_eq!(notes(&db, "workspace_dormant").await.len(), 1);
+    let found = notes(&db, "workspace_dormant").await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|n| n.notification.payload["workspace_id"] == serde_json::json!(second)));
     // The next day is a new day.
     seed::workspace(&mut conn, person(t("2025-06-02T09:00:00Z"))).await;
     lifecycle_cycle(&db, now + TimeDelta::days(1)).await;
-    assert_eq!(notes(&db, "workspace_dormant").await.len(), 2);
+    assert_eq!(notes(&db, "workspace_dormant").await.len(), 3);
 }
 
 #[tokio::test]
@@ -173,7 +176,7 @@ async fn reconcile(db: &TestDatabase, at: DateTime<Utc>) {
 }
 
 #[tokio::test]
-async fn hard_limit_notifies_template_admins_once_per_preset() {
+async fn hard_limit_notifies_template_admins_once_per_episode() {
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
     let admin = create_user(db.pool(), "tina", UserRole::TemplateAdmin).await.expect("admin").id;
@@ -198,7 +201,7 @@ async fn hard_limit_notifies_template_admins_once_per_preset() {
     assert_eq!(found[0].notification.user_id, admin);
     assert_eq!(found[0].notification.payload["preset_id"], serde_json::json!(preset_id));
 
-    // Lifted by a success, then limited again: the preset's admins already know.
+    // Lifted by a success, then limited again: a new episode, so the admins hear again.
     let ok = WorkspaceSeed::prebuild(template_id, version_id, preset_id, now);
     let ok_ws = seed::workspace(&mut conn, ok).await;
     reconcile(&db, now + TimeDelta::minutes(5)).await;
@@ -208,7 +211,10 @@ async fn hard_limit_notifies_template_admins_once_per_preset() {
     reconcile(&db, now + TimeDelta::minutes(6)).await;
     let limited = "SELECT count(*) AS n FROM presets WHERE prebuild_status = 'hard_limited'";
     assert_eq!(seed::count(&mut conn, limited).await, 1);
-    assert_eq!(notes(&db, "preset_hard_limited").await.len(), 1);
+    assert_eq!(notes(&db, "preset_hard_limited").await.len(), 2, "the second episode");
+    // Later cycles of the same episode stay quiet.
+    reconcile(&db, now + TimeDelta::minutes(7)).await;
+    assert_eq!(notes(&db, "preset_hard_limited").await.len(), 2);
     let audits = format!(
         "SELECT count(*) AS n FROM audit_log WHERE action = 'preset_status' AND resource_id = '{preset_id}'"
     );

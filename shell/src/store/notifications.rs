@@ -42,10 +42,14 @@ impl Kind {
 /// How often the same (user, kind) may notify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dedupe {
-    /// Once per user, kind and UTC day: a flapping workspace never floods its owner.
-    Daily,
-    /// Once per user, kind and subject (a preset, a build): an event that happens once.
+    /// Once per user, kind, subject (a workspace) and UTC day: a flapping workspace never
+    /// floods its owner, and a second workspace's news is never lost behind the first's.
+    Daily(Uuid),
+    /// Once per user, kind and subject (a build): an event that happens once.
     Once(Uuid),
+    /// Once per user, kind and episode of a subject's state, named by when it began (a
+    /// preset hard-limited again after it recovered is a new episode).
+    Episode(Uuid, DateTime<Utc>),
 }
 
 /// Queues `kind` for `user_id` unless the same notification is already queued.
@@ -72,8 +76,9 @@ pub(crate) fn notification(
     payload: serde_json::Value,
 ) -> NewNotification {
     let scope = match dedupe {
-        Dedupe::Daily => now.date_naive().to_string(),
+        Dedupe::Daily(subject) => format!("{subject}:{}", now.date_naive()),
         Dedupe::Once(subject) => subject.to_string(),
+        Dedupe::Episode(subject, began) => format!("{subject}:{}", began.timestamp_micros()),
     };
     let kind = kind.as_str();
     NewNotification {

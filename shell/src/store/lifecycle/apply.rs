@@ -243,7 +243,7 @@ fn push_workspace_update(
     }
 }
 
-/// Outbox rows: one per user, kind and day, so a flapping workspace never floods its owner
+/// Outbox rows: one per workspace, kind and day, so a flapping workspace never floods its owner
 /// (SPEC §2 "Side effects").
 fn owner_notification(
     now: DateTime<Utc>,
@@ -270,5 +270,5 @@ fn owner_notification(
     } else {
         return None;
     };
-    Some(notification(now, row.owner_id, kind, Dedupe::Daily, payload))
+    Some(notification(now, row.owner_id, kind, Dedupe::Daily(row.id), payload))
 }

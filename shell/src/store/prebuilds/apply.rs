@@ -307,8 +307,7 @@ async fn cancel_pending(
 
 /// Records the derived hard-limit status; never overwrites `validation_failed`, which
 /// belongs to template validation. A change is audited, and reaching the hard limit
-/// notifies the template admins, once per preset (a preset belongs to one version), in the
-/// same transaction.
+/// notifies the template admins, once per hard-limit episode, in the same transaction.
 async fn set_status(
     pool: &DbPool,
     fence: &Fence,
@@ -375,7 +374,9 @@ async fn notify_hard_limited(
         "template_version_id": preset.template_version_id,
     });
     for admin in template_admins(conn).await? {
-        let dedupe = Dedupe::Once(preset.id);
+        // The status only changes into hard_limited once per episode (under the preset's
+        // row lock), so the moment it did names the episode.
+        let dedupe = Dedupe::Episode(preset.id, now);
         enqueue(conn, now, admin, Kind::PresetHardLimited, dedupe, payload.clone()).await?;
     }
     Ok(())
