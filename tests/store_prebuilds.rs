@@ -285,3 +285,20 @@ async fn snapshot_round_trips_do_not_grow_with_presets() {
     assert_eq!(one, many);
     assert!(one <= 8, "a handful of statements, got {one}");
 }
+
+/// A fill larger than one statement can carry (PostgreSQL takes at most 65,535 bind
+/// parameters; a workspace row binds 9 of them, a build 10): created in chunks,
+/// all in one transaction, one audit entry per workspace.
+#[tokio::test]
+async fn a_fill_beyond_one_statements_parameter_limit_is_created_in_chunks() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (_, version_id) = seed::template(&mut conn, "go").await;
+    seed::preset(&mut conn, version_id, "huge", 7_500).await;
+    let jobs = reconcile(&db, now()).await;
+    assert_eq!(jobs.len(), 7_500);
+    let live = "SELECT count(*) AS n FROM workspaces WHERE NOT deleted";
+    assert_eq!(seed::count(&mut conn, live).await, 7_500);
+    let audits = "SELECT count(*) AS n FROM audit_log WHERE action = 'prebuild_create'";
+    assert_eq!(seed::count(&mut conn, audits).await, 7_500);
+}

@@ -104,6 +104,10 @@ impl QueryFragment<Pg> for Writes<'_> {
     }
 }
 
+/// Rows per multi-row insert: PostgreSQL takes at most 65,535 bind parameters per statement,
+/// and the widest row written in bulk (a build) has 13 columns.
+pub(crate) const ROWS_PER_INSERT: usize = 4_000;
+
 /// One build to insert together with its pending job.
 pub(crate) struct BuildSpec {
     pub workspace_id: Uuid,
@@ -118,8 +122,8 @@ pub(crate) struct BuildSpec {
     pub provisioner_state: Option<Vec<u8>>,
 }
 
-/// Inserts the jobs then the builds (the build references its job), one statement each
-/// whatever the number of builds. Returns the job ids, in input order.
+/// Inserts the jobs then the builds (the build references its job), one statement each per
+/// [`ROWS_PER_INSERT`] builds. Returns the job ids, in input order.
 pub(crate) async fn insert_builds(
     conn: &mut AsyncPgConnection,
     now: DateTime<Utc>,
@@ -131,8 +135,12 @@ pub(crate) async fn insert_builds(
     let (jobs, builds): (Vec<_>, Vec<_>) =
         specs.into_iter().map(|spec| build_rows(now, spec)).unzip();
     let job_ids = jobs.iter().map(|job| job.id).collect();
-    diesel::insert_into(provisioner_jobs::table).values(&jobs).execute(conn).await?;
-    diesel::insert_into(workspace_builds::table).values(&builds).execute(conn).await?;
+    for chunk in jobs.chunks(ROWS_PER_INSERT) {
+        diesel::insert_into(provisioner_jobs::table).values(chunk).execute(conn).await?;
+    }
+    for chunk in builds.chunks(ROWS_PER_INSERT) {
+        diesel::insert_into(workspace_builds::table).values(chunk).execute(conn).await?;
+    }
     Ok(job_ids)
 }
 
@@ -197,8 +205,8 @@ pub(crate) async fn insert_audit(
     conn: &mut AsyncPgConnection,
     entries: &[NewAuditEntry],
 ) -> Result<(), diesel::result::Error> {
-    if !entries.is_empty() {
-        diesel::insert_into(audit_log::table).values(entries).execute(conn).await?;
+    for chunk in entries.chunks(ROWS_PER_INSERT) {
+        diesel::insert_into(audit_log::table).values(chunk).execute(conn).await?;
     }
     Ok(())
 }

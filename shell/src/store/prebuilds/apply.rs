@@ -16,7 +16,7 @@ use crate::db::{DbPool, PREBUILDS_USER_ID};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::leases::Fence;
 use crate::store::notifications::{enqueue, template_admins, Dedupe, Kind};
-use crate::store::rows::{audit, insert_audit, insert_builds, BuildSpec};
+use crate::store::rows::{audit, insert_audit, insert_builds, BuildSpec, ROWS_PER_INSERT};
 use crate::store::StoreError;
 
 /// The audit actor of this loop.
@@ -92,7 +92,9 @@ async fn create_prebuilds(
                     }
                 })
                 .collect();
-            diesel::insert_into(workspaces::table).values(&new).execute(conn).await?;
+            for chunk in new.chunks(ROWS_PER_INSERT) {
+                diesel::insert_into(workspaces::table).values(chunk).execute(conn).await?;
+            }
             let specs = new
                 .iter()
                 .map(|ws| BuildSpec {
