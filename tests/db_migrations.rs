@@ -210,6 +210,7 @@ async fn diesel_schema_matches_the_migrated_database() {
         notifications,
         audit_log,
         settings,
+        leader_leases,
     );
     in_schema_rs.sort();
     assert_eq!(in_schema_rs, in_database);
@@ -249,4 +250,48 @@ async fn rust_enums_match_the_check_constraints() {
     for (constraint, expected) in cases {
         assert_eq!(check_values(&mut conn, constraint).await, expected, "{constraint}");
     }
+}
+
+/// Migrations after the first release run against live databases that every write path
+/// inserts into: an index they add must be built `CONCURRENTLY` (outside a transaction, as
+/// the migration's metadata says), or it blocks all writes to the table while it builds.
+#[test]
+fn later_migrations_build_indexes_concurrently() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut later: Vec<_> = std::fs::read_dir(&dir)
+        .expect("migrations folder")
+        .map(|entry| entry.expect("migration entry").path())
+        .filter(|path| !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("2025-")))
+        .collect();
+    later.sort();
+    let mut checked = 0;
+    for migration in later {
+        let up = std::fs::read_to_string(migration.join("up.sql")).expect("up.sql");
+        let statements: Vec<String> = up
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .split(';')
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ").to_uppercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let builds_index = statements
+            .iter()
+            .any(|s| s.starts_with("CREATE INDEX") || s.starts_with("CREATE UNIQUE INDEX"));
+        if !builds_index {
+            continue;
+        }
+        checked += 1;
+        let name = migration.display();
+        for statement in &statements {
+            assert!(statement.contains("CONCURRENTLY"), "{name}: {statement}");
+        }
+        // CONCURRENTLY refuses any transaction, even the implicit one of a multi-statement
+        // string: one statement per migration, and no transaction around it.
+        assert_eq!(statements.len(), 1, "{name}: one statement per concurrent index");
+        let metadata = std::fs::read_to_string(migration.join("metadata.toml")).unwrap_or_default();
+        assert!(metadata.contains("run_in_transaction = false"), "{name}: metadata.toml");
+    }
+    assert!(checked > 0, "no later migration builds an index");
 }

@@ -121,7 +121,9 @@ async fn dormancy_notifies_once_and_only_when_committed() {
     assert_eq!(seed::count(&mut conn, dormant).await, 2);
     let found = notes(&db, "workspace_dormant").await;
     assert_eq!(found.len(), 2, "{found:?}");
-    assert!(found.iter().any(|n| n.notification.payload["workspace_id"] == serde_json::json!(second)));
+    assert!(found
+        .iter()
+        .any(|n| n.notification.payload["workspace_id"] == serde_json::json!(second)));
     // The next day is a new day.
     seed::workspace(&mut conn, person(t("2025-06-02T09:00:00Z"))).await;
     lifecycle_cycle(&db, now + TimeDelta::days(1)).await;

@@ -1,1 +1,1 @@
-DROP INDEX audit_log_action_at_idx;
+DROP INDEX CONCURRENTLY audit_log_action_at_idx;

@@ -213,6 +213,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    leader_leases (loop_name) {
+        loop_name -> Text,
+        holder -> Text,
+        token -> Int8,
+        acquired_at -> Timestamptz,
+        renewed_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
 // diesel allows one `joinable!` per table pair: templates.active_version_id (the reverse
 // of template_versions.template_id) is joined explicitly with `.on(...)`.
 diesel::joinable!(api_tokens -> users (user_id));
@@ -250,4 +261,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     notifications,
     audit_log,
     settings,
+    leader_leases,
 );

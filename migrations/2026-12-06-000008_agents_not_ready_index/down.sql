@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY workspace_agents_not_ready_idx;
