@@ -93,3 +93,57 @@ async fn lifecycle_tick_applies_due_decisions() {
     let stats = executor.tick(t("2025-06-02T09:01:00Z")).await.expect("tick").expect("leader");
     assert_eq!(stats.applied, 0, "the stop is in flight");
 }
+
+/// The loop wakes at the earliest `next_check_at` of its plans, not only every interval: a
+/// backoff that ends is acted on at once even when the poll interval is ten minutes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prebuild_loop_wakes_when_a_backoff_ends() {
+    use std::time::Instant;
+
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let preset_id = seed::preset(&mut conn, version_id, "small", 1).await;
+    // A prebuild build that failed just now: creation backs off for 3 s.
+    let failed = WorkspaceSeed {
+        status: poolkeeper::db::enums::JobStatus::Failed,
+        ..WorkspaceSeed::prebuild(template_id, version_id, preset_id, chrono::Utc::now())
+    };
+    seed::workspace(&mut conn, failed).await;
+    let settings = DaemonSettings {
+        database_url: db.url().to_owned(),
+        lifecycle_interval: Duration::from_secs(600),
+        prebuild_interval: Duration::from_secs(600),
+        max_retry_delay: Duration::from_secs(1),
+        reconciler: ReconcilerConfig {
+            backoff_interval_secs: 3,
+            backoff_lookback_secs: 3600,
+            failure_hard_limit: 0,
+            max_pending_creates_per_preset: 0,
+        },
+        parallelism: 2,
+        recorder: None,
+        reaper: None,
+    };
+    let started = Instant::now();
+    let shutdown = CancellationToken::new();
+    let daemon =
+        tokio::spawn(run(settings, db.pool().clone(), HttpState::default(), shutdown.clone()));
+    let pending = "SELECT count(*) AS n FROM workspaces w
+        JOIN workspace_builds b ON b.workspace_id = w.id
+        JOIN provisioner_jobs j ON j.id = b.job_id
+        WHERE w.owner_id = 'c42fdf75-3097-471c-8c33-fb52454d81c0' AND j.status = 'pending'";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seed::count(&mut conn, pending).await == 0 {
+        assert!(Instant::now() < deadline, "no create after the backoff ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2), "created during the backoff: {took:?}");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), daemon).await.expect("shutdown").expect("task");
+    println!(
+        "created {:.1}s after start, once the 3 s backoff ended (interval 600 s)",
+        took.as_secs_f64()
+    );
+}

@@ -41,6 +41,9 @@ pub struct CycleStats {
     pub presets_with_actions: usize,
     pub jobs: usize,
     pub failures: usize,
+    /// The earliest instant at which some preset's plan could change by time alone (a
+    /// backoff that ends, a window edge, an expiry): the loop wakes then.
+    pub next_check_at: Option<DateTime<Utc>>,
 }
 
 pub struct PrebuildReconciler {
@@ -150,6 +153,7 @@ impl PrebuildReconciler {
                 tracing::warn!(error = %err, "cannot record the cycle");
             }
         }
+        let next_check_at = plans.iter().filter_map(|p| p.next_check_at).min();
         // Exported after the apply, so that its creations count in the totals.
         let series = preset_series(&snapshot.presets, &plans, &loaded.names);
         // Owned items: borrowed ones make the cycle future not provably `Send` (rustc's
@@ -163,6 +167,7 @@ impl PrebuildReconciler {
         let mut stats = CycleStats {
             presets: snapshot_presets,
             presets_with_actions: work.len(),
+            next_check_at,
             ..CycleStats::default()
         };
         let results: Vec<(uuid::Uuid, Result<Vec<uuid::Uuid>, StoreError>)> = stream::iter(work)

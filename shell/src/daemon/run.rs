@@ -103,6 +103,19 @@ impl From<DbPool> for DaemonPools {
     }
 }
 
+/// The shortest sleep between two cycles woken by a `next_check_at`: a cycle that ran late
+/// must not spin.
+const MIN_WAKE: Duration = Duration::from_millis(250);
+
+/// How long to sleep after a cycle: the interval, or less when some plan changes earlier by
+/// time alone (a backoff ends, a window opens or closes, a prebuild expires).
+fn until_next_check(outcome: &CycleOutcome, interval: Duration) -> Duration {
+    let CycleOutcome::Ran(stats) = outcome else { return interval };
+    let Some(next) = stats.next_check_at else { return interval };
+    let until = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    until.clamp(MIN_WAKE, interval.max(MIN_WAKE))
+}
+
 struct Retry {
     delay: Duration,
     max: Duration,
@@ -150,10 +163,10 @@ async fn prebuild_loop(
             state.metrics.set_leader("prebuilds", *outcome != CycleOutcome::NotLeader);
         }
         let delay = match outcome {
-            Ok(_) => {
+            Ok(outcome) => {
                 state.set_ready(true);
                 retry.succeeded();
-                settings.prebuild_interval
+                until_next_check(&outcome, settings.prebuild_interval)
             }
             Err(err) => {
                 state.set_ready(false);
