@@ -321,7 +321,7 @@ async fn state_survives_an_outage_and_a_restart(spec: TemplateSpec, label: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_state_survives_an_outage_and_a_restart() {
     let spec = TemplateSpec {
-        source: serde_json::json!({"duration_ms": 1500, "resources": ["home"]}),
+        source: serde_json::json!({"duration_ms": 4000, "resources": ["home"]}),
         ..TemplateSpec::default()
     };
     state_survives_an_outage_and_a_restart(spec, "sim-outage").await;
@@ -352,7 +352,8 @@ async fn a_reaped_jobs_state_is_saved_when_no_newer_build_exists() {
     let mut conn = db.conn().await;
     let owner = seed::user(&mut conn, "jan", None).await;
     let spec = TemplateSpec {
-        source: serde_json::json!({"duration_ms": 2500, "resources": ["home"]}),
+        // Long enough that the reaper surely runs mid-build, even on a loaded machine.
+        source: serde_json::json!({"duration_ms": 8000, "resources": ["home"]}),
         ..TemplateSpec::default()
     };
     let (template, version) = seed::template(&mut conn, "reaped", spec).await;
@@ -378,7 +379,9 @@ async fn a_reaped_jobs_state_is_saved_when_no_newer_build_exists() {
         heartbeat_timeout: Duration::from_secs(60),
         pending_timeout: Duration::from_secs(3600),
     };
-    assert_eq!(reap_stale_jobs(db.pool(), Utc::now(), &reaper).await.expect("reap"), 1);
+    let reaped = reap_stale_jobs(db.pool(), Utc::now(), &reaper).await.expect("reap");
+    let status = job_row(&mut conn, job).await.status;
+    assert_eq!(reaped, 1, "the job was not reaped mid-build (it is {status})");
     let reaped = job_row(&mut conn, job).await;
     assert_eq!(reaped.status, JobStatus::Failed);
     assert_eq!(state_of(&mut conn, build).await, None, "reaped after the build ended");
@@ -677,7 +680,7 @@ async fn a_skewed_reaper_clock_does_not_reap_a_live_job() {
     let mut conn = db.conn().await;
     let owner = seed::user(&mut conn, "nia", None).await;
     let spec = TemplateSpec {
-        source: serde_json::json!({"duration_ms": 2000}),
+        source: serde_json::json!({"duration_ms": 5000}),
         ..TemplateSpec::default()
     };
     let (template, version) = seed::template(&mut conn, "skew", spec).await;
@@ -699,9 +702,11 @@ async fn a_skewed_reaper_clock_does_not_reap_a_live_job() {
     };
     let ahead = Utc::now() + chrono::TimeDelta::minutes(10);
     let reaped = reap_stale_jobs(db.pool(), ahead, &reaper).await.expect("reap");
+    let mid_build = job_row(&mut conn, job).await.status;
     let done = wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed]).await;
     stop(shutdown, worker).await;
     assert_eq!(reaped, 0, "a skewed clock reaped a live job: {:?}", done.error);
+    assert_eq!(mid_build, JobStatus::Running, "the reaper ran after the build");
     assert_eq!(done.status, JobStatus::Succeeded);
     let _ = std::fs::remove_dir_all(work_dir);
 }

@@ -30,6 +30,7 @@ const LOAD_ATTEMPTS: u32 = 8;
 /// A completion that could not be spooled is retried this often even after shutdown was
 /// asked for: it is then the only copy of the build's result.
 const UNSPOOLED_ATTEMPTS_AFTER_SHUTDOWN: u32 = 6;
+const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// Bound on one heartbeat's database round trip (at least this, or the interval).
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -352,6 +353,8 @@ async fn keep_alive(
     cancel: CancellationToken,
     done: CancellationToken,
 ) {
+    // A zero interval (from configuration) would make the timer panic; beat often instead.
+    let interval = interval.max(MIN_HEARTBEAT_INTERVAL);
     let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     // A slow beat is followed by the next one a full interval later, not by a burst.
     beats.set_missed_tick_behavior(MissedTickBehavior::Delay);
