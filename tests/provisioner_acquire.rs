@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use poolkeeper::db::enums::{JobStatus, Transition};
+use poolkeeper::db::enums::{FailureKind, JobStatus, Transition};
 use poolkeeper::db::models::ProvisionerJob;
 use poolkeeper::db::schema::provisioner_jobs;
 use poolkeeper::db::test_db::TestDatabase;
@@ -103,14 +103,16 @@ async fn stale_jobs_are_reaped_with_a_reason() {
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
     let config = ReaperConfig::default();
+    // The reaper compares with the database's clock: age the rows relative to it.
+    let wall = Utc::now();
     let stale = seed::job(&mut conn, Transition::Start, false, None).await;
     let fresh = seed::job(&mut conn, Transition::Start, false, None).await;
     let old_pending =
-        seed::job(&mut conn, Transition::Start, false, Some(now() - TimeDelta::minutes(31))).await;
+        seed::job(&mut conn, Transition::Start, false, Some(wall - TimeDelta::minutes(31))).await;
     let young_pending =
-        seed::job(&mut conn, Transition::Start, false, Some(now() - TimeDelta::minutes(29))).await;
+        seed::job(&mut conn, Transition::Start, false, Some(wall - TimeDelta::minutes(29))).await;
     for (id, heartbeat) in
-        [(stale, now() - TimeDelta::minutes(6)), (fresh, now() - TimeDelta::minutes(4))]
+        [(stale, wall - TimeDelta::minutes(6)), (fresh, wall - TimeDelta::minutes(4))]
     {
         diesel::update(provisioner_jobs::table.find(id))
             .set((
@@ -123,19 +125,24 @@ async fn stale_jobs_are_reaped_with_a_reason() {
             .await
             .expect("start");
     }
-    let reaped = reap_stale_jobs(db.pool(), now(), &config).await.expect("reap");
+    // The caller's clock is ignored: an hour ahead changes nothing.
+    let ahead = wall + TimeDelta::hours(1);
+    let reaped = reap_stale_jobs(db.pool(), ahead, &config).await.expect("reap");
     assert_eq!(reaped, 2);
 
     let stale = job_row(&mut conn, stale).await;
-    assert_eq!((stale.status, stale.completed_at), (JobStatus::Failed, Some(now())));
+    assert_eq!(stale.status, JobStatus::Failed);
+    assert!(stale.completed_at.is_some_and(|at| at >= wall && at < ahead));
+    assert_eq!(stale.failure_kind, Some(FailureKind::Reaped));
     assert!(stale.error.as_deref().is_some_and(|e| e.contains("heartbeat")), "{:?}", stale.error);
     let old_pending = job_row(&mut conn, old_pending).await;
     assert_eq!(old_pending.status, JobStatus::Failed);
+    assert_eq!(old_pending.failure_kind, Some(FailureKind::Reaped));
     assert!(old_pending.error.as_deref().is_some_and(|e| e.contains("no provisioner")));
     assert_eq!(job_row(&mut conn, fresh).await.status, JobStatus::Running);
     assert_eq!(job_row(&mut conn, young_pending).await.status, JobStatus::Pending);
 
     // A shorter heartbeat timeout reaps the other one too.
     let short = ReaperConfig { heartbeat_timeout: Duration::from_secs(60), ..config };
-    assert_eq!(reap_stale_jobs(db.pool(), now(), &short).await.expect("reap"), 1);
+    assert_eq!(reap_stale_jobs(db.pool(), wall, &short).await.expect("reap"), 1);
 }

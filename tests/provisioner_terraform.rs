@@ -222,7 +222,8 @@ async fn cancelling_a_running_terraform_apply_stops_it() {
     let (_, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
 
     // Cancel only once terraform is inside the slow apply.
-    let marker = work_dir.join(ws.to_string()).join("apply-started");
+    // Each job runs in a directory of its own, removed when the job ends.
+    let marker = work_dir.join(format!("job-{job}")).join("apply-started");
     let started = eventually(std::time::Duration::from_secs(60), async || marker.exists()).await;
     assert!(
         started,
@@ -230,6 +231,7 @@ async fn cancelling_a_running_terraform_apply_stops_it() {
         job_status(&mut conn, job).await
     );
     assert_eq!(job_status(&mut conn, job).await, JobStatus::Running);
+    let pid = std::fs::read_to_string(&marker).expect("the apply's pid");
     diesel::update(provisioner_jobs::table.find(job))
         .set(provisioner_jobs::status.eq(JobStatus::Canceling))
         .execute(&mut conn)
@@ -253,7 +255,6 @@ async fn cancelling_a_running_terraform_apply_stops_it() {
     assert!(completed_at.is_some());
     assert_eq!(worker_id.as_deref(), Some("tf-worker"));
     // Nothing terraform started outlives the cancel.
-    let pid = std::fs::read_to_string(&marker).expect("the apply's pid");
     let proc_dir = std::path::Path::new("/proc").join(pid.trim());
     let gone = eventually(std::time::Duration::from_secs(20), async || !proc_dir.exists()).await;
     assert!(gone, "the apply's command (pid {}) is still running", pid.trim());

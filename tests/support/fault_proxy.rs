@@ -1,11 +1,12 @@
 //! A TCP proxy that injects network faults between a client and PostgreSQL: added latency,
 //! connection resets, and freezes (connections stay open, nothing is forwarded, as with a
 //! stuck middlebox or pooler). The mode applies to every connection, open or new; the
-//! proxy counts what it did so a test can prove that the fault was reached.
+//! proxy can also reset the connections that send a given statement text (a connection lost
+//! mid-query). It counts what it did, so a test can prove that the fault was reached.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,7 +24,8 @@ pub enum Fault {
     Delay(Duration),
     /// Forward nothing and keep every connection open (new ones are accepted, then hang).
     Freeze,
-    /// Reset every connection (RST), open and new.
+    /// Reset every connection (RST), open and new: the database is down, as its clients
+    /// see it.
     Reset,
 }
 
@@ -35,25 +37,38 @@ pub struct ProxyCounts {
     /// Chunks held back while frozen (each is forwarded once the freeze ends).
     pub frozen_chunks: AtomicU64,
     pub delayed_chunks: AtomicU64,
+    /// New connections reset at once, while in [`Fault::Reset`].
+    pub refused: AtomicU64,
+    /// Connections reset because they sent the text of [`FaultProxy::reset_when_sent`].
+    pub resets_on_text: AtomicU64,
+}
+
+/// What the connections share: the counts and the statement text to reset on.
+#[derive(Debug, Default)]
+struct Shared {
+    counts: ProxyCounts,
+    /// (text, how many more connections to reset when they send it).
+    reset_on: Mutex<Option<(Vec<u8>, u64)>>,
 }
 
 pub struct FaultProxy {
     addr: SocketAddr,
     fault: watch::Sender<Fault>,
-    counts: Arc<ProxyCounts>,
+    shared: Arc<Shared>,
     accept: JoinHandle<()>,
 }
 
+#[allow(dead_code)] // each test binary uses the parts it needs
 impl FaultProxy {
     /// A proxy on a free loopback port forwarding to `upstream`.
     pub async fn start(upstream: SocketAddr) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the fault proxy");
         let addr = listener.local_addr().expect("fault proxy address");
         let (fault, _) = watch::channel(Fault::Pass);
-        let counts = Arc::new(ProxyCounts::default());
+        let shared = Arc::new(Shared::default());
         let accept =
-            tokio::spawn(accept_loop(listener, upstream, fault.subscribe(), counts.clone()));
-        FaultProxy { addr, fault, counts, accept }
+            tokio::spawn(accept_loop(listener, upstream, fault.subscribe(), shared.clone()));
+        FaultProxy { addr, fault, shared, accept }
     }
 
     /// A proxy in front of the PostgreSQL server of `url` (`postgres://user@host:port/db`).
@@ -71,8 +86,19 @@ impl FaultProxy {
         self.fault.send_replace(fault);
     }
 
+    pub fn fault(&self) -> Fault {
+        *self.fault.borrow()
+    }
+
+    /// Resets the next `times` connections that send `text` (a statement's text, as sent in
+    /// the protocol's Parse message).
+    pub fn reset_when_sent(&self, text: &str, times: u64) {
+        let mut rule = self.shared.reset_on.lock().unwrap_or_else(|p| p.into_inner());
+        *rule = Some((text.as_bytes().to_vec(), times));
+    }
+
     pub fn counts(&self) -> &ProxyCounts {
-        &self.counts
+        &self.shared.counts
     }
 }
 
@@ -95,35 +121,47 @@ async fn accept_loop(
     listener: TcpListener,
     upstream: SocketAddr,
     fault: watch::Receiver<Fault>,
-    counts: Arc<ProxyCounts>,
+    shared: Arc<Shared>,
 ) {
     loop {
         let Ok((client, _)) = listener.accept().await else { continue };
-        counts.connections.fetch_add(1, Ordering::Relaxed);
+        shared.counts.connections.fetch_add(1, Ordering::Relaxed);
+        if *fault.borrow() == Fault::Reset {
+            shared.counts.refused.fetch_add(1, Ordering::Relaxed);
+            #[allow(deprecated)] // nonblocking socket: linger 0 sends RST without blocking
+            let _ = client.set_linger(Some(Duration::ZERO));
+            continue;
+        }
         let fault = fault.clone();
-        let counts = counts.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else { return };
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
-            let up = pipe(client_read, server_write, fault.clone(), counts.clone());
-            let down = pipe(server_read, client_write, fault, counts.clone());
+            let up = pipe(client_read, server_write, fault.clone(), Some(&shared));
+            let down = pipe(server_read, client_write, fault, None);
             // Either direction ending (close or reset) ends the connection.
-            tokio::select! {
-                reset = up => if reset { counts.resets.fetch_add(1, Ordering::Relaxed); },
-                reset = down => if reset { counts.resets.fetch_add(1, Ordering::Relaxed); },
+            let reset = tokio::select! {
+                reset = up => reset,
+                reset = down => reset,
+            };
+            if reset {
+                shared.counts.resets.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
 }
 
 /// Copies one direction under the current fault; returns true when it reset the connection.
+/// `upstream` (the client's direction only) carries the statement-text rule.
 async fn pipe(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     mut fault: watch::Receiver<Fault>,
-    counts: Arc<ProxyCounts>,
+    upstream: Option<&Shared>,
 ) -> bool {
+    let no_counts = ProxyCounts::default();
+    let counts = upstream.map_or(&no_counts, |shared| &shared.counts);
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         let read = tokio::select! {
@@ -138,6 +176,9 @@ async fn pipe(
             Ok(0) | Err(_) => return false,
             Ok(n) => n,
         };
+        if upstream.is_some_and(|shared| sends_reset_text(shared, &buffer[..n])) {
+            return reset(from, to);
+        }
         loop {
             let current = *fault.borrow_and_update();
             match current {
@@ -163,6 +204,18 @@ async fn pipe(
 }
 
 /// Closes with RST (linger 0) rather than FIN, as a crashed middlebox or a firewall does.
+/// Whether `chunk` carries the text of the reset rule (and the rule has resets left).
+fn sends_reset_text(shared: &Shared, chunk: &[u8]) -> bool {
+    let mut rule = shared.reset_on.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((text, times)) = rule.as_mut() else { return false };
+    if *times == 0 || !chunk.windows(text.len()).any(|window| window == text.as_slice()) {
+        return false;
+    }
+    *times -= 1;
+    shared.counts.resets_on_text.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
 /// Both sockets close when the other direction's halves drop too (the caller's select).
 /// Linger 0 cannot block here: the sockets are nonblocking.
 #[allow(deprecated)]

@@ -19,7 +19,7 @@ pub struct ProvisionerArgs {
     /// Backup poll for pending jobs (NOTIFY wakes the worker sooner), e.g. 5s, 500ms, 1m.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub poll_interval: Duration,
-    /// Heartbeat of a running job; keep it well under the reaper's 5 minutes.
+    /// Heartbeat of a running job, at a fixed rate; keep it well under the reaper's timeout.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
     /// Name recorded on the jobs this worker takes (default: provisioner-<random uuid>).
@@ -40,8 +40,9 @@ pub struct ProvisionerArgs {
     /// The terraform binary (looked up on PATH).
     #[arg(long, default_value = "terraform")]
     pub terraform_bin: String,
-    /// Parent of the per-workspace terraform working directories (default: the system
-    /// temporary directory).
+    /// Parent of the per-job terraform working directories, and of the spool of build
+    /// results not yet saved (a restarted worker saves them; keep it across restarts).
+    /// Default: a directory in the system temporary directory.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
     /// Log lines as text, or as JSON for production.

@@ -142,6 +142,19 @@ text_enum! {
 }
 
 text_enum! {
+    /// `provisioner_jobs.failure_kind`: who failed a job. Only `Build` is a failed build in
+    /// SPEC §4's sense (prebuild backoff and hard limit).
+    FailureKind {
+        /// The backend failed the build (the template's doing).
+        Build = "build",
+        /// The reaper failed it: its worker was lost, or no worker took it in time.
+        Reaped = "reaped",
+        /// It could not be run at all (its build is missing).
+        Unrunnable = "unrunnable",
+    }
+}
+
+text_enum! {
     /// `workspace_agents.lifecycle_state`.
     AgentLifecycle {
         Created = "created",

@@ -9,8 +9,8 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::enums::{
-    AgentLifecycle, AutomaticUpdates, BuildReason, JobStatus, PrebuildStatus, ProvisionerKind,
-    Transition, UserRole, UserStatus,
+    AgentLifecycle, AutomaticUpdates, BuildReason, FailureKind, JobStatus, PrebuildStatus,
+    ProvisionerKind, Transition, UserRole, UserStatus,
 };
 use super::schema::{
     api_tokens, audit_log, notifications, organizations, preset_parameters, preset_schedules,
@@ -236,6 +236,8 @@ pub struct ProvisionerJob {
     /// Generated: 0 = person delete, 1 = person start/stop, 2 = prebuild delete,
     /// 3 = prebuild start/stop. Acquire `ORDER BY queue_priority, created_at, id`.
     pub queue_priority: i16,
+    /// Why the job failed; `None` unless it did (and on failures recorded before the column).
+    pub failure_kind: Option<FailureKind>,
 }
 
 /// A new job is always pending; it becomes visible to provisioners at commit.

@@ -39,7 +39,8 @@ pub async fn acquire_next_job(
             .set((
                 provisioner_jobs::status.eq(JobStatus::Running),
                 provisioner_jobs::started_at.eq(now),
-                provisioner_jobs::heartbeat_at.eq(now),
+                // The reaper compares heartbeats with the database's clock: write them by it.
+                provisioner_jobs::heartbeat_at.eq(diesel::dsl::now),
                 provisioner_jobs::worker_id.eq(&worker_id),
             ))
             .returning(ProvisionerJob::as_returning())
@@ -50,25 +51,13 @@ pub async fn acquire_next_job(
     .await
 }
 
-/// Record that `worker_id` is still working on `job_id`. Returns the job's current status,
-/// or `None` if the job is no longer this worker's (reaped, or taken over), in which case the
-/// worker must stop.
+/// Record that `worker_id` is still working on `job_id`, at the database's time. Returns the
+/// job's current status, or `None` if the job is no longer this worker's (reaped, or taken
+/// over), in which case the worker must stop.
 pub async fn heartbeat(
     conn: &mut AsyncPgConnection,
     job_id: Uuid,
     worker_id: &str,
-    now: DateTime<Utc>,
 ) -> Result<Option<JobStatus>, ProvisionerError> {
-    let status = diesel::update(
-        provisioner_jobs::table
-            .find(job_id)
-            .filter(provisioner_jobs::worker_id.eq(worker_id))
-            .filter(provisioner_jobs::status.eq_any([JobStatus::Running, JobStatus::Canceling])),
-    )
-    .set(provisioner_jobs::heartbeat_at.eq(now))
-    .returning(provisioner_jobs::status)
-    .get_result(conn)
-    .await
-    .optional()?;
-    Ok(status)
+    Ok(crate::store::jobs::heartbeat(conn, job_id, worker_id).await?)
 }

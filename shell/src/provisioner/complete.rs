@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::backend::{replaced_resources, AgentSpec, BuildFailure, BuildOutput};
 use super::ProvisionerError;
-use crate::db::enums::{AgentLifecycle, BuildReason, JobStatus, Transition};
+use crate::db::enums::{AgentLifecycle, BuildReason, FailureKind, JobStatus, Transition};
 use crate::db::models::{
     NewWorkspaceAgent, ProvisionerJob, Template, User, Workspace, WorkspaceBuild,
 };
@@ -21,6 +21,7 @@ use crate::db::schema::{
 };
 use crate::db::PREBUILDS_USER_ID;
 use crate::store::audit::{self, Actor, Change};
+use crate::store::jobs::record_late_result;
 use crate::store::notifications::{enqueue, template_admins, Dedupe, Kind};
 
 /// How a backend run ended.
@@ -45,10 +46,41 @@ pub struct Completion {
     pub replaced_resources: Vec<String>,
 }
 
-/// Finish `job_id` for `worker_id`. `Ok(None)` if the job is no longer this worker's (it was
-/// reaped meanwhile): nothing is written then. Takes the result by reference so that a
-/// failed transaction can be retried.
+/// Finish `job_id` for `worker_id`. `Ok(None)` if the job is no longer this worker's: when
+/// the reaper ended it meanwhile, the build's state is still kept (unless a newer build
+/// exists) and the job says what happened (`store::jobs::record_late_result`). Takes the
+/// result by reference so that a failed transaction can be retried.
 pub async fn complete_job(
+    conn: &mut AsyncPgConnection,
+    job_id: Uuid,
+    worker_id: &str,
+    result: &JobResult,
+    now: DateTime<Utc>,
+) -> Result<Option<Completion>, ProvisionerError> {
+    let completion = finish(conn, job_id, worker_id, result, now).await?;
+    if completion.is_none() {
+        let (outcome, state) = late_outcome(result);
+        let late = record_late_result(conn, job_id, worker_id, &outcome, state).await?;
+        tracing::warn!(%job_id, worker_id, ?late, outcome,
+            "the build finished after its job was ended by the reaper");
+    }
+    Ok(completion)
+}
+
+/// How a build ended, in words for the job's error column, and the state it left.
+fn late_outcome(result: &JobResult) -> (String, Option<&[u8]>) {
+    match result {
+        JobResult::Succeeded(out) => ("succeeded".to_owned(), out.state.as_deref()),
+        JobResult::Failed(failure) => {
+            (format!("failed: {}", failure.error), failure.state.as_deref())
+        }
+        JobResult::Canceled { state } => ("stopped".to_owned(), state.as_deref()),
+    }
+}
+
+/// The completion's transaction; `Ok(None)` (nothing written) if the job is not this
+/// worker's to complete.
+async fn finish(
     conn: &mut AsyncPgConnection,
     job_id: Uuid,
     worker_id: &str,
@@ -97,6 +129,9 @@ pub async fn complete_job(
                 provisioner_jobs::completed_at.eq(now),
                 provisioner_jobs::error.eq(error),
                 provisioner_jobs::canceled_at.eq((status == JobStatus::Canceled).then_some(now)),
+                // A failure here is the backend's: a build failure (SPEC §4 counts these).
+                provisioner_jobs::failure_kind
+                    .eq((status == JobStatus::Failed).then_some(FailureKind::Build)),
             ))
             .execute(conn)
             .await?;

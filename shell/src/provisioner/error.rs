@@ -32,6 +32,30 @@ impl ProvisionerError {
             Self::Backend(err) => err.label(),
         }
     }
+
+    /// True for trouble reaching the database (a lost connection, a pool timeout, a server
+    /// restarting), which a retry may cure; false when the job itself is at fault (its build
+    /// is missing) or a statement was refused. Only the latter may fail a job.
+    pub fn is_transient(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind as Kind, Error as Db};
+        match self {
+            Self::Connect(_) | Self::Pool(_) => true,
+            Self::Database(err) => match err {
+                Db::DatabaseError(kind, _) => matches!(
+                    kind,
+                    Kind::UnableToSendCommand
+                        | Kind::ClosedConnection
+                        | Kind::SerializationFailure
+                        // Server-side trouble (shutdown, too many connections, ...) is
+                        // reported as Unknown: retrying is harmless, failing is not.
+                        | Kind::Unknown
+                ),
+                Db::BrokenTransactionManager | Db::RollbackErrorOnCommit { .. } => true,
+                _ => false,
+            },
+            Self::MissingBuild { .. } | Self::Backend(_) => false,
+        }
+    }
 }
 
 /// Why a backend could not build; the text is kept in the job's `error` column.
@@ -57,6 +81,17 @@ pub enum BackendError {
     },
     #[error("the job was canceled")]
     Canceled,
+    /// Terraform succeeded but its state cannot be read: the build must not be recorded as
+    /// succeeded with the previous build's state.
+    #[error("cannot read the state file {path}: {source}")]
+    StateUnreadable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A failure read back from the spool (its text as recorded when the build ended).
+    #[error("{0}")]
+    Spooled(String),
 }
 
 impl BackendError {
@@ -68,6 +103,8 @@ impl BackendError {
             Self::TerraformStep { .. } => "terraform_step",
             Self::WorkDir { .. } => "work_dir",
             Self::Canceled => "canceled",
+            Self::StateUnreadable { .. } => "state_unreadable",
+            Self::Spooled(_) => "spooled",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod context;
 mod error;
 mod listener;
 pub mod reaper;
+mod spool;
 pub mod worker;
 
 pub use acquire::{acquire_next_job, heartbeat};

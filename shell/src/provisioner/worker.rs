@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use tokio::sync::broadcast;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -15,15 +14,25 @@ use uuid::Uuid;
 use super::agents::mark_agents_ready;
 use super::backend::{Backends, BuildFailure};
 use super::complete::{complete_job, Completion, JobResult};
-use super::context::load_context;
+use super::context::{load_context, JobContext};
 use super::listener::{listen, Wakeups};
+use super::spool::{self, Spooled};
 use super::{acquire_next_job, flip_due_agents, heartbeat, BackendError, ProvisionerError};
 use crate::db::enums::JobStatus;
-use crate::db::schema::provisioner_jobs;
+use crate::db::models::ProvisionerJob;
 use crate::db::DbPool;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-const COMPLETION_ATTEMPTS: u32 = 6;
+/// Reading a job's build is retried through this many transient database errors (about half
+/// a minute of backoff); after that the job is left to the reaper, which fails it as lost
+/// rather than as a failed build.
+const LOAD_ATTEMPTS: u32 = 8;
+/// A completion that could not be spooled is retried this often even after shutdown was
+/// asked for: it is then the only copy of the build's result.
+const UNSPOOLED_ATTEMPTS_AFTER_SHUTDOWN: u32 = 6;
+const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+/// Bound on one heartbeat's database round trip (at least this, or the interval).
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -68,10 +77,13 @@ pub async fn run_worker(
         () = tokio::time::sleep(config.poll_interval) => {}
     }
     tracing::info!(%worker, "provisioner worker started");
+    // Results of builds that ended while the database was unreachable, by this worker or
+    // one that ran before it on the same work directory.
+    save_spooled(&pool, &config, &shutdown).await;
 
     let mut backoff = Duration::from_millis(250);
     while !shutdown.is_cancelled() {
-        match run_next_job(&pool, &config, &wakeups).await {
+        match run_next_job(&pool, &config, &wakeups, &shutdown).await {
             Ok(true) => {
                 backoff = Duration::from_millis(250);
                 continue;
@@ -123,6 +135,7 @@ async fn run_next_job(
     pool: &DbPool,
     config: &WorkerConfig,
     wakeups: &Wakeups,
+    shutdown: &CancellationToken,
 ) -> Result<bool, ProvisionerError> {
     let worker = config.worker_id.as_str();
     // Subscribe before the job is ours: a cancellation announced between acquiring it and
@@ -132,20 +145,15 @@ async fn run_next_job(
     let Some(job) = acquire_next_job(&mut conn, worker, Utc::now()).await? else {
         return Ok(false);
     };
+    // No connection (let alone a transaction) is held while the backend runs.
+    drop(conn);
     let job_id = job.id;
     let span = tracing::info_span!("job", %job_id, %worker, transition = %job.transition);
     async {
         tracing::info!("job acquired");
-        let ctx = match load_context(&mut conn, job).await {
-            Ok(ctx) => ctx,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot load the job's build; failing it");
-                fail_unrunnable(&mut conn, job_id, worker, &err.to_string()).await?;
-                return Ok(true);
-            }
+        let Some(ctx) = load_with_retry(pool, job, worker, shutdown).await? else {
+            return Ok(true);
         };
-        // No connection (let alone a transaction) is held while the backend runs.
-        drop(conn);
 
         let cancel = CancellationToken::new();
         let beating = CancellationToken::new();
@@ -176,13 +184,37 @@ async fn run_next_job(
                 JobResult::Failed(failure)
             }
         };
-        let completion = complete_with_retry(pool, job_id, worker, result).await?;
-        match completion {
-            Some(completion) => {
+        // Spool first: if the database stays unreachable until this worker stops, the next
+        // worker on this work directory saves the result.
+        let spooled = Spooled::new(job_id, worker, &result);
+        let spool_dir = spool::dir(&config.backends.terraform.work_dir);
+        let spool_path = match spool::write(&spool_dir, &spooled).await {
+            Ok(path) => Some(path),
+            Err(err) => {
+                tracing::error!(dir = %spool_dir.display(), error = %err,
+                    "cannot spool the build's result; only memory holds it until it is saved");
+                None
+            }
+        };
+        let saved =
+            complete_with_retry(pool, job_id, worker, &result, shutdown, spool_path.is_some())
+                .await;
+        match saved {
+            Some(Some(completion)) => {
                 tracing::info!(status = %completion.status, "job completed");
                 schedule_agents(pool, &completion);
             }
-            None => tracing::warn!("the job was taken from this worker (reaped?); result dropped"),
+            Some(None) => tracing::warn!(
+                "the job was ended by someone else (reaped?) while it ran; its result was recorded on it"
+            ),
+            None => {
+                tracing::warn!(spooled = spool_path.is_some(),
+                    "stopping before the completion could be saved; a worker on this work directory saves it at start");
+                return Ok(true);
+            }
+        }
+        if let Some(path) = spool_path {
+            spool::remove(&path).await;
         }
         Ok(true)
     }
@@ -190,35 +222,128 @@ async fn run_next_job(
     .await
 }
 
-/// The completion is the job's only record of the build: retry it through a short outage.
-/// After that the reaper fails the job (its heartbeat has stopped).
-async fn complete_with_retry(
+/// The job's build, read with retries through transient database errors. `Ok(None)` when
+/// the job cannot run (it is failed, with an audit entry) or was left to the reaper.
+async fn load_with_retry(
     pool: &DbPool,
-    job_id: Uuid,
+    job: ProvisionerJob,
     worker: &str,
-    result: JobResult,
-) -> Result<Option<Completion>, ProvisionerError> {
+    shutdown: &CancellationToken,
+) -> Result<Option<JobContext>, ProvisionerError> {
+    let job_id = job.id;
     let mut backoff = Duration::from_millis(250);
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let loaded = async {
+            let mut conn = pool.get().await?;
+            load_context(&mut conn, job.clone()).await
+        };
+        let err = match loaded.await {
+            Ok(ctx) => return Ok(Some(ctx)),
+            Err(err) => err,
+        };
+        if !err.is_transient() {
+            tracing::error!(error = %err, label = err.label(), "the job cannot run; failing it");
+            let mut conn = pool.get().await?;
+            crate::store::jobs::fail_unrunnable(&mut conn, job_id, worker, &err.to_string())
+                .await?;
+            return Ok(None);
+        }
+        if attempt >= LOAD_ATTEMPTS || shutdown.is_cancelled() {
+            // Not a build failure: the reaper fails the job as lost once its heartbeat is old.
+            tracing::error!(error = %err, label = err.label(), attempt,
+                "cannot read the job's build; leaving the job to the reaper");
+            return Err(err);
+        }
+        tracing::warn!(error = %err, label = err.label(), attempt,
+            backoff_ms = backoff.as_millis() as u64, "cannot read the job's build; retrying");
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The completion is the only record of the build in the database: retry it with backoff
+/// until it is saved. `None` if shutdown came first and the result is safe in the spool (or
+/// a bounded number of further attempts failed too).
+async fn complete_with_retry(
+    pool: &DbPool,
+    job_id: Uuid,
+    worker: &str,
+    result: &JobResult,
+    shutdown: &CancellationToken,
+    spooled: bool,
+) -> Option<Option<Completion>> {
+    let mut backoff = Duration::from_millis(250);
+    let mut attempt: u32 = 0;
+    let mut after_shutdown: u32 = 0;
+    loop {
+        attempt += 1;
         let outcome = async {
             let mut conn = pool.get().await?;
-            complete_job(&mut conn, job_id, worker, &result, Utc::now()).await
+            complete_job(&mut conn, job_id, worker, result, Utc::now()).await
         };
-        match outcome.await {
-            Ok(completion) => return Ok(completion),
-            Err(err) if attempt < COMPLETION_ATTEMPTS => {
-                tracing::warn!(error = %err, attempt, "cannot record the completion; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+        let err = match outcome.await {
+            Ok(completion) => return Some(completion),
+            Err(err) => err,
+        };
+        if shutdown.is_cancelled() {
+            after_shutdown += 1;
+            if spooled || after_shutdown >= UNSPOOLED_ATTEMPTS_AFTER_SHUTDOWN {
+                tracing::error!(error = %err, attempt, spooled,
+                    "shutting down before the completion was saved");
+                return None;
             }
-            Err(err) => return Err(err),
+        }
+        tracing::warn!(error = %err, label = err.label(), attempt,
+            backoff_ms = backoff.as_millis() as u64, "cannot record the completion; retrying");
+        tokio::select! {
+            () = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Save the results a worker spooled but could not write (see [`spool`]).
+async fn save_spooled(pool: &DbPool, config: &WorkerConfig, shutdown: &CancellationToken) {
+    let dir = spool::dir(&config.backends.terraform.work_dir);
+    let pending = match spool::pending(&dir).await {
+        Ok(pending) => pending,
+        Err(err) => {
+            tracing::error!(dir = %dir.display(), error = %err, "cannot read the spool");
+            return;
+        }
+    };
+    for (path, spooled) in pending {
+        let Some(result) = spooled.result() else {
+            tracing::error!(path = %path.display(), "damaged spooled result; left in place");
+            continue;
+        };
+        let job_id = spooled.job_id;
+        let worker = spooled.worker_id.as_str();
+        let span = tracing::info_span!("spooled_job", %job_id, %worker);
+        let saved = complete_with_retry(pool, job_id, worker, &result, shutdown, true)
+            .instrument(span.clone())
+            .await;
+        if let Some(completion) = saved {
+            span.in_scope(|| {
+                tracing::info!(status = ?completion.as_ref().map(|c| c.status),
+                    "saved a spooled result")
+            });
+            if let Some(completion) = completion {
+                schedule_agents(pool, &completion);
+            }
+            spool::remove(&path).await;
         }
     }
 }
 
-/// Heartbeat until `done`; cancel `cancel` when the job is being canceled or is no longer ours.
+/// Heartbeat at a fixed rate until `done`; cancel `cancel` when the job is being canceled or
+/// is no longer ours. Announcements of this job add a check at once; nothing delays a beat.
 async fn keep_alive(
     pool: DbPool,
     job_id: Uuid,
@@ -228,63 +353,51 @@ async fn keep_alive(
     cancel: CancellationToken,
     done: CancellationToken,
 ) {
+    // A zero interval (from configuration) would make the timer panic; beat often instead.
+    let interval = interval.max(MIN_HEARTBEAT_INTERVAL);
+    let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    // A slow beat is followed by the next one a full interval later, not by a burst.
+    beats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut listening = true;
     loop {
         tokio::select! {
             () = done.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-            received = announced.recv() => match received {
+            _ = beats.tick() => {}
+            received = announced.recv(), if listening => match received {
                 Ok(id) if id != job_id => continue,
                 // Our job, or some announcements were lost: check now.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                // The listener is gone; the timer still drives heartbeats.
+                // The listener is gone; the timer alone drives heartbeats.
                 Err(broadcast::error::RecvError::Closed) => {
-                    announced = broadcast::channel(1).1;
+                    listening = false;
+                    continue;
                 }
             },
         }
         let status = async {
             let mut conn = pool.get().await?;
-            heartbeat(&mut conn, job_id, &worker, Utc::now()).await
+            heartbeat(&mut conn, job_id, &worker).await
         };
-        match status.await {
-            Ok(Some(JobStatus::Canceling)) => {
+        match tokio::time::timeout(interval.max(HEARTBEAT_TIMEOUT), status).await {
+            Ok(Ok(Some(JobStatus::Canceling))) => {
                 if !cancel.is_cancelled() {
                     tracing::info!("job canceled; stopping the backend");
                     cancel.cancel();
                 }
             }
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                tracing::warn!("job no longer held by this worker; stopping the backend");
-                cancel.cancel();
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => {
+                if !cancel.is_cancelled() {
+                    tracing::warn!("job no longer held by this worker; stopping the backend");
+                    cancel.cancel();
+                }
             }
-            Err(err) => tracing::warn!(error = %err, "heartbeat failed; will retry"),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, label = err.label(), "heartbeat failed; will retry")
+            }
+            Err(_) => tracing::warn!("heartbeat timed out; will retry"),
         }
     }
-}
-
-/// A job whose build cannot be read can never run: fail it now rather than after the
-/// heartbeat timeout.
-async fn fail_unrunnable(
-    conn: &mut diesel_async::AsyncPgConnection,
-    job_id: Uuid,
-    worker: &str,
-    error: &str,
-) -> Result<(), ProvisionerError> {
-    diesel::update(
-        provisioner_jobs::table
-            .find(job_id)
-            .filter(provisioner_jobs::worker_id.eq(worker))
-            .filter(provisioner_jobs::status.eq(JobStatus::Running)),
-    )
-    .set((
-        provisioner_jobs::status.eq(JobStatus::Failed),
-        provisioner_jobs::completed_at.eq(Utc::now()),
-        provisioner_jobs::error.eq(error),
-    ))
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Simulated agents with a start time become ready once it has passed. Kept in memory: after

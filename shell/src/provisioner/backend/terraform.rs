@@ -1,6 +1,7 @@
-//! The terraform backend: the real `terraform` CLI in a per-workspace working directory
-//! copied from the version's module directory (`source.dir`). The state file round-trips
-//! through the build's `provisioner_state`, so the directory itself is disposable.
+//! The terraform backend: the real `terraform` CLI in a fresh working directory per job,
+//! copied from the version's module directory (`source.dir`) and removed afterwards. The
+//! state file round-trips through the build's `provisioner_state`, so nothing of an earlier
+//! job (a `.tf` file a newer version removed, say) can leak into the next one.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,7 +25,8 @@ const CANCEL_GRACE: Duration = Duration::from_secs(30);
 pub struct TerraformConfig {
     /// The binary, looked up on PATH unless it has a directory part.
     pub bin: String,
-    /// Parent of the per-workspace working directories.
+    /// Parent of the per-job working directories (and of the worker's spool of results not
+    /// yet saved).
     pub work_dir: PathBuf,
 }
 
@@ -44,9 +46,31 @@ pub async fn run(
             BackendError::InvalidSource("dir: expected the module directory".into())
         })?;
     let agents = agent_names(&ctx.version.source)?;
-    let dir = config.work_dir.join(ctx.workspace.id.to_string());
-    prepare_dir(Path::new(source_dir), &dir, ctx.build.provisioner_state.as_deref()).await?;
+    let dir = config.work_dir.join(format!("job-{}", ctx.job.id));
+    let prepared =
+        prepare_dir(Path::new(source_dir), &dir, ctx.build.provisioner_state.as_deref()).await;
+    let result = match prepared {
+        Ok(()) => apply(config, ctx, &dir, agents, cancel).await,
+        Err(error) => Err(error.into()),
+    };
+    // The state is in the result now; the directory holds nothing else worth keeping.
+    if let Err(err) = tokio::fs::remove_dir_all(&dir).await {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %err,
+                "cannot remove the job's terraform directory");
+        }
+    }
+    result
+}
 
+/// init, then apply (or destroy), in the prepared `dir`.
+async fn apply(
+    config: &TerraformConfig,
+    ctx: &JobContext,
+    dir: &Path,
+    agents: Vec<String>,
+    cancel: &CancellationToken,
+) -> Result<BuildOutput, BuildFailure> {
     let transition = ctx.build.transition;
     let mut vars = vec![
         ("workspace_id".to_owned(), ctx.workspace.id.to_string()),
@@ -56,14 +80,14 @@ pub async fn run(
     ];
     vars.extend(ctx.parameters.iter().cloned());
 
-    terraform(config, &dir, "init", &["init", "-input=false", "-no-color"], &[], cancel).await?;
+    terraform(config, dir, "init", &["init", "-input=false", "-no-color"], &[], cancel).await?;
     let step = match transition {
         Transition::Start | Transition::Stop => "apply",
         Transition::Delete => "destroy",
     };
     let result = terraform(
         config,
-        &dir,
+        dir,
         step,
         &[step, "-input=false", "-auto-approve", "-no-color"],
         &vars,
@@ -71,7 +95,26 @@ pub async fn run(
     )
     .await;
     // Keep whatever state terraform wrote, even after a failed apply: it records what exists.
-    let state = tokio::fs::read(dir.join(STATE_FILE)).await.ok();
+    let state_path = dir.join(STATE_FILE);
+    let state = match tokio::fs::read(&state_path).await {
+        Ok(state) => Some(state),
+        // A run that failed before writing any state leaves the previous one in force.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && result.is_err() => None,
+        Err(source) => {
+            let unreadable =
+                BackendError::StateUnreadable { path: state_path.display().to_string(), source };
+            // A succeeded apply without its state would leave the previous build's state in
+            // force, describing resources that may no longer exist: fail the job instead.
+            let error = match result {
+                Ok(()) => unreadable,
+                Err(error) => {
+                    tracing::error!(error = %unreadable, "and the failed run's state is lost");
+                    error
+                }
+            };
+            return Err(BuildFailure { error, state: None });
+        }
+    };
     match result {
         Ok(()) => {
             let agents = match transition {
@@ -86,10 +129,17 @@ pub async fn run(
     }
 }
 
-/// A fresh copy of the module with the previous state, if any.
+/// A fresh copy of the module with the previous state, if any. A directory left by an
+/// earlier attempt at the same job (a worker killed mid-run) is removed first.
 async fn prepare_dir(source: &Path, dir: &Path, state: Option<&[u8]>) -> Result<(), BackendError> {
     let work_dir_error =
         |path: &Path, source| BackendError::WorkDir { path: path.display().to_string(), source };
+    match tokio::fs::remove_dir_all(dir).await {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            return Err(work_dir_error(dir, err))
+        }
+        _ => {}
+    }
     tokio::fs::create_dir_all(dir).await.map_err(|err| work_dir_error(dir, err))?;
     let mut entries =
         tokio::fs::read_dir(source).await.map_err(|err| work_dir_error(source, err))?;

@@ -97,6 +97,10 @@ struct BuildRow {
     created_at: DateTime<Utc>,
     #[diesel(sql_type = Text)]
     job_status: String,
+    /// False for a job the reaper failed (lost worker, queue wait) or that could not run:
+    /// not a failed build in SPEC §4's sense. NULL kinds (older rows) count as builds.
+    #[diesel(sql_type = Bool)]
+    counts_as_build: bool,
     #[diesel(sql_type = Bool)]
     ready: bool,
 }
@@ -134,7 +138,9 @@ WHERE preset_id = ANY($1) ORDER BY preset_id, position";
 const BUILDS_SQL: &str = "
 SELECT b.workspace_id, w.created_at AS workspace_created_at, b.build_number,
        b.template_version_id, b.preset_id, b.transition, b.created_at,
-       j.status AS job_status, nr.build_id IS NULL AS ready
+       j.status AS job_status,
+       (j.status <> 'failed' OR COALESCE(j.failure_kind, 'build') = 'build') AS counts_as_build,
+       nr.build_id IS NULL AS ready
 FROM workspaces w
 JOIN workspace_builds b ON b.workspace_id = w.id
 JOIN provisioner_jobs j ON j.id = b.job_id
@@ -246,9 +252,11 @@ fn assemble(
     }
 }
 
-/// The build as a recent build when it is a finished start build of a preset.
+/// The build as a recent build when it is a finished start build of a preset. A job failed
+/// by the reaper or unable to run is no build at all for the backoff and the hard limit
+/// (SPEC §4 counts failed builds; queue time and lost workers are not the template's).
 fn finished_start(build: &BuildRow) -> Option<RecentBuild> {
-    if build.transition != "start" {
+    if build.transition != "start" || !build.counts_as_build {
         return None;
     }
     Some(RecentBuild {

@@ -1,0 +1,236 @@
+//! The provisioner's job bookkeeping that is not a completion: heartbeats, the reaper's
+//! sweeps, failing a job that cannot run, and recording the result of a build that finished
+//! after its job was reaped. Every comparison of instants written by different hosts (a
+//! worker's heartbeat, the reaper's cutoff) uses the database's `now()`, so clock skew
+//! between hosts cannot reap a live job.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::{Double, Nullable, Text, Uuid as SqlUuid};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::audit::{self, Actor, Change};
+use crate::db::enums::{FailureKind, JobStatus};
+use crate::db::schema::{provisioner_jobs, workspace_builds};
+
+/// Record that `worker_id` still works on `job_id`, at the database's time. Returns the
+/// job's status, or `None` once the job is no longer this worker's (reaped, or taken over).
+pub async fn heartbeat(
+    conn: &mut AsyncPgConnection,
+    job_id: Uuid,
+    worker_id: &str,
+) -> Result<Option<JobStatus>, diesel::result::Error> {
+    diesel::update(
+        provisioner_jobs::table
+            .find(job_id)
+            .filter(provisioner_jobs::worker_id.eq(worker_id))
+            .filter(provisioner_jobs::status.eq_any([JobStatus::Running, JobStatus::Canceling])),
+    )
+    .set(provisioner_jobs::heartbeat_at.eq(diesel::dsl::now))
+    .returning(provisioner_jobs::status)
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+/// What one reaper sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reaped {
+    pub running: usize,
+    pub canceling: usize,
+    pub pending: usize,
+}
+
+impl Reaped {
+    pub fn total(self) -> usize {
+        self.running + self.canceling + self.pending
+    }
+}
+
+// $1 = timeout in seconds, $2 = the error text.
+const REAP_RUNNING_SQL: &str = "
+UPDATE provisioner_jobs
+   SET status = 'failed', completed_at = now(), error = $2, failure_kind = 'reaped'
+ WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)";
+
+// $1 = timeout in seconds. A cancellation nobody started, or whose worker is gone, is done.
+const REAP_CANCELING_SQL: &str = "
+UPDATE provisioner_jobs
+   SET status = 'canceled', completed_at = now(), canceled_at = now(), failure_kind = 'reaped'
+ WHERE status = 'canceling'
+   AND (heartbeat_at < now() - make_interval(secs => $1) OR started_at IS NULL)";
+
+// $1 = timeout in seconds, $2 = the error text.
+const REAP_PENDING_SQL: &str = "
+UPDATE provisioner_jobs
+   SET status = 'failed', completed_at = now(), error = $2, failure_kind = 'reaped'
+ WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1)";
+
+/// Fail running jobs without a heartbeat for `heartbeat_timeout` and pending jobs older than
+/// `pending_timeout`, both by the database's clock; end stale cancellations as canceled. All
+/// are marked [`FailureKind::Reaped`]: none is a build failure.
+pub async fn reap_stale(
+    conn: &mut AsyncPgConnection,
+    heartbeat_timeout: Duration,
+    pending_timeout: Duration,
+) -> Result<Reaped, diesel::result::Error> {
+    let heartbeat_error = format!(
+        "the provisioner stopped sending heartbeats (none for {}s): the worker was lost",
+        heartbeat_timeout.as_secs()
+    );
+    let pending_error = format!(
+        "no provisioner acquired the job within {}s: is a provisioner running?",
+        pending_timeout.as_secs()
+    );
+    let running = diesel::sql_query(REAP_RUNNING_SQL)
+        .bind::<Double, _>(heartbeat_timeout.as_secs_f64())
+        .bind::<Text, _>(heartbeat_error)
+        .execute(conn)
+        .await?;
+    let canceling = diesel::sql_query(REAP_CANCELING_SQL)
+        .bind::<Double, _>(heartbeat_timeout.as_secs_f64())
+        .execute(conn)
+        .await?;
+    let pending = diesel::sql_query(REAP_PENDING_SQL)
+        .bind::<Double, _>(pending_timeout.as_secs_f64())
+        .bind::<Text, _>(pending_error)
+        .execute(conn)
+        .await?;
+    Ok(Reaped { running, canceling, pending })
+}
+
+/// Fail a job of `worker_id` that can never run, with an audit entry saying why. Returns
+/// whether it was still this worker's to fail.
+pub async fn fail_unrunnable(
+    conn: &mut AsyncPgConnection,
+    job_id: Uuid,
+    worker_id: &str,
+    error: &str,
+) -> Result<bool, diesel::result::Error> {
+    let (worker_id, error) = (worker_id.to_owned(), error.to_owned());
+    conn.transaction(async move |conn| {
+        let failed = diesel::update(
+            provisioner_jobs::table
+                .find(job_id)
+                .filter(provisioner_jobs::worker_id.eq(&worker_id))
+                .filter(provisioner_jobs::status.eq(JobStatus::Running)),
+        )
+        .set((
+            provisioner_jobs::status.eq(JobStatus::Failed),
+            provisioner_jobs::completed_at.eq(diesel::dsl::now),
+            provisioner_jobs::error.eq(&error),
+            provisioner_jobs::failure_kind.eq(FailureKind::Unrunnable),
+        ))
+        .execute(conn)
+        .await?;
+        if failed == 0 {
+            return Ok(false);
+        }
+        let change = Change {
+            action: "job_unrunnable",
+            resource_type: "provisioner_job",
+            resource_id: Some(job_id),
+            diff: serde_json::json!({ "job_id": job_id, "worker_id": worker_id, "error": error }),
+        };
+        audit::record(conn, chrono::Utc::now(), &Actor::system("provisioner"), change).await?;
+        Ok(true)
+    })
+    .await
+}
+
+/// What became of the result of a build whose job was already finished by someone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LateResult {
+    /// The state was kept on the build (no newer build of the workspace existed).
+    StateSaved,
+    /// Noted on the job; no state to save, or a newer build owns the workspace's state.
+    Noted,
+    /// The job is not this worker's, or was not ended by the reaper: nothing written.
+    NotOurs,
+}
+
+// $1 = job id, $2 = worker id. Locks the job, and says whether a newer build exists.
+const LATE_JOB_SQL: &str = "
+SELECT b.id AS build_id, b.workspace_id,
+       EXISTS (SELECT 1 FROM workspace_builds n
+                WHERE n.workspace_id = b.workspace_id AND n.build_number > b.build_number)
+         AS superseded,
+       j.error
+  FROM provisioner_jobs j JOIN workspace_builds b ON b.job_id = j.id
+ WHERE j.id = $1 AND j.worker_id = $2 AND j.failure_kind = 'reaped'
+   FOR UPDATE OF j";
+
+#[derive(QueryableByName)]
+struct LateJob {
+    #[diesel(sql_type = SqlUuid)]
+    build_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    workspace_id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    superseded: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    error: Option<String>,
+}
+
+/// The job was reaped while its worker still built: keep the state the backend produced on
+/// the build when no newer build exists (it is what exists now; a newer build was given the
+/// older state and owns the workspace from then on), and say on the job what happened.
+/// `outcome` is how the build ended ("succeeded", "failed: ...", "canceled").
+pub async fn record_late_result(
+    conn: &mut AsyncPgConnection,
+    job_id: Uuid,
+    worker_id: &str,
+    outcome: &str,
+    state: Option<&[u8]>,
+) -> Result<LateResult, diesel::result::Error> {
+    let (worker_id, outcome) = (worker_id.to_owned(), outcome.to_owned());
+    let state = state.map(<[u8]>::to_vec);
+    conn.transaction(async move |conn| {
+        let job: Option<LateJob> = diesel::sql_query(LATE_JOB_SQL)
+            .bind::<SqlUuid, _>(job_id)
+            .bind::<Text, _>(&worker_id)
+            .get_result(conn)
+            .await
+            .optional()?;
+        let Some(job) = job else { return Ok(LateResult::NotOurs) };
+        const NOTE: &str = "the worker finished afterwards";
+        if job.error.as_deref().is_some_and(|e| e.contains(NOTE)) {
+            // Recorded already (a retried completion, or a spool flushed twice).
+            return Ok(LateResult::Noted);
+        }
+        let save = state.is_some() && !job.superseded;
+        if save {
+            diesel::update(workspace_builds::table.find(job.build_id))
+                .set(workspace_builds::provisioner_state.eq(&state))
+                .execute(conn)
+                .await?;
+        }
+        let kept = match (state.is_some(), job.superseded) {
+            (false, _) => "it left no state",
+            (true, false) => "its state was saved on the build",
+            (true, true) => "its state was not saved: a newer build exists",
+        };
+        let note = format!("{}; {NOTE} ({outcome}): {kept}", job.error.unwrap_or_default());
+        diesel::update(provisioner_jobs::table.find(job_id))
+            .set(provisioner_jobs::error.eq(note))
+            .execute(conn)
+            .await?;
+        let change = Change {
+            action: "build_result_after_reap",
+            resource_type: "workspace",
+            resource_id: Some(job.workspace_id),
+            diff: serde_json::json!({
+                "job_id": job_id,
+                "build_id": job.build_id,
+                "worker_id": worker_id,
+                "outcome": outcome,
+                "state_saved": save,
+            }),
+        };
+        audit::record(conn, chrono::Utc::now(), &Actor::system("provisioner"), change).await?;
+        Ok(if save { LateResult::StateSaved } else { LateResult::Noted })
+    })
+    .await
+}
