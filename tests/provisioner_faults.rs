@@ -345,12 +345,25 @@ async fn terraform_state_survives_an_outage_and_a_restart() {
     if poolkeeper_tests::skip_without_terraform() {
         return;
     }
+    // The example module plus a resource whose creation takes 4 s (a local command, no
+    // network): the outage then always lands while terraform applies, however loaded the
+    // machine is.
+    let module = temp_dir("tf-outage-module");
+    std::fs::create_dir_all(&module).expect("module dir");
+    std::fs::copy(example_module().join("main.tf"), module.join("main.tf")).expect("main.tf");
+    std::fs::write(
+        module.join("slow.tf"),
+        "resource \"terraform_data\" \"slow\" {\n  input = \"slow\"\n  \
+         provisioner \"local-exec\" {\n    command = \"sleep 4\"\n  }\n}\n",
+    )
+    .expect("slow.tf");
     let spec = TemplateSpec {
         provisioner: ProvisionerKind::Terraform,
-        source: serde_json::json!({"dir": example_module()}),
+        source: serde_json::json!({"dir": module}),
         ..TemplateSpec::default()
     };
     state_survives_an_outage_and_a_restart(spec, "tf-outage").await;
+    let _ = std::fs::remove_dir_all(module);
 }
 
 /// Item 2: a job reaped while its worker was still building keeps the state the build
