@@ -590,3 +590,94 @@ async fn activity_bumps_a_near_deadline_and_last_used_at() {
     assert!(deadline >= now + TimeDelta::minutes(59), "{deadline} vs {now}");
     assert!(deadline <= Utc::now() + TimeDelta::minutes(61), "{deadline}");
 }
+
+/// `POST /presets/{id}/invalidate` replaces the pool: the next reconciler cycle deletes every
+/// prebuild created before the call and builds as many new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidating_a_preset_replaces_its_pool() {
+    use poolkeeper::daemon::{CycleOutcome, PrebuildReconciler};
+    let api = Api::start().await;
+    let (_, admin) = api.user("adam", UserRole::TemplateAdmin).await;
+    let large = api.preset_id("large").await;
+    let live = format!(
+        "SELECT w.id FROM workspaces w WHERE NOT w.deleted AND w.owner_id = '{PREBUILDS_USER_ID}'
+           AND EXISTS (SELECT 1 FROM workspace_builds b WHERE b.workspace_id = w.id
+                       AND b.preset_id = '{large}')"
+    );
+    let live_ids = || async {
+        let mut conn = api.db.conn().await;
+        let mut ids: Vec<Uuid> = diesel::sql_query(&live)
+            .load::<IdRow>(&mut conn)
+            .await
+            .expect("live prebuilds")
+            .into_iter()
+            .map(|row| row.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut reconciler = PrebuildReconciler::new(
+        api.db.pool().clone(),
+        api.db.url(),
+        poolkeeper_core::prebuilds::ReconcilerConfig {
+            backoff_interval_secs: 60,
+            backoff_lookback_secs: 3600,
+            failure_hard_limit: 3,
+            max_pending_creates_per_preset: 0,
+        },
+        2,
+    );
+    // Cycles, each followed by every job succeeding, until one finds nothing to do.
+    let mut settle = async || {
+        for _ in 0..5 {
+            let outcome = reconciler.cycle(Utc::now()).await.expect("cycle");
+            let CycleOutcome::Ran(stats) = outcome else { panic!("not leading: {outcome:?}") };
+            if stats.jobs == 0 {
+                return;
+            }
+            let mut conn = api.db.conn().await;
+            complete_pending_jobs(&mut conn).await;
+        }
+        panic!("the pool did not settle in 5 cycles");
+    };
+    settle().await;
+    let before = live_ids().await;
+    assert!(!before.is_empty(), "the large pool was not filled");
+
+    let (status, body) =
+        api.call(Method::POST, &format!("/api/v1/presets/{large}/invalidate"), &admin, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    settle().await;
+    let after = live_ids().await;
+    assert_eq!(after.len(), before.len(), "the pool keeps its size");
+    assert!(after.iter().all(|id| !before.contains(id)), "{before:?} -> {after:?}");
+    println!(
+        "invalidate: {} prebuilds replaced by {} new ones, violations: 0",
+        before.len(),
+        after.len()
+    );
+}
+
+#[derive(diesel::QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+}
+
+/// What a provisioner does, in SQL: pending jobs succeed, start builds get a ready agent,
+/// delete builds mark their workspace deleted.
+async fn complete_pending_jobs(conn: &mut diesel_async::AsyncPgConnection) {
+    for sql in [
+        "INSERT INTO workspace_agents (build_id, name, lifecycle_state)
+         SELECT b.id, 'main', 'ready' FROM workspace_builds b
+           JOIN provisioner_jobs j ON j.id = b.job_id
+          WHERE j.status = 'pending' AND b.transition = 'start'",
+        "UPDATE workspaces SET deleted = true WHERE id IN (
+           SELECT b.workspace_id FROM workspace_builds b JOIN provisioner_jobs j ON j.id = b.job_id
+            WHERE j.status = 'pending' AND b.transition = 'delete')",
+        "UPDATE provisioner_jobs SET status = 'succeeded', started_at = now(), completed_at = now()
+          WHERE status = 'pending'",
+    ] {
+        diesel::sql_query(sql).execute(conn).await.expect("complete the pending jobs");
+    }
+}

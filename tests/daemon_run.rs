@@ -4,7 +4,7 @@
 #[path = "support/seed.rs"]
 mod seed;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use poolkeeper::daemon::http::HttpState;
 use poolkeeper::daemon::{run, DaemonSettings, LifecycleExecutor};
@@ -17,16 +17,21 @@ use seed::{t, WorkspaceSeed};
 const LIVE_PREBUILDS: &str = "SELECT count(*) AS n FROM workspaces
     WHERE owner_id = 'c42fdf75-3097-471c-8c33-fb52454d81c0' AND NOT deleted";
 
-/// Waits (bounded) for a condition the daemon brings about in real time.
-async fn eventually(db: &TestDatabase, sql: &str, expected: i64) {
+/// Cap of the condition waits: generous, a slow machine must not fail them.
+const WAIT_CAP: Duration = Duration::from_secs(60);
+
+/// Waits for a condition the daemon brings about in real time (polled, capped at
+/// [`WAIT_CAP`]); returns how long it took.
+async fn eventually(db: &TestDatabase, sql: &str, expected: i64) -> Duration {
+    let started = Instant::now();
     let mut conn = db.conn().await;
-    for _ in 0..200 {
+    loop {
         if seed::count(&mut conn, sql).await == expected {
-            return;
+            return started.elapsed();
         }
+        assert!(started.elapsed() < WAIT_CAP, "{sql} never reached {expected} in {WAIT_CAP:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{sql} never reached {expected}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,18 +58,24 @@ async fn daemon_fills_pools_wakes_on_preset_changes_and_shuts_down() {
     let state = HttpState::default();
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(run(settings, db.pool().clone(), state.clone(), shutdown.clone()));
-    eventually(&db, LIVE_PREBUILDS, 2).await;
+    let filled = eventually(&db, LIVE_PREBUILDS, 2).await;
     assert!(state.ready.load(std::sync::atomic::Ordering::Relaxed));
 
     seed::preset(&mut conn, version_id, "large", 1).await;
-    eventually(&db, LIVE_PREBUILDS, 3).await;
+    // The next poll is 600 s away: only the LISTEN wake-up can bring this in time.
+    let woken = eventually(&db, LIVE_PREBUILDS, 3).await;
     assert!(state.metrics.encode().contains("poolkeeper_prebuilds_desired"));
 
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), daemon)
-        .await
-        .expect("shutdown in time")
-        .expect("daemon task");
+    let stopping = Instant::now();
+    tokio::time::timeout(WAIT_CAP, daemon).await.expect("shutdown in time").expect("daemon task");
+    println!(
+        "daemon: pool filled in {:.1}s, woken by a preset change in {:.1}s (poll 600 s), \
+         shut down in {:.1}s",
+        filled.as_secs_f64(),
+        woken.as_secs_f64(),
+        stopping.elapsed().as_secs_f64()
+    );
 }
 
 #[tokio::test]

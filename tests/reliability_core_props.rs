@@ -153,9 +153,9 @@ fn extreme_snapshots_mostly_reach_the_core() {
             Err(err) => panic!("{err}"),
         }
     }
+    assert!(planned >= 100, "only {planned} of 600 reached the core");
     println!(
         "core props: 600 extreme snapshots, {replaced} values replaced, planned {planned}, \
          refused {refused}, violations: 0"
     );
-    assert!(planned >= 100, "only {planned} of 600 reached the core");
 }

@@ -1,7 +1,8 @@
 //! Bounded in-test fuzzing of the two file parsers users feed by hand: the templates file
 //! (TOML and JSON) and the replay file. Arbitrary bytes, byte-level corruption and structural
-//! mutation of the shipped example never panic; a refusal always says what is wrong, and a
-//! structural mutation of a valid file is refused at a named field. (The cargo-fuzz targets
+//! mutation of the shipped example never panic; a refusal always says what is wrong, a
+//! structural mutation of a valid file is refused at a named field, and so is a corrupted file
+//! that is still readable TOML or JSON (an unreadable one is refused at a line and column). (The cargo-fuzz targets
 //! in fuzz/ run the same parsers without a bound.)
 
 use poolkeeper::templates_file::{from_value, parse_json, parse_toml, toml_value, FieldError};
@@ -31,6 +32,23 @@ fn check(
     Ok(())
 }
 
+/// A refusal of a corrupted file says where: at a named field when the document is still
+/// readable TOML or JSON, at a line and column when it is not.
+fn check_located(
+    text: &str,
+    readable: bool,
+    result: Result<poolkeeper::templates_file::TemplateSpec, FieldError>,
+) -> Result<(), TestCaseError> {
+    if let Err(err) = &result {
+        if readable {
+            prop_assert!(!err.field.is_empty(), "refused without a field: {err}\n{text}");
+        } else {
+            prop_assert!(err.message.contains("line"), "refused without a location: {err}\n{text}");
+        }
+    }
+    check(result)
+}
+
 proptest! {
     #![proptest_config(proptest_config("reliability_hostile_input", 500))]
 
@@ -52,8 +70,11 @@ proptest! {
         cut in 0usize..24,
         garbage in prop_oneof![".{0,8}", Just("\n[[presets]]\n".to_owned()), Just("=".to_owned()), Just("\"".to_owned())],
     ) {
-        check(parse_toml(&splice(EXAMPLE, at, cut, &garbage)))?;
-        check(parse_json(&splice(&example_json().to_string(), at, cut, &garbage)))?;
+        let toml_text = splice(EXAMPLE, at, cut, &garbage);
+        check_located(&toml_text, toml_value(&toml_text).is_ok(), parse_toml(&toml_text))?;
+        let json_text = splice(&example_json().to_string(), at, cut, &garbage);
+        let readable = serde_json::from_str::<Value>(&json_text).is_ok();
+        check_located(&json_text, readable, parse_json(&json_text))?;
     }
 
     /// Lines of the example dropped or repeated.
@@ -67,7 +88,8 @@ proptest! {
             }
             if repeat { lines.insert(i, lines[i]) } else { lines.remove(i); }
         }
-        check(parse_toml(&lines.join("\n")))?;
+        let text = lines.join("\n");
+        check_located(&text, toml_value(&text).is_ok(), parse_toml(&text))?;
     }
 
     /// Any scalar of the example replaced by a hostile value: valid, or refused at a field.

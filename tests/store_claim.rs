@@ -53,8 +53,11 @@ fn request(pool: &Pool, user_id: Uuid, name: &str) -> ClaimRequest {
     }
 }
 
+/// A claim, capped generously: the locks the tests hold are released only after the claim
+/// returns, so a claim that waited for one would never return (or end in a lock timeout
+/// error); the outcome, not the cap, shows that it passed the lock over.
 async fn claim(db: &TestDatabase, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
-    tokio::time::timeout(Duration::from_secs(10), claim_or_create(db.pool(), Utc::now(), request))
+    tokio::time::timeout(Duration::from_secs(60), claim_or_create(db.pool(), Utc::now(), request))
         .await
         .expect("a claim never waits for another claim's lock")
 }

@@ -140,8 +140,10 @@ async fn a_workspace_another_replica_is_on_is_skipped_without_waiting() {
         ))
         .await
         .expect("hold the workspace");
+    // The lock is held until after the apply returns: a waiting apply could only end in a
+    // lock timeout error, so `Skipped("locked")` shows it never waited; the cap is generous.
     let applied = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(60),
         apply_lifecycle_decision(db.pool(), &seed::lead(&db, "lifecycle").await, now, &decision),
     )
     .await
@@ -276,4 +278,173 @@ async fn apply_after_lock_wait(
     assert!(waited, "the applier never waited for the row lock");
     other.batch_execute("COMMIT").await.expect("commit");
     apply.await.expect("apply task").expect("apply")
+}
+
+/// A person's workspace (build #1 `transition`, job `status`, at 08:00) on version v1 of a
+/// template whose active version is then v2, with automatic updates on: only a start may
+/// move it to v2. Returns (workspace, v1, v2).
+async fn workspace_behind_the_active_version(
+    db: &TestDatabase,
+    transition: Transition,
+    status: poolkeeper::db::enums::JobStatus,
+) -> (uuid::Uuid, uuid::Uuid, uuid::Uuid) {
+    let mut conn = db.conn().await;
+    let (template_id, v1) = seed::template(&mut conn, "go").await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let ws = seed::workspace(
+        &mut conn,
+        WorkspaceSeed {
+            status,
+            ..WorkspaceSeed::owned(alice, template_id, v1, transition, t("2025-06-02T08:00:00Z"))
+        },
+    )
+    .await;
+    let v2 = seed::version(&mut conn, template_id, "v2").await;
+    diesel::sql_query("UPDATE workspaces SET automatic_updates = 'always' WHERE id = $1")
+        .bind::<diesel::sql_types::Uuid, _>(ws)
+        .execute(&mut conn)
+        .await
+        .expect("automatic updates");
+    (ws, v1, v2)
+}
+
+/// The decision the planner makes for `ws` at `now`, from a snapshot of the database.
+async fn decision_for(
+    db: &TestDatabase,
+    ws: uuid::Uuid,
+    now: chrono::DateTime<chrono::Utc>,
+) -> poolkeeper_core::lifecycle::Decision {
+    let mut conn = db.conn().await;
+    let snapshot = load_lifecycle_snapshot(&mut conn, now).await.expect("load");
+    plan(now, &snapshot).into_iter().find(|d| d.workspace_id == ws).expect("a decision")
+}
+
+/// (transition, reason, version) of build `number` of `ws`, and whether its job is pending.
+async fn build_row(db: &TestDatabase, ws: uuid::Uuid, number: i32) -> (String, String, uuid::Uuid) {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        transition: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        reason: String,
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        template_version_id: uuid::Uuid,
+    }
+    let mut conn = db.conn().await;
+    let row: Row = diesel::sql_query(
+        "SELECT b.transition, b.reason, b.template_version_id FROM workspace_builds b
+         JOIN provisioner_jobs j ON j.id = b.job_id
+         WHERE b.workspace_id = $1 AND b.build_number = $2 AND j.status = 'pending'",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(ws)
+    .bind::<diesel::sql_types::Integer, _>(number)
+    .get_result(&mut conn)
+    .await
+    .expect("the new build, its job pending");
+    (row.transition, row.reason, row.template_version_id)
+}
+
+#[tokio::test]
+async fn failedstop_is_applied_once_on_the_latest_builds_version() {
+    use poolkeeper::db::enums::JobStatus;
+    let db = TestDatabase::new().await;
+    let (ws, v1, v2) =
+        workspace_behind_the_active_version(&db, Transition::Start, JobStatus::Failed).await;
+    let mut conn = db.conn().await;
+    diesel::sql_query("UPDATE templates SET failure_ttl_secs = 3600")
+        .execute(&mut conn)
+        .await
+        .expect("failure ttl");
+    let now = t("2025-06-02T12:00:00Z");
+    let decision = decision_for(&db, ws, now).await;
+    assert_eq!(decision.reason, Some(Reason::Failedstop), "{decision:?}");
+    let lead = seed::lead(&db, "lifecycle").await;
+    let applied = apply_lifecycle_decision(db.pool(), &lead, now, &decision).await.expect("apply");
+    assert!(matches!(applied, Applied::Done { job_id: Some(_), .. }), "{applied:?}");
+    let (transition, reason, version) = build_row(&db, ws, 2).await;
+    assert_eq!((transition.as_str(), reason.as_str()), ("stop", "failedstop"));
+    assert_eq!(version, v1, "a stop keeps the latest build's version, not the active {v2}");
+    let again = apply_lifecycle_decision(db.pool(), &lead, now, &decision).await.expect("apply");
+    assert_eq!(again, Applied::Skipped("no_longer_due"));
+    let audits = format!(
+        "SELECT count(*) AS n FROM audit_log WHERE resource_id = '{ws}'
+           AND diff->>'reason' = 'failedstop'"
+    );
+    assert_eq!(seed::count(&mut conn, &audits).await, 1);
+}
+
+#[tokio::test]
+async fn autodelete_is_applied_once_on_the_latest_builds_version() {
+    use poolkeeper::db::enums::JobStatus;
+    let db = TestDatabase::new().await;
+    let (ws, v1, v2) =
+        workspace_behind_the_active_version(&db, Transition::Stop, JobStatus::Succeeded).await;
+    let mut conn = db.conn().await;
+    diesel::sql_query(
+        "UPDATE templates SET time_til_dormant_secs = 3600, time_til_dormant_autodelete_secs = 86400",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("template");
+    diesel::sql_query(
+        "UPDATE workspaces SET dormant_at = '2025-06-01T09:00:00Z',
+           deleting_at = '2025-06-02T09:00:00Z' WHERE id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(ws)
+    .execute(&mut conn)
+    .await
+    .expect("dormant");
+    let now = t("2025-06-02T12:00:00Z");
+    let decision = decision_for(&db, ws, now).await;
+    assert_eq!(decision.reason, Some(Reason::Autodelete), "{decision:?}");
+    let lead = seed::lead(&db, "lifecycle").await;
+    let applied = apply_lifecycle_decision(db.pool(), &lead, now, &decision).await.expect("apply");
+    assert!(matches!(applied, Applied::Done { job_id: Some(_), .. }), "{applied:?}");
+    let (transition, reason, version) = build_row(&db, ws, 2).await;
+    assert_eq!((transition.as_str(), reason.as_str()), ("delete", "autodelete"));
+    assert_eq!(version, v1, "a delete keeps the latest build's version, not the active {v2}");
+    let again = apply_lifecycle_decision(db.pool(), &lead, now, &decision).await.expect("apply");
+    assert_eq!(again, Applied::Skipped("no_longer_due"));
+    let audits = format!(
+        "SELECT count(*) AS n FROM audit_log WHERE resource_id = '{ws}'
+           AND diff->>'reason' = 'autodelete'"
+    );
+    assert_eq!(seed::count(&mut conn, &audits).await, 1);
+}
+
+#[tokio::test]
+async fn an_autostop_keeps_the_latest_builds_version_and_an_autostart_moves_to_the_active_one() {
+    use poolkeeper::db::enums::JobStatus;
+    let db = TestDatabase::new().await;
+    let (ws, v1, v2) =
+        workspace_behind_the_active_version(&db, Transition::Start, JobStatus::Succeeded).await;
+    let mut conn = db.conn().await;
+    diesel::sql_query("UPDATE workspace_builds SET deadline = '2025-06-02T08:30:00Z'")
+        .execute(&mut conn)
+        .await
+        .expect("deadline");
+    let now = t("2025-06-02T09:00:00Z");
+    let decision = decision_for(&db, ws, now).await;
+    assert_eq!(decision.reason, Some(Reason::Autostop), "{decision:?}");
+    let lead = seed::lead(&db, "lifecycle").await;
+    apply_lifecycle_decision(db.pool(), &lead, now, &decision).await.expect("apply");
+    let (transition, _, version) = build_row(&db, ws, 2).await;
+    assert_eq!((transition.as_str(), version), ("stop", v1), "not the active {v2}");
+
+    // The stop succeeds; an autostart then moves to the active version.
+    seed::complete_pending_jobs(&mut conn, t("2025-06-02T09:01:00Z")).await;
+    diesel::sql_query(
+        "UPDATE workspaces SET autostart_schedule = 'CRON_TZ=UTC 0 10 * * *',
+           next_start_at = '2025-06-02T10:00:00Z' WHERE id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(ws)
+    .execute(&mut conn)
+    .await
+    .expect("schedule");
+    let now = t("2025-06-02T10:00:30Z");
+    let decision = decision_for(&db, ws, now).await;
+    assert_eq!(decision.reason, Some(Reason::Autostart), "{decision:?}");
+    apply_lifecycle_decision(db.pool(), &lead, now, &decision).await.expect("apply");
+    let (transition, _, version) = build_row(&db, ws, 3).await;
+    assert_eq!((transition.as_str(), version), ("start", v2));
 }

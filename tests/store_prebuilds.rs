@@ -302,3 +302,87 @@ async fn a_fill_beyond_one_statements_parameter_limit_is_created_in_chunks() {
     let audits = "SELECT count(*) AS n FROM audit_log WHERE action = 'prebuild_create'";
     assert_eq!(seed::count(&mut conn, audits).await, 7_500);
 }
+
+/// Every preset field the loader reads, set to a value other than its default in the
+/// database, loaded into a snapshot and compared whole: schedules (in position order),
+/// time zone, lead time, expiration TTL, invalidation, status, the template's deletion and
+/// deprecation, and whether the version is the active one.
+#[tokio::test]
+async fn every_preset_field_the_loader_reads_is_loaded() {
+    use poolkeeper_core::prebuilds::{Preset, PresetSchedule, PresetStatus};
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, v1) = seed::template(&mut conn, "go").await;
+    let old = seed::preset(&mut conn, v1, "old", 1).await;
+    let v2 = seed::version(&mut conn, template_id, "v2").await;
+    let full = seed::preset(&mut conn, v2, "full", 3).await;
+    let (gone_template, gone_version) = seed::template(&mut conn, "gone").await;
+    let gone = seed::preset(&mut conn, gone_version, "gone", 2).await;
+    let invalidated = t("2025-06-01T12:00:00Z");
+    diesel::sql_query(
+        "UPDATE presets SET expiration_ttl_secs = 7200, scheduling_timezone = 'Europe/Berlin',
+           schedule_lead_secs = 600, invalidated_at = $2, prebuild_status = 'hard_limited'
+         WHERE id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(full)
+    .bind::<diesel::sql_types::Timestamptz, _>(invalidated)
+    .execute(&mut conn)
+    .await
+    .expect("preset fields");
+    // Inserted out of order: the loader returns them by position.
+    diesel::sql_query(
+        "INSERT INTO preset_schedules (id, preset_id, position, cron, instances) VALUES
+           (gen_random_uuid(), $1, 1, '0 18-20 * * 1-5', 1),
+           (gen_random_uuid(), $1, 0, '0 8-17 * * 1-5', 5)",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(full)
+    .execute(&mut conn)
+    .await
+    .expect("schedules");
+    diesel::sql_query(
+        "UPDATE templates SET deleted = true, deprecation_message = 'use go' WHERE id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(gone_template)
+    .execute(&mut conn)
+    .await
+    .expect("template fields");
+
+    // Presets of an old version or a deleted template are loaded while they have prebuilds
+    // (their pools drain).
+    for (template, version, preset) in [(template_id, v1, old), (gone_template, gone_version, gone)]
+    {
+        let seed = WorkspaceSeed::prebuild(template, version, preset, t("2025-06-01T09:00:00Z"));
+        seed::workspace(&mut conn, seed).await;
+    }
+
+    let snap = snapshot(&mut conn, now()).await;
+    let loaded = |id: Uuid| snap.presets.iter().find(|p| p.id == id).cloned();
+    let expected_full = Preset {
+        id: full,
+        name: "full".to_owned(),
+        template_id,
+        template_version_id: v2,
+        using_active_version: true,
+        template_deleted: false,
+        template_deprecated: false,
+        desired_instances: 3,
+        expiration_ttl_secs: 7200,
+        scheduling_timezone: "Europe/Berlin".to_owned(),
+        schedules: vec![
+            PresetSchedule { cron: "0 8-17 * * 1-5".to_owned(), instances: 5 },
+            PresetSchedule { cron: "0 18-20 * * 1-5".to_owned(), instances: 1 },
+        ],
+        schedule_lead_secs: 600,
+        invalidated_at: Some(invalidated),
+        status: PresetStatus::HardLimited,
+    };
+    assert_eq!(loaded(full), Some(expected_full));
+    let old_loaded = loaded(old).expect("a preset of an old version with a pool is loaded");
+    assert!(!old_loaded.using_active_version, "{old_loaded:?}");
+    assert_eq!(old_loaded.template_version_id, v1);
+    assert_eq!(old_loaded.schedules, vec![]);
+    assert_eq!(old_loaded.invalidated_at, None);
+    let gone_loaded = loaded(gone).expect("a preset of a deleted template with a pool is loaded");
+    assert!(gone_loaded.template_deleted && gone_loaded.template_deprecated, "{gone_loaded:?}");
+    assert_eq!(gone_loaded.template_id, gone_template);
+}

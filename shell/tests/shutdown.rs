@@ -1,12 +1,13 @@
-//! The daemon binary under signals and a database restart: SIGTERM mid-cycle exits 0 with no
-//! partial state, a second signal exits at once, and a PostgreSQL restart is survived by the
-//! daemon and a provisioner (readiness follows the database, the pool converges after).
+//! The daemon binary under signals and a database restart: SIGTERM mid-cycle (proven to land
+//! between the cycle's first and last write) exits 0 with no partial state, a second signal
+//! exits at once (timed), and a PostgreSQL restart is survived by the daemon and a
+//! provisioner (readiness follows the database, the pool converges after).
 
 mod common;
 #[path = "../../tests/support/seed.rs"]
 mod seed;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{args, free_addr, wait_http, wait_until, Proc};
 use diesel_async::RunQueryDsl;
@@ -16,6 +17,8 @@ use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::db::DbPool;
 
 const LONG: Duration = Duration::from_secs(90);
+/// "At once": the second signal ends the process without waiting for anything.
+const AT_ONCE: Duration = Duration::from_secs(3);
 
 const ORPHAN_WORKSPACES: &str = "SELECT count(*) AS n FROM workspaces w
     WHERE NOT EXISTS (SELECT 1 FROM workspace_builds b WHERE b.workspace_id = w.id)";
@@ -79,34 +82,62 @@ fn provisioner_args(url: &str) -> Vec<String> {
 async fn sigterm_mid_cycle_exits_zero_and_leaves_no_partial_state() {
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
+    // Two templates: the first cycle plans 10 x 5 creates for "go" and 5 for "held". A test
+    // transaction holds the "held" template's row lock, so that preset's creates (their
+    // foreign key check needs a KEY SHARE lock on it) cannot commit: the signal is certain
+    // to land between the cycle's first and last write.
     let (_, version_id) = seed::template(&mut conn, "go").await;
-    // 200 creates in the first cycle: the signal lands while it is writing.
-    for i in 0..20 {
-        seed::preset(&mut conn, version_id, &format!("p{i}"), 10).await;
+    for i in 0..10 {
+        seed::preset(&mut conn, version_id, &format!("p{i}"), 5).await;
     }
+    let (held_template, held_version) = seed::template(&mut conn, "held").await;
+    seed::preset(&mut conn, held_version, "held", 5).await;
+    let planned = 55;
+    diesel::sql_query("BEGIN").execute(&mut conn).await.expect("begin");
+    diesel::sql_query("SELECT id FROM templates WHERE id = $1 FOR UPDATE")
+        .bind::<diesel::sql_types::Uuid, _>(held_template)
+        .execute(&mut conn)
+        .await
+        .expect("lock the held template");
     let listen = free_addr();
     let mut daemon = Proc::spawn("daemon", &daemon_args(db.url(), listen, "600"));
-    wait_until("the first cycle's first workspace", LONG, || async {
-        count(db.pool(), WORKSPACES).await > 0
+    let blocked = "SELECT count(*) AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    wait_until("every unheld create to commit and the held one to block", LONG, || async {
+        count(db.pool(), WORKSPACES).await == planned - 5 && count(db.pool(), blocked).await > 0
     })
     .await;
+    let before_signal = count(db.pool(), WORKSPACES).await;
     daemon.signal("TERM");
+    let after_signal = count(db.pool(), WORKSPACES).await;
+    wait_until("the signal to be logged", LONG, || async {
+        daemon.log_contains("shutting down after the current action")
+    })
+    .await;
+    let running_after_signal = daemon.exited().is_none();
+    // The cycle in progress finishes its writes once the lock goes, then the daemon exits.
+    diesel::sql_query("ROLLBACK").execute(&mut conn).await.expect("rollback");
     let status = daemon.wait_exit(LONG).await;
     let workspaces = count(db.pool(), WORKSPACES).await;
     let orphans = count(db.pool(), ORPHAN_WORKSPACES).await;
     let jobless = count(db.pool(), BUILDS_WITHOUT_JOB).await;
     let jobs = count(db.pool(), START_JOBS).await;
-    println!(
-        "shutdown: SIGTERM mid-cycle: exit {:?}, workspaces {workspaces}, start jobs \
-         {jobs}, violations: {}",
-        status.and_then(|s| s.code()),
-        orphans + jobless + (workspaces - jobs).abs()
+    assert!(
+        0 < before_signal && after_signal < planned,
+        "the signal must land mid-cycle: {before_signal}..{after_signal} of {planned} created"
     );
+    assert!(running_after_signal, "the daemon exited before its cycle finished");
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", daemon.log_tail(3000));
     assert_eq!(orphans, 0, "workspaces without a build");
     assert_eq!(jobless, 0, "builds without a job");
     assert_eq!(workspaces, jobs, "every created workspace has exactly its start job");
+    assert_eq!(workspaces, planned, "the cycle in progress finished its writes");
     assert!(daemon.log_contains("daemon stopped"), "{}", daemon.log_tail(3000));
+    println!(
+        "shutdown: SIGTERM mid-cycle: {before_signal}..{after_signal} of {planned} workspaces \
+         created at the signal, exit 0, workspaces {workspaces}, start jobs {jobs}, \
+         violations: 0"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,14 +168,19 @@ async fn a_second_signal_exits_at_once() {
     })
     .await;
     assert_eq!(daemon.exited(), None, "the blocked cycle cannot have finished");
+    let signaled = Instant::now();
     daemon.signal("TERM");
     let status = daemon.wait_exit(LONG).await;
-    println!(
-        "shutdown: second signal: exit {:?} while the cycle was still blocked",
-        status.and_then(|s| s.code())
-    );
-    assert_eq!(status.and_then(|s| s.code()), Some(130), "{}", daemon.log_tail(3000));
+    let exit_after = signaled.elapsed();
     diesel::sql_query("ROLLBACK").execute(&mut conn).await.expect("rollback");
+    assert_eq!(status.and_then(|s| s.code()), Some(130), "{}", daemon.log_tail(3000));
+    assert!(exit_after < AT_ONCE, "exited {exit_after:?} after the second signal");
+    println!(
+        "shutdown: second signal: exit 130 {:.0} ms after it (bound {} ms) while the cycle \
+         was still blocked, violations: 0",
+        exit_after.as_secs_f64() * 1000.0,
+        AT_ONCE.as_millis()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

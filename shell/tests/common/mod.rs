@@ -96,6 +96,11 @@ impl Proc {
         String::from_utf8_lossy(&text[start..]).into_owned()
     }
 
+    /// The whole output so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
     /// Whether the output contains `needle`.
     pub fn log_contains(&self, needle: &str) -> bool {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).contains(needle)
