@@ -1,5 +1,5 @@
 //! Looks for the `terraform` CLI for the tests of the real terraform backend. Without it they
-//! are compiled as ignored, so that the test summary counts them ("2 ignored", each named
+//! are compiled as ignored, so that the test summary counts them (each named
 //! "terraform is not on PATH") and a run without terraform cannot pass as a full one
 //! unnoticed.
 

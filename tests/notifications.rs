@@ -342,6 +342,7 @@ async fn run_with(conn: &mut AsyncPgConnection, backends: &Backends) -> Completi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(terraform_available), ignore = "terraform is not on PATH")]
 async fn terraform_replacements_on_claim_are_detected_from_the_state() {
     if poolkeeper_tests::skip_without_terraform() {
         return;

@@ -341,6 +341,7 @@ fn example_module() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(terraform_available), ignore = "terraform is not on PATH")]
 async fn terraform_state_survives_an_outage_and_a_restart() {
     if poolkeeper_tests::skip_without_terraform() {
         return;
@@ -576,6 +577,7 @@ async fn removed_files_are_not_applied(bin: Option<String>, label: &str) -> serd
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(terraform_available), ignore = "terraform is not on PATH")]
 async fn a_removed_tf_file_is_not_applied_by_terraform() {
     if poolkeeper_tests::skip_without_terraform() {
         return;
