@@ -1,4 +1,4 @@
-//! Property tests of the lifecycle decisions (SPEC §2). Each invariant is stated in words
+//! Property tests of the lifecycle decisions (rules §2). Each invariant is stated in words
 //! first, then checked on random but realistic snapshots: a few real autostart schedules (and
 //! one the shell could hand over unparsed), instants around `now` at minute and sub-minute
 //! offsets so equality edges come up, every job status and owner status.
@@ -199,7 +199,7 @@ fn case_strategy() -> impl Strategy<Value = (DateTime<Utc>, LifecycleSnapshot)> 
 }
 
 /// The workspace as the shell leaves it after carrying out `decision` at `tick`: the new
-/// build succeeded at once, dormancy fields and `next_start_at` written (SPEC §2 side effects).
+/// build succeeded at once, dormancy fields and `next_start_at` written (rules §2 side effects).
 fn apply(workspace: &Workspace, decision: &Decision, tick: DateTime<Utc>) -> Workspace {
     let mut next = workspace.clone();
     if let Some(transition) = decision.transition {
@@ -289,7 +289,7 @@ proptest! {
         }
     }
 
-    /// Never stops a workspace whose latest build is a stop, unless that stop failed (SPEC §2
+    /// Never stops a workspace whose latest build is a stop, unless that stop failed (rules §2
     /// rule 3 stops a failed start *or stop* again once the failure TTL has passed).
     #[test]
     fn never_stops_a_stopped_workspace((now, snapshot) in case_strategy()) {
@@ -366,7 +366,7 @@ proptest! {
     }
 }
 
-/// An independent model of SPEC §2, written from the rulebook without the core's helpers:
+/// An independent model of rules §2, written from the rulebook without the core's helpers:
 /// the reason the decision must carry, or `None` (outer) where the model does not say (an
 /// autostart schedule other than the UTC daily `0 9 * * *` on every day).
 fn model_reason(workspace: &Workspace, now: DateTime<Utc>) -> Option<Option<Reason>> {

@@ -1,4 +1,4 @@
-//! Property tests of the prebuild plan and the claim choice (SPEC §4). Each invariant is stated
+//! Property tests of the prebuild plan and the claim choice (rules §4). Each invariant is stated
 //! in words first, then checked on random snapshots.
 
 use std::collections::HashSet;
@@ -28,7 +28,7 @@ fn preset_id(n: u128) -> Uuid {
     Uuid::from_u128(0x1000 + n)
 }
 
-/// Valid, invalid and overlapping schedule candidates (SPEC §1 windows).
+/// Valid, invalid and overlapping schedule candidates (rules §1 windows).
 const CRONS: &[&str] =
     &["* 9-18 * * 1-5", "* 0-8 * * *", "* 19-23 * * 0,6", "0 9 * * *", "* 12-14 * * *"];
 const ZONES: &[&str] = &["UTC", "Europe/Berlin", "America/New_York", "", "Nowhere/Atlantis"];
@@ -183,7 +183,7 @@ fn is_active(p: &Preset) -> bool {
     p.using_active_version && !p.template_deleted && !p.template_deprecated
 }
 
-/// SPEC §4 expiry, restated independently of the core.
+/// rules §4 expiry, restated independently of the core.
 fn expired(row: &RunningPrebuild, p: &Preset, now: DateTime<Utc>) -> bool {
     let ttl = i64::try_from(p.expiration_ttl_secs).expect("small ttl");
     (ttl > 0 && now - row.created_at > secs(ttl))
@@ -397,7 +397,7 @@ proptest! {
     }
 }
 
-// SPEC §4 backoff, hard limit, desired count, status and `next_check_at` against a model
+// rules §4 backoff, hard limit, desired count, status and `next_check_at` against a model
 // written here from the rulebook, on one preset with its rows (duplicated rows included).
 
 /// The preset's single schedule: a UTC daily window of whole hours `first..=last`, or an
@@ -565,7 +565,7 @@ fn model_case_strategy() -> impl Strategy<Value = ModelCase> {
                     };
                     snapshot.recent_builds.extend(std::iter::repeat_n(row, copies + 1));
                 }
-                // One build per workspace, as REPLAY.md defines `recent_builds` (the copies
+                // One build per workspace, as docs/replay-format.md defines `recent_builds` (the copies
                 // above are exact): later rows of a reused id are dropped.
                 let mut seen = HashSet::new();
                 let mut kept = Vec::new();
@@ -580,7 +580,7 @@ fn model_case_strategy() -> impl Strategy<Value = ModelCase> {
         )
 }
 
-/// SPEC §4 pre-warming: the window (UTC hours `first..=last`, daily) is open at `t` iff it
+/// rules §4 pre-warming: the window (UTC hours `first..=last`, daily) is open at `t` iff it
 /// contains some instant of `[t, t + lead]`.
 fn model_open(s: &ModelSchedule, lead: u64, t: DateTime<Utc>) -> bool {
     let end = t + secs(lead as i64);

@@ -1,4 +1,4 @@
-//! Job completion: deadlines follow the core's SPEC §3 rules, a delete build deletes the
+//! Job completion: deadlines follow the core's rules §3 rules, a delete build deletes the
 //! workspace, and a worker runs a simulated job end to end (and stops a cancelled one).
 
 #[path = "support/provisioner_seed.rs"]

@@ -660,7 +660,7 @@ async fn a_job_without_a_build_fails_with_an_audit_entry() {
 }
 
 /// Item 5: prebuild jobs that only waited in the queue and were failed by the reaper are not
-/// build failures: they count toward neither the backoff nor the hard limit (SPEC §4 counts
+/// build failures: they count toward neither the backoff nor the hard limit (rules §4 counts
 /// failed builds). A build the template failed still counts.
 #[tokio::test]
 async fn queue_time_is_not_a_build_failure() {

@@ -1,4 +1,4 @@
-//! Property tests of the schedule rules (SPEC §1, §3). Each invariant is stated in words, then
+//! Property tests of the schedule rules (rules §1, §3). Each invariant is stated in words, then
 //! checked on random schedules against a brute-force oracle that walks whole minutes and reads
 //! local time directly, independently of the core's search.
 
@@ -282,7 +282,7 @@ fn allowed_days() -> impl Strategy<Value = WeekdaySet> {
     })
 }
 
-/// Whether `spec` fires at whole UTC minute `m` in `zone`, by the DST rules of SPEC §1 read
+/// Whether `spec` fires at whole UTC minute `m` in `zone`, by the DST rules of rules §1 read
 /// off the clock: a local time fires at its first occurrence; local times skipped by a jump
 /// forward fire at the first instant after the jump.
 fn fires_at<Z: TimeZone>(spec: &Spec, zone: &Z, m: DateTime<Utc>) -> bool {
@@ -396,7 +396,7 @@ proptest! {
                 (0..specs.len()).filter(|&i| specs[i].window_contains(local)).collect();
             inside
         };
-        // Pre-warming (SPEC §4): a window is open at `at` iff it contains some instant of
+        // Pre-warming (rules §4): a window is open at `at` iff it contains some instant of
         // `[at, at + lead]`; the first in the order given wins. Every window edge in these
         // zones falls on a UTC quarter hour, so `[at, at + lead]` meets a window iff the
         // window contains `at` or one of the quarter hours in `(at, at + lead]`.
@@ -585,11 +585,11 @@ fn one_to_five_is_monday_to_friday_end_to_end() {
     assert_eq!(days, WEEKDAYS[1..6].to_vec());
 }
 
-// SPEC §3 deadlines and the activity bump, against a model written here from the rulebook:
+// rules §3 deadlines and the activity bump, against a model written here from the rulebook:
 // local times are read off the zone database directly (chrono-tz), firings are found by
 // walking local dates, and nothing of the core but the entry points is called.
 
-/// SPEC §1 DST rule: the instant local time `local` denotes in `zone` — its first occurrence,
+/// rules §1 DST rule: the instant local time `local` denotes in `zone` — its first occurrence,
 /// or, inside a spring gap, the first instant after the gap (found by walking local minutes
 /// forward to the first that exists; every gap in these zones ends on a whole minute).
 fn model_resolve(zone: Tz, local: NaiveDateTime) -> DateTime<Utc> {
@@ -670,7 +670,7 @@ struct Completion {
     weeks: u32,
 }
 
-/// The deadline, max deadline and next start SPEC §3 gives for `c`.
+/// The deadline, max deadline and next start rules §3 gives for `c`.
 type Expected = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 fn model_deadlines(c: &Completion) -> Expected {
@@ -905,7 +905,7 @@ fn activity_strategy() -> impl Strategy<Value = Activity> {
         )
 }
 
-/// SPEC §3 "Activity": the interval a bump uses at `A` (in seconds from `A`).
+/// rules §3 "Activity": the interval a bump uses at `A` (in seconds from `A`).
 fn model_interval(a: &Activity) -> i64 {
     let bump = a.activity_bump_secs as i64;
     let ttl = if a.user_autostop_enabled { a.workspace_ttl_secs } else { a.default_ttl_secs };
@@ -915,7 +915,7 @@ fn model_interval(a: &Activity) -> i64 {
     }
 }
 
-/// SPEC §3 "Activity": the deadline after activity at `A`.
+/// rules §3 "Activity": the deadline after activity at `A`.
 fn model_bump(a: &Activity) -> Option<DateTime<Utc>> {
     let at = a.at;
     let deadline = at + TimeDelta::seconds(a.deadline?);
@@ -943,7 +943,7 @@ fn model_bump(a: &Activity) -> Option<DateTime<Utc>> {
 proptest! {
     #![proptest_config(proptest_config("deadline_props", 500))]
 
-    /// SPEC §3 deadlines match the model: TTL (the workspace's or the template default),
+    /// rules §3 deadlines match the model: TTL (the workspace's or the template default),
     /// the autostart crossing (allowed day, strictly past the firing), max_deadline from the
     /// quiet hours (unset or unparsable = the default, ignored without a required day), the
     /// two-hour and fifteen-minute rules, required days, every-w-weeks from 2023-01-02, and
@@ -982,7 +982,7 @@ proptest! {
         prop_assert_eq!(result.note.is_some(), explained, "{:?}", result.note);
     }
 
-    /// SPEC §3 "Activity" matches the model: the bump interval (or the crossing of the next
+    /// rules §3 "Activity" matches the model: the bump interval (or the crossing of the next
     /// autostart, then a full TTL), the 5 % rule at its edge, the clamp to max_deadline, and a
     /// deadline that never moves backwards.
     #[test]

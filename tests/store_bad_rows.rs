@@ -65,7 +65,7 @@ async fn an_unreadable_preset_is_skipped_and_the_others_reconciled() {
     .await
     .expect("an unknown job status");
     // `odd-schedule` stores a schedule that does not parse: the core falls back to the
-    // preset's default count and says why (SPEC §4), rather than skipping the preset.
+    // preset's default count and says why (rules §4), rather than skipping the preset.
     diesel::sql_query(
         "INSERT INTO preset_schedules (preset_id, position, cron, instances) VALUES ($1, 0, $2, 5)",
     )

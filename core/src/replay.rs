@@ -1,4 +1,4 @@
-//! The replay file envelope (REPLAY.md): parse and validate the input, run the core, shape the
+//! The replay file envelope (docs/replay-format.md): parse and validate the input, run the core, shape the
 //! output. `poolkeeper replay`, the daemon's flight recorder and `poolkeeper snapshot` all use
 //! these types, so a recorded cycle replays bit for bit.
 

@@ -1,4 +1,4 @@
-//! One workspace's decision at one tick (SPEC §2): the preconditions, then the rules in order.
+//! One workspace's decision at one tick (rules §2): the preconditions, then the rules in order.
 
 use chrono::{DateTime, Utc};
 

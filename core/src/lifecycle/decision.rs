@@ -1,4 +1,4 @@
-//! The lifecycle decision: REPLAY.md output `lifecycle[]`.
+//! The lifecycle decision: docs/replay-format.md output `lifecycle[]`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -36,9 +36,9 @@ pub struct MarkDormant {
     pub deleting_at: Option<DateTime<Utc>>,
 }
 
-/// Which step of SPEC §2 settled a decision: one of the five rules, a precondition that stops
+/// Which step of rules §2 settled a decision: one of the five rules, a precondition that stops
 /// the rules from being tried, or `none` when every rule was tried and none matched.
-/// (An explanation field: REPLAY.md allows extra output fields.)
+/// (An explanation field: docs/replay-format.md allows extra output fields.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
@@ -86,7 +86,7 @@ pub struct Decision {
     pub mark_dormant: Option<MarkDormant>,
     /// Set when the core (re)computed the workspace's next autostart.
     pub next_start_at: Option<DateTime<Utc>>,
-    /// Explanation: the step of SPEC §2 that settled this decision.
+    /// Explanation: the step of rules §2 that settled this decision.
     #[serde(default)]
     pub rule: Rule,
     /// Human-readable explanation: the rule that fired, or why none did.

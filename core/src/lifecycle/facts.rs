@@ -8,7 +8,7 @@ use super::Workspace;
 use crate::instant::duration;
 use crate::schedule::{CronSchedule, ScheduleError, WeekdaySet};
 
-/// SPEC §2: `tick` = `now` truncated to the minute, from the Unix timestamp (whole seconds
+/// rules §2: `tick` = `now` truncated to the minute, from the Unix timestamp (whole seconds
 /// cover chrono's whole range; nanosecond arithmetic would stop at 1677 and 2262). The first
 /// representable instant is a whole minute, so the floor always exists.
 pub fn tick_of(now: DateTime<Utc>) -> DateTime<Utc> {
@@ -35,7 +35,7 @@ impl<'a> AutostartSchedule<'a> {
     }
 }
 
-/// The schedule text worth parsing: SPEC §2 wants "a non-empty autostart schedule".
+/// The schedule text worth parsing: rules §2 wants "a non-empty autostart schedule".
 pub(crate) fn schedule_text(workspace: &Workspace) -> Option<&str> {
     workspace.autostart_schedule.as_deref().filter(|text| !text.trim().is_empty())
 }
@@ -49,7 +49,7 @@ pub(crate) struct Facts<'a> {
 }
 
 impl Facts<'_> {
-    /// SPEC §2: "Dormant" means `dormant_at` is set.
+    /// rules §2: "Dormant" means `dormant_at` is set.
     pub fn is_dormant(&self) -> bool {
         self.workspace.dormant_at.is_some()
     }
@@ -60,7 +60,7 @@ impl Facts<'_> {
     }
 }
 
-/// `tick − since > secs`: the strict comparison SPEC §2 uses for dormancy, failed-build stop
+/// `tick − since > secs`: the strict comparison rules §2 uses for dormancy, failed-build stop
 /// and the delete retry. A duration too large to represent never elapses.
 pub(crate) fn elapsed_more_than(since: DateTime<Utc>, tick: DateTime<Utc>, secs: u64) -> bool {
     duration(secs).is_some_and(|limit| tick.signed_duration_since(since) > limit)

@@ -1,8 +1,8 @@
-//! Lifecycle decisions (SPEC §2): one decision per workspace per tick.
+//! Lifecycle decisions (rules §2): one decision per workspace per tick.
 //!
 //! `plan` decides every workspace of a snapshot at `tick` (= `now` truncated to the minute).
 //! Each decision depends on its own workspace only: `decide` runs the preconditions
-//! (`preconditions.rs`), then the five rules of `rules/` in SPEC order, and says why.
+//! (`preconditions.rs`), then the five rules of `rules/` in the rulebook's order (docs/rules.md §2), and says why.
 
 mod decide;
 mod decision;

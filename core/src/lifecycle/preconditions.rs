@@ -1,4 +1,4 @@
-//! What SPEC §2 settles before trying the rules: prebuilds, deleted workspaces, builds in
+//! What rules §2 settles before trying the rules: prebuilds, deleted workspaces, builds in
 //! flight, and the recomputation of a missing `next_start_at`.
 
 use chrono::{DateTime, Utc};
@@ -15,7 +15,7 @@ use crate::schedule::{CronSchedule, WeekdaySet};
 pub(crate) fn settled_before_rules(workspace: &Workspace) -> Option<(Rule, String)> {
     let build = &workspace.latest_build;
     if workspace.is_prebuild {
-        // SPEC §2: prebuilds belong to the reconciler (SPEC §4). REPLAY.md still wants one
+        // rules §2: prebuilds belong to the reconciler (rules §4). docs/replay-format.md still wants one
         // entry per workspace, so the entry says whose they are.
         return Some((
             Rule::Prebuild,
@@ -23,14 +23,14 @@ pub(crate) fn settled_before_rules(workspace: &Workspace) -> Option<(Rule, Strin
         ));
     }
     if build.transition == Transition::Delete && build.job_status == JobStatus::Succeeded {
-        // Not in SPEC §2's list: the shell loads no deleted workspace, and deciding for one
+        // Not in rules §2's list: the shell loads no deleted workspace, and deciding for one
         // would only delete it again.
         return Some((Rule::Deleted, "deleted: the latest build is a succeeded delete".into()));
     }
     None
 }
 
-/// SPEC §2: nothing but `next_start_at` is decided while a build is in flight (Coder tries and
+/// rules §2: nothing but `next_start_at` is decided while a build is in flight (Coder tries and
 /// fails every tick instead).
 pub(crate) fn in_flight(workspace: &Workspace) -> Option<String> {
     let build = &workspace.latest_build;
@@ -43,7 +43,7 @@ pub(crate) fn in_flight(workspace: &Workspace) -> Option<String> {
     })
 }
 
-/// The outcome of SPEC §2's `next_start_at` recomputation.
+/// The outcome of rules §2's `next_start_at` recomputation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NextStart {
     /// The recomputed instant, when there is one.
@@ -58,7 +58,7 @@ pub(crate) fn next_start(facts: &Facts<'_>) -> NextStart {
     next_start_with(facts, |schedule, days| next_autostart(facts.tick, schedule, days))
 }
 
-/// SPEC §2: a workspace with an autostart schedule, no `next_start_at` and no dormancy gets
+/// rules §2: a workspace with an autostart schedule, no `next_start_at` and no dormancy gets
 /// `next_start_at = next_autostart(tick, schedule, autostart_days)`, which the caller supplies
 /// as `next_after_tick(schedule, autostart_days)` (the same for every workspace of a plan).
 pub(crate) fn next_start_with(

@@ -1,4 +1,4 @@
-//! The lifecycle snapshot: REPLAY.md `lifecycle` section.
+//! The lifecycle snapshot: docs/replay-format.md `lifecycle` section.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

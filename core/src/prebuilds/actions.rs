@@ -1,4 +1,4 @@
-//! The action list of one preset (SPEC §4 "Actions, in this order").
+//! The action list of one preset (rules §4 "Actions, in this order").
 
 use uuid::Uuid;
 
@@ -30,7 +30,7 @@ pub(crate) struct Planned {
     pub withheld: Option<Withheld>,
 }
 
-/// SPEC §4 state `extraneous`: `max(|R| − D, 0)`, 0 if inactive.
+/// rules §4 state `extraneous`: `max(|R| − D, 0)`, 0 if inactive.
 pub(crate) fn extraneous(facts: &Facts<'_>) -> usize {
     if facts.active {
         facts.split.fresh.len().saturating_sub(to_usize(facts.desired))
@@ -70,7 +70,7 @@ pub(crate) fn actions(facts: &Facts<'_>) -> Planned {
     planned
 }
 
-/// SPEC §4: `max(D − |R| − starting, 0)`, withheld entirely under backoff, the hard limit or
+/// rules §4: `max(D − |R| − starting, 0)`, withheld entirely under backoff, the hard limit or
 /// `validation_failed`, and capped at `max(m − starting, 0)` when m > 0.
 fn create_count(facts: &Facts<'_>) -> (u32, Option<Withheld>) {
     let have = facts.split.fresh.len().saturating_add(facts.flight.starting);

@@ -1,4 +1,4 @@
-//! Backoff and the hard limit (SPEC §4), derived afresh every cycle from `recent_builds`.
+//! Backoff and the hard limit (rules §4), derived afresh every cycle from `recent_builds`.
 
 use chrono::{DateTime, Utc};
 
@@ -17,7 +17,7 @@ pub(crate) struct Backoff {
     pub changes_at: Option<DateTime<Utc>>,
 }
 
-/// SPEC §4 "Backoff". `recent` is the preset's builds, newest first (ties by workspace id).
+/// rules §4 "Backoff". `recent` is the preset's builds, newest first (ties by workspace id).
 /// `None` when backoff is not in force at `now`.
 pub(crate) fn backoff(
     preset: &Preset,
@@ -56,7 +56,7 @@ pub(crate) fn backoff(
     Some(Backoff { until, changes_at })
 }
 
-/// SPEC §4 "Hard limit": with k > 0, the k newest builds exist and all failed.
+/// rules §4 "Hard limit": with k > 0, the k newest builds exist and all failed.
 pub(crate) fn hard_limited(recent: &[&RecentBuild], k: u32) -> bool {
     let Ok(k) = usize::try_from(k) else { return false };
     k > 0 && recent.len() >= k && recent[..k].iter().all(|b| b.job_status == FinishedStatus::Failed)

@@ -1,4 +1,4 @@
-//! The claim choice (SPEC §4 "Claim choice").
+//! The claim choice (rules §4 "Claim choice").
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -21,11 +21,11 @@ impl ClaimChoice {
     }
 }
 
-/// SPEC §4: among the rows of `preset` that are ready, not expired, on the active version of a
+/// rules §4: among the rows of `preset` that are ready, not expired, on the active version of a
 /// non-deleted template, the oldest first (by `created_at`, ties by id), so prebuilds are used
 /// before they expire.
 ///
-/// A deprecated template does not block a claim: SPEC §4 lists only the active version and a
+/// A deprecated template does not block a claim: rules §4 lists only the active version and a
 /// live template here (unlike `active(P)`). Refusing new workspaces on a deprecated template is
 /// the API's decision, taken before it asks for a claim; the reconciler drains the pool.
 /// A row must also carry the preset's own version (the active one), so a row whose version

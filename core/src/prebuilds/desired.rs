@@ -1,11 +1,11 @@
-//! `active(P)` and the desired count `D` (SPEC §4 "Desired", SPEC §1 windows).
+//! `active(P)` and the desired count `D` (rules §4 "Desired", rules §1 windows).
 
 use chrono::{DateTime, Utc};
 
 use super::Preset;
 use crate::schedule::PrebuildWindows;
 
-/// Why a preset is not active (SPEC §4 `active(P)`); empty = active.
+/// Why a preset is not active (rules §4 `active(P)`); empty = active.
 pub(crate) fn inactive_reasons(preset: &Preset) -> Vec<&'static str> {
     let mut reasons = Vec::new();
     if !preset.using_active_version {
@@ -31,7 +31,7 @@ pub(crate) struct Desired {
     pub windows: Option<PrebuildWindows>,
 }
 
-/// SPEC §4: the `instances` of the first schedule whose window (opened `schedule_lead_secs`
+/// rules §4: the `instances` of the first schedule whose window (opened `schedule_lead_secs`
 /// early) contains `now`, else `desired_instances`; 0 when inactive. An invalid schedule set
 /// falls back to the default count and says why.
 pub(crate) fn desired(preset: &Preset, inactive: &[&str], now: DateTime<Utc>) -> Desired {

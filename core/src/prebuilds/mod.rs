@@ -1,4 +1,4 @@
-//! Prebuild plans and the claim choice (SPEC §4).
+//! Prebuild plans and the claim choice (rules §4).
 //!
 //! `plan` groups the snapshot's rows by preset once (one sort per preset, never
 //! presets × rows) and derives each preset's plan from its own rows only, in a total order:
@@ -69,7 +69,7 @@ pub fn plan(now: DateTime<Utc>, snapshot: &PrebuildSnapshot) -> Vec<PresetPlan> 
         .collect()
 }
 
-/// SPEC §4 for one preset, from its own rows.
+/// rules §4 for one preset, from its own rows.
 fn plan_preset(
     now: DateTime<Utc>,
     config: &ReconcilerConfig,

@@ -1,4 +1,4 @@
-//! `next_check_at` (SPEC §4): the earliest future instant at which the plan could change
+//! `next_check_at` (rules §4): the earliest future instant at which the plan could change
 //! without new data.
 
 use chrono::{DateTime, Utc};

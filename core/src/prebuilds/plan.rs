@@ -1,4 +1,4 @@
-//! The prebuild plan: REPLAY.md output `prebuilds[]`.
+//! The prebuild plan: docs/replay-format.md output `prebuilds[]`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ pub enum Action {
     SetStatus { status: PresetStatus },
 }
 
-/// Explanation (not in REPLAY.md's contract, which allows extra fields): creates the preset
+/// Explanation (not in docs/replay-format.md's contract, which allows extra fields): creates the preset
 /// needed but did not get this cycle, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Withheld {
@@ -39,7 +39,7 @@ pub struct Withheld {
     pub reasons: Vec<WithheldReason>,
 }
 
-/// Why creates were withheld (SPEC §4 actions 3 and 4).
+/// Why creates were withheld (rules §4 actions 3 and 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WithheldReason {

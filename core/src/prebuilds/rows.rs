@@ -1,4 +1,4 @@
-//! A preset's rows (SPEC §4 "Rows of P"): the snapshot grouped by preset once, in a total
+//! A preset's rows (rules §4 "Rows of P"): the snapshot grouped by preset once, in a total
 //! order, and the split of running rows into fresh (`R`) and expired (`E`).
 
 use std::cmp::Reverse;
@@ -129,7 +129,7 @@ fn order_in_progress(rows: &mut Vec<&InProgressPrebuild>) {
     rows.dedup_by_key(|r| r.workspace_id);
 }
 
-/// Newest first, ties by workspace id; one build per workspace (its latest, as REPLAY.md
+/// Newest first, ties by workspace id; one build per workspace (its latest, as docs/replay-format.md
 /// defines `recent_builds`).
 fn order_recent(rows: &mut Vec<&RecentBuild>) {
     rows.sort_unstable_by_key(|r| (r.workspace_id.as_u128(), Reverse(r.created_at), r.job_status));
@@ -137,7 +137,7 @@ fn order_recent(rows: &mut Vec<&RecentBuild>) {
     rows.sort_unstable_by_key(|r| (Reverse(r.created_at), r.workspace_id.as_u128()));
 }
 
-/// SPEC §4: expired iff `now − created_at > expiration_ttl` (ttl > 0), or the preset was
+/// rules §4: expired iff `now − created_at > expiration_ttl` (ttl > 0), or the preset was
 /// invalidated after the row was created.
 pub(crate) fn is_expired(row: &RunningPrebuild, preset: &Preset, now: DateTime<Utc>) -> bool {
     // A TTL reaching past the last representable instant never expires the row.
@@ -172,7 +172,7 @@ pub(crate) fn split<'a>(
     Split { fresh, expired }
 }
 
-/// The preset's builds in flight, by transition (SPEC §4 `starting`/`stopping`/`deleting`).
+/// The preset's builds in flight, by transition (rules §4 `starting`/`stopping`/`deleting`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct InFlight {
     pub starting: usize,

@@ -1,4 +1,4 @@
-//! The prebuild snapshot: REPLAY.md `prebuilds` section.
+//! The prebuild snapshot: docs/replay-format.md `prebuilds` section.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

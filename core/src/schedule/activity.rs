@@ -1,4 +1,4 @@
-//! The activity bump (SPEC §3 "Activity").
+//! The activity bump (rules §3 "Activity").
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -7,7 +7,7 @@ use super::{ActivityReport, ActivityResult};
 use crate::build::Transition;
 use crate::instant::duration;
 
-/// The plain inputs of SPEC §3's activity bump, for callers without a replay entry.
+/// The plain inputs of rules §3's activity bump, for callers without a replay entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActivityInputs {
     /// `A`: when the session was reported.
@@ -27,7 +27,7 @@ pub struct ActivityInputs {
     pub activity_bump_secs: u64,
 }
 
-/// SPEC §3: the latest build's deadline after activity at `A` (unchanged when no bump
+/// rules §3: the latest build's deadline after activity at `A` (unchanged when no bump
 /// applies). A bump never moves the deadline backwards: if it already lies beyond
 /// `max_deadline` (which a consistent build never has) it is left alone.
 pub fn bumped_deadline(inputs: &ActivityInputs) -> Option<DateTime<Utc>> {
@@ -72,7 +72,7 @@ pub fn bumped_deadline(inputs: &ActivityInputs) -> Option<DateTime<Utc>> {
     Some(bump(inputs).map_or(deadline, |bumped| bumped.max(deadline)))
 }
 
-/// SPEC §3 for a replay entry.
+/// rules §3 for a replay entry.
 pub fn bump_activity(input: &ActivityReport) -> ActivityResult {
     let inputs = ActivityInputs {
         at: input.at,

@@ -1,4 +1,4 @@
-//! Autostart schedules and `next_autostart` (SPEC §1).
+//! Autostart schedules and `next_autostart` (rules §1).
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, Utc};
 use chrono_tz::Tz;
@@ -6,7 +6,7 @@ use chrono_tz::Tz;
 use super::local_time::{local_in, resolve_local};
 use super::{CronSchedule, ScheduleError, WeekdaySet};
 
-/// How far `next_autostart` looks (SPEC §1: none within 14 days → no next).
+/// How far `next_autostart` looks (rules §1: none within 14 days → no next).
 pub const AUTOSTART_HORIZON_DAYS: i64 = 14;
 
 /// Parses an autostart schedule: day-of-month and month must be `*` (weekly).
@@ -22,7 +22,7 @@ pub fn parse_autostart(text: &str) -> Result<CronSchedule, ScheduleError> {
     Ok(schedule)
 }
 
-/// SPEC §1 `next_autostart`: the first instant strictly after `after` at which `schedule` fires
+/// rules §1 `next_autostart`: the first instant strictly after `after` at which `schedule` fires
 /// and whose local weekday (in the schedule's zone) is in `allowed_days`; none within 14 days
 /// (inclusive) → `None`.
 pub fn next_autostart(

@@ -1,4 +1,4 @@
-//! The cron dialect of SPEC §1: five fields `minute hour day-of-month month day-of-week`, an
+//! The cron dialect of rules §1: five fields `minute hour day-of-month month day-of-week`, an
 //! optional `CRON_TZ=<IANA zone> ` prefix (default UTC), crontab day-of-week numbering and the
 //! classic day-of-month / day-of-week OR rule.
 //!
@@ -84,7 +84,7 @@ impl CronFields {
         self.months & (1u16 << month) != 0
     }
 
-    /// The day rule alone (SPEC §1): when both day fields are restricted a day matches if
+    /// The day rule alone (rules §1): when both day fields are restricted a day matches if
     /// either does; when one is `*`, both must.
     pub fn day_rule(&self, day_of_month: u32, weekday: Weekday) -> bool {
         let by_month_day = self.days_of_month & (1u32 << day_of_month) != 0;

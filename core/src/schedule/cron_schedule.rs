@@ -1,4 +1,4 @@
-//! A parsed schedule and its firing instants (SPEC §1).
+//! A parsed schedule and its firing instants (rules §1).
 //!
 //! Firings are found by walking local wall-clock candidates in order and resolving each with
 //! the DST rules (`local_time::resolve_local`), not with the `cron` crate's iterator: it skips a
@@ -16,7 +16,7 @@ use super::ScheduleError;
 /// How far `next_after` looks: a 29 February schedule can be 8 years away (2096 → 2104).
 const NEXT_HORIZON_DAYS: i64 = 8 * 366 + 2;
 
-/// A parsed five-field cron expression with an optional `CRON_TZ=` zone (SPEC §1).
+/// A parsed five-field cron expression with an optional `CRON_TZ=` zone (rules §1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CronSchedule {
     source: String,
@@ -25,14 +25,14 @@ pub struct CronSchedule {
 }
 
 impl CronSchedule {
-    /// Parses the cron dialect of SPEC §1.
+    /// Parses the cron dialect of rules §1.
     pub fn parse(text: &str) -> Result<CronSchedule, ScheduleError> {
         let (zone, body) = split_zone(text)?;
         let fields = CronFields::parse(body)?;
         Ok(CronSchedule { source: text.to_owned(), zone, fields })
     }
 
-    /// `CRON_TZ=UTC 0 0 * * *`, the default quiet hours (SPEC §3), built without parsing so
+    /// `CRON_TZ=UTC 0 0 * * *`, the default quiet hours (rules §3), built without parsing so
     /// that falling back to it cannot fail.
     pub(crate) fn default_quiet_hours() -> CronSchedule {
         let fields = CronFields {

@@ -1,4 +1,4 @@
-//! Deadlines of a start build whose job just succeeded (SPEC §3).
+//! Deadlines of a start build whose job just succeeded (rules §3).
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeDelta, Utc};
 
@@ -9,14 +9,14 @@ use super::{
 };
 use crate::instant::duration;
 
-/// The quiet-hours schedule of a user who never set one (SPEC §3).
+/// The quiet-hours schedule of a user who never set one (rules §3).
 pub const DEFAULT_QUIET_HOURS: &str = "CRON_TZ=UTC 0 0 * * *";
 
 /// Week 0 of "every N weeks" autostop requirements starts on this Monday, in the quiet-hours
-/// zone (SPEC §3).
+/// zone (rules §3).
 const WEEK_EPOCH: (i32, u32, u32) = (2023, 1, 2);
 
-/// The plain inputs of SPEC §3's deadline computation, for callers without a replay entry.
+/// The plain inputs of rules §3's deadline computation, for callers without a replay entry.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DeadlineInputs<'a> {
     /// `C`: when the start build's job succeeded.
@@ -47,7 +47,7 @@ pub struct Deadlines {
     pub note: Option<String>,
 }
 
-/// SPEC §3: deadline, max deadline and next start of a start build that just succeeded. A bad
+/// rules §3: deadline, max deadline and next start of a start build that just succeeded. A bad
 /// schedule (or an out-of-range TTL) is an error naming the field.
 pub fn compute_deadlines(inputs: &DeadlineInputs<'_>) -> Result<Deadlines, ScheduleError> {
     if inputs.is_prebuild {
@@ -108,7 +108,7 @@ pub fn compute_deadlines(inputs: &DeadlineInputs<'_>) -> Result<Deadlines, Sched
     Ok(Deadlines { deadline, max_deadline, next_start_at, note })
 }
 
-/// SPEC §3 for a replay entry: `compute_deadlines` with the error in the `error` field.
+/// rules §3 for a replay entry: `compute_deadlines` with the error in the `error` field.
 pub fn complete_build(input: &BuildCompletion) -> BuildCompletionResult {
     let template = &input.template;
     let inputs = DeadlineInputs {
@@ -137,7 +137,7 @@ pub fn complete_build(input: &BuildCompletion) -> BuildCompletionResult {
     }
 }
 
-/// SPEC §3: the owner's quiet hours, where unset (empty) or unparsable ones count as the
+/// rules §3: the owner's quiet hours, where unset (empty) or unparsable ones count as the
 /// default; the second value explains a fallback from text that does not parse.
 fn quiet_hours_or_default(text: &str) -> (CronSchedule, Option<String>) {
     let default = || CronSchedule::default_quiet_hours();
@@ -157,7 +157,7 @@ fn quiet_hours_or_default(text: &str) -> (CronSchedule, Option<String>) {
 }
 
 /// Parses a quiet-hours schedule: daily (day-of-month, month and day-of-week `*`) with one
-/// minute and one hour (SPEC §3).
+/// minute and one hour (rules §3).
 pub fn parse_quiet_hours(text: &str) -> Result<CronSchedule, ScheduleError> {
     let schedule = CronSchedule::parse(text)?;
     let fields = schedule.fields();
@@ -171,7 +171,7 @@ pub fn parse_quiet_hours(text: &str) -> Result<CronSchedule, ScheduleError> {
     Ok(schedule)
 }
 
-/// SPEC §3 TTL: the template's default when users may not set their own autostop, else the
+/// rules §3 TTL: the template's default when users may not set their own autostop, else the
 /// workspace's own (not a fallback). `None` = no TTL.
 pub fn effective_ttl(
     user_autostop_enabled: bool,
@@ -196,7 +196,7 @@ fn add(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, ScheduleError> 
         .ok_or_else(|| ScheduleError::NotAllowed(format!("{at} + {by} is out of range")))
 }
 
-/// SPEC §3 `max_deadline`, in the quiet-hours zone; `None` without a required day.
+/// rules §3 `max_deadline`, in the quiet-hours zone; `None` without a required day.
 fn max_deadline(
     completed: DateTime<Utc>,
     quiet: &CronSchedule,
@@ -457,7 +457,7 @@ mod tests {
     }
 
     /// Issue 18 item 4: quiet hours are read only when a day is required; when they are
-    /// needed and do not parse, the default quiet hours stand in (SPEC §3), and the result
+    /// needed and do not parse, the default quiet hours stand in (rules §3), and the result
     /// says so.
     #[test]
     fn quiet_hours_that_do_not_matter_do_not_matter() {

@@ -1,6 +1,6 @@
 //! Errors in schedules, worded for the user who wrote them.
 
-/// An invalid schedule (SPEC §1). Callers that know where the text came from prefix the
+/// An invalid schedule (rules §1). Callers that know where the text came from prefix the
 /// JSON path of the field; errors located inside a set of schedules carry their own
 /// relative path (`schedules[1].cron: ...`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

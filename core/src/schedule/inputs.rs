@@ -1,4 +1,4 @@
-//! REPLAY.md `build_completions` and `activity` entries and their results (SPEC §3).
+//! docs/replay-format.md `build_completions` and `activity` entries and their results (rules §3).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

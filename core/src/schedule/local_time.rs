@@ -1,9 +1,9 @@
-//! Local wall-clock times to instants, with the DST rules of SPEC §1.
+//! Local wall-clock times to instants, with the DST rules of rules §1.
 
 use chrono::{DateTime, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
-/// The instant that local time `local` denotes in `zone` (SPEC §1 "DST"): the only one; in an
+/// The instant that local time `local` denotes in `zone` (rules §1 "DST"): the only one; in an
 /// autumn fold the first occurrence; in a spring gap the first valid instant after the gap.
 /// `None` only outside chrono's range of dates.
 pub(crate) fn resolve_local(zone: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {

@@ -1,4 +1,4 @@
-//! Time and schedules (SPEC §1) and deadlines (SPEC §3).
+//! Time and schedules (rules §1) and deadlines (rules §3).
 //!
 //! - `cron_expr`: the cron dialect's fields (on the `cron` crate; day of week and the OR rule
 //!   evaluated here, see its notes);
@@ -6,7 +6,7 @@
 //! - `local_time`: local wall-clock times to instants under the DST rules;
 //! - `autostart`: weekly autostart schedules and `next_autostart`;
 //! - `window`: prebuild schedule windows;
-//! - `deadline`, `activity`: SPEC §3.
+//! - `deadline`, `activity`: rules §3.
 //!
 //! Everything is a function of its arguments: instants come in, never from a clock.
 

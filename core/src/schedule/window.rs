@@ -1,4 +1,4 @@
-//! Prebuild schedule windows (SPEC §1 "Prebuild schedule windows", SPEC §4 "Desired").
+//! Prebuild schedule windows (rules §1 "Prebuild schedule windows", rules §4 "Desired").
 //!
 //! A window is not a trigger: it contains instant `t` iff `t`'s local month, day (OR rule) and
 //! hour, in the preset's `scheduling_timezone`, are in its fields, so `* 9-18 * * 1-5` covers
@@ -21,7 +21,7 @@ pub const EDGE_HORIZON_DAYS: i64 = 400;
 /// opens within it, so nothing visible is lost).
 const LEAD_HORIZON_SECS: u64 = EDGE_HORIZON_DAYS as u64 * 86_400;
 
-/// A validated set of prebuild schedule windows in one zone (SPEC §1, §4).
+/// A validated set of prebuild schedule windows in one zone (rules §1, §4).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrebuildWindows {
     zone: Tz,
@@ -69,7 +69,7 @@ impl PrebuildWindows {
         self.windows.is_empty()
     }
 
-    /// Index of the window open at `t` with `lead_secs` of pre-warming (SPEC §4): a window is
+    /// Index of the window open at `t` with `lead_secs` of pre-warming (rules §4): a window is
     /// open iff it contains some instant of `[t, t + lead_secs]`, and the first window in the
     /// order given that is open so wins. A window opens early but still closes on time, so
     /// pre-warming never shrinks the pool before the window ends.
@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(w.first_open(t("2025-06-02T14:00:00Z"), 600), None);
     }
 
-    /// Issue 18 item 5 (SPEC §4): a window is open at `now` iff it contains some instant of
+    /// Issue 18 item 5 (rules §4): a window is open at `now` iff it contains some instant of
     /// `[now, now + lead]`; the first schedule in the order given that is open so wins.
     #[test]
     fn lead_opens_each_window_early_and_the_first_in_order_wins() {

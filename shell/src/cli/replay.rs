@@ -8,7 +8,7 @@ use super::EXIT_INVALID_INPUT;
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// The replay file (REPLAY.md format), or `-` for stdin.
+    /// The replay file (see docs/replay-format.md), or `-` for stdin.
     pub file: PathBuf,
     /// Pretty-print the output.
     #[arg(long)]

@@ -1,4 +1,4 @@
-//! The flight recorder: every cycle's replay input and decisions, as REPLAY.md files, so
+//! The flight recorder: every cycle's replay input and decisions, as replay files (docs/replay-format.md), so
 //! `poolkeeper replay DIR/<cycle>.json` reproduces what the daemon decided.
 
 use std::path::PathBuf;

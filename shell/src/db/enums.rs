@@ -143,7 +143,7 @@ text_enum! {
 
 text_enum! {
     /// `provisioner_jobs.failure_kind`: who failed a job. Only `Build` is a failed build in
-    /// SPEC §4's sense (prebuild backoff and hard limit).
+    /// rules §4's sense (prebuild backoff and hard limit).
     FailureKind {
         /// The backend failed the build (the template's doing).
         Build = "build",

@@ -1,4 +1,4 @@
-//! Taking a pending job (SPEC: one worker per job) and keeping it alive with heartbeats.
+//! Taking a pending job (one worker per job) and keeping it alive with heartbeats.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;

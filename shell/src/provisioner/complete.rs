@@ -1,5 +1,5 @@
 //! Job completion, in one transaction: the job's final status, the build's state and agents,
-//! the deadlines of a succeeded start build (SPEC §3), and the deletion of a deleted workspace.
+//! the deadlines of a succeeded start build (rules §3), and the deletion of a deleted workspace.
 //! Only the provisioner writes job completion.
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -129,7 +129,7 @@ async fn finish(
                 provisioner_jobs::completed_at.eq(now),
                 provisioner_jobs::error.eq(error),
                 provisioner_jobs::canceled_at.eq((status == JobStatus::Canceled).then_some(now)),
-                // A failure here is the backend's: a build failure (SPEC §4 counts these).
+                // A failure here is the backend's: a build failure (rules §4 counts these).
                 provisioner_jobs::failure_kind
                     .eq((status == JobStatus::Failed).then_some(FailureKind::Build)),
             ))
@@ -268,7 +268,7 @@ async fn insert_agents(
     Ok(starting)
 }
 
-/// SPEC §3 for a succeeded start build; prebuilds get no deadline. A bad schedule leaves the
+/// rules §3 for a succeeded start build; prebuilds get no deadline. A bad schedule leaves the
 /// deadlines empty (logged): the build itself succeeded.
 async fn set_deadlines(
     conn: &mut AsyncPgConnection,

@@ -3,7 +3,7 @@
 //!
 //! The reaper's failures are marked `reaped`, not `build`: a lost worker or a long queue is
 //! not a build the template failed, so it counts toward no prebuild backoff or hard limit
-//! (SPEC §4). All comparisons use the database's clock (see `store::jobs`).
+//! (rules §4). All comparisons use the database's clock (see `store::jobs`).
 
 use std::time::Duration;
 

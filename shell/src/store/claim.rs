@@ -1,5 +1,5 @@
 //! Claiming a prebuild, or building a fresh workspace when none can be claimed
-//! (SPEC §3 "Claim", §4 "Claim choice"). The choice comes from the core; this module only
+//! (rules §3 "Claim", §4 "Claim choice"). The choice comes from the core; this module only
 //! loads the candidates and takes the first one it can lock.
 //!
 //! Many claimers of one preset arrive together, so a claim is kept to few statements: one
@@ -156,7 +156,7 @@ pub async fn claim_or_create(
     Ok(outcome)
 }
 
-/// SPEC §3: the TTL comes from the request, defaulting to the template's; a template that
+/// rules §3: the TTL comes from the request, defaulting to the template's; a template that
 /// does not let users choose imposes its own.
 fn effective_ttl(template: &Template, requested: Option<i64>) -> i64 {
     match requested {

@@ -421,7 +421,7 @@ pub async fn pool_status(pool: &DbPool) -> Result<Vec<PresetPoolStatus>, StoreEr
     Ok(rows)
 }
 
-/// Marks every prebuild of the preset created before `now` as expired (SPEC §4), audited
+/// Marks every prebuild of the preset created before `now` as expired (rules §4), audited
 /// for `actor`; false when there is no such preset.
 pub async fn invalidate_preset(
     pool: &DbPool,

@@ -243,7 +243,7 @@ pub async fn transition(
     Ok(build)
 }
 
-/// Sets (or clears) the autostart schedule; `next_start_at` follows it (SPEC §1).
+/// Sets (or clears) the autostart schedule; `next_start_at` follows it (rules §1).
 pub async fn set_autostart(
     pool: &DbPool,
     id: Uuid,
@@ -333,7 +333,7 @@ pub async fn set_ttl(
     Ok(workspace)
 }
 
-/// Records activity at `at` (SPEC §3 "Activity"): `last_used_at` never moves backwards,
+/// Records activity at `at` (rules §3 "Activity"): `last_used_at` never moves backwards,
 /// and the latest build's deadline is bumped as the core's `bumped_deadline` says. Only a
 /// moved deadline or a woken dormant workspace is audited: `last_used_at` alone changes on
 /// every report and would drown the log.

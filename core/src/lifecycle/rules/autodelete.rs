@@ -1,4 +1,4 @@
-//! SPEC §2 rule 5: auto-delete.
+//! rules §2 rule 5: auto-delete.
 
 use super::{Fired, Verdict};
 use crate::build::{JobStatus, Transition};

@@ -1,4 +1,4 @@
-//! SPEC §2 rule 2: autostart.
+//! rules §2 rule 2: autostart.
 
 use super::{latest_build_is, Fired, Verdict};
 use crate::build::{JobStatus, Transition};

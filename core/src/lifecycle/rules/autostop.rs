@@ -1,4 +1,4 @@
-//! SPEC §2 rule 1: autostop.
+//! rules §2 rule 1: autostop.
 
 use super::{latest_build_is, Fired, Verdict};
 use crate::build::{JobStatus, Transition};
@@ -6,7 +6,7 @@ use crate::lifecycle::facts::{show, Facts};
 use crate::lifecycle::OwnerStatus;
 
 /// A running workspace stops when its owner is suspended or its deadline is reached
-/// (`tick ≥ deadline`: a whole-minute deadline fires on its own tick, SPEC §2 "differs").
+/// (`tick ≥ deadline`: a whole-minute deadline fires on its own tick, rules §2 "differs").
 pub(crate) fn autostop(facts: &Facts<'_>) -> Verdict {
     let build = &facts.workspace.latest_build;
     if build.job_status == JobStatus::Failed {
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn a_canceled_start_past_its_deadline_still_stops() {
-        // Only `failed` is excluded by SPEC §2 rule 1.
+        // Only `failed` is excluded by rules §2 rule 1.
         let mut ws = workspace();
         ws.latest_build.job_status = JobStatus::Canceled;
         ws.latest_build.deadline = Some(at("2025-06-02T17:00:00Z"));

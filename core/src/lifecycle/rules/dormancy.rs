@@ -1,4 +1,4 @@
-//! SPEC §2 rule 4: dormancy.
+//! rules §2 rule 4: dormancy.
 
 use super::{latest_build_is, Fired, Verdict};
 use crate::build::Transition;

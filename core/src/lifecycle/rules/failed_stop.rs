@@ -1,4 +1,4 @@
-//! SPEC §2 rule 3: failed-build stop.
+//! rules §2 rule 3: failed-build stop.
 
 use super::{Fired, Verdict};
 use crate::build::{JobStatus, Transition};
@@ -6,7 +6,7 @@ use crate::lifecycle::facts::{elapsed_more_than, show, Facts};
 
 /// A start or stop whose job failed more than `failure_ttl` ago is stopped (again), so a
 /// half-built workspace does not keep its resources. Reason `failedstop`, not `autostop`
-/// (SPEC §2 "differs").
+/// (rules §2 "differs").
 pub(crate) fn failed_stop(facts: &Facts<'_>) -> Verdict {
     let build = &facts.workspace.latest_build;
     let ttl = facts.workspace.template.failure_ttl_secs;

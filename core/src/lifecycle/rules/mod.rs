@@ -1,4 +1,4 @@
-//! The five lifecycle rules of SPEC §2, one file each. A rule looks at the facts of one
+//! The five lifecycle rules of rules §2, one file each. A rule looks at the facts of one
 //! workspace at one tick and either fires or says why it does not.
 
 mod autodelete;
@@ -56,7 +56,7 @@ pub(crate) struct LifecycleRule {
     pub check: fn(&Facts<'_>) -> Verdict,
 }
 
-/// SPEC §2, in order: the first rule that fires wins.
+/// rules §2, in order: the first rule that fires wins.
 pub(crate) const RULES: [LifecycleRule; 5] = [
     LifecycleRule { rule: Rule::Autostop, reason: Reason::Autostop, check: autostop::autostop },
     LifecycleRule { rule: Rule::Autostart, reason: Reason::Autostart, check: autostart::autostart },

@@ -144,7 +144,7 @@ async fn apply_locked(
     if !decision.has_effect() {
         return Ok(Applied::Skipped("no_longer_due"));
     }
-    // Only a start decided with `use_active_version` moves to the active version (SPEC §2);
+    // Only a start decided with `use_active_version` moves to the active version (rules §2);
     // a stop or delete reuses the latest build's.
     let new_version = match (decision.use_active_version, row.active_version_id) {
         (true, Some(active)) if decision.transition.is_some() => active,
@@ -244,7 +244,7 @@ fn push_workspace_update(
 }
 
 /// Outbox rows: one per workspace, kind and day, so a flapping workspace never floods its owner
-/// (SPEC §2 "Side effects").
+/// (rules §2 "Side effects").
 fn owner_notification(
     now: DateTime<Utc>,
     row: &WorkspaceRow,

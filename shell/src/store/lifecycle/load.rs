@@ -87,7 +87,7 @@ JOIN LATERAL (SELECT b.* FROM workspace_builds b WHERE b.workspace_id = w.id
 JOIN provisioner_jobs j ON j.id = lb.job_id
 WHERE NOT w.deleted AND w.owner_id <> $1";
 
-/// Loads the lifecycle candidates. Prebuilds are left out: they get no decision (SPEC §2).
+/// Loads the lifecycle candidates. Prebuilds are left out: they get no decision (rules §2).
 pub async fn load_lifecycle_snapshot(
     conn: &mut AsyncPgConnection,
     _now: DateTime<Utc>,

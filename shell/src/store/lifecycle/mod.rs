@@ -1,4 +1,4 @@
-//! The lifecycle executor's side of the store: load the candidate workspaces (SPEC §2
+//! The lifecycle executor's side of the store: load the candidate workspaces (rules §2
 //! inputs), apply one decision per workspace.
 
 mod apply;

@@ -98,7 +98,7 @@ struct BuildRow {
     #[diesel(sql_type = Text)]
     job_status: String,
     /// False for a job the reaper failed (lost worker, queue wait) or that could not run:
-    /// not a failed build in SPEC §4's sense. NULL kinds (older rows) count as builds.
+    /// not a failed build in rules §4's sense. NULL kinds (older rows) count as builds.
     #[diesel(sql_type = Bool)]
     counts_as_build: bool,
     #[diesel(sql_type = Bool)]
@@ -254,7 +254,7 @@ fn assemble(
 
 /// The build as a recent build when it is a finished start build of a preset. A job failed
 /// by the reaper or unable to run is no build at all for the backoff and the hard limit
-/// (SPEC §4 counts failed builds; queue time and lost workers are not the template's).
+/// (rules §4 counts failed builds; queue time and lost workers are not the template's).
 fn finished_start(build: &BuildRow) -> Option<RecentBuild> {
     if build.transition != "start" || !build.counts_as_build {
         return None;

@@ -1,4 +1,4 @@
-//! The prebuild reconciler's side of the store: load the snapshot (SPEC §4 inputs), apply a
+//! The prebuild reconciler's side of the store: load the snapshot (rules §4 inputs), apply a
 //! preset's plan.
 
 mod apply;
