@@ -17,32 +17,32 @@ pub struct ProvisionerArgs {
     #[arg(long, env = "POOLKEEPER_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
     /// Backup poll for pending jobs (NOTIFY wakes the worker sooner), e.g. 5s, 500ms, 1m.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "POOLKEEPER_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub poll_interval: Duration,
     /// Heartbeat of a running job; keep it well under the reaper's 5 minutes.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "POOLKEEPER_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
     /// Name recorded on the jobs this worker takes (default: provisioner-<random uuid>).
-    #[arg(long)]
+    #[arg(long, env = "POOLKEEPER_WORKER_ID")]
     pub worker_id: Option<String>,
     /// Simulated backend: how long a build takes, unless the version's source says otherwise.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "POOLKEEPER_SIM_DURATION", default_value = "2s", value_parser = parse_duration)]
     pub sim_duration: Duration,
     /// Simulated backend: share of builds that fail, 0.0 to 1.0.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    #[arg(long, env = "POOLKEEPER_SIM_FAILURE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub sim_failure_rate: f64,
     /// Simulated backend: how long an agent takes to become ready after the build.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, env = "POOLKEEPER_SIM_AGENT_START", default_value = "0s", value_parser = parse_duration)]
     pub sim_agent_start: Duration,
     /// Simulated backend: seed of the failure draws (same seed, same failing jobs).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "POOLKEEPER_SIM_SEED", default_value_t = 0)]
     pub sim_seed: u64,
     /// The terraform binary (looked up on PATH).
-    #[arg(long, default_value = "terraform")]
+    #[arg(long, env = "POOLKEEPER_TERRAFORM_BIN", default_value = "terraform")]
     pub terraform_bin: String,
     /// Parent of the per-workspace terraform working directories (default: the system
     /// temporary directory).
-    #[arg(long)]
+    #[arg(long, env = "POOLKEEPER_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
     /// Log lines as text, or as JSON for production.
     #[arg(long, env = "POOLKEEPER_LOG_FORMAT", value_enum, default_value = "text")]
