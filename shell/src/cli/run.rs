@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::http::{base_router, HttpState};
+use crate::daemon::http::{base_router, with_access_log, HttpState};
 use crate::daemon::supervise::supervise;
 use crate::daemon::{DaemonPools, DaemonSettings, Recorder};
 use crate::db::pool::{self, redacted_url, PoolConfig, SessionSettings};
@@ -131,7 +131,8 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
         tracing::info!(listen = %args.listen, "HTTP API, health and metrics endpoints up");
         let api_state =
             crate::api::ApiState::new(api_pool.clone()).with_metrics(state.metrics.clone());
-        let router = base_router(state.clone()).merge(crate::api::router(api_state));
+        let router =
+            with_access_log(base_router(state.clone()).merge(crate::api::router(api_state)));
         let (listen, http_shutdown) = (args.listen, shutdown.clone());
         let http = supervise("http", state.clone(), shutdown.clone(), move || {
             let taken = first_listener.lock().ok().and_then(|mut first| first.take());
