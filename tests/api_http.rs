@@ -512,6 +512,7 @@ async fn openapi_lists_every_route() {
         ("put", "/api/v1/templates/{org}/{name}"),
         ("get", "/api/v1/audit"),
         ("get", "/api/v1/openapi.json"),
+        ("get", "/api/v1/buildinfo"),
     ];
     for (method, path) in expected {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");

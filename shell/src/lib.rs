@@ -10,3 +10,6 @@ pub mod provisioner;
 pub mod store;
 pub mod telemetry;
 pub mod templates_file;
+
+/// This build's version (the crate's), in `poolkeeper_build_info` and `GET /api/v1/buildinfo`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

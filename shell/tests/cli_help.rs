@@ -91,3 +91,90 @@ fn run_and_snapshot_read_the_same_reconciler_settings() {
     let refused = Cli::try_parse_from(["poolkeeper", "run", "--max-pending-creates", "many"]);
     assert!(refused.is_err_and(|err| err.to_string().contains("--max-pending-creates")));
 }
+
+/// Flags that name what one invocation acts on (a user, a workspace, a filter, an output
+/// file) or that destroy data: an environment variable there would silently retarget or
+/// repeat a command. Everything else is configuration and has a `POOLKEEPER_*` variable.
+const PER_INVOCATION_FLAGS: &[&str] = &[
+    "migrate --revert-all",
+    "replay --pretty",
+    "snapshot --kind",
+    "snapshot --out",
+    "users create --username",
+    "users create --role",
+    "tokens create --user",
+    "tokens create --name",
+    "tokens create --days",
+    "workspaces list --owner",
+    "workspaces list --json",
+    "workspaces create --owner",
+    "workspaces create --template",
+    "workspaces create --preset",
+    "workspaces create --organization",
+    "workspaces create --autostart",
+    "workspaces create --ttl-secs",
+    "workspaces autostart --off",
+    "notifications list --kind",
+    "notifications list --user-id",
+    "notifications list --unsent",
+    "notifications list --limit",
+    "notifications list --json",
+    "audit list --resource-type",
+    "audit list --resource-id",
+    "audit list --actor",
+    "audit list --action",
+    "audit list --since",
+    "audit list --limit",
+    "audit list --json",
+];
+
+/// `(command path, flag)` of every long flag without an environment variable, depth first.
+fn flags_without_env(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+    for arg in command.get_arguments() {
+        let (Some(long), false) = (arg.get_long(), arg.is_positional()) else { continue };
+        if matches!(long, "help" | "version") || arg.get_env().is_some() {
+            continue;
+        }
+        out.push(format!("{path} --{long}"));
+    }
+    for sub in command.get_subcommands() {
+        let path = format!("{path} {}", sub.get_name()).trim().to_owned();
+        flags_without_env(sub, &path, out);
+    }
+}
+
+#[test]
+fn every_configuration_flag_has_an_environment_variable() {
+    let mut command = Cli::command();
+    command.build();
+    let mut missing = Vec::new();
+    flags_without_env(&command, "", &mut missing);
+    let unexpected: Vec<_> =
+        missing.iter().filter(|flag| !PER_INVOCATION_FLAGS.contains(&flag.as_str())).collect();
+    assert!(unexpected.is_empty(), "flags without an environment variable: {unexpected:#?}");
+    let stale: Vec<_> = PER_INVOCATION_FLAGS
+        .iter()
+        .filter(|flag| !missing.contains(&(**flag).to_owned()))
+        .collect();
+    assert!(stale.is_empty(), "listed as per-invocation but gone or with a variable: {stale:?}");
+
+    // Every variable is POOLKEEPER_*, and one name never means two different flags.
+    let mut by_env = std::collections::BTreeMap::new();
+    let mut stack = vec![command];
+    while let Some(command) = stack.pop() {
+        for arg in command.get_arguments() {
+            let Some(env) = arg.get_env() else { continue };
+            let env = env.to_string_lossy().into_owned();
+            assert!(env.starts_with("POOLKEEPER_"), "{env}");
+            let long = arg.get_long().unwrap_or_default().to_owned();
+            let previous = by_env.insert(env.clone(), long.clone());
+            assert!(previous.is_none_or(|p| p == long), "{env} names --{long} and another flag");
+        }
+        stack.extend(command.get_subcommands().cloned());
+    }
+    println!(
+        "cli env: {} variables, {} per-invocation flags, violations: 0",
+        by_env.len(),
+        missing.len()
+    );
+}

@@ -148,7 +148,13 @@ pub fn routes() -> Vec<Route> {
             || get(audit::list_entries),
         ),
         r("get", "/api/v1/openapi.json", "This document", || get(openapi::serve)),
+        r("get", "/api/v1/buildinfo", "The server's version (public)", || get(buildinfo)),
     ]
+}
+
+/// `{"version": "..."}`: what a client or an operator checks first, so it needs no token.
+async fn buildinfo() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "version": crate::VERSION }))
 }
 
 /// The API's router; merge it into the daemon's HTTP server.

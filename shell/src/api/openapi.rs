@@ -13,7 +13,7 @@ pub fn openapi_document() -> Value {
             .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        let public = route.path.ends_with("/openapi.json");
+        let public = route.path.ends_with("/openapi.json") || route.path.ends_with("/buildinfo");
         let mut operation = json!({
             "summary": route.summary,
             "operationId": format!("{}_{}", route.method, route.path.trim_start_matches("/api/v1/").replace(['/', '{', '}', '.'], "_")),
@@ -35,7 +35,7 @@ pub fn openapi_document() -> Value {
     }
     json!({
         "openapi": "3.1.0",
-        "info": {"title": "Poolkeeper API", "version": env!("CARGO_PKG_VERSION")},
+        "info": {"title": "Poolkeeper API", "version": crate::VERSION},
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -20,14 +20,14 @@ pub struct DemoArgs {
     #[arg(long, env = "POOLKEEPER_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Exit after the scripted scenario instead of running until Ctrl-C.
-    #[arg(long, value_enum)]
+    #[arg(long, env = "POOLKEEPER_DEMO_EXIT_AFTER", value_enum)]
     pub exit_after: Option<ExitAfter>,
     /// Where the HTTP API, health and metrics endpoints listen (port 0 picks a free port;
     /// the address is printed).
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, env = "POOLKEEPER_DEMO_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: std::net::SocketAddr,
     /// Simulated provisioner workers.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, env = "POOLKEEPER_DEMO_WORKERS", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
 }
 

@@ -60,11 +60,11 @@ pub enum Command {
 /// them in the replay file, as the daemon would use them).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReconcilerArgs {
-    /// Prebuild creation backoff per failed build, in seconds.
-    #[arg(long, env = "POOLKEEPER_BACKOFF_INTERVAL", default_value_t = 60)]
+    /// Prebuild creation backoff per failed build (90s, 5m; bare numbers are seconds).
+    #[arg(long, env = "POOLKEEPER_BACKOFF_INTERVAL", value_parser = parse_secs, default_value_t = 60)]
     pub backoff_interval: u64,
-    /// How far back failed prebuild builds count, in seconds.
-    #[arg(long, env = "POOLKEEPER_BACKOFF_LOOKBACK", default_value_t = 3600)]
+    /// How far back failed prebuild builds count (1h; bare numbers are seconds).
+    #[arg(long, env = "POOLKEEPER_BACKOFF_LOOKBACK", value_parser = parse_secs, default_value_t = 3600)]
     pub backoff_lookback: u64,
     /// Consecutive failed prebuild builds that stop a preset (0 = never).
     #[arg(long, env = "POOLKEEPER_FAILURE_HARD_LIMIT", default_value_t = 3)]
@@ -83,6 +83,27 @@ impl ReconcilerArgs {
             max_pending_creates_per_preset: self.max_pending_creates,
         }
     }
+}
+
+/// A duration flag: humantime's syntax (`90s`, `5m`, `1h30m`, `500ms`), or a bare number of
+/// seconds (what every duration flag took before, so old configurations keep working).
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = text.parse().map_err(|_| format!("{text:?} is out of range"))?;
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text)
+        .map_err(|err| format!("{text:?} is not a duration like 90s, 5m or 1h30m ({err})"))
+}
+
+/// A whole-seconds flag in the syntax of [`parse_duration`] (`5m` is 300).
+pub(crate) fn parse_secs(text: &str) -> Result<u64, String> {
+    let duration = parse_duration(text)?;
+    if duration.subsec_nanos() != 0 {
+        return Err(format!("{text:?}: this flag takes whole seconds"));
+    }
+    Ok(duration.as_secs())
 }
 
 /// Exit code for invalid input (a bad replay file, a bad flag or configuration value).
@@ -155,5 +176,20 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_take_humantime_or_bare_seconds() {
+        use std::time::Duration;
+        assert_eq!(super::parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(super::parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(super::parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(super::parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(super::parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(super::parse_duration("5 parsecs").is_err());
+        assert!(super::parse_duration("").is_err());
+        assert_eq!(super::parse_secs("5m"), Ok(300));
+        assert_eq!(super::parse_secs("3600"), Ok(3600));
+        assert!(super::parse_secs("1500ms").unwrap_err().contains("whole seconds"));
     }
 }

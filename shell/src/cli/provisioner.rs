@@ -17,53 +17,37 @@ pub struct ProvisionerArgs {
     #[arg(long, env = "POOLKEEPER_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
     /// Backup poll for pending jobs (NOTIFY wakes the worker sooner), e.g. 5s, 500ms, 1m.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "POOLKEEPER_POLL_INTERVAL", default_value = "5s", value_parser = super::parse_duration)]
     pub poll_interval: Duration,
     /// Heartbeat of a running job, at a fixed rate; keep it well under the reaper's timeout.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "POOLKEEPER_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = super::parse_duration)]
     pub heartbeat_interval: Duration,
     /// Name recorded on the jobs this worker takes (default: provisioner-<random uuid>).
-    #[arg(long)]
+    #[arg(long, env = "POOLKEEPER_WORKER_ID")]
     pub worker_id: Option<String>,
     /// Simulated backend: how long a build takes, unless the version's source says otherwise.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "POOLKEEPER_SIM_DURATION", default_value = "2s", value_parser = super::parse_duration)]
     pub sim_duration: Duration,
     /// Simulated backend: share of builds that fail, 0.0 to 1.0.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    #[arg(long, env = "POOLKEEPER_SIM_FAILURE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub sim_failure_rate: f64,
     /// Simulated backend: how long an agent takes to become ready after the build.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, env = "POOLKEEPER_SIM_AGENT_START", default_value = "0s", value_parser = super::parse_duration)]
     pub sim_agent_start: Duration,
     /// Simulated backend: seed of the failure draws (same seed, same failing jobs).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "POOLKEEPER_SIM_SEED", default_value_t = 0)]
     pub sim_seed: u64,
     /// The terraform binary (looked up on PATH).
-    #[arg(long, default_value = "terraform")]
+    #[arg(long, env = "POOLKEEPER_TERRAFORM_BIN", default_value = "terraform")]
     pub terraform_bin: String,
     /// Parent of the per-job terraform working directories, and of the spool of build
     /// results not yet saved (a restarted worker saves them; keep it across restarts).
     /// Default: a directory in the system temporary directory.
-    #[arg(long)]
+    #[arg(long, env = "POOLKEEPER_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
     /// Log lines as text, or as JSON for production.
     #[arg(long, env = "POOLKEEPER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-}
-
-/// `5s`, `500ms`, `2m`, `1h`, or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 5s"))?;
-    let millis = match unit {
-        "ms" => Some(number),
-        "" | "s" => number.checked_mul(1000),
-        "m" => number.checked_mul(60_000),
-        "h" => number.checked_mul(3_600_000),
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    };
-    millis.map(Duration::from_millis).ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -156,12 +140,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
+    fn durations_and_rates() {
+        use crate::cli::parse_duration;
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("5d").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_rate("1.5").is_err());
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::http::{base_router, HttpState};
+use crate::daemon::http::{base_router, with_access_log, HttpState};
 use crate::daemon::supervise::supervise;
 use crate::daemon::{DaemonPools, DaemonSettings, Recorder};
 use crate::db::pool::{self, redacted_url, PoolConfig, SessionSettings};
@@ -25,11 +25,11 @@ pub struct RunArgs {
     /// PostgreSQL URL.
     #[arg(long, env = "POOLKEEPER_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
-    /// Seconds between lifecycle ticks.
-    #[arg(long, env = "POOLKEEPER_LIFECYCLE_INTERVAL", default_value_t = 60)]
+    /// Time between lifecycle ticks (90s, 5m; bare numbers are seconds, as for every duration).
+    #[arg(long, env = "POOLKEEPER_LIFECYCLE_INTERVAL", value_parser = super::parse_secs, default_value_t = 60)]
     pub lifecycle_interval: u64,
     /// Seconds between prebuild cycles (a preset change also wakes the loop at once).
-    #[arg(long, env = "POOLKEEPER_PREBUILD_INTERVAL", default_value_t = 60)]
+    #[arg(long, env = "POOLKEEPER_PREBUILD_INTERVAL", value_parser = super::parse_secs, default_value_t = 60)]
     pub prebuild_interval: u64,
     #[command(flatten)]
     pub reconciler: super::ReconcilerArgs,
@@ -38,17 +38,17 @@ pub struct RunArgs {
     #[arg(long, env = "POOLKEEPER_POOL_SIZE", default_value_t = 10)]
     pub pool_size: usize,
     /// Longest a statement may run, in seconds (PostgreSQL's statement_timeout; 0 = none).
-    #[arg(long, env = "POOLKEEPER_STATEMENT_TIMEOUT", default_value_t = 60)]
+    #[arg(long, env = "POOLKEEPER_STATEMENT_TIMEOUT", value_parser = super::parse_secs, default_value_t = 60)]
     pub statement_timeout: u64,
     /// Longest wait for a row or table lock, in seconds (lock_timeout; 0 = none).
-    #[arg(long, env = "POOLKEEPER_LOCK_TIMEOUT", default_value_t = 10)]
+    #[arg(long, env = "POOLKEEPER_LOCK_TIMEOUT", value_parser = super::parse_secs, default_value_t = 10)]
     pub lock_timeout: u64,
     /// Longest a transaction may sit idle, in seconds
     /// (idle_in_transaction_session_timeout; 0 = none).
-    #[arg(long, env = "POOLKEEPER_IDLE_IN_TRANSACTION_TIMEOUT", default_value_t = 60)]
+    #[arg(long, env = "POOLKEEPER_IDLE_IN_TRANSACTION_TIMEOUT", value_parser = super::parse_secs, default_value_t = 60)]
     pub idle_in_transaction_timeout: u64,
     /// Largest retry delay while the database is unreachable, in seconds.
-    #[arg(long, env = "POOLKEEPER_MAX_RETRY_DELAY", default_value_t = 60)]
+    #[arg(long, env = "POOLKEEPER_MAX_RETRY_DELAY", value_parser = super::parse_secs, default_value_t = 60)]
     pub max_retry_delay: u64,
     /// Address of the health and metrics endpoints.
     #[arg(long, env = "POOLKEEPER_LISTEN", default_value = "127.0.0.1:8080")]
@@ -69,10 +69,10 @@ pub struct RunArgs {
     pub provisioner: Option<EmbeddedProvisioner>,
     /// Fail a running job whose provisioner sent no heartbeat for this many seconds (checked
     /// every lifecycle tick; keep it well above the provisioners' --heartbeat-interval).
-    #[arg(long, env = "POOLKEEPER_JOB_HEARTBEAT_TIMEOUT", default_value_t = 300)]
+    #[arg(long, env = "POOLKEEPER_JOB_HEARTBEAT_TIMEOUT", value_parser = super::parse_secs, default_value_t = 300)]
     pub job_heartbeat_timeout: u64,
     /// Fail a pending job no provisioner took within this many seconds.
-    #[arg(long, env = "POOLKEEPER_PENDING_JOB_TIMEOUT", default_value_t = 1800)]
+    #[arg(long, env = "POOLKEEPER_PENDING_JOB_TIMEOUT", value_parser = super::parse_secs, default_value_t = 1800)]
     pub pending_job_timeout: u64,
 }
 
@@ -131,7 +131,8 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
         tracing::info!(listen = %args.listen, "HTTP API, health and metrics endpoints up");
         let api_state =
             crate::api::ApiState::new(api_pool.clone()).with_metrics(state.metrics.clone());
-        let router = base_router(state.clone()).merge(crate::api::router(api_state));
+        let router =
+            with_access_log(base_router(state.clone()).merge(crate::api::router(api_state)));
         let (listen, http_shutdown) = (args.listen, shutdown.clone());
         let http = supervise("http", state.clone(), shutdown.clone(), move || {
             let taken = first_listener.lock().ok().and_then(|mut first| first.take());

@@ -114,6 +114,20 @@ fn io_error(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalSe
     move |source| LocalServerError::Io { action, source }
 }
 
+/// A server certificate and its private key (PEM) for [`LocalServer::start_with_tls`].
+#[derive(Clone)]
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ServerTls {
+    // The key is a secret: never in a debug print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").field("key_pem", &"<redacted>").finish_non_exhaustive()
+    }
+}
+
 /// A running throw-away server. Stopped, and its directory removed, by [`LocalServer::stop`],
 /// on drop, or when this process ends.
 #[derive(Debug)]
@@ -130,11 +144,21 @@ impl LocalServer {
     /// Create a cluster and start postgres; blocks until it accepts connections (about a
     /// second). Call from a blocking context (`spawn_blocking` in async code).
     pub fn start() -> Result<Self, LocalServerError> {
+        Self::start_inner(None)
+    }
+
+    /// [`LocalServer::start`] with `ssl=on` and the given certificate; plain connections are
+    /// still accepted (the client's `sslmode` decides).
+    pub fn start_with_tls(tls: &ServerTls) -> Result<Self, LocalServerError> {
+        Self::start_inner(Some(tls))
+    }
+
+    fn start_inner(tls: Option<&ServerTls>) -> Result<Self, LocalServerError> {
         let bin_dir = find_bin_dir()?;
         let run_as = server_user()?;
         let mut attempt = 1;
         loop {
-            match start_once(&bin_dir, run_as) {
+            match start_once(&bin_dir, run_as, tls) {
                 Err(LocalServerError::Exited { log, .. })
                     if attempt < START_ATTEMPTS && log.contains("could not bind") =>
                 {
@@ -250,9 +274,17 @@ impl Drop for LocalServer {
 /// The OS user to run the server as: `None` = ourselves, `Some((uid, gid))` when we are root.
 type RunAs = Option<(u32, u32)>;
 
-fn start_once(bin_dir: &Path, run_as: RunAs) -> Result<LocalServer, LocalServerError> {
+fn start_once(
+    bin_dir: &Path,
+    run_as: RunAs,
+    tls: Option<&ServerTls>,
+) -> Result<LocalServer, LocalServerError> {
     let dir = TempDir::create(run_as)?;
     initdb(bin_dir, dir.path(), run_as)?;
+    let tls_args = match tls {
+        Some(tls) => write_tls_files(dir.path(), run_as, tls)?,
+        None => Vec::new(),
+    };
     let port = free_port()?;
     let mut command = Command::new("/bin/sh");
     command
@@ -273,6 +305,7 @@ fn start_once(bin_dir: &Path, run_as: RunAs) -> Result<LocalServer, LocalServerE
         .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
         // Many tests, each with a pool, share one server per test process.
         .args(["-c", "max_connections=300", "-c", "jit=off"])
+        .args(&tls_args)
         .current_dir(dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -322,6 +355,39 @@ impl LocalServer {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Writes the certificate and key next to the data directory (postgres wants the key private
+/// to its own user) and returns the `-c` options that turn TLS on.
+fn write_tls_files(
+    dir: &Path,
+    run_as: RunAs,
+    tls: &ServerTls,
+) -> Result<Vec<String>, LocalServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut args = vec!["-c".to_owned(), "ssl=on".to_owned()];
+    for (name, contents, option) in [
+        ("server.crt", &tls.cert_pem, "ssl_cert_file"),
+        ("server.key", &tls.key_pem, "ssl_key_file"),
+    ] {
+        let path = dir.join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error(format!("create {}", path.display())))?;
+        file.write_all(contents.as_bytes())
+            .map_err(io_error(format!("write {}", path.display())))?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .map_err(io_error(format!("chown {}", path.display())))?;
+        }
+        args.push("-c".to_owned());
+        args.push(format!("{option}={}", path.display()));
+    }
+    Ok(args)
 }
 
 fn initdb(bin_dir: &Path, dir: &Path, run_as: RunAs) -> Result<(), LocalServerError> {

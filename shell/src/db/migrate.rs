@@ -4,13 +4,18 @@
 //! on a runtime of its own when it finds none on the current thread. So every entry point
 //! runs the harness on a dedicated thread: callable from plain `main`, from a test, or
 //! (via `spawn_blocking`) from async code, on any runtime flavour.
+//!
+//! The connection is opened like every other one ([`pool::establish`], so with the URL's TLS
+//! settings) on a one-worker runtime that keeps driving its I/O while the harness blocks.
 
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
-use diesel::{Connection, RunQueryDsl};
+use diesel::RunQueryDsl;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::AsyncPgConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use super::pool::{self, SessionSettings};
 
 /// All migrations, in order.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
@@ -30,6 +35,8 @@ pub enum MigrateError {
     Lock(#[source] diesel::result::Error),
     #[error("migration failed: {0}")]
     Migration(#[source] HarnessError),
+    #[error("cannot start the migration runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     #[error("the migration thread panicked")]
     Panicked,
 }
@@ -41,6 +48,7 @@ impl MigrateError {
             Self::Connect(_) => "migrate_connect",
             Self::Lock(_) => "migrate_lock",
             Self::Migration(_) => "migrate_migration",
+            Self::Runtime(_) => "migrate_runtime",
             Self::Panicked => "migrate_panicked",
         }
     }
@@ -78,7 +86,22 @@ where
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                let mut conn = MigrationConnection::establish(url)?;
+                // Multi-threaded (one worker), so the connection's I/O task keeps running while
+                // the harness blocks this thread on a runtime of its own.
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .map_err(MigrateError::Runtime)?;
+                let session = SessionSettings {
+                    // DDL may wait on locks and run long; the advisory lock serializes replicas.
+                    statement_timeout: std::time::Duration::ZERO,
+                    lock_timeout: std::time::Duration::ZERO,
+                    idle_in_transaction_timeout: std::time::Duration::ZERO,
+                    ..SessionSettings::for_role("migrate")
+                };
+                let conn = runtime.block_on(pool::establish(url, &session))?;
+                let mut conn = MigrationConnection::from(conn);
                 diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
                     .execute(&mut conn)
                     .map_err(MigrateError::Lock)?;

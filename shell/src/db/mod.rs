@@ -10,8 +10,9 @@ pub mod models;
 pub mod pool;
 pub mod schema;
 pub mod test_db;
+pub mod tls;
 
-pub use local_server::LocalServer;
+pub use local_server::{LocalServer, ServerTls};
 pub use pool::{DbConn, DbPool};
 
 use uuid::Uuid;

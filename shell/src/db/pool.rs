@@ -6,8 +6,10 @@ use std::time::Duration;
 use deadpool::Runtime;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt;
+
+use super::tls::ConnectSpec;
 
 /// A pool of PostgreSQL connections. Cheap to clone; bound to the tokio runtime that uses it
 /// (its connections' I/O tasks live there), so never keep one in a `static`.
@@ -78,12 +80,17 @@ impl SessionSettings {
     }
 }
 
-/// Opens one connection outside any pool (leadership, LISTEN) with `session` applied.
+/// Opens one connection with `session` applied: every connection of the pools, the leader
+/// and LISTEN connections and the migrations. TLS as the URL's `sslmode` and `sslrootcert`
+/// say (see [`super::tls`]).
 pub async fn establish(
     url: &str,
     session: &SessionSettings,
 ) -> Result<AsyncPgConnection, diesel::ConnectionError> {
-    let mut conn = AsyncPgConnection::establish(url).await?;
+    let spec = ConnectSpec::parse(url)
+        .map_err(|err| diesel::ConnectionError::InvalidConnectionUrl(err.to_string()))?;
+    tracing::trace!(database = %redacted_url(url), sslmode = %spec.mode(), "connecting");
+    let mut conn = spec.connect().await?;
     conn.batch_execute(&session.statements())
         .await
         .map_err(|err| diesel::ConnectionError::BadConnection(err.to_string()))?;
@@ -140,19 +147,40 @@ pub async fn connect(url: &str, config: &PoolConfig) -> Result<DbPool, PoolError
 }
 
 /// `url` without its user and password, for messages and logs:
-/// `postgres://u:secret@db:5432/pk` → `postgres://db:5432/pk`.
+/// `postgres://u:secret@db:5432/pk` → `postgres://db:5432/pk`; a password given as a query
+/// parameter (`?password=`, `?sslpassword=`) is dropped too.
 pub fn redacted_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // libpq's `key=value` form: drop the password pairs.
+        return url
+            .split_whitespace()
+            .filter(|pair| !pair.starts_with("password=") && !pair.starts_with("sslpassword="))
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let rest = match rest[..authority_end].rfind('@') {
         Some(at) => &rest[at + 1..],
         None => rest,
     };
-    if scheme.is_empty() {
-        rest.to_owned()
-    } else {
-        format!("{scheme}://{rest}")
-    }
+    let rest = match rest.split_once('?') {
+        Some((base, query)) => {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| {
+                    let key = pair.split_once('=').map_or(*pair, |(key, _)| key);
+                    !matches!(key, "password" | "sslpassword")
+                })
+                .collect();
+            if kept.is_empty() {
+                base.to_owned()
+            } else {
+                format!("{base}?{}", kept.join("&"))
+            }
+        }
+        None => rest.to_owned(),
+    };
+    format!("{scheme}://{rest}")
 }
 
 #[cfg(test)]
@@ -170,6 +198,17 @@ mod tests {
             ("postgres://db/pk", "postgres://db/pk"),
             ("postgres://u:p@ss@db/pk", "postgres://db/pk"),
             ("postgresql://db", "postgresql://db"),
+            ("postgres://db/pk?password=secret", "postgres://db/pk"),
+            (
+                "postgres://u@db/pk?sslmode=require&password=secret&application_name=a",
+                "postgres://db/pk?sslmode=require&application_name=a",
+            ),
+            (
+                "postgres://db/pk?sslpassword=secret&sslmode=verify-full",
+                "postgres://db/pk?sslmode=verify-full",
+            ),
+            ("postgres://u:secret@db?password=secret", "postgres://db"),
+            ("host=db password=secret dbname=pk", "host=db dbname=pk"),
         ];
         for (url, expected) in cases {
             assert_eq!(redacted_url(url), expected, "{url}");

@@ -56,6 +56,12 @@ const CYCLE_BUCKETS: [f64; 12] =
     [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 const CLAIM_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// `poolkeeper_build_info{version}`, always 1: joins a version onto any other series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pool_state: PoolStateSlot,
@@ -122,6 +128,9 @@ impl Metrics {
             "Supervised tasks restarted after they died (a panic or an unexpected exit)",
             task_restarts.clone(),
         );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info.get_or_create(&BuildLabels { version: crate::VERSION.to_owned() }).set(1);
+        registry.register("build_info", "This build's version; always 1", build_info);
         registry.register(
             "leader",
             "1 while this replica holds the loop's leader lease, else 0",
