@@ -241,7 +241,8 @@ fn matrix() -> Vec<Row> {
         ),
         row(put, "/api/v1/templates/{org}/{name}", None, no_body, [200, 200, 403, 403, 401, 401]),
         row(get.clone(), "/api/v1/audit", None, no_body, [200, 403, 403, 403, 401, 401]),
-        row(get, "/api/v1/openapi.json", None, no_body, [200, 200, 200, 200, 200, 200]),
+        row(get.clone(), "/api/v1/openapi.json", None, no_body, [200, 200, 200, 200, 200, 200]),
+        row(get, "/api/v1/buildinfo", None, no_body, [200, 200, 200, 200, 200, 200]),
     ]
 }
 

@@ -2,9 +2,8 @@
 //! `pk-db.test` signed by a CA generated here; every connection path (pool, dedicated
 //! connection, migrations) is driven through it with the URL's `sslmode` and `sslrootcert`.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use diesel::sql_types::Bool;
 use diesel::QueryableByName;
@@ -168,24 +167,10 @@ async fn a_wrong_ca_or_host_name_is_refused_with_a_clear_error() {
 }
 
 /// Collects everything logged while it is the default subscriber.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn no_password_or_key_reaches_a_log_line_or_an_error() {
     let tls = server().await;
-    let captured = Captured::default();
+    let captured = poolkeeper_tests::CapturedLog::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -212,7 +197,7 @@ async fn no_password_or_key_reaches_a_log_line_or_an_error() {
     }
     seen.push(redacted_url(&with_query_password));
 
-    let logged = String::from_utf8_lossy(&captured.0.lock().expect("log buffer")).into_owned();
+    let logged = captured.text();
     assert!(logged.contains("sslmode=verify-full"), "the capture works: {logged}");
     let key_body: String =
         tls.key_pem.lines().filter(|line| !line.starts_with("-----")).collect::<Vec<_>>().join("");

@@ -1,31 +1,16 @@
 //! Operability of the HTTP surface, without a database: the access log (method, matched
 //! route, status, latency, request id), `GET /api/v1/buildinfo` and `poolkeeper_build_info`.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use poolkeeper::api::{self, ApiState};
 use poolkeeper::daemon::http::{base_router, with_access_log, HttpState};
 use poolkeeper::db::pool::{self, PoolConfig};
 use poolkeeper::telemetry::Metrics;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn requests_are_logged_with_route_status_latency_and_request_id() {
-    let captured = Captured::default();
+    let captured = poolkeeper_tests::CapturedLog::default();
     let writer = captured.clone();
     let subscriber =
         tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
@@ -69,7 +54,7 @@ async fn requests_are_logged_with_route_status_latency_and_request_id() {
     assert!(metrics.contains(&expected), "{metrics}");
 
     server.abort();
-    let logged = String::from_utf8_lossy(&captured.0.lock().expect("log buffer")).into_owned();
+    let logged = captured.text();
     let line = |needle: &str| {
         logged
             .lines()
