@@ -9,25 +9,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use poolkeeper::db::enums::{FailureKind, JobStatus, Transition};
-use poolkeeper::db::models::ProvisionerJob;
 use poolkeeper::db::schema::provisioner_jobs;
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::provisioner::{acquire_next_job, reap_stale_jobs, ReaperConfig};
-use uuid::Uuid;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 6, 2, 9, 0, 0).single().expect("valid instant")
-}
-
-async fn job_row(conn: &mut AsyncPgConnection, id: Uuid) -> ProvisionerJob {
-    provisioner_jobs::table
-        .find(id)
-        .select(ProvisionerJob::as_select())
-        .get_result(conn)
-        .await
-        .expect("job row")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +84,7 @@ async fn acquisition_order_and_cancelled_jobs() {
         order.push(job.id);
     }
     assert_eq!(order, vec![person_delete, person_start, prebuild_start]);
-    assert_eq!(job_row(&mut conn, cancelled).await.status, JobStatus::Canceling);
+    assert_eq!(seed::job_row(&mut conn, cancelled).await.status, JobStatus::Canceling);
 }
 
 #[tokio::test]
@@ -130,17 +119,17 @@ async fn stale_jobs_are_reaped_with_a_reason() {
     let reaped = reap_stale_jobs(db.pool(), ahead, &config).await.expect("reap");
     assert_eq!(reaped, 2);
 
-    let stale = job_row(&mut conn, stale).await;
+    let stale = seed::job_row(&mut conn, stale).await;
     assert_eq!(stale.status, JobStatus::Failed);
     assert!(stale.completed_at.is_some_and(|at| at >= wall && at < ahead));
     assert_eq!(stale.failure_kind, Some(FailureKind::Reaped));
     assert!(stale.error.as_deref().is_some_and(|e| e.contains("heartbeat")), "{:?}", stale.error);
-    let old_pending = job_row(&mut conn, old_pending).await;
+    let old_pending = seed::job_row(&mut conn, old_pending).await;
     assert_eq!(old_pending.status, JobStatus::Failed);
     assert_eq!(old_pending.failure_kind, Some(FailureKind::Reaped));
     assert!(old_pending.error.as_deref().is_some_and(|e| e.contains("no provisioner")));
-    assert_eq!(job_row(&mut conn, fresh).await.status, JobStatus::Running);
-    assert_eq!(job_row(&mut conn, young_pending).await.status, JobStatus::Pending);
+    assert_eq!(seed::job_row(&mut conn, fresh).await.status, JobStatus::Running);
+    assert_eq!(seed::job_row(&mut conn, young_pending).await.status, JobStatus::Pending);
 
     // A shorter heartbeat timeout reaps the other one too.
     let short = ReaperConfig { heartbeat_timeout: Duration::from_secs(60), ..config };

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use poolkeeper::db::enums::{AgentLifecycle, JobStatus, Transition};
-use poolkeeper::db::models::{ProvisionerJob, WorkspaceAgent, WorkspaceBuild};
+use poolkeeper::db::models::{WorkspaceAgent, WorkspaceBuild};
 use poolkeeper::db::schema::{provisioner_jobs, workspace_agents, workspace_builds, workspaces};
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::provisioner::backend::{AgentSpec, BuildOutput};
@@ -41,15 +41,6 @@ async fn build_row(conn: &mut AsyncPgConnection, id: Uuid) -> WorkspaceBuild {
         .get_result(conn)
         .await
         .expect("build row")
-}
-
-async fn job_row(conn: &mut AsyncPgConnection, id: Uuid) -> ProvisionerJob {
-    provisioner_jobs::table
-        .find(id)
-        .select(ProvisionerJob::as_select())
-        .get_result(conn)
-        .await
-        .expect("job row")
 }
 
 fn one_agent() -> JobResult {
@@ -105,7 +96,7 @@ async fn start_build_with_a_ttl_gets_its_deadline() {
     assert_eq!(next_start, Some(t("2025-06-03T08:00:00Z")));
     assert_eq!(next_start, expected.next_start_at);
 
-    let job = job_row(&mut conn, job).await;
+    let job = seed::job_row(&mut conn, job).await;
     assert_eq!((job.status, job.completed_at), (JobStatus::Succeeded, Some(monday_nine())));
     let agents: Vec<WorkspaceAgent> = workspace_agents::table
         .filter(workspace_agents::build_id.eq(build))
@@ -170,7 +161,7 @@ async fn failed_builds_keep_the_error_and_delete_builds_delete() {
         state: None,
     };
     run_to_completion(&mut conn, monday_nine(), JobResult::Failed(failure)).await;
-    let job = job_row(&mut conn, job).await;
+    let job = seed::job_row(&mut conn, job).await;
     assert_eq!(job.status, JobStatus::Failed);
     assert!(job.error.as_deref().is_some_and(|e| e.contains("dir: missing")), "{:?}", job.error);
 
@@ -192,28 +183,6 @@ async fn agent_state(conn: &mut AsyncPgConnection, build: Uuid) -> AgentLifecycl
         .get_result(conn)
         .await
         .expect("one agent")
-}
-
-/// Wait (bounded) until the job reaches `status`; the worker runs on real time.
-async fn wait_for_status(
-    conn: &mut AsyncPgConnection,
-    job: Uuid,
-    status: JobStatus,
-) -> ProvisionerJob {
-    let deadline = tokio::time::Instant::now() + WAIT_CAP;
-    loop {
-        let row = job_row(conn, job).await;
-        if row.status == status {
-            return row;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "job {job} stuck in {} (error: {:?})",
-            row.status,
-            row.error
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +215,7 @@ async fn a_worker_runs_simulated_jobs_and_stops_cancelled_ones() {
     let worker = tokio::spawn(run_worker(db.pool().clone(), config, shutdown.clone()));
     // A job seeded before the worker LISTENs is found by a poll.
     let (build, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
-    let done = wait_for_status(&mut conn, job, JobStatus::Succeeded).await;
+    let done = seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded], WAIT_CAP).await;
     assert_eq!(done.worker_id.as_deref(), Some("sim-worker"));
     // The agent starts, then is ready a second later.
     let deadline = tokio::time::Instant::now() + WAIT_CAP;
@@ -258,14 +227,15 @@ async fn a_worker_runs_simulated_jobs_and_stops_cancelled_ones() {
     // A slow job, cancelled while it runs: NOTIFY tells the worker, which stops it.
     let (_, slow_job) =
         seed::build(&mut conn, ws, slow_version, owner, 2, Transition::Stop, None).await;
-    wait_for_status(&mut conn, slow_job, JobStatus::Running).await;
+    seed::wait_for_status(&mut conn, slow_job, &[JobStatus::Running], WAIT_CAP).await;
     let asked = tokio::time::Instant::now();
     diesel::update(provisioner_jobs::table.find(slow_job))
         .set(provisioner_jobs::status.eq(JobStatus::Canceling))
         .execute(&mut conn)
         .await
         .expect("cancel");
-    let canceled = wait_for_status(&mut conn, slow_job, JobStatus::Canceled).await;
+    let canceled =
+        seed::wait_for_status(&mut conn, slow_job, &[JobStatus::Canceled], WAIT_CAP).await;
     let cancel_took = asked.elapsed();
     assert!(canceled.completed_at.is_some());
 

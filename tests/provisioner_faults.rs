@@ -22,9 +22,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fault_proxy::{Fault, FaultProxy};
 use futures_util::StreamExt;
 use poolkeeper::db::enums::{JobStatus, ProvisionerKind, Transition};
-use poolkeeper::db::models::{NewTemplateVersion, ProvisionerJob};
+use poolkeeper::db::models::NewTemplateVersion;
 use poolkeeper::db::pool::{self, PoolConfig};
-use poolkeeper::db::schema::{audit_log, provisioner_jobs, template_versions, workspace_builds};
+use poolkeeper::db::schema::{audit_log, template_versions, workspace_builds};
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::db::{DbPool, JOB_CHANNEL};
 use poolkeeper::provisioner::backend::BuildFailure;
@@ -38,15 +38,6 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn job_row(conn: &mut AsyncPgConnection, id: Uuid) -> ProvisionerJob {
-    provisioner_jobs::table
-        .find(id)
-        .select(ProvisionerJob::as_select())
-        .get_result(conn)
-        .await
-        .expect("job row")
-}
-
 async fn state_of(conn: &mut AsyncPgConnection, build: Uuid) -> Option<Vec<u8>> {
     workspace_builds::table
         .find(build)
@@ -54,27 +45,6 @@ async fn state_of(conn: &mut AsyncPgConnection, build: Uuid) -> Option<Vec<u8>> 
         .get_result(conn)
         .await
         .expect("build row")
-}
-
-async fn wait_for_status(
-    conn: &mut AsyncPgConnection,
-    job: Uuid,
-    wanted: &[JobStatus],
-) -> ProvisionerJob {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let row = job_row(conn, job).await;
-        if wanted.contains(&row.status) {
-            return row;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "job {job} stuck in {} (error: {:?})",
-            row.status,
-            row.error
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn temp_dir(label: &str) -> PathBuf {
@@ -198,7 +168,7 @@ async fn announcements_of_other_jobs_do_not_starve_the_heartbeat() {
         shutdown.clone(),
     ));
     let (_, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
-    wait_for_status(&mut conn, job, &[JobStatus::Running]).await;
+    seed::wait_for_status(&mut conn, job, &[JobStatus::Running], WAIT).await;
     let heard_before = AtomicUsize::load(&heard, Ordering::SeqCst);
 
     // Announcements of other jobs every 50 ms, much faster than the heartbeat.
@@ -226,7 +196,7 @@ async fn announcements_of_other_jobs_do_not_starve_the_heartbeat() {
     let mut max_age = 0.0f64;
     let mut reaped = 0;
     let mut samples = 0;
-    while job_row(&mut conn, job).await.status == JobStatus::Running {
+    while seed::job_row(&mut conn, job).await.status == JobStatus::Running {
         max_age = max_age.max(heartbeat_age(&mut conn, job).await);
         reaped += reap_stale_jobs(db.pool(), Utc::now(), &reaper).await.expect("reap");
         samples += 1;
@@ -240,7 +210,7 @@ async fn announcements_of_other_jobs_do_not_starve_the_heartbeat() {
     stop(shutdown, worker).await;
 
     assert!(during >= 30, "only {during} announcements arrived during the build");
-    let row = job_row(&mut conn, job).await;
+    let row = seed::job_row(&mut conn, job).await;
     assert_eq!(reaped, 0, "the live job was reaped ({:?})", row.error);
     assert!(samples >= 20, "the build was not observed ({samples} samples)");
     assert_eq!(row.status, JobStatus::Succeeded, "{:?}", row.error);
@@ -274,10 +244,10 @@ async fn state_survives_an_outage_and_a_restart(spec: TemplateSpec, label: &str)
     let worker =
         tokio::spawn(run_worker(proxied_pool(&db, &proxy).await, config, shutdown.clone()));
     let (build, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
-    let acquired = wait_for_status(&mut conn, job, &[JobStatus::Running]).await;
+    let acquired = seed::wait_for_status(&mut conn, job, &[JobStatus::Running], WAIT).await;
     // A heartbeat after the acquisition's: the backend is running. Then the outage.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while job_row(&mut conn, job).await.heartbeat_at == acquired.heartbeat_at {
+    while seed::job_row(&mut conn, job).await.heartbeat_at == acquired.heartbeat_at {
         assert!(tokio::time::Instant::now() < deadline, "the build never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -295,7 +265,7 @@ async fn state_survives_an_outage_and_a_restart(spec: TemplateSpec, label: &str)
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(proxy.fault() == Fault::Reset, "the database was up when the build finished");
-    let row = job_row(&mut conn, job).await;
+    let row = seed::job_row(&mut conn, job).await;
     assert_eq!(row.status, JobStatus::Running, "the completion got through the outage");
     assert_eq!(state_of(&mut conn, build).await, None);
 
@@ -308,7 +278,9 @@ async fn state_survives_an_outage_and_a_restart(spec: TemplateSpec, label: &str)
     let config = worker_config("outage-b", &work_dir, Duration::from_secs(60));
     let worker =
         tokio::spawn(run_worker(proxied_pool(&db, &proxy).await, config, shutdown.clone()));
-    let done = wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed]).await;
+    let done =
+        seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed], WAIT)
+            .await;
     stop(shutdown, worker).await;
     assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
     let state = state_of(&mut conn, build).await.expect("the build's state was saved");
@@ -389,7 +361,7 @@ async fn a_reaped_jobs_state_is_saved_when_no_newer_build_exists() {
         shutdown.clone(),
     ));
     let (build, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
-    wait_for_status(&mut conn, job, &[JobStatus::Running]).await;
+    seed::wait_for_status(&mut conn, job, &[JobStatus::Running], WAIT).await;
     // The worker looks lost (a partition, say): its heartbeat is old by the database's clock.
     diesel::sql_query(
         "UPDATE provisioner_jobs SET heartbeat_at = now() - interval '10 minutes' WHERE id = $1",
@@ -403,9 +375,9 @@ async fn a_reaped_jobs_state_is_saved_when_no_newer_build_exists() {
         pending_timeout: Duration::from_secs(3600),
     };
     let reaped = reap_stale_jobs(db.pool(), Utc::now(), &reaper).await.expect("reap");
-    let status = job_row(&mut conn, job).await.status;
+    let status = seed::job_row(&mut conn, job).await.status;
     assert_eq!(reaped, 1, "the job was not reaped mid-build (it is {status})");
-    let reaped = job_row(&mut conn, job).await;
+    let reaped = seed::job_row(&mut conn, job).await;
     assert_eq!(reaped.status, JobStatus::Failed);
     assert_eq!(state_of(&mut conn, build).await, None, "reaped after the build ended");
 
@@ -421,7 +393,7 @@ async fn a_reaped_jobs_state_is_saved_when_no_newer_build_exists() {
     stop(shutdown, worker).await;
     let state: serde_json::Value = serde_json::from_slice(&state).expect("JSON state");
     assert_eq!(state["resources"][0]["name"], "home", "{state}");
-    let row = job_row(&mut conn, job).await;
+    let row = seed::job_row(&mut conn, job).await;
     assert_eq!(row.status, JobStatus::Failed, "a reaped job stays failed");
     assert_eq!(failure_kind(&mut conn, job).await.as_deref(), Some("reaped"));
     assert!(
@@ -485,7 +457,9 @@ async fn an_unreadable_state_fails_the_job() {
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(run_worker(db.pool().clone(), config, shutdown.clone()));
     let (_, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
-    let done = wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed]).await;
+    let done =
+        seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed], WAIT)
+            .await;
     stop(shutdown, worker).await;
     assert_eq!(done.status, JobStatus::Failed, "succeeded without a readable state");
     assert!(
@@ -549,14 +523,18 @@ async fn removed_files_are_not_applied(bin: Option<String>, label: &str) -> serd
     let worker = tokio::spawn(run_worker(db.pool().clone(), config, shutdown.clone()));
 
     let (first, job) = seed::build(&mut conn, ws, v1, owner, 1, Transition::Start, None).await;
-    let done = wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed]).await;
+    let done =
+        seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed], WAIT)
+            .await;
     assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
     let carried = state_of(&mut conn, first).await.expect("the first build's state");
     let first_state: serde_json::Value = serde_json::from_slice(&carried).expect("JSON");
     assert!(first_state.to_string().contains("extra"), "v1 did not apply extra.tf");
     let (second, job) =
         seed::build(&mut conn, ws, v2, owner, 2, Transition::Start, Some(carried)).await;
-    let done = wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed]).await;
+    let done =
+        seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed], WAIT)
+            .await;
     stop(shutdown, worker).await;
     assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
     let state = state_of(&mut conn, second).await.expect("the second build's state");
@@ -613,7 +591,9 @@ async fn a_lost_connection_while_loading_the_job_is_retried() {
         shutdown.clone(),
     ));
     let (_, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
-    let done = wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed]).await;
+    let done =
+        seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed], WAIT)
+            .await;
     stop(shutdown, worker).await;
     assert_eq!(
         std::sync::atomic::AtomicU64::load(
@@ -645,7 +625,9 @@ async fn a_job_without_a_build_fails_with_an_audit_entry() {
         shutdown.clone(),
     ));
     let job = seed::job(&mut conn, Transition::Start, false, None).await;
-    let done = wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed]).await;
+    let done =
+        seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed], WAIT)
+            .await;
     stop(shutdown, worker).await;
     assert_eq!(done.status, JobStatus::Failed);
     let entries: i64 = audit_log::table
@@ -724,7 +706,7 @@ async fn a_skewed_reaper_clock_does_not_reap_a_live_job() {
         shutdown.clone(),
     ));
     let (_, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
-    wait_for_status(&mut conn, job, &[JobStatus::Running]).await;
+    seed::wait_for_status(&mut conn, job, &[JobStatus::Running], WAIT).await;
     let age = heartbeat_age(&mut conn, job).await;
     assert!(age < 5.0, "the job is not heartbeating ({age:.1}s)");
     let reaper = ReaperConfig {
@@ -733,8 +715,10 @@ async fn a_skewed_reaper_clock_does_not_reap_a_live_job() {
     };
     let ahead = Utc::now() + chrono::TimeDelta::minutes(10);
     let reaped = reap_stale_jobs(db.pool(), ahead, &reaper).await.expect("reap");
-    let mid_build = job_row(&mut conn, job).await.status;
-    let done = wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed]).await;
+    let mid_build = seed::job_row(&mut conn, job).await.status;
+    let done =
+        seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed], WAIT)
+            .await;
     stop(shutdown, worker).await;
     assert_eq!(reaped, 0, "a skewed clock reaped a live job: {:?}", done.error);
     assert_eq!(mid_build, JobStatus::Running, "the reaper ran after the build");

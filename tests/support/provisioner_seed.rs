@@ -191,3 +191,37 @@ pub async fn build(
     .await
     .expect("insert the build and its job")
 }
+
+/// The job row as it is now.
+pub async fn job_row(conn: &mut AsyncPgConnection, id: Uuid) -> ProvisionerJob {
+    use diesel::{QueryDsl, SelectableHelper};
+    provisioner_jobs::table
+        .find(id)
+        .select(ProvisionerJob::as_select())
+        .get_result(conn)
+        .await
+        .expect("job row")
+}
+
+/// Waits (up to `cap`) until the job is in one of `wanted`; the worker runs on real time.
+pub async fn wait_for_status(
+    conn: &mut AsyncPgConnection,
+    job: Uuid,
+    wanted: &[poolkeeper::db::enums::JobStatus],
+    cap: std::time::Duration,
+) -> ProvisionerJob {
+    let deadline = tokio::time::Instant::now() + cap;
+    loop {
+        let row = job_row(conn, job).await;
+        if wanted.contains(&row.status) {
+            return row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {job} stuck in {} (error: {:?})",
+            row.status,
+            row.error
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
