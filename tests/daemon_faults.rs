@@ -12,26 +12,13 @@ use std::time::{Duration, Instant};
 
 use fault_proxy::{Fault, FaultProxy};
 use poolkeeper::daemon::http::HttpState;
-use poolkeeper::daemon::{run, DaemonSettings};
+use poolkeeper::daemon::run;
 use poolkeeper::db::pool::{self, PoolConfig};
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::provisioner::CancellationToken;
 
 const LIVE_PREBUILDS: &str = "SELECT count(*) AS n FROM workspaces
     WHERE owner_id = 'c42fdf75-3097-471c-8c33-fb52454d81c0' AND NOT deleted";
-
-fn settings(url: &str, interval: Duration) -> DaemonSettings {
-    DaemonSettings {
-        database_url: url.to_owned(),
-        lifecycle_interval: interval,
-        prebuild_interval: interval,
-        max_retry_delay: Duration::from_secs(1),
-        reconciler: seed::CONFIG,
-        parallelism: 2,
-        recorder: None,
-        reaper: None,
-    }
-}
 
 /// Polls `sql` until it counts `expected`, up to `cap`; returns how long it took.
 async fn wait_for_count(db: &TestDatabase, sql: &str, expected: i64, cap: Duration) -> Duration {
@@ -60,7 +47,7 @@ async fn a_replica_takes_over_from_a_leader_whose_database_path_froze() {
     let pool_a = pool::build(&url_a, &PoolConfig::default()).expect("pool a");
     let shutdown = CancellationToken::new();
     let replica_a = tokio::spawn(run(
-        settings(&url_a, interval),
+        seed::daemon_settings(&url_a, interval),
         pool_a,
         HttpState::default(),
         shutdown.clone(),
@@ -69,7 +56,7 @@ async fn a_replica_takes_over_from_a_leader_whose_database_path_froze() {
 
     // Replica B joins while A leads: it must stay idle.
     let replica_b = tokio::spawn(run(
-        settings(db.url(), interval),
+        seed::daemon_settings(db.url(), interval),
         db.pool().clone(),
         HttpState::default(),
         shutdown.clone(),

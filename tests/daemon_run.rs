@@ -40,21 +40,7 @@ async fn daemon_fills_pools_wakes_on_preset_changes_and_shuts_down() {
     let mut conn = db.conn().await;
     let (_, version_id) = seed::template(&mut conn, "go").await;
     seed::preset(&mut conn, version_id, "small", 2).await;
-    let settings = DaemonSettings {
-        database_url: db.url().to_owned(),
-        lifecycle_interval: Duration::from_secs(600),
-        prebuild_interval: Duration::from_secs(600),
-        max_retry_delay: Duration::from_secs(1),
-        reconciler: ReconcilerConfig {
-            backoff_interval_secs: 60,
-            backoff_lookback_secs: 3600,
-            failure_hard_limit: 3,
-            max_pending_creates_per_preset: 0,
-        },
-        parallelism: 2,
-        recorder: None,
-        reaper: None,
-    };
+    let settings = seed::daemon_settings(db.url(), Duration::from_secs(600));
     let state = HttpState::default();
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(run(settings, db.pool().clone(), state.clone(), shutdown.clone()));
@@ -122,19 +108,12 @@ async fn the_prebuild_loop_wakes_when_a_backoff_ends() {
     };
     seed::workspace(&mut conn, failed).await;
     let settings = DaemonSettings {
-        database_url: db.url().to_owned(),
-        lifecycle_interval: Duration::from_secs(600),
-        prebuild_interval: Duration::from_secs(600),
-        max_retry_delay: Duration::from_secs(1),
         reconciler: ReconcilerConfig {
             backoff_interval_secs: 3,
-            backoff_lookback_secs: 3600,
             failure_hard_limit: 0,
-            max_pending_creates_per_preset: 0,
+            ..seed::CONFIG
         },
-        parallelism: 2,
-        recorder: None,
-        reaper: None,
+        ..seed::daemon_settings(db.url(), Duration::from_secs(600))
     };
     let started = Instant::now();
     let shutdown = CancellationToken::new();

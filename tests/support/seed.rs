@@ -324,3 +324,21 @@ pub async fn lead(
         .expect("lease query")
         .expect("the lease is free")
 }
+
+/// The daemon's settings for an in-process run against `url`: both loops every `interval`,
+/// the reconciler at [`CONFIG`], no recorder, no reaper.
+pub fn daemon_settings(
+    url: &str,
+    interval: std::time::Duration,
+) -> poolkeeper::daemon::DaemonSettings {
+    poolkeeper::daemon::DaemonSettings {
+        database_url: url.to_owned(),
+        lifecycle_interval: interval,
+        prebuild_interval: interval,
+        max_retry_delay: std::time::Duration::from_secs(1),
+        reconciler: CONFIG,
+        parallelism: 2,
+        recorder: None,
+        reaper: None,
+    }
+}
