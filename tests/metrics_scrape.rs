@@ -162,8 +162,9 @@ async fn metrics_follow_the_pools_over_real_http() {
         assert_eq!(filled.preset(&metric, "go", "small"), Some(0.0), "{metric}");
     }
     assert_eq!(filled.get("poolkeeper_reconciliation_paused", &[]), Some(0.0));
-    assert_eq!(filled.get("poolkeeper_jobs", &[("status", "succeeded")]), Some(3.0));
-    assert_eq!(filled.get("poolkeeper_jobs", &[("status", "failed")]), Some(0.0));
+    assert_eq!(filled.get("poolkeeper_jobs", &[("status", "pending")]), Some(0.0));
+    assert_eq!(filled.get("poolkeeper_jobs", &[("status", "running")]), Some(0.0));
+    assert_eq!(filled.get("poolkeeper_jobs", &[("status", "succeeded")]), None, "live only");
     assert_eq!(filled.get("poolkeeper_job_queue_depth", &[]), Some(0.0));
     assert_eq!(filled.get("poolkeeper_reconciliation_cycle_duration_seconds", &[]), Some(2.0));
     assert!(filled.get("poolkeeper_db_pool_connections_in_use", &[]).is_some());
@@ -198,7 +199,7 @@ async fn metrics_follow_the_pools_over_real_http() {
     assert_eq!(limited.preset("poolkeeper_prebuilds_hard_limited", "rust", "tiny"), Some(1.0));
     assert_eq!(limited.preset("poolkeeper_prebuilds_failed_total", "rust", "tiny"), Some(3.0));
     assert_eq!(limited.preset("poolkeeper_prebuilds_hard_limited", "go", "small"), Some(0.0));
-    assert_eq!(limited.get("poolkeeper_jobs", &[("status", "failed")]), Some(3.0));
+    assert_eq!(limited.get("poolkeeper_jobs", &[("status", "failed")]), None, "live only");
 
     // Paused: the switch shows, the pool series stay current.
     set_reconciliation_paused(&mut conn, true).await.expect("pause");
@@ -356,4 +357,80 @@ async fn a_claim_that_replaces_resources_is_counted_for_its_preset() {
     let after = server.scrape().await;
     assert_eq!(after.preset(replacements, "vm", "small"), Some(1.0), "{}", after.text);
     assert_eq!(after.preset("poolkeeper_prebuilds_claimed_total", "vm", "small"), Some(1.0));
+}
+
+/// The job figures are refreshed every prebuild cycle, so they must cost what the live
+/// queue costs, not what the whole history costs: finished jobs are neither counted nor read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_refresh_reads_only_live_jobs_however_long_the_history() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let history = 500;
+    diesel::sql_query(
+        "INSERT INTO provisioner_jobs (organization_id, status, transition, started_at, completed_at)
+         SELECT $1, (ARRAY['succeeded','failed','canceled'])[1 + i % 3], 'start', now(), now()
+         FROM generate_series(1, $2) AS i",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(poolkeeper::db::DEFAULT_ORGANIZATION_ID)
+    .bind::<diesel::sql_types::Integer, _>(history)
+    .execute(&mut conn)
+    .await
+    .expect("history");
+    diesel::sql_query(
+        "INSERT INTO provisioner_jobs (organization_id, status, transition, started_at, heartbeat_at)
+         VALUES ($1, 'pending', 'start', NULL, NULL), ($1, 'pending', 'stop', NULL, NULL),
+                ($1, 'running', 'start', now(), now()), ($1, 'canceling', 'delete', now(), now())",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(poolkeeper::db::DEFAULT_ORGANIZATION_ID)
+    .execute(&mut conn)
+    .await
+    .expect("live jobs");
+    diesel::sql_query("ANALYZE provisioner_jobs").execute(&mut conn).await.expect("analyze");
+
+    let figures =
+        poolkeeper::store::metrics::load_metrics_figures(&mut conn, &[]).await.expect("figures");
+    let expected: Vec<(String, i64)> =
+        [("pending", 2), ("running", 1), ("canceling", 1)].map(|(s, n)| (s.to_owned(), n)).into();
+    assert_eq!(figures.jobs_by_status, expected, "live statuses only, zeros included");
+
+    // What the statement reads from the table: rows returned plus rows filtered away.
+    let explain =
+        format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", poolkeeper::store::metrics::LIVE_JOBS_SQL);
+    let rows = rows_read_from(&mut conn, &explain, "provisioner_jobs").await;
+    // The measure itself: counting every job reads the whole history.
+    let everything = "EXPLAIN (ANALYZE, FORMAT JSON) SELECT status, count(*) FROM provisioner_jobs GROUP BY status";
+    let all_rows = rows_read_from(&mut conn, everything, "provisioner_jobs").await;
+    assert!(all_rows >= 504, "a full count reads {all_rows} rows");
+    assert!(rows <= 4, "the refresh read {rows} job rows for 4 live jobs among {history} finished");
+}
+
+/// Sums, over every scan of `table` in the plan of `explain` (an `EXPLAIN (ANALYZE, FORMAT
+/// JSON)` statement), the rows it returned and the rows its filters removed.
+async fn rows_read_from(
+    conn: &mut diesel_async::AsyncPgConnection,
+    explain: &str,
+    table: &str,
+) -> u64 {
+    fn walk(node: &serde_json::Value, table: &str, sum: &mut u64) {
+        if node.get("Relation Name").and_then(|v| v.as_str()) == Some(table) {
+            for key in ["Actual Rows", "Rows Removed by Filter", "Rows Removed by Index Recheck"] {
+                let loops = node.get("Actual Loops").and_then(|v| v.as_u64()).unwrap_or(1);
+                *sum += node.get(key).and_then(|v| v.as_u64()).unwrap_or(0) * loops;
+            }
+        }
+        for child in node.get("Plans").and_then(|v| v.as_array()).into_iter().flatten() {
+            walk(child, table, sum);
+        }
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+        plan: String,
+    }
+    let lines: Vec<Line> = diesel::sql_query(explain).load(conn).await.expect("explain");
+    let text: String = lines.into_iter().map(|l| l.plan).collect();
+    let parsed: serde_json::Value = serde_json::from_str(&text).expect("plan json");
+    let mut sum = 0;
+    walk(&parsed[0]["Plan"], table, &mut sum);
+    sum
 }

@@ -1,6 +1,6 @@
 //! Read-only figures for the metrics, read once per prebuild cycle (never at scrape time):
-//! per-preset prebuild totals from the build history and the audit log, and provisioner
-//! jobs by status.
+//! per-preset prebuild totals from the build history and the audit log, and unfinished
+//! provisioner jobs by status.
 
 use std::collections::HashMap;
 
@@ -28,7 +28,8 @@ pub struct PresetTotals {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsFigures {
     pub totals: HashMap<Uuid, PresetTotals>,
-    /// Every job status (in the schema's order) with its count, zeros included.
+    /// Every status of an unfinished job (in the schema's order) with its count, zeros
+    /// included. Finished jobs are counted per preset (`PresetTotals`), not here.
     pub jobs_by_status: Vec<(String, i64)>,
 }
 
@@ -82,7 +83,14 @@ FROM audit_log
 WHERE action = 'prebuild_resources_replaced' AND diff->>'preset_id' = ANY($1)
 GROUP BY 1";
 
-const JOBS_SQL: &str = "SELECT status, count(*) AS n FROM provisioner_jobs GROUP BY status";
+/// Jobs not finished yet, by status. Each arm matches a partial index's predicate exactly
+/// (pending; running or canceling), so the refresh reads the live queue and never the
+/// history of finished jobs, however long it grows.
+pub const LIVE_JOBS_SQL: &str = "
+SELECT status, count(*) AS n FROM provisioner_jobs WHERE status = 'pending' GROUP BY status
+UNION ALL
+SELECT status, count(*) AS n FROM provisioner_jobs WHERE status IN ('running', 'canceling')
+GROUP BY status";
 
 /// Reads the figures for `preset_ids` in one short read-only transaction.
 pub async fn load_metrics_figures(
@@ -104,7 +112,7 @@ pub async fn load_metrics_figures(
                 .bind::<Array<Text>, _>(id_texts)
                 .load(conn)
                 .await?;
-            let statuses: Vec<StatusRow> = diesel::sql_query(JOBS_SQL).load(conn).await?;
+            let statuses: Vec<StatusRow> = diesel::sql_query(LIVE_JOBS_SQL).load(conn).await?;
             Ok::<_, diesel::result::Error>((totals, replacements, statuses))
         })
         .await?;
@@ -122,9 +130,10 @@ pub async fn load_metrics_figures(
             by_preset.entry(id).or_default().resource_replacements = count(row.n);
         }
     }
-    // Every known status, so a status with no jobs reads 0 rather than vanishing.
+    // Every live status, so a status with no jobs reads 0 rather than vanishing.
     let jobs_by_status = JobStatus::ALL
         .iter()
+        .filter(|status| !status.is_finished())
         .map(|status| {
             let n = statuses.iter().filter(|row| row.status == status.as_str()).map(|r| r.n).sum();
             (status.as_str().to_owned(), n)

@@ -40,7 +40,8 @@ pub struct PresetSeries {
 pub struct PoolState {
     pub paused: bool,
     pub presets: Vec<PresetSeries>,
-    /// Provisioner jobs by status (every status, zeros included); `None` if unread.
+    /// Unfinished provisioner jobs by status (pending, running, canceling; zeros included);
+    /// `None` if unread.
     pub jobs_by_status: Option<Vec<(String, i64)>>,
 }
 
@@ -147,7 +148,7 @@ impl Collector for PoolStateSlot {
         }
         let mut jobs = encoder.encode_descriptor(
             "jobs",
-            "Provisioner jobs by status",
+            "Unfinished provisioner jobs by status (pending, running, canceling)",
             None,
             MetricType::Gauge,
         )?;
