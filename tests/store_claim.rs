@@ -196,3 +196,80 @@ async fn a_taken_name_fails_the_claim_and_writes_nothing() {
         .expect("count");
     assert_eq!(owned, 1);
 }
+
+/// Holds `workspaces` so that a claim's row lock waits, runs `change` while it waits, then
+/// lets it go: the claim must judge the prebuild as it is after the wait. Returns the claim's
+/// outcome and how many lock waits were seen (the proof the claim was caught in the gap).
+async fn claim_across_a_change(
+    db: &TestDatabase,
+    request: &ClaimRequest,
+    change: &str,
+) -> (ClaimOutcome, i64) {
+    let mut holder = AsyncPgConnection::establish(db.url()).await.expect("holder connection");
+    // Plain reads pass this mode; the claim's `FOR UPDATE` (ROW SHARE) waits for it.
+    holder
+        .batch_execute("BEGIN; LOCK TABLE workspaces IN EXCLUSIVE MODE")
+        .await
+        .expect("hold workspaces");
+    let claimer = tokio::spawn({
+        let pool = db.pool().clone();
+        let request = request.clone();
+        async move { claim_or_create(&pool, Utc::now(), &request).await }
+    });
+    let mut conn = db.conn().await;
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity
+                   WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF w SKIP LOCKED%'";
+    let mut waits = 0;
+    for _ in 0..600 {
+        waits = seed::count(&mut conn, waiting).await;
+        if waits > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holder.batch_execute(&format!("{change}; COMMIT")).await.expect("change and release");
+    let outcome = tokio::time::timeout(Duration::from_secs(60), claimer)
+        .await
+        .expect("the claim ends once the lock is released")
+        .expect("claim task")
+        .expect("claim");
+    (outcome, waits)
+}
+
+#[tokio::test]
+async fn a_prebuild_whose_agent_stopped_being_ready_during_the_lock_wait_is_not_handed_over() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 1).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let change = format!(
+        "UPDATE workspace_agents SET lifecycle_state = 'starting'
+          WHERE build_id IN (SELECT id FROM workspace_builds WHERE workspace_id = '{}')",
+        pool.prebuilds[0]
+    );
+    let (outcome, waits) = claim_across_a_change(&db, &request(&pool, alice, "dev"), &change).await;
+    assert_eq!(waits, 1, "the claim waited for the lock while its prebuild changed");
+    assert!(!outcome.claimed, "a prebuild that is no longer ready is not handed over");
+    assert_ne!(outcome.workspace.id, pool.prebuilds[0]);
+    let owner: Uuid = workspaces::table
+        .find(pool.prebuilds[0])
+        .select(workspaces::owner_id)
+        .first(&mut conn)
+        .await
+        .expect("prebuild");
+    assert_eq!(owner, PREBUILDS_USER_ID);
+}
+
+#[tokio::test]
+async fn a_prebuild_expired_by_an_invalidation_during_the_lock_wait_is_not_handed_over() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 1).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let change =
+        format!("UPDATE presets SET invalidated_at = now() WHERE id = '{}'", pool.preset_id);
+    let (outcome, waits) = claim_across_a_change(&db, &request(&pool, alice, "dev"), &change).await;
+    assert_eq!(waits, 1, "the claim waited for the lock while its preset changed");
+    assert!(!outcome.claimed, "an expired prebuild is not handed over");
+    assert_ne!(outcome.workspace.id, pool.prebuilds[0]);
+}

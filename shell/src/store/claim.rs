@@ -120,12 +120,21 @@ pub async fn claim_or_create(
         .and_then(|s| next_autostart(now, s, allowed_days(&template)));
     if let Some(preset) = &preset {
         let rows = running_prebuilds(&mut conn, preset.id).await?;
-        let mut candidates = choose_claim(&rows, &core_preset(&template, preset), now).candidates;
+        let core_preset = core_preset(&template, preset);
+        let mut candidates = choose_claim(&rows, &core_preset, now).candidates;
         while !candidates.is_empty() {
             let attempt = conn
                 .transaction::<_, ClaimError, _>(async |conn| {
-                    claim_first(conn, &candidates, preset.id, request, ttl_secs, next_start_at, now)
-                        .await
+                    claim_first(
+                        conn,
+                        &candidates,
+                        &core_preset,
+                        request,
+                        ttl_secs,
+                        next_start_at,
+                        now,
+                    )
+                    .await
                 })
                 .await?;
             match attempt {
@@ -140,7 +149,7 @@ pub async fn claim_or_create(
                 }
                 Attempt::NoneLeft => break,
                 Attempt::Superseded(workspace_id) => {
-                    tracing::debug!(%workspace_id, "claim candidate got a newer build, trying the rest");
+                    tracing::debug!(%workspace_id, "claim candidate no longer claimable, trying the rest");
                     candidates.retain(|candidate| *candidate != workspace_id);
                 }
             }
@@ -198,22 +207,31 @@ enum Attempt {
     Claimed(Box<ClaimOutcome>),
     /// Every candidate is locked by another claim or no longer claimable.
     NoneLeft,
-    /// The locked candidate got a newer build between the lock's snapshot and the lock
-    /// (the reconciler queued its delete): nothing was written; try the others.
+    /// The locked candidate is no longer claimable (its agent stopped being ready, it
+    /// expired, or it got a newer build: the reconciler queued its delete): nothing was
+    /// written; try the others.
     Superseded(Uuid),
 }
 
 /// The first of `candidates`, in their order, that is still an unclaimed running prebuild
 /// of the preset and not locked by another claim; locked `FOR UPDATE`. The order is the
-/// core's choice: SQL only filters and locks.
+/// core's choice: SQL only filters and locks. It also returns what the core judges a
+/// prebuild by (readiness, age, the preset's expiry settings), read by this statement's
+/// snapshot, which is taken after any lock wait: a prebuild whose agent stopped being ready
+/// or that expired while the claim waited is judged as it is now.
 const LOCK_FIRST_CLAIMABLE_SQL: &str = "
-SELECT w.id, w.owner_id, w.name, lb.build_number, lb.template_version_id, lb.provisioner_state
+SELECT w.id, w.owner_id, w.name, w.created_at, lb.build_number, lb.template_version_id,
+       lb.provisioner_state,
+       NOT EXISTS (SELECT 1 FROM workspace_agents a
+                   WHERE a.build_id = lb.id AND a.lifecycle_state <> 'ready') AS ready,
+       p.expiration_ttl_secs, p.invalidated_at
 FROM workspaces w
-JOIN LATERAL (SELECT b.build_number, b.template_version_id, b.preset_id, b.transition,
+JOIN LATERAL (SELECT b.id, b.build_number, b.template_version_id, b.preset_id, b.transition,
                      b.provisioner_state, b.job_id
               FROM workspace_builds b WHERE b.workspace_id = w.id
               ORDER BY b.build_number DESC LIMIT 1) lb ON true
 JOIN provisioner_jobs j ON j.id = lb.job_id
+JOIN presets p ON p.id = lb.preset_id
 WHERE w.id = ANY($1) AND w.owner_id = $2 AND NOT w.deleted AND w.deleting_at IS NULL
   AND lb.transition = 'start' AND lb.preset_id = $3 AND j.status = 'succeeded'
 ORDER BY array_position($1, w.id)
@@ -234,6 +252,34 @@ struct LockedPrebuild {
     template_version_id: Uuid,
     #[diesel(sql_type = Nullable<Binary>)]
     provisioner_state: Option<Vec<u8>>,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+    #[diesel(sql_type = Bool)]
+    ready: bool,
+    #[diesel(sql_type = BigInt)]
+    expiration_ttl_secs: i64,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    invalidated_at: Option<DateTime<Utc>>,
+}
+
+impl LockedPrebuild {
+    /// Whether the core still hands this prebuild out, judged by what was read under the
+    /// lock (rules §4 "Claim choice"): ready, not expired, of the preset's version.
+    fn still_claimable(&self, preset: &core_prebuilds::Preset, now: DateTime<Utc>) -> bool {
+        let preset = core_prebuilds::Preset {
+            expiration_ttl_secs: u64::try_from(self.expiration_ttl_secs).unwrap_or(0),
+            invalidated_at: self.invalidated_at,
+            ..preset.clone()
+        };
+        let row = RunningPrebuild {
+            workspace_id: self.id,
+            preset_id: preset.id,
+            template_version_id: self.template_version_id,
+            created_at: self.created_at,
+            ready: self.ready,
+        };
+        choose_claim(&[row], &preset, now).chosen() == Some(self.id)
+    }
 }
 
 /// The hand-over: the workspace changes owner, and its next build, that build's job and
@@ -275,7 +321,7 @@ SELECT handed.*, build.* FROM handed, build";
 async fn claim_first(
     conn: &mut AsyncPgConnection,
     candidates: &[Uuid],
-    preset_id: Uuid,
+    preset: &core_prebuilds::Preset,
     request: &ClaimRequest,
     ttl_secs: i64,
     next_start_at: Option<DateTime<Utc>>,
@@ -285,12 +331,16 @@ async fn claim_first(
         diesel::sql_query(LOCK_FIRST_CLAIMABLE_SQL)
             .bind::<Array<SqlUuid>, _>(candidates)
             .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
-            .bind::<SqlUuid, _>(preset_id),
+            .bind::<SqlUuid, _>(preset.id),
     )
     .get_result(conn)
     .await
     .optional()?;
     let Some(prebuild) = locked else { return Ok(Attempt::NoneLeft) };
+    if !prebuild.still_claimable(preset, now) {
+        return Ok(Attempt::Superseded(prebuild.id));
+    }
+    let preset_id = preset.id;
     let job_id = Uuid::new_v4();
     let build_id = Uuid::new_v4();
     let autostart_schedule = request.autostart_schedule.as_ref().map(|s| s.source().to_owned());
