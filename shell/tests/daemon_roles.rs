@@ -1,6 +1,7 @@
 //! The daemon binary's connections: each role (API, each loop, the embedded worker, the
 //! listener) connects under its own name in `pg_stat_activity` (the timeouts that come with
-//! each role are tested in-process: tests/daemon_faults.rs).
+//! each role are tested in-process: tests/daemon_faults.rs), and a claim is served while
+//! the prebuild loop's every apply waits on a lock.
 
 mod common;
 #[path = "../../tests/support/seed.rs"]
@@ -9,7 +10,8 @@ mod seed;
 use std::time::Duration;
 
 use common::{args, free_addr, wait_http, wait_until, Proc};
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use poolkeeper::db::enums::UserRole;
 use poolkeeper::db::test_db::TestDatabase;
 
 const LONG: Duration = Duration::from_secs(90);
@@ -73,4 +75,82 @@ async fn every_role_connects_under_its_own_name() {
     let status = daemon.wait_exit(LONG).await;
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", daemon.log_tail(3000));
     println!("daemon roles: sessions {names:?}");
+}
+
+/// The connection budget: each loop applies through its own pool, so a loop whose every
+/// apply waits on a lock cannot take the connection a claim or a health check needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_gets_a_connection_while_the_prebuild_loop_is_stuck_on_locks() {
+    let db = TestDatabase::new().await;
+    let token = {
+        let mut conn = db.conn().await;
+        let (_, version_id) = seed::template(&mut conn, "go").await;
+        for name in ["a", "b", "c"] {
+            seed::preset(&mut conn, version_id, name, 3).await;
+        }
+        poolkeeper::store::auth::create_user(db.pool(), "alice", UserRole::Member)
+            .await
+            .expect("user");
+        let (token, _) = poolkeeper::store::auth::create_token(
+            db.pool(),
+            "alice",
+            "test",
+            chrono::TimeDelta::hours(1),
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("token");
+        token
+    };
+    // Every create refers to its preset (a foreign key check takes `FOR KEY SHARE`), so
+    // holding the presets `FOR UPDATE` stops every prebuild apply on a lock.
+    let mut holder = AsyncPgConnection::establish(db.url()).await.expect("holder connection");
+    holder.batch_execute("BEGIN; SELECT id FROM presets FOR UPDATE").await.expect("hold presets");
+
+    let listen = free_addr();
+    let mut daemon = Proc::spawn(
+        "daemon",
+        &args(&[
+            "run",
+            "--database-url",
+            db.url(),
+            "--listen",
+            &listen.to_string(),
+            "--prebuild-interval",
+            "1",
+            "--lifecycle-interval",
+            "1",
+            "--pool-size",
+            "4",
+            "--lock-timeout",
+            "120",
+        ]),
+    );
+    wait_http(listen, "/readyz", 200, LONG).await;
+    let stuck = "SELECT count(*) AS n FROM pg_stat_activity
+                 WHERE application_name = 'poolkeeper-prebuilds' AND wait_event_type = 'Lock'";
+    wait_until("the prebuild loop's applies to wait on the presets", LONG, || async {
+        let mut conn = db.conn().await;
+        seed::count(&mut conn, stuck).await >= 1
+    })
+    .await;
+
+    let body = r#"{"template": "go", "name": "dev"}"#;
+    let claim = tokio::task::spawn_blocking(move || {
+        common::http_post_json(listen, "/api/v1/workspaces", &token, body, LONG)
+    })
+    .await
+    .expect("claim task");
+    let (status, response) = claim.expect("the API answers the claim");
+    assert_eq!(status, 201, "{response}");
+    assert_eq!(common::http_status(listen, "/readyz"), Some(200));
+    let mut conn = db.conn().await;
+    let still_stuck = seed::count(&mut conn, stuck).await;
+    assert!(still_stuck >= 1, "the claim was served while the loop still waited");
+
+    holder.batch_execute("ROLLBACK").await.expect("release");
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(LONG).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", daemon.log_tail(3000));
+    println!("connection budget: claim 201 while {still_stuck} prebuild applies waited on locks");
 }
