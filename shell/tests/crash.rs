@@ -5,21 +5,28 @@
 //! created is run or canceled (the daemon's reaper fails the jobs of the killed provisioner),
 //! and the restarted daemon itself, with its real settings (backoff on), brings the pools to
 //! what the presets want within a bounded number of its own cycles, the last of which finds
-//! nothing to do.
+//! nothing to do. Both processes reach PostgreSQL through fault proxies of their own, and
+//! before a third of the kills the proxy of one of them delays or resets its connections, so
+//! kills also land on processes that are reconnecting or waiting on a slow path (the
+//! proxies' counts prove it).
 //!
 //! POOLKEEPER_CRASH_SEED=<seed> (printed in the summary) repeats a run's random choices (the
 //! kill points themselves depend on timing).
 
 mod common;
+#[path = "../../tests/support/fault_proxy.rs"]
+mod fault_proxy;
 #[path = "../../tests/support/rng.rs"]
 mod rng;
 #[path = "../../tests/support/seed.rs"]
 mod seed;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{args, free_addr, wait_until, Proc};
 use diesel_async::RunQueryDsl;
+use fault_proxy::{Fault, FaultProxy};
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::store::settings::set_reconciliation_paused;
 use rng::Rng;
@@ -153,7 +160,11 @@ async fn killed_daemons_and_provisioners_lose_no_job_and_the_pool_converges() {
 
     // The first daemon leads at once (no lease to wait out) and queues the first pools, so
     // the kills below meet work in progress whatever the seed.
-    let mut daemon = Some(Proc::spawn("daemon", &daemon_args(db.url())));
+    let daemon_proxy = FaultProxy::for_url(db.url()).await;
+    let provisioner_proxy = FaultProxy::for_url(db.url()).await;
+    let (daemon_url, provisioner_url) =
+        (daemon_proxy.url(db.url()), provisioner_proxy.url(db.url()));
+    let mut daemon = Some(Proc::spawn("daemon", &daemon_args(&daemon_url)));
     wait_until("the first pools to be queued", LONG, || async { count(&db, JOBS).await > 0 }).await;
     let mut provisioner: Option<Proc> = None;
     let (mut kills, mut daemon_kills, mut provisioner_kills) = (0, 0, 0);
@@ -163,10 +174,11 @@ async fn killed_daemons_and_provisioners_lose_no_job_and_the_pool_converges() {
     let mut rolled_out = false;
     while kills < kills_wanted {
         if daemon.is_none() {
-            daemon = Some(Proc::spawn("daemon", &daemon_args(db.url())));
+            daemon = Some(Proc::spawn("daemon", &daemon_args(&daemon_url)));
         }
         if provisioner.is_none() {
-            provisioner = Some(Proc::spawn("provisioner", &provisioner_args(db.url(), rng.next())));
+            provisioner =
+                Some(Proc::spawn("provisioner", &provisioner_args(&provisioner_url, rng.next())));
             provisioner_started = chrono::Utc::now();
         }
         // Activity: the presets change under the processes.
@@ -185,6 +197,16 @@ async fn killed_daemons_and_provisioners_lose_no_job_and_the_pool_converges() {
             for (name, (id, desired)) in ["small", "large"].into_iter().zip(presets.iter_mut()) {
                 *id = seed::preset(&mut conn, v2, name, *desired).await;
             }
+        }
+        // A third of the kills meet a path in trouble: resets (the process reconnects) or
+        // a slow link (statements in flight for longer).
+        if rng.below(3) == 0 {
+            let proxy = if rng.below(2) == 0 { &daemon_proxy } else { &provisioner_proxy };
+            proxy.set(if rng.below(2) == 0 {
+                Fault::Reset
+            } else {
+                Fault::Delay(Duration::from_millis(20 + rng.below(100)))
+            });
         }
         tokio::time::sleep(Duration::from_millis(50 + rng.below(650))).await;
         let choice = rng.below(3);
@@ -211,6 +233,8 @@ async fn killed_daemons_and_provisioners_lose_no_job_and_the_pool_converges() {
             }
         }
         kills += 1;
+        daemon_proxy.set(Fault::Pass);
+        provisioner_proxy.set(Fault::Pass);
         // At any point: a workspace always comes with its build, a build with its job.
         let orphans = count(&db, ORPHAN_WORKSPACES).await;
         let jobless = count(&db, BUILDS_WITHOUT_JOB).await;
@@ -322,12 +346,24 @@ async fn killed_daemons_and_provisioners_lose_no_job_and_the_pool_converges() {
     if reaped == 0 {
         violations.push("the restarted daemon reaped no job of a killed provisioner".to_owned());
     }
+    let (mut resets, mut delayed) = (0, 0);
+    for proxy in [&daemon_proxy, &provisioner_proxy] {
+        let counts = proxy.counts();
+        resets += AtomicU64::load(&counts.resets, Ordering::Relaxed)
+            + AtomicU64::load(&counts.refused, Ordering::Relaxed);
+        delayed += AtomicU64::load(&counts.delayed_chunks, Ordering::Relaxed);
+    }
+    if resets == 0 || delayed == 0 {
+        violations
+            .push(format!("the proxies reached no fault: resets {resets}, delayed {delayed}"));
+    }
     assert!(violations.is_empty(), "violations:\n{}", violations.join("\n"));
     println!(
         "reliability crash: seed {seed_value}, kills {kills} (daemon {daemon_kills}, \
          provisioner {provisioner_kills}), jobs {}, running at provisioner kills \
          {running_at_kills}, reaped {reaped}, unfinished at the last kill \
-         {unfinished_at_last_kill}, lost {lost}, converged by the restarted daemon in \
+         {unfinished_at_last_kill}, lost {lost}, proxy resets {resets}, delayed chunks \
+         {delayed}, converged by the restarted daemon in \
          {convergence_cycles} cycles ({:.1}s, bound {cycle_bound} cycles), elapsed {:.1}s, \
          violations: 0",
         count(&db, JOBS).await,

@@ -4,8 +4,12 @@
 //! connection resets and short freezes, while pools grow. At every sample no preset has more
 //! live prebuilds
 //! (ready, or a start in flight) than it wants: a create beyond the need, as two leaders at
-//! once would make, shows there. Once the faults stop the pools converge. The proxies'
-//! counts prove each kind of fault was reached.
+//! once would make, shows there, and the prebuild lease only moves forward (a token is never
+//! held by two replicas, never goes back). Then the leader's path freezes for longer than its
+//! lease: another replica takes over (measured), a new template version rolls out under the
+//! new leader, and the frozen replica, thawed, writes nothing beyond the need (fenced). Once
+//! the faults stop the pools converge. The proxies' counts prove each kind of fault was
+//! reached.
 //!
 //! POOLKEEPER_LONG=1 runs ten times as many fault rounds; POOLKEEPER_SOAK_SEED repeats a run's
 //! random choices (the seed is in the summary line).
@@ -18,6 +22,7 @@ mod rng;
 #[path = "../../tests/support/seed.rs"]
 mod seed;
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -109,6 +114,68 @@ async fn count(db: &TestDatabase, sql: &str) -> i64 {
     seed::count(&mut conn, sql).await
 }
 
+/// The prebuild lease: (holder, token), if anyone ever held it.
+async fn prebuild_lease(db: &TestDatabase) -> Option<(String, i64)> {
+    #[derive(diesel::QueryableByName)]
+    struct Lease {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        holder: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        token: i64,
+    }
+    use diesel_async::RunQueryDsl;
+    let mut conn = db.conn().await;
+    let lease: Option<Lease> =
+        diesel::sql_query("SELECT holder, token FROM leader_leases WHERE loop_name = 'prebuilds'")
+            .get_result(&mut conn)
+            .await
+            .ok();
+    lease.map(|l| (l.holder, l.token))
+}
+
+/// What the samples have seen: overshoots and lease moves.
+#[derive(Default)]
+struct Watch {
+    violations: Vec<String>,
+    samples: u64,
+    holders_by_token: HashMap<i64, String>,
+    highest_token: i64,
+}
+
+impl Watch {
+    /// One sample: no preset above its desired count, the lease only moves forward.
+    async fn sample(&mut self, db: &TestDatabase, presets: &[(Uuid, i32)], when: &str) {
+        for (preset, desired) in presets {
+            let live = count(db, &live_starts(*preset)).await;
+            if live > i64::from(*desired) {
+                self.violations.push(format!(
+                    "{when}: preset {preset} has {live} live prebuilds, desired {desired}"
+                ));
+            }
+        }
+        if let Some((holder, token)) = prebuild_lease(db).await {
+            if token < self.highest_token {
+                self.violations.push(format!(
+                    "{when}: lease token went back from {} to {token}",
+                    self.highest_token
+                ));
+            }
+            self.highest_token = self.highest_token.max(token);
+            let first = self.holders_by_token.entry(token).or_insert_with(|| holder.clone());
+            if *first != holder {
+                self.violations
+                    .push(format!("{when}: lease token {token} held by {first} and by {holder}"));
+            }
+        }
+        self.samples += 1;
+    }
+}
+
+/// The pid at the start of a lease holder's name (`<pid>-<random>`).
+fn holder_pid(holder: &str) -> Option<u32> {
+    holder.split('-').next()?.parse().ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_and_workers_through_network_faults_never_overshoot_and_converge() {
     let started = Instant::now();
@@ -144,8 +211,7 @@ async fn replicas_and_workers_through_network_faults_never_overshoot_and_converg
     }
 
     // Fault rounds: each round one process's path gets a fault, the others pass.
-    let mut violations: Vec<String> = Vec::new();
-    let mut samples = 0;
+    let mut watch = Watch::default();
     for round in 0..rounds {
         for proxy in &proxies {
             proxy.set(Fault::Pass);
@@ -174,25 +240,66 @@ async fn replicas_and_workers_through_network_faults_never_overshoot_and_converg
             }
         }
         let round_end = Instant::now() + ROUND;
+        let when = format!("round {round} ({fault:?} on {})", processes[victim].name);
         while Instant::now() < round_end {
-            for (preset, desired) in &presets {
-                let live = count(&db, &live_starts(*preset)).await;
-                if live > i64::from(*desired) {
-                    violations.push(format!(
-                        "round {round} ({fault:?} on {}): preset {preset} has {live} live \
-                         prebuilds, desired {desired}",
-                        processes[victim].name
-                    ));
-                }
-            }
-            samples += 1;
+            watch.sample(&db, &presets, &when).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     for proxy in &proxies {
         proxy.set(Fault::Pass);
     }
+
+    // Takeover: the leader's path freezes for longer than its lease. Another replica must
+    // take the lease (its token moves on) and a rollout goes on under it.
+    wait_until("a replica to lead the prebuild loop", LONG, || async {
+        prebuild_lease(&db).await.is_some()
+    })
+    .await;
+    let (old_holder, old_token) = prebuild_lease(&db).await.expect("a lease");
+    let leader = processes[..3]
+        .iter()
+        .position(|p| Some(p.pid()) == holder_pid(&old_holder))
+        .expect("the lease holder is one of the replicas");
+    proxies[leader].set(Fault::Freeze);
+    let frozen_at = Instant::now();
+    let mut takeover = None;
+    while frozen_at.elapsed() < LONG {
+        watch.sample(&db, &presets, "leader frozen").await;
+        if let Some((holder, token)) = prebuild_lease(&db).await {
+            if holder != old_holder && token > old_token {
+                takeover = Some(frozen_at.elapsed());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let takeover = takeover.expect("another replica took the lease within the cap");
+    let old_presets = presets.clone();
+    {
+        let mut conn = db.conn().await;
+        let template_id = {
+            use diesel::prelude::*;
+            use diesel_async::RunQueryDsl;
+            use poolkeeper::db::schema::templates;
+            templates::table.select(templates::id).first::<Uuid>(&mut conn).await.expect("template")
+        };
+        let v2 = seed::version(&mut conn, template_id, "v2").await;
+        for ((id, desired), name) in presets.iter_mut().zip(["small", "large"]) {
+            *id = seed::preset(&mut conn, v2, name, *desired).await;
+        }
+    }
+    // The old leader stays frozen a little into the rollout, then thaws: its writes are
+    // fenced, so the samples see no create beyond the need.
+    let thaw_at = Instant::now() + Duration::from_secs(3);
+    let both = [presets.clone(), old_presets.clone()].concat();
+    while Instant::now() < thaw_at {
+        watch.sample(&db, &both, "rollout, old leader frozen").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxies[leader].set(Fault::Pass);
     let fault_ended = Instant::now();
+    let mut violations = std::mem::take(&mut watch.violations);
     for process in &mut processes {
         if let Some(status) = process.exited() {
             violations.push(format!(
@@ -203,10 +310,16 @@ async fn replicas_and_workers_through_network_faults_never_overshoot_and_converg
         }
     }
 
-    // Convergence once the faults stop: every pool full of ready prebuilds, every job ended.
+    // Convergence once the faults stop: every pool of the new version full of ready
+    // prebuilds, the old version's drained, every job ended.
     wait_until("the pools to converge after the faults", LONG, || async {
         for (preset, desired) in &presets {
             if count(&db, &ready(*preset)).await != i64::from(*desired) {
+                return false;
+            }
+        }
+        for (preset, _) in &old_presets {
+            if count(&db, &live_starts(*preset)).await != 0 {
                 return false;
             }
         }
@@ -249,12 +362,16 @@ async fn replicas_and_workers_through_network_faults_never_overshoot_and_converg
     );
     assert!(failed > 0, "no build failed: backoff was never exercised");
     println!(
-        "reliability soak (processes): seed {seed_value}, rounds {rounds}, samples {samples}, \
+        "reliability soak (processes): seed {seed_value}, rounds {rounds}, samples {}, \
          replicas 3, workers 2, proxy connections {connections}, resets {resets}, frozen chunks \
          {frozen}, delayed chunks {delayed}, jobs {jobs} (failed {failed}), desired at the end \
-         {:?}, prebuilds lease token {lease_tokens}, converged {:.1}s after the faults, elapsed \
-         {:.1}s, violations: 0",
+         {:?}, prebuilds lease token {lease_tokens} ({} holders seen), leader frozen: taken \
+         over after {:.1}s, rollout under the new leader, converged {:.1}s after the faults, \
+         elapsed {:.1}s, violations: 0",
+        watch.samples,
         presets.iter().map(|(_, desired)| *desired).collect::<Vec<_>>(),
+        watch.holders_by_token.len(),
+        takeover.as_secs_f64(),
         converged_after.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
