@@ -96,3 +96,40 @@ fn core_sources_read_no_clock_env_or_file() {
     }
     assert!(offences.is_empty(), "core must stay pure:\n{}", offences.join("\n"));
 }
+
+/// What builds or runs a query with diesel.
+const QUERY_BUILDING: &[&str] = &[
+    "diesel::prelude",
+    "RunQueryDsl",
+    "QueryDsl",
+    "sql_query",
+    "diesel::update",
+    "diesel::insert_into",
+    "diesel::delete",
+    "::table",
+];
+
+/// Only the store (and the database plumbing under db/) writes SQL: every other module of
+/// the shell calls store functions (README "Architecture").
+#[test]
+fn only_the_store_and_db_build_queries() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let allowed = [src.join("store"), src.join("db")];
+    let mut checked = 0;
+    let mut offences = Vec::new();
+    for file in files.iter().filter(|f| !allowed.iter().any(|dir| f.starts_with(dir))) {
+        checked += 1;
+        let text = std::fs::read_to_string(file).expect("read shell source");
+        for (number, line) in text.lines().enumerate() {
+            for pattern in QUERY_BUILDING {
+                if line.contains(pattern) && !line.trim_start().starts_with("//") {
+                    offences.push(format!("{}:{}: {pattern}", file.display(), number + 1));
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} files outside the store were read");
+    assert!(offences.is_empty(), "queries outside the store:\n{}", offences.join("\n"));
+}

@@ -4,6 +4,7 @@
 //! Only `shell/src/store` writes SQL against these tables; this module defines them.
 
 pub mod enums;
+pub mod listen;
 pub mod local_server;
 pub mod migrate;
 pub mod models;

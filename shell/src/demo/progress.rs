@@ -6,14 +6,11 @@ use std::collections::HashMap;
 use std::fmt;
 
 use chrono::Utc;
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use poolkeeper_core::prebuilds::{PresetState, ReconcilerConfig};
 use uuid::Uuid;
 
-use crate::db::enums::{BuildReason, JobStatus};
-use crate::db::schema::{provisioner_jobs, template_versions, workspace_builds};
 use crate::db::DbPool;
+use crate::store::metrics::{activity_counts, version_names};
 use crate::store::prebuilds::load_prebuild_snapshot;
 use crate::store::StoreError;
 
@@ -80,13 +77,7 @@ impl Progress {
         let plans = poolkeeper_core::prebuilds::plan(now, &loaded.snapshot);
         let version_ids: Vec<Uuid> =
             loaded.snapshot.presets.iter().map(|p| p.template_version_id).collect();
-        let versions: HashMap<Uuid, String> = template_versions::table
-            .filter(template_versions::id.eq_any(&version_ids))
-            .select((template_versions::id, template_versions::name))
-            .load::<(Uuid, String)>(&mut conn)
-            .await?
-            .into_iter()
-            .collect();
+        let versions: HashMap<Uuid, String> = version_names(&mut conn, &version_ids).await?;
         let pools = loaded
             .snapshot
             .presets
@@ -109,21 +100,7 @@ impl Progress {
                 }
             })
             .collect();
-        let jobs_queued: i64 = provisioner_jobs::table
-            .filter(provisioner_jobs::status.eq(JobStatus::Pending))
-            .count()
-            .get_result(&mut conn)
-            .await?;
-        let jobs_running: i64 = provisioner_jobs::table
-            .filter(provisioner_jobs::status.eq(JobStatus::Running))
-            .count()
-            .get_result(&mut conn)
-            .await?;
-        let claims: i64 = workspace_builds::table
-            .filter(workspace_builds::reason.eq(BuildReason::Claim))
-            .count()
-            .get_result(&mut conn)
-            .await?;
+        let (jobs_queued, jobs_running, claims) = activity_counts(&mut conn).await?;
         Ok(Self { pools, jobs_queued, jobs_running, claims })
     }
 

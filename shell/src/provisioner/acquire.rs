@@ -1,54 +1,21 @@
-//! Taking a pending job (one worker per job) and keeping it alive with heartbeats.
+//! Taking a pending job (one worker per job) and keeping it alive with heartbeats; the
+//! statements are the store's (`store::jobs`).
 
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use super::ProvisionerError;
 use crate::db::enums::JobStatus;
 use crate::db::models::ProvisionerJob;
-use crate::db::schema::provisioner_jobs;
 
-/// Take the next pending job, if any, for `worker_id`: one transaction, the row locked with
-/// `SKIP LOCKED` so concurrent workers each get a different job (or none) without waiting.
-/// Only committed jobs are visible, so a job inserted by an open transaction is never taken.
+/// Take the next pending job, if any, for `worker_id`, without waiting for another worker's.
 pub async fn acquire_next_job(
     conn: &mut AsyncPgConnection,
     worker_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<ProvisionerJob>, ProvisionerError> {
-    let worker_id = worker_id.to_owned();
-    conn.transaction(async move |conn| {
-        let next: Option<Uuid> = provisioner_jobs::table
-            .filter(provisioner_jobs::status.eq(JobStatus::Pending))
-            .order((
-                provisioner_jobs::queue_priority,
-                provisioner_jobs::created_at,
-                provisioner_jobs::id,
-            ))
-            .select(provisioner_jobs::id)
-            .limit(1)
-            .for_update()
-            .skip_locked()
-            .get_result(conn)
-            .await
-            .optional()?;
-        let Some(id) = next else { return Ok(None) };
-        let job = diesel::update(provisioner_jobs::table.find(id))
-            .set((
-                provisioner_jobs::status.eq(JobStatus::Running),
-                provisioner_jobs::started_at.eq(now),
-                // The reaper compares heartbeats with the database's clock: write them by it.
-                provisioner_jobs::heartbeat_at.eq(diesel::dsl::now),
-                provisioner_jobs::worker_id.eq(&worker_id),
-            ))
-            .returning(ProvisionerJob::as_returning())
-            .get_result(conn)
-            .await?;
-        Ok(Some(job))
-    })
-    .await
+    Ok(crate::store::jobs::acquire_next(conn, worker_id, now).await?)
 }
 
 /// Record that `worker_id` is still working on `job_id`, at the database's time. Returns the

@@ -4,15 +4,13 @@
 //! worker restart.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use super::backend::simulated::agent_start_secs;
 use super::backend::SimulatedConfig;
 use super::ProvisionerError;
-use crate::db::enums::{AgentLifecycle, ProvisionerKind};
-use crate::db::schema::{template_versions, workspace_agents, workspace_builds};
+use crate::store::agents::starting_simulated_agents;
 
 /// Mark every due `starting` simulated agent `ready`; returns how many were flipped.
 pub async fn flip_due_agents(
@@ -20,13 +18,7 @@ pub async fn flip_due_agents(
     config: &SimulatedConfig,
     now: DateTime<Utc>,
 ) -> Result<usize, ProvisionerError> {
-    let starting: Vec<(Uuid, DateTime<Utc>, serde_json::Value)> = workspace_agents::table
-        .inner_join(workspace_builds::table.inner_join(template_versions::table))
-        .filter(workspace_agents::lifecycle_state.eq(AgentLifecycle::Starting))
-        .filter(template_versions::provisioner.eq(ProvisionerKind::Simulated))
-        .select((workspace_agents::id, workspace_agents::created_at, template_versions::source))
-        .load(conn)
-        .await?;
+    let starting = starting_simulated_agents(conn).await?;
     let due: Vec<Uuid> = starting
         .into_iter()
         .filter(|(_, created_at, source)| {
@@ -46,20 +38,5 @@ pub async fn mark_agents_ready(
     ids: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<usize, ProvisionerError> {
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    let flipped = diesel::update(
-        workspace_agents::table
-            .filter(workspace_agents::id.eq_any(ids))
-            .filter(workspace_agents::lifecycle_state.eq(AgentLifecycle::Starting)),
-    )
-    .set((
-        workspace_agents::lifecycle_state.eq(AgentLifecycle::Ready),
-        workspace_agents::ready_at.eq(now),
-        workspace_agents::updated_at.eq(now),
-    ))
-    .execute(conn)
-    .await?;
-    Ok(flipped)
+    Ok(crate::store::agents::mark_agents_ready(conn, ids, now).await?)
 }

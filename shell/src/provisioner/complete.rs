@@ -1,10 +1,10 @@
 //! Job completion, in one transaction: the job's final status, the build's state and agents,
-//! the deadlines of a succeeded start build (rules §3), and the deletion of a deleted workspace.
-//! Only the provisioner writes job completion.
+//! the deadlines of a succeeded start build (rules §3, computed by the core), and the deletion
+//! of a deleted workspace. Only the provisioner completes jobs; the writes are the store's
+//! (`store::completion`).
 
 use chrono::{DateTime, TimeDelta, Utc};
-use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use poolkeeper_core::schedule::{
     compute_deadlines, DayName, DeadlineInputs, Deadlines, WeekdaySet,
 };
@@ -12,17 +12,11 @@ use uuid::Uuid;
 
 use super::backend::{replaced_resources, AgentSpec, BuildFailure, BuildOutput};
 use super::ProvisionerError;
-use crate::db::enums::{AgentLifecycle, BuildReason, FailureKind, JobStatus, Transition};
-use crate::db::models::{
-    NewWorkspaceAgent, ProvisionerJob, Template, User, Workspace, WorkspaceBuild,
-};
-use crate::db::schema::{
-    provisioner_jobs, templates, users, workspace_agents, workspace_builds, workspaces,
-};
-use crate::db::PREBUILDS_USER_ID;
+use crate::db::enums::{BuildReason, JobStatus, Transition};
+use crate::db::models::WorkspaceBuild;
 use crate::store::audit::{self, Actor, Change};
+use crate::store::completion::{self, DeadlineSources};
 use crate::store::jobs::record_late_result;
-use crate::store::notifications::{enqueue, template_admins, Dedupe, Kind};
 
 /// How a backend run ended.
 #[derive(Debug)]
@@ -89,58 +83,31 @@ async fn finish(
 ) -> Result<Option<Completion>, ProvisionerError> {
     let worker_id = worker_id.to_owned();
     conn.transaction(async move |conn| {
-        let job: Option<ProvisionerJob> = provisioner_jobs::table
-            .find(job_id)
-            .filter(provisioner_jobs::worker_id.eq(&worker_id))
-            .filter(provisioner_jobs::status.eq_any([JobStatus::Running, JobStatus::Canceling]))
-            .select(ProvisionerJob::as_select())
-            .for_update()
-            .get_result(conn)
-            .await
-            .optional()?;
-        let Some(job) = job else { return Ok(None) };
-        let build: WorkspaceBuild = workspace_builds::table
-            .filter(workspace_builds::job_id.eq(job_id))
-            .select(WorkspaceBuild::as_select())
-            .get_result(conn)
-            .await
-            .optional()?
-            .ok_or(ProvisionerError::MissingBuild { job_id })?;
+        let Some((job, build)) = completion::lock_running_job(conn, job_id, &worker_id).await?
+        else {
+            return Ok(None);
+        };
+        let build = build.ok_or(ProvisionerError::MissingBuild { job_id })?;
 
         // A job canceled while it ran ends canceled, whatever the backend said.
         let (status, error, state, output) = match (job.status, result) {
             (JobStatus::Canceling, JobResult::Succeeded(out)) => {
-                (JobStatus::Canceled, None, out.state.clone(), None)
+                (JobStatus::Canceled, None, out.state.as_deref(), None)
             }
             (JobStatus::Canceling, JobResult::Failed(failure)) => {
-                (JobStatus::Canceled, None, failure.state.clone(), None)
+                (JobStatus::Canceled, None, failure.state.as_deref(), None)
             }
             (_, JobResult::Succeeded(out)) => {
-                (JobStatus::Succeeded, None, out.state.clone(), Some(out))
+                (JobStatus::Succeeded, None, out.state.as_deref(), Some(out))
             }
             (_, JobResult::Failed(failure)) => {
-                (JobStatus::Failed, Some(failure.error.to_string()), failure.state.clone(), None)
+                (JobStatus::Failed, Some(failure.error.to_string()), failure.state.as_deref(), None)
             }
-            (_, JobResult::Canceled { state }) => (JobStatus::Canceled, None, state.clone(), None),
+            (_, JobResult::Canceled { state }) => {
+                (JobStatus::Canceled, None, state.as_deref(), None)
+            }
         };
-        diesel::update(provisioner_jobs::table.find(job_id))
-            .set((
-                provisioner_jobs::status.eq(status),
-                provisioner_jobs::completed_at.eq(now),
-                provisioner_jobs::error.eq(error),
-                provisioner_jobs::canceled_at.eq((status == JobStatus::Canceled).then_some(now)),
-                // A failure here is the backend's: a build failure (rules §4 counts these).
-                provisioner_jobs::failure_kind
-                    .eq((status == JobStatus::Failed).then_some(FailureKind::Build)),
-            ))
-            .execute(conn)
-            .await?;
-        if let Some(state) = state {
-            diesel::update(workspace_builds::table.find(build.id))
-                .set(workspace_builds::provisioner_state.eq(state))
-                .execute(conn)
-                .await?;
-        }
+        completion::end_job(conn, job_id, build.id, status, error, state, now).await?;
         let mut completion = Completion {
             status,
             starting_agents: Vec::new(),
@@ -172,16 +139,16 @@ async fn finish(
                         build.provisioner_state.as_deref(),
                         output.state.as_deref(),
                     );
+                    if !replaced.is_empty() {
+                        completion::record_resources_replaced(conn, &build, &replaced, now).await?;
+                        tracing::warn!(workspace_id = %build.workspace_id, build_id = %build.id,
+                            preset_id = ?build.preset_id, resources = ?replaced,
+                            "claim replaced prebuilt resources");
+                    }
                     completion.replaced_resources = replaced;
-                    notify_replaced(conn, &build, &completion.replaced_resources, now).await?;
                 }
             }
-            Transition::Delete => {
-                diesel::update(workspaces::table.find(build.workspace_id))
-                    .set((workspaces::deleted.eq(true), workspaces::updated_at.eq(now)))
-                    .execute(conn)
-                    .await?;
-            }
+            Transition::Delete => completion::mark_deleted(conn, build.workspace_id, now).await?,
             Transition::Stop => {}
         }
         Ok(Some(completion))
@@ -189,82 +156,27 @@ async fn finish(
     .await
 }
 
-/// A claim that re-created some of the prebuild's resources defeats part of the pool's
-/// purpose (the user waited for them): template admins hear of it, once per claim build,
-/// and the audit log records it, in the completion's transaction. `preset_id` in the
-/// payload lets replacements be counted per preset.
-async fn notify_replaced(
-    conn: &mut AsyncPgConnection,
-    build: &WorkspaceBuild,
-    replaced: &[String],
-    now: DateTime<Utc>,
-) -> Result<(), ProvisionerError> {
-    if replaced.is_empty() {
-        return Ok(());
-    }
-    let template_id: Uuid = workspaces::table
-        .find(build.workspace_id)
-        .select(workspaces::template_id)
-        .get_result(conn)
-        .await?;
-    let payload = serde_json::json!({
-        "preset_id": build.preset_id,
-        "workspace_id": build.workspace_id,
-        "build_id": build.id,
-        "template_id": template_id,
-        "template_version_id": build.template_version_id,
-        "claimed_by": build.initiator_id,
-        "resources": replaced,
-    });
-    for admin in template_admins(conn).await? {
-        let kind = Kind::PrebuildResourcesReplaced;
-        enqueue(conn, now, admin, kind, Dedupe::Once(build.id), payload.clone()).await?;
-    }
-    let change = Change {
-        action: "prebuild_resources_replaced",
-        resource_type: "workspace",
-        resource_id: Some(build.workspace_id),
-        diff: payload,
-    };
-    audit::record(conn, now, &Actor::system("provisioner"), change).await?;
-    tracing::warn!(workspace_id = %build.workspace_id, build_id = %build.id,
-        preset_id = ?build.preset_id, resources = ?replaced, "claim replaced prebuilt resources");
-    Ok(())
-}
-
-/// Agents with no start time are ready at once; the others start, and the worker flips them.
+/// Agents with no start time are ready at once; the others start, and the worker flips them
+/// when they are due (returned with their due instants).
 async fn insert_agents(
     conn: &mut AsyncPgConnection,
     build_id: Uuid,
     agents: &[AgentSpec],
     now: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, DateTime<Utc>)>, ProvisionerError> {
-    let mut starting = Vec::new();
-    for agent in agents {
-        let id = Uuid::new_v4();
-        let ready = agent.start_secs == 0;
-        let lifecycle_state = if ready { AgentLifecycle::Ready } else { AgentLifecycle::Starting };
-        diesel::insert_into(workspace_agents::table)
-            .values(&NewWorkspaceAgent {
-                id,
-                build_id,
-                name: agent.name.clone(),
-                lifecycle_state,
-                auth_token_hash: None,
-            })
-            .execute(conn)
-            .await?;
-        if ready {
-            diesel::update(workspace_agents::table.find(id))
-                .set(workspace_agents::ready_at.eq(now))
-                .execute(conn)
-                .await?;
-        } else {
+    let rows: Vec<(String, bool)> =
+        agents.iter().map(|agent| (agent.name.clone(), agent.start_secs == 0)).collect();
+    let ids = completion::insert_agents(conn, build_id, &rows, now).await?;
+    let starting = agents
+        .iter()
+        .zip(ids)
+        .filter(|(agent, _)| agent.start_secs != 0)
+        .map(|(agent, id)| {
             let secs = i64::try_from(agent.start_secs).unwrap_or(i64::MAX / 1000);
             let due = now.checked_add_signed(TimeDelta::seconds(secs.min(i64::MAX / 1000)));
-            starting.push((id, due.unwrap_or(now)));
-        }
-    }
+            (id, due.unwrap_or(now))
+        })
+        .collect();
     Ok(starting)
 }
 
@@ -275,21 +187,11 @@ async fn set_deadlines(
     build: &WorkspaceBuild,
     now: DateTime<Utc>,
 ) -> Result<Option<Deadlines>, ProvisionerError> {
-    let workspace: Workspace = workspaces::table
-        .find(build.workspace_id)
-        .select(Workspace::as_select())
-        .get_result(conn)
-        .await?;
-    if workspace.owner_id == PREBUILDS_USER_ID {
+    let Some(DeadlineSources { workspace, template, owner }) =
+        completion::deadline_sources(conn, build.workspace_id).await?
+    else {
         return Ok(None);
-    }
-    let template: Template = templates::table
-        .find(workspace.template_id)
-        .select(Template::as_select())
-        .get_result(conn)
-        .await?;
-    let owner: User =
-        users::table.find(workspace.owner_id).select(User::as_select()).get_result(conn).await?;
+    };
     let inputs = DeadlineInputs {
         completed_at: now,
         is_prebuild: false,
@@ -311,20 +213,7 @@ async fn set_deadlines(
             return Ok(None);
         }
     };
-    diesel::update(workspace_builds::table.find(build.id))
-        .set((
-            workspace_builds::deadline.eq(deadlines.deadline),
-            workspace_builds::max_deadline.eq(deadlines.max_deadline),
-        ))
-        .execute(conn)
-        .await?;
-    diesel::update(workspaces::table.find(workspace.id))
-        .set((
-            workspaces::next_start_at.eq(deadlines.next_start_at),
-            workspaces::updated_at.eq(now),
-        ))
-        .execute(conn)
-        .await?;
+    completion::set_deadlines(conn, build.id, workspace.id, &deadlines, now).await?;
     Ok(Some(deadlines))
 }
 

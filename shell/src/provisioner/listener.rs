@@ -1,21 +1,22 @@
 //! The LISTEN side of the worker: a connection of its own, taken out of the pool, that turns
-//! NOTIFYs on the job channel into wake-ups. Reconnects with backoff; the worker's periodic
-//! poll covers whatever is missed meanwhile.
+//! NOTIFYs on the job channel into wake-ups (the loop is `db::listen::listen_loop`). The
+//! worker's periodic poll covers whatever is missed while it reconnects.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use diesel_async::pooled_connection::deadpool::Object;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures_util::StreamExt;
+use diesel_async::AsyncPgConnection;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::ProvisionerError;
+use crate::db::listen::{listen_loop, Backoff};
 use crate::db::{DbPool, JOB_CHANNEL};
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const BACKOFF: Backoff =
+    Backoff { first: Duration::from_millis(250), max: Duration::from_secs(30) };
 
 /// What the listener tells the worker.
 #[derive(Clone)]
@@ -40,9 +41,7 @@ impl Wakeups {
 
 async fn connect(pool: &DbPool) -> Result<AsyncPgConnection, ProvisionerError> {
     // Out of the pool for good: a LISTEN connection must not be handed to anyone else.
-    let mut conn = Object::take(pool.get().await?);
-    diesel::sql_query(format!("LISTEN {JOB_CHANNEL}")).execute(&mut conn).await?;
-    Ok(conn)
+    Ok(Object::take(pool.get().await?))
 }
 
 pub(crate) async fn listen(
@@ -51,49 +50,24 @@ pub(crate) async fn listen(
     worker: String,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(250);
-    while !shutdown.is_cancelled() {
-        match connect(&pool).await {
-            Ok(mut conn) => {
-                backoff = Duration::from_millis(250);
-                tracing::debug!(%worker, channel = JOB_CHANNEL, "listening");
-                wakeups.listening.send_replace(true);
-                // Notifications may have been missed while disconnected.
-                wakeups.work.notify_one();
-                let mut stream = std::pin::pin!(conn.notifications_stream());
-                loop {
-                    let item = tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        item = stream.next() => item,
-                    };
-                    match item {
-                        Some(Ok(notification)) => {
-                            wakeups.work.notify_one();
-                            if let Ok(job_id) = notification.payload.parse::<Uuid>() {
-                                // No receiver (no running job) is fine.
-                                let _ = wakeups.jobs.send(job_id);
-                            }
-                        }
-                        Some(Err(err)) => {
-                            tracing::warn!(%worker, error = %err, "LISTEN connection failed");
-                            break;
-                        }
-                        None => {
-                            tracing::warn!(%worker, "LISTEN connection closed");
-                            break;
-                        }
-                    }
-                }
+    tracing::debug!(%worker, channel = JOB_CHANNEL, "job listener starting");
+    listen_loop(
+        JOB_CHANNEL,
+        || connect(&pool),
+        || {
+            wakeups.listening.send_replace(true);
+            // Notifications may have been missed while disconnected.
+            wakeups.work.notify_one();
+        },
+        |payload| {
+            wakeups.work.notify_one();
+            if let Ok(job_id) = payload.parse::<Uuid>() {
+                // No receiver (no running job) is fine.
+                let _ = wakeups.jobs.send(job_id);
             }
-            Err(err) => {
-                tracing::warn!(%worker, error = %err, label = err.label(),
-                    backoff_ms = backoff.as_millis() as u64, "cannot LISTEN; retrying");
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
+        },
+        BACKOFF,
+        shutdown,
+    )
+    .await;
 }

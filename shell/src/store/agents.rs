@@ -233,3 +233,42 @@ mod tests {
         assert_eq!(mapped.len(), AgentState::ALL.len());
     }
 }
+
+/// Agents of simulated builds still `starting`: (id, created_at, the version's source), for
+/// the worker to judge which are due.
+pub async fn starting_simulated_agents(
+    conn: &mut AsyncPgConnection,
+) -> Result<Vec<(Uuid, DateTime<Utc>, serde_json::Value)>, diesel::result::Error> {
+    use crate::db::enums::ProvisionerKind;
+    use crate::db::schema::template_versions;
+    workspace_agents::table
+        .inner_join(workspace_builds::table.inner_join(template_versions::table))
+        .filter(workspace_agents::lifecycle_state.eq(AgentLifecycle::Starting))
+        .filter(template_versions::provisioner.eq(ProvisionerKind::Simulated))
+        .select((workspace_agents::id, workspace_agents::created_at, template_versions::source))
+        .load(conn)
+        .await
+}
+
+/// Flips the agents of `ids` that are still `starting` to `ready`; returns how many were.
+pub async fn mark_agents_ready(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<usize, diesel::result::Error> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::update(
+        workspace_agents::table
+            .filter(workspace_agents::id.eq_any(ids))
+            .filter(workspace_agents::lifecycle_state.eq(AgentLifecycle::Starting)),
+    )
+    .set((
+        workspace_agents::lifecycle_state.eq(AgentLifecycle::Ready),
+        workspace_agents::ready_at.eq(now),
+        workspace_agents::updated_at.eq(now),
+    ))
+    .execute(conn)
+    .await
+}

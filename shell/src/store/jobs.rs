@@ -13,7 +13,49 @@ use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
 use crate::db::enums::{FailureKind, JobStatus};
+use crate::db::models::ProvisionerJob;
 use crate::db::schema::{provisioner_jobs, workspace_builds};
+
+/// Takes the next pending job, if any, for `worker_id`: one transaction, the row locked with
+/// `SKIP LOCKED` so concurrent workers each get a different job (or none) without waiting.
+/// Only committed jobs are visible, so a job inserted by an open transaction is never taken.
+pub async fn acquire_next(
+    conn: &mut AsyncPgConnection,
+    worker_id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<ProvisionerJob>, diesel::result::Error> {
+    let worker_id = worker_id.to_owned();
+    conn.transaction(async move |conn| {
+        let next: Option<Uuid> = provisioner_jobs::table
+            .filter(provisioner_jobs::status.eq(JobStatus::Pending))
+            .order((
+                provisioner_jobs::queue_priority,
+                provisioner_jobs::created_at,
+                provisioner_jobs::id,
+            ))
+            .select(provisioner_jobs::id)
+            .limit(1)
+            .for_update()
+            .skip_locked()
+            .get_result(conn)
+            .await
+            .optional()?;
+        let Some(id) = next else { return Ok(None) };
+        let job = diesel::update(provisioner_jobs::table.find(id))
+            .set((
+                provisioner_jobs::status.eq(JobStatus::Running),
+                provisioner_jobs::started_at.eq(now),
+                // The reaper compares heartbeats with the database's clock: write them by it.
+                provisioner_jobs::heartbeat_at.eq(diesel::dsl::now),
+                provisioner_jobs::worker_id.eq(&worker_id),
+            ))
+            .returning(ProvisionerJob::as_returning())
+            .get_result(conn)
+            .await?;
+        Ok(Some(job))
+    })
+    .await
+}
 
 /// Record that `worker_id` still works on `job_id`, at the database's time. Returns the
 /// job's status, or `None` once the job is no longer this worker's (reaped, or taken over).
@@ -233,4 +275,57 @@ pub async fn record_late_result(
         Ok(if save { LateResult::StateSaved } else { LateResult::Noted })
     })
     .await
+}
+
+/// Everything a backend needs to know about a job, read once after acquisition (outside any
+/// transaction, so none is held while the backend runs).
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub job: ProvisionerJob,
+    pub build: crate::db::models::WorkspaceBuild,
+    pub workspace: crate::db::models::Workspace,
+    pub version: crate::db::models::TemplateVersion,
+    pub owner: crate::db::models::User,
+    /// The preset's parameters (name, value), sorted by name.
+    pub parameters: Vec<(String, String)>,
+}
+
+/// The job's context; `None` when the job has no build (the caller reports it).
+pub async fn job_context(
+    conn: &mut AsyncPgConnection,
+    job: ProvisionerJob,
+) -> Result<Option<JobContext>, diesel::result::Error> {
+    use crate::db::models::{TemplateVersion, User, Workspace, WorkspaceBuild};
+    use crate::db::schema::{preset_parameters, template_versions, users, workspaces};
+    let build: Option<WorkspaceBuild> = workspace_builds::table
+        .filter(workspace_builds::job_id.eq(job.id))
+        .select(WorkspaceBuild::as_select())
+        .get_result(conn)
+        .await
+        .optional()?;
+    let Some(build) = build else { return Ok(None) };
+    let workspace: Workspace = workspaces::table
+        .find(build.workspace_id)
+        .select(Workspace::as_select())
+        .get_result(conn)
+        .await?;
+    let version: TemplateVersion = template_versions::table
+        .find(build.template_version_id)
+        .select(TemplateVersion::as_select())
+        .get_result(conn)
+        .await?;
+    let owner: User =
+        users::table.find(workspace.owner_id).select(User::as_select()).get_result(conn).await?;
+    let parameters = match build.preset_id {
+        Some(preset_id) => {
+            preset_parameters::table
+                .filter(preset_parameters::preset_id.eq(preset_id))
+                .order(preset_parameters::name)
+                .select((preset_parameters::name, preset_parameters::value))
+                .load(conn)
+                .await?
+        }
+        None => Vec::new(),
+    };
+    Ok(Some(JobContext { job, build, workspace, version, owner, parameters }))
 }

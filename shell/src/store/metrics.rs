@@ -141,3 +141,41 @@ pub async fn load_metrics_figures(
         .collect();
     Ok(MetricsFigures { totals: by_preset, jobs_by_status })
 }
+
+/// The names of `version_ids`, for display.
+pub async fn version_names(
+    conn: &mut AsyncPgConnection,
+    version_ids: &[Uuid],
+) -> Result<HashMap<Uuid, String>, StoreError> {
+    use crate::db::schema::template_versions;
+    use diesel::{ExpressionMethods, QueryDsl};
+    let names: Vec<(Uuid, String)> = template_versions::table
+        .filter(template_versions::id.eq_any(version_ids))
+        .select((template_versions::id, template_versions::name))
+        .load(conn)
+        .await?;
+    Ok(names.into_iter().collect())
+}
+
+/// Jobs queued, jobs running, and claims ever made (the demo's progress line).
+pub async fn activity_counts(conn: &mut AsyncPgConnection) -> Result<(i64, i64, i64), StoreError> {
+    use crate::db::enums::BuildReason;
+    use crate::db::schema::{provisioner_jobs, workspace_builds};
+    use diesel::{ExpressionMethods, QueryDsl};
+    let queued: i64 = provisioner_jobs::table
+        .filter(provisioner_jobs::status.eq(JobStatus::Pending))
+        .count()
+        .get_result(conn)
+        .await?;
+    let running: i64 = provisioner_jobs::table
+        .filter(provisioner_jobs::status.eq(JobStatus::Running))
+        .count()
+        .get_result(conn)
+        .await?;
+    let claims: i64 = workspace_builds::table
+        .filter(workspace_builds::reason.eq(BuildReason::Claim))
+        .count()
+        .get_result(conn)
+        .await?;
+    Ok((queued, running, claims))
+}
