@@ -682,3 +682,74 @@ async fn complete_pending_jobs(conn: &mut diesel_async::AsyncPgConnection) {
         diesel::sql_query(sql).execute(conn).await.expect("complete the pending jobs");
     }
 }
+
+/// One definition of a ready prebuild: the API's pool status, the `eligible` metric and the
+/// core's claim choice count the same prebuilds, on a pool holding one claimable prebuild,
+/// one past the preset's expiration TTL and one whose agent is still starting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_the_metric_and_the_core_agree_on_what_is_ready() {
+    use poolkeeper::daemon::{CycleOutcome, PrebuildReconciler};
+    use poolkeeper_core::prebuilds::{choose_claim, plan, ReconcilerConfig};
+    let api = Api::start().await;
+    let (_, member) = api.user("mia", UserRole::Member).await;
+    let claimable = api.seed_prebuild("small", 60).await;
+    api.seed_prebuild("small", 2 * 86_400).await; // the preset's TTL is a day
+    let starting = api.seed_prebuild("small", 60).await;
+    {
+        let mut conn = api.db.conn().await;
+        diesel::sql_query(format!(
+            "UPDATE workspace_agents SET lifecycle_state = 'starting' WHERE build_id IN
+               (SELECT id FROM workspace_builds WHERE workspace_id = '{starting}')"
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("agent starting");
+    }
+    let small = api.preset_id("small").await;
+    let now = Utc::now();
+
+    // The core: the plan's eligible count and the claim's candidates.
+    let config = ReconcilerConfig {
+        backoff_interval_secs: 60,
+        backoff_lookback_secs: 3600,
+        failure_hard_limit: 3,
+        max_pending_creates_per_preset: 0,
+    };
+    let mut conn = api.db.conn().await;
+    let loaded = poolkeeper::store::prebuilds::load_prebuild_snapshot(&mut conn, now, config)
+        .await
+        .expect("snapshot");
+    let plans = plan(now, &loaded.snapshot);
+    let index = loaded.snapshot.presets.iter().position(|p| p.id == small).expect("preset");
+    let core_eligible = plans[index].state.eligible;
+    let preset = &loaded.snapshot.presets[index];
+    let candidates = choose_claim(&loaded.snapshot.running, preset, now).candidates;
+    assert_eq!(candidates, [claimable], "the core hands out the fresh, ready one only");
+
+    // The metric, from a reconciler cycle (paused first, so that it only observes).
+    let metrics = std::sync::Arc::new(poolkeeper::telemetry::Metrics::new());
+    poolkeeper::store::settings::set_reconciliation_paused(&mut conn, true).await.expect("pause");
+    let mut reconciler = PrebuildReconciler::new(api.db.pool().clone(), api.db.url(), config, 2)
+        .with_metrics(metrics.clone());
+    assert_eq!(reconciler.cycle(now).await.expect("cycle"), CycleOutcome::Paused);
+    let text = metrics.encode();
+    let metric_eligible = text
+        .lines()
+        .find(|l| l.starts_with("poolkeeper_prebuilds_eligible{") && l.contains("preset=\"small\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no eligible series for small:\n{text}"));
+
+    // The API.
+    let (status, body) = api.call(Method::GET, "/api/v1/prebuilds/status", &member, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let pool = body["presets"]
+        .as_array()
+        .and_then(|presets| presets.iter().find(|p| p["preset"] == "small"))
+        .unwrap_or_else(|| panic!("no small pool: {body}"));
+
+    assert_eq!(core_eligible, 1);
+    assert_eq!(metric_eligible, 1.0, "the metric");
+    assert_eq!(pool["ready"], 1, "the API: {pool}");
+    assert_eq!(pool["eligible"], 1, "the API: {pool}");
+}

@@ -11,8 +11,9 @@ use super::body::JsonBody;
 use super::error::ApiError;
 use super::path::PathParams;
 use super::ApiState;
+use crate::store::pools::{pool_status, PresetPoolStatus};
 use crate::store::settings::{reconciliation_paused, set_reconciliation_paused_by};
-use crate::store::templates::{invalidate_preset, pool_status, PresetPoolStatus};
+use crate::store::templates::invalidate_preset;
 use crate::store::StoreError;
 
 #[derive(Debug, Serialize)]
@@ -25,7 +26,7 @@ pub async fn status(
     State(state): State<ApiState>,
     _caller: Caller,
 ) -> Result<Json<Status>, ApiError> {
-    let presets = pool_status(&state.pool).await?;
+    let presets = pool_status(&state.pool, Utc::now()).await?;
     let mut conn = state.pool.get().await.map_err(StoreError::from)?;
     let paused = reconciliation_paused(&mut conn).await?;
     Ok(Json(Status { reconciliation_paused: paused, presets }))

@@ -11,6 +11,7 @@ pub mod leases;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notifications;
+pub mod pools;
 pub mod prebuilds;
 pub mod publish;
 pub mod settings;

@@ -359,68 +359,6 @@ pub async fn find_template(
     Ok(Some(FoundTemplate { template_id, preset_id }))
 }
 
-/// One preset's pool as `GET /api/v1/prebuilds/status` shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, diesel::QueryableByName)]
-pub struct PresetPoolStatus {
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    pub preset_id: Uuid,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    pub preset: String,
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    pub template_id: Uuid,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    pub template: String,
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    pub template_version_id: Uuid,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
-    pub desired_instances: Option<i32>,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    pub prebuild_status: String,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-    pub last_error: Option<String>,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
-    pub invalidated_at: Option<chrono::DateTime<Utc>>,
-    /// Live prebuilt workspaces of the preset (any state).
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub instances: i64,
-    /// Of those, the ones whose latest build is a succeeded start with every agent ready.
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub ready: i64,
-}
-
-/// The pools of the presets of every live template's active version.
-pub async fn pool_status(pool: &DbPool) -> Result<Vec<PresetPoolStatus>, StoreError> {
-    let mut conn = pool.get().await?;
-    let rows = diesel::sql_query(
-        "SELECT p.id AS preset_id, p.name AS preset, t.id AS template_id, t.name AS template,
-                p.template_version_id, p.desired_instances, p.prebuild_status, p.last_error,
-                p.invalidated_at,
-                count(w.id) AS instances,
-                count(w.id) FILTER (WHERE b.transition = 'start' AND j.status = 'succeeded'
-                    AND NOT EXISTS (SELECT 1 FROM workspace_agents a
-                                    WHERE a.build_id = b.id AND a.lifecycle_state <> 'ready'))
-                    AS ready
-         FROM presets p
-         JOIN templates t ON t.active_version_id = p.template_version_id AND NOT t.deleted
-         LEFT JOIN LATERAL (
-             SELECT w.id, (SELECT lb.id FROM workspace_builds lb WHERE lb.workspace_id = w.id
-                           ORDER BY lb.build_number DESC LIMIT 1) AS build_id
-             FROM workspaces w
-             WHERE w.owner_id = $1 AND NOT w.deleted AND w.template_id = t.id
-               AND EXISTS (SELECT 1 FROM workspace_builds fb
-                           WHERE fb.workspace_id = w.id AND fb.preset_id = p.id)
-         ) w ON true
-         LEFT JOIN workspace_builds b ON b.id = w.build_id
-         LEFT JOIN provisioner_jobs j ON j.id = b.job_id
-         GROUP BY p.id, t.id
-         ORDER BY t.name, p.name",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(crate::db::PREBUILDS_USER_ID)
-    .load(&mut conn)
-    .await?;
-    Ok(rows)
-}
-
 /// Marks every prebuild of the preset created before `now` as expired (rules §4), audited
 /// for `actor`; false when there is no such preset.
 pub async fn invalidate_preset(
