@@ -131,10 +131,20 @@ async fn a_claim_writes_the_build_its_job_and_the_audit_entry() {
         serde_json::json!({
             "workspace_id": workspace.id,
             "build_id": build.id,
+            "template_version_id": pool.version_id,
             "transition": "start",
             "parameters": { "region": "eu" },
         })
     );
+    // The build the claim returns is the one it wrote.
+    let stored: poolkeeper::db::models::WorkspaceBuild =
+        poolkeeper::db::schema::workspace_builds::table
+            .find(build.id)
+            .select(poolkeeper::db::models::WorkspaceBuild::as_select())
+            .first(&mut conn)
+            .await
+            .expect("build");
+    assert_eq!(&stored, build);
 
     let entry: AuditEntry = audit_log::table
         .filter(audit_log::action.eq("workspace_claim"))

@@ -20,12 +20,12 @@ use poolkeeper_core::schedule::{next_autostart, CronSchedule};
 use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
-use super::rows::Prepared;
+use super::rows::{JobInput, Prepared};
 use super::workspaces::{allowed_days, insert_build, BuildRequest};
 use super::StoreError;
 use crate::db::enums::{AutomaticUpdates, BuildReason, PrebuildStatus, Transition};
 use crate::db::models::{NewWorkspace, Preset, Template, Workspace, WorkspaceBuild};
-use crate::db::schema::{presets, templates, workspace_builds, workspaces};
+use crate::db::schema::{presets, templates, workspaces};
 use crate::db::{DbPool, PREBUILDS_USER_ID};
 
 diesel::define_sql_function!(fn lower(text: Text) -> Text);
@@ -113,7 +113,7 @@ pub async fn claim_or_create(
     if name_taken {
         return Err(ClaimError::NameTaken(request.name.clone()));
     }
-    let ttl_secs = effective_ttl(&template, request.ttl_secs);
+    let ttl_secs = requested_ttl(&template, request.ttl_secs);
     let next_start_at = request
         .autostart_schedule
         .as_ref()
@@ -165,9 +165,10 @@ pub async fn claim_or_create(
     Ok(outcome)
 }
 
-/// rules §3: the TTL comes from the request, defaulting to the template's; a template that
-/// does not let users choose imposes its own.
-fn effective_ttl(template: &Template, requested: Option<i64>) -> i64 {
+/// rules §3: the TTL a new workspace stores comes from the request, defaulting to the
+/// template's; a template that does not let users choose imposes its own. (Not the core's
+/// `effective_ttl`, which is the TTL a running build's deadline is computed with.)
+fn requested_ttl(template: &Template, requested: Option<i64>) -> i64 {
     match requested {
         Some(ttl) if template.user_autostop_enabled => ttl,
         _ => template.default_ttl_secs,
@@ -285,37 +286,9 @@ impl LockedPrebuild {
 /// The hand-over: the workspace changes owner, and its next build, that build's job and
 /// the audit entry are written with it. Guarded by "no build newer than the one read under
 /// the lock", checked on this statement's own, later snapshot: a delete the reconciler
-/// committed just before the lock was taken leaves everything unwritten (no rows).
-const HAND_OVER_SQL: &str = "
-WITH handed AS (
-    UPDATE workspaces
-    SET owner_id = $1, name = $2, autostart_schedule = $3, ttl_secs = $4, next_start_at = $5,
-        last_used_at = $6, dormant_at = NULL, deleting_at = NULL, updated_at = $6
-    WHERE id = $7
-      AND NOT EXISTS (SELECT 1 FROM workspace_builds later
-                      WHERE later.workspace_id = $7 AND later.build_number > $8)
-    RETURNING id, organization_id, owner_id, template_id, name, autostart_schedule, ttl_secs,
-              next_start_at, last_used_at, dormant_at, deleting_at, automatic_updates, deleted,
-              created_at, updated_at
-), job AS (
-    INSERT INTO provisioner_jobs (id, organization_id, input, for_prebuild, transition,
-                                  created_at)
-    SELECT $9, organization_id, $10, $11, $12, $6 FROM handed
-), build AS (
-    INSERT INTO workspace_builds (id, workspace_id, build_number, template_version_id,
-                                  preset_id, transition, reason, initiator_id, job_id,
-                                  provisioner_state, created_at)
-    SELECT $13, id, $8 + 1, $14, $15, $12, $16, $1, $9, $17, $6 FROM handed
-    RETURNING id, workspace_id, build_number, template_version_id, preset_id, transition,
-              reason, initiator_id, job_id, deadline, max_deadline, provisioner_state,
-              created_at
-), audited AS (
-    INSERT INTO audit_log (at, actor_id, actor, action, resource_type, resource_id, diff)
-    SELECT $6, $1, coalesce((SELECT username FROM users WHERE users.id = $1), $1::text),
-           'workspace_claim', 'workspace', id, $18
-    FROM handed
-)
-SELECT handed.*, build.* FROM handed, build";
+/// committed just before the lock was taken leaves everything unwritten (no row). Binds are
+/// named in the file.
+const HAND_OVER_SQL: &str = include_str!("sql/claim_hand_over.sql");
 
 /// Locks the first claimable of `candidates` and hands it over.
 async fn claim_first(
@@ -344,12 +317,15 @@ async fn claim_first(
     let job_id = Uuid::new_v4();
     let build_id = Uuid::new_v4();
     let autostart_schedule = request.autostart_schedule.as_ref().map(|s| s.source().to_owned());
-    let job_input = serde_json::json!({
-        "workspace_id": prebuild.id,
-        "build_id": build_id,
-        "transition": Transition::Start,
-        "parameters": parameters_json(&request.parameters),
-    });
+    let parameters = parameters_json(&request.parameters);
+    let job_input = JobInput {
+        workspace_id: prebuild.id,
+        build_id,
+        template_version_id: prebuild.template_version_id,
+        transition: Transition::Start,
+        parameters: Some(&parameters),
+    }
+    .to_json();
     let diff = serde_json::json!({
         "preset_id": preset_id,
         "build_id": build_id,
@@ -361,33 +337,49 @@ async fn claim_first(
             "ttl_secs": ttl_secs,
         },
     });
-    let handed: Option<(Workspace, WorkspaceBuild)> =
-        Prepared::<_, (workspaces::SqlType, workspace_builds::SqlType)>::with_rows(
-            diesel::sql_query(HAND_OVER_SQL)
-                .bind::<SqlUuid, _>(request.user_id)
-                .bind::<Text, _>(&request.name)
-                .bind::<Nullable<Text>, _>(&autostart_schedule)
-                .bind::<BigInt, _>(ttl_secs)
-                .bind::<Nullable<Timestamptz>, _>(next_start_at)
-                .bind::<Timestamptz, _>(now)
-                .bind::<SqlUuid, _>(prebuild.id)
-                .bind::<Int4, _>(prebuild.build_number)
-                .bind::<SqlUuid, _>(job_id)
-                .bind::<Jsonb, _>(&job_input)
-                .bind::<Bool, _>(request.user_id == PREBUILDS_USER_ID)
-                .bind::<Text, _>(Transition::Start)
-                .bind::<SqlUuid, _>(build_id)
-                .bind::<SqlUuid, _>(prebuild.template_version_id)
-                .bind::<Nullable<SqlUuid>, _>(Some(preset_id))
-                .bind::<Text, _>(BuildReason::Claim)
-                .bind::<Nullable<Binary>, _>(&prebuild.provisioner_state)
-                .bind::<Jsonb, _>(&diff),
-        )
-        .get_result(conn)
-        .await
-        .optional()
-        .map_err(|err| name_error(err, &request.name))?;
-    let Some((workspace, build)) = handed else { return Ok(Attempt::Superseded(prebuild.id)) };
+    let handed: Option<Workspace> = Prepared::new(
+        diesel::sql_query(HAND_OVER_SQL)
+            .bind::<SqlUuid, _>(request.user_id)
+            .bind::<Text, _>(&request.name)
+            .bind::<Nullable<Text>, _>(&autostart_schedule)
+            .bind::<BigInt, _>(ttl_secs)
+            .bind::<Nullable<Timestamptz>, _>(next_start_at)
+            .bind::<Timestamptz, _>(now)
+            .bind::<SqlUuid, _>(prebuild.id)
+            .bind::<Int4, _>(prebuild.build_number)
+            .bind::<SqlUuid, _>(job_id)
+            .bind::<Jsonb, _>(&job_input)
+            .bind::<Bool, _>(request.user_id == PREBUILDS_USER_ID)
+            .bind::<Text, _>(Transition::Start)
+            .bind::<SqlUuid, _>(build_id)
+            .bind::<SqlUuid, _>(prebuild.template_version_id)
+            .bind::<Nullable<SqlUuid>, _>(Some(preset_id))
+            .bind::<Text, _>(BuildReason::Claim)
+            .bind::<Nullable<Binary>, _>(&prebuild.provisioner_state)
+            .bind::<Jsonb, _>(&diff),
+    )
+    .get_result(conn)
+    .await
+    .optional()
+    .map_err(|err| name_error(err, &request.name))?;
+    let Some(workspace) = handed else { return Ok(Attempt::Superseded(prebuild.id)) };
+    // The build is exactly what the statement inserted: no need to read it back.
+    let build = WorkspaceBuild {
+        id: build_id,
+        workspace_id: workspace.id,
+        build_number: prebuild.build_number + 1,
+        template_version_id: prebuild.template_version_id,
+        preset_id: Some(preset_id),
+        transition: Transition::Start,
+        reason: BuildReason::Claim,
+        initiator_id: request.user_id,
+        job_id,
+        deadline: None,
+        max_deadline: None,
+        provisioner_state: prebuild.provisioner_state,
+        // `now` as stored (microseconds), which the hand-over also wrote here.
+        created_at: workspace.updated_at,
+    };
     Ok(Attempt::Claimed(Box::new(ClaimOutcome { workspace, build, claimed: true })))
 }
 

@@ -1,8 +1,6 @@
 //! Write helpers shared by the appliers: a build with its job, an audit entry, and the
 //! statement wrappers that keep a write path to few round trips.
 
-use std::marker::PhantomData;
-
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
@@ -24,28 +22,19 @@ use crate::db::schema::{audit_log, provisioner_jobs, workspace_builds};
 /// wrap statements whose text comes from a small fixed set (not, say, a multi-row insert of
 /// a varying number of rows): every distinct text stays prepared on its connection.
 ///
-/// `Row` is the SQL type of the rows: `Untyped` (the default) for `QueryableByName` rows of
-/// a `sql_query`, or a tuple of column types for `Queryable` rows read by position.
-pub(crate) struct Prepared<Q, Row = diesel::sql_types::Untyped> {
+/// Rows are read by name (`QueryableByName`), never by position, so a column added to a
+/// table cannot shift a field.
+pub(crate) struct Prepared<Q> {
     query: Q,
-    row: PhantomData<Row>,
 }
 
 impl<Q> Prepared<Q> {
     pub(crate) fn new(query: Q) -> Self {
-        Self { query, row: PhantomData }
+        Self { query }
     }
 }
 
-impl<Q, Row> Prepared<Q, Row> {
-    /// Rows read by position as `Row`, e.g. `(workspaces::SqlType, workspace_builds::SqlType)`
-    /// for a `(Workspace, WorkspaceBuild)`.
-    pub(crate) fn with_rows(query: Q) -> Self {
-        Self { query, row: PhantomData }
-    }
-}
-
-impl<Q: QueryFragment<Pg>, Row> QueryFragment<Pg> for Prepared<Q, Row> {
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Prepared<Q> {
     fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         self.query.walk_ast(pass)
     }
@@ -55,13 +44,13 @@ impl<Q: QueryFragment<Pg>, Row> QueryFragment<Pg> for Prepared<Q, Row> {
     }
 }
 
-impl<Q, Row> QueryId for Prepared<Q, Row> {
+impl<Q> QueryId for Prepared<Q> {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl<Q, Row: 'static> Query for Prepared<Q, Row> {
-    type SqlType = Row;
+impl<Q> Query for Prepared<Q> {
+    type SqlType = diesel::sql_types::Untyped;
 }
 
 /// Several writes as one statement, `WITH s0 AS (first), s1 AS (second) last`: one round
@@ -144,6 +133,26 @@ pub(crate) async fn insert_builds(
     Ok(job_ids)
 }
 
+/// What a job carries to the provisioner, for every build whoever queues it: the
+/// workspace, the build, its version and transition, and the parameters a person asked for
+/// (a prebuild's come from its preset, read when the job runs).
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct JobInput<'a> {
+    pub workspace_id: Uuid,
+    pub build_id: Uuid,
+    pub template_version_id: Uuid,
+    pub transition: crate::db::enums::Transition,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<&'a serde_json::Value>,
+}
+
+impl JobInput<'_> {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        // A struct of ids, an enum and a JSON value always serializes.
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 /// The rows of one build and its pending job (the build references its job).
 pub(crate) fn build_rows(
     now: DateTime<Utc>,
@@ -154,11 +163,14 @@ pub(crate) fn build_rows(
     let job = NewProvisionerJob {
         id: job_id,
         organization_id: spec.organization_id,
-        input: serde_json::json!({
-            "workspace_id": spec.workspace_id,
-            "build_id": build_id,
-            "template_version_id": spec.template_version_id,
-        }),
+        input: JobInput {
+            workspace_id: spec.workspace_id,
+            build_id,
+            template_version_id: spec.template_version_id,
+            transition: spec.transition,
+            parameters: None,
+        }
+        .to_json(),
         for_prebuild: spec.for_prebuild,
         transition: spec.transition,
         created_at: Some(now),

@@ -11,7 +11,7 @@ use poolkeeper_core::schedule::{
 use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
-use super::rows::{build_rows, BuildSpec};
+use super::rows::{build_rows, BuildSpec, JobInput};
 use super::StoreError;
 use crate::db::enums::{BuildReason, JobStatus, Transition};
 use crate::db::models::{Template, Workspace, WorkspaceBuild};
@@ -153,12 +153,14 @@ pub(crate) async fn insert_build(
     };
     let (mut job, build) = build_rows(now, spec);
     // A person's build carries the transition and the parameters to the provisioner.
-    job.input = serde_json::json!({
-        "workspace_id": workspace.id,
-        "build_id": build.id,
-        "transition": request.transition,
-        "parameters": request.parameters,
-    });
+    job.input = JobInput {
+        workspace_id: workspace.id,
+        build_id: build.id,
+        template_version_id: request.template_version_id,
+        transition: request.transition,
+        parameters: Some(&request.parameters),
+    }
+    .to_json();
     diesel::insert_into(provisioner_jobs::table).values(job).execute(conn).await?;
     diesel::insert_into(workspace_builds::table)
         .values(build)

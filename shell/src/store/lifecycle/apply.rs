@@ -6,8 +6,6 @@
 //! prepared once per connection: six round trips with `BEGIN` and `COMMIT`. The re-read is
 //! its own statement, after the lock, so that it sees everything committed during a wait.
 
-use std::sync::LazyLock;
-
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Uuid as SqlUuid};
@@ -15,7 +13,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use poolkeeper_core::lifecycle::{decide, tick_of, Decision};
 use uuid::Uuid;
 
-use super::load::{to_workspace, WorkspaceRow, CANDIDATES_SQL};
+use super::load::{to_workspace, WorkspaceRow, CANDIDATE_SQL};
 use crate::db::enums::{BuildReason, Transition};
 use crate::db::models::{NewNotification, NewProvisionerJob, NewWorkspaceBuild};
 use crate::db::schema::{audit_log, provisioner_jobs, workspace_builds, workspaces};
@@ -43,19 +41,18 @@ pub enum Applied {
 /// The advisory try-lock, then (only if it was taken) the workspace row under `FOR UPDATE`.
 /// `FOR UPDATE` locks only the rows that pass the subquery's filter, which includes the
 /// try-lock's result, so a workspace another replica is on is never waited for. The row is
-/// only locked here; it is read by the next statement (see [`READ_SQL`]).
+/// only locked here; it is read by the next statement (see [`CANDIDATE_SQL`]).
 const LOCK_SQL: &str = "
 WITH advisory AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($2) AS locked)
 SELECT advisory.locked, w.id AS workspace_id FROM advisory
 LEFT JOIN LATERAL (SELECT id FROM workspaces WHERE id = $1 AND NOT deleted AND advisory.locked
                    FOR UPDATE) w ON true";
 
-/// The candidate row, read after the lock: under READ COMMITTED each statement sees what
-/// was committed before it started, whereas a locking statement that waited re-reads only
-/// the locked row itself, so a build, job or deadline joined to it would be the one from
-/// before the wait (an activity bump committed meanwhile would be missed).
-static READ_SQL: LazyLock<String> = LazyLock::new(|| format!("{CANDIDATES_SQL} AND w.id = $2"));
-
+/// The candidate row is read after the lock, by its own statement ([`CANDIDATE_SQL`]): under
+/// READ COMMITTED each statement sees what was committed before it started, whereas a
+/// locking statement that waited re-reads only the locked row itself, so a build, job or
+/// deadline joined to it would be the one from before the wait (an activity bump committed
+/// meanwhile would be missed).
 #[derive(diesel::QueryableByName)]
 struct Locked {
     #[diesel(sql_type = Bool)]
@@ -130,7 +127,7 @@ async fn apply_locked(
         return Ok(Applied::Skipped("gone"));
     }
     let row: Option<WorkspaceRow> = Prepared::new(
-        diesel::sql_query(READ_SQL.as_str())
+        diesel::sql_query(CANDIDATE_SQL)
             .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
             .bind::<SqlUuid, _>(workspace_id),
     )

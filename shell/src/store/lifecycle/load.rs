@@ -70,35 +70,26 @@ pub(super) struct WorkspaceRow {
     time_til_dormant_autodelete_secs: i64,
 }
 
-pub(super) const CANDIDATES_SQL: &str = "
-SELECT w.id, w.owner_id, w.organization_id, u.status AS owner_status, w.autostart_schedule,
-       w.next_start_at, w.last_used_at, w.dormant_at, w.deleting_at, w.automatic_updates,
-       lb.build_number, lb.provisioner_state, lb.transition, lb.template_version_id,
-       lb.created_at AS build_created_at, lb.deadline, lb.max_deadline,
-       j.status AS job_status, j.completed_at AS job_completed_at,
-       t.active_version_id, t.require_active_version, t.user_autostart_enabled,
-       t.user_autostop_enabled, t.autostart_days, t.failure_ttl_secs, t.time_til_dormant_secs,
-       t.time_til_dormant_autodelete_secs
-FROM workspaces w
-JOIN users u ON u.id = w.owner_id
-JOIN templates t ON t.id = w.template_id
-JOIN LATERAL (SELECT b.* FROM workspace_builds b WHERE b.workspace_id = w.id
-               ORDER BY b.build_number DESC LIMIT 1) lb ON true
-JOIN provisioner_jobs j ON j.id = lb.job_id
-WHERE NOT w.deleted AND w.owner_id <> $1";
+/// Every lifecycle candidate (a person's live workspace) with its latest build and job.
+const CANDIDATES_SQL: &str =
+    concat!(include_str!("../sql/lifecycle_candidates.sql"), "\nORDER BY w.id");
+
+/// One candidate by id ($2), for the applier's read after its lock: the same statement as
+/// the snapshot's, so the row an applier re-decides on is read exactly as the tick read it.
+pub(super) const CANDIDATE_SQL: &str =
+    concat!(include_str!("../sql/lifecycle_candidates.sql"), "\n  AND w.id = $2");
 
 /// Loads the lifecycle candidates. Prebuilds are left out: they get no decision (rules §2).
 pub async fn load_lifecycle_snapshot(
     conn: &mut AsyncPgConnection,
     _now: DateTime<Utc>,
 ) -> Result<LifecycleSnapshot, StoreError> {
-    let sql = format!("{CANDIDATES_SQL} ORDER BY w.id");
     let rows: Vec<WorkspaceRow> = conn
         .build_transaction()
         .repeatable_read()
         .read_only()
         .run(async |conn| {
-            diesel::sql_query(sql).bind::<SqlUuid, _>(PREBUILDS_USER_ID).load(conn).await
+            diesel::sql_query(CANDIDATES_SQL).bind::<SqlUuid, _>(PREBUILDS_USER_ID).load(conn).await
         })
         .await?;
     let workspaces = rows
