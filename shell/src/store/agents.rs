@@ -15,18 +15,6 @@ use crate::db::enums::AgentLifecycle;
 use crate::db::schema::{workspace_agents, workspace_builds, workspaces};
 use crate::db::DbPool;
 
-/// The core's name for a stored agent state (the rule lives in core).
-fn core_state(state: AgentLifecycle) -> AgentState {
-    match state {
-        AgentLifecycle::Created => AgentState::Created,
-        AgentLifecycle::Starting => AgentState::Starting,
-        AgentLifecycle::Ready => AgentState::Ready,
-        AgentLifecycle::StartError => AgentState::StartError,
-        AgentLifecycle::ShuttingDown => AgentState::ShuttingDown,
-        AgentLifecycle::Off => AgentState::Off,
-    }
-}
-
 /// The agent a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentIdentity {
@@ -180,7 +168,7 @@ pub async fn report_lifecycle(
             if agent_id != agent.agent_id {
                 return Err(AgentError::NotFound);
             }
-            if !transition_allowed(core_state(old), core_state(state)) {
+            if !transition_allowed(AgentState::from(old), AgentState::from(state)) {
                 return Err(AgentError::InvalidTransition { from: old, to: state });
             }
             if old == state {
@@ -228,7 +216,7 @@ mod tests {
     #[test]
     fn every_stored_state_has_a_distinct_core_state() {
         let mapped: std::collections::HashSet<AgentState> =
-            AgentLifecycle::ALL.iter().map(|&s| core_state(s)).collect();
+            AgentLifecycle::ALL.iter().map(|&s| AgentState::from(s)).collect();
         assert_eq!(mapped.len(), AgentLifecycle::ALL.len());
         assert_eq!(mapped.len(), AgentState::ALL.len());
     }

@@ -23,7 +23,7 @@ use super::audit::{self, Actor, Change};
 use super::rows::{JobInput, Prepared};
 use super::workspaces::{allowed_days, insert_build, BuildRequest};
 use super::StoreError;
-use crate::db::enums::{AutomaticUpdates, BuildReason, PrebuildStatus, Transition};
+use crate::db::enums::{AutomaticUpdates, BuildReason, Transition};
 use crate::db::models::{NewWorkspace, Preset, Template, Workspace, WorkspaceBuild};
 use crate::db::schema::{presets, templates, workspaces};
 use crate::db::{DbPool, PREBUILDS_USER_ID};
@@ -120,7 +120,7 @@ pub async fn claim_or_create(
         .and_then(|s| next_autostart(now, s, allowed_days(&template)));
     if let Some(preset) = &preset {
         let rows = running_prebuilds(&mut conn, preset.id).await?;
-        let core_preset = core_preset(&template, preset);
+        let core_preset = core_preset(&template, preset)?;
         let mut candidates = choose_claim(&rows, &core_preset, now).candidates;
         while !candidates.is_empty() {
             let attempt = conn
@@ -516,8 +516,8 @@ async fn running_prebuilds(
 }
 
 /// The preset as the core's claim choice sees it (schedules do not matter to a claim).
-fn core_preset(template: &Template, preset: &Preset) -> core_prebuilds::Preset {
-    core_prebuilds::Preset {
+fn core_preset(template: &Template, preset: &Preset) -> Result<core_prebuilds::Preset, ClaimError> {
+    super::convert::core_preset(super::convert::StoredPreset {
         id: preset.id,
         name: preset.name.clone(),
         template_id: template.id,
@@ -525,16 +525,13 @@ fn core_preset(template: &Template, preset: &Preset) -> core_prebuilds::Preset {
         using_active_version: template.active_version_id == Some(preset.template_version_id),
         template_deleted: template.deleted,
         template_deprecated: template.deprecation_message.is_some(),
-        desired_instances: preset.desired_instances.map_or(0, |n| u32::try_from(n).unwrap_or(0)),
-        expiration_ttl_secs: u64::try_from(preset.expiration_ttl_secs).unwrap_or(0),
+        desired_instances: preset.desired_instances,
+        expiration_ttl_secs: preset.expiration_ttl_secs,
         scheduling_timezone: preset.scheduling_timezone.clone(),
-        schedules: Vec::new(),
-        schedule_lead_secs: u64::try_from(preset.schedule_lead_secs).unwrap_or(0),
+        schedule_lead_secs: preset.schedule_lead_secs,
         invalidated_at: preset.invalidated_at,
-        status: match preset.prebuild_status {
-            PrebuildStatus::Healthy => core_prebuilds::PresetStatus::Healthy,
-            PrebuildStatus::HardLimited => core_prebuilds::PresetStatus::HardLimited,
-            PrebuildStatus::ValidationFailed => core_prebuilds::PresetStatus::ValidationFailed,
-        },
-    }
+        status: preset.prebuild_status,
+        schedules: Vec::new(),
+    })
+    .map_err(|why| ClaimError::TemplateUnavailable(format!("the preset is unreadable: {why}")))
 }

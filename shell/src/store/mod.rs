@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod claim;
 pub mod completion;
+mod convert;
 pub mod jobs;
 pub mod leases;
 pub mod lifecycle;

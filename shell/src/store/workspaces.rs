@@ -408,11 +408,7 @@ fn activity_inputs(
     ActivityInputs {
         at,
         is_prebuild: workspace.owner_id == PREBUILDS_USER_ID,
-        transition: match build.transition {
-            Transition::Start => CoreTransition::Start,
-            Transition::Stop => CoreTransition::Stop,
-            Transition::Delete => CoreTransition::Delete,
-        },
+        transition: CoreTransition::from(build.transition),
         job_completed: status == Some(JobStatus::Succeeded),
         deadline: build.deadline,
         max_deadline: build.max_deadline,

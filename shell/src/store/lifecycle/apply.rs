@@ -197,11 +197,7 @@ fn transition_rows(
         .as_str()
         .parse()
         .map_err(|err| diesel::result::Error::SerializationError(Box::new(err)))?;
-    let transition: Transition = match transition {
-        poolkeeper_core::build::Transition::Start => Transition::Start,
-        poolkeeper_core::build::Transition::Stop => Transition::Stop,
-        poolkeeper_core::build::Transition::Delete => Transition::Delete,
-    };
+    let transition = Transition::from(transition);
     let spec = BuildSpec {
         workspace_id: row.id,
         organization_id: row.organization_id,

@@ -317,11 +317,7 @@ async fn set_status(
     preset: &Preset,
     status: PresetStatus,
 ) -> Result<(), StoreError> {
-    let stored = match status {
-        PresetStatus::Healthy => PrebuildStatus::Healthy,
-        PresetStatus::HardLimited => PrebuildStatus::HardLimited,
-        PresetStatus::ValidationFailed => PrebuildStatus::ValidationFailed,
-    };
+    let stored = PrebuildStatus::from(status);
     let mut conn = pool.get().await?;
     let changed = conn
         .transaction(async |conn| {

@@ -12,7 +12,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use poolkeeper_core::build::{JobStatus, Transition};
 use poolkeeper_core::prebuilds::{
     FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset, PresetSchedule,
-    PresetStatus, RecentBuild, ReconcilerConfig, RunningPrebuild,
+    RecentBuild, ReconcilerConfig, RunningPrebuild,
 };
 use uuid::Uuid;
 
@@ -296,7 +296,7 @@ fn skip(bad: &mut HashSet<Uuid>, preset_id: Uuid, why: &str) {
 }
 
 fn to_preset(row: PresetRow, schedules: Vec<PresetSchedule>) -> Result<Preset, &'static str> {
-    Ok(Preset {
+    super::super::convert::core_preset(super::super::convert::StoredPreset {
         id: row.id,
         name: row.name,
         template_id: row.template_id,
@@ -304,19 +304,13 @@ fn to_preset(row: PresetRow, schedules: Vec<PresetSchedule>) -> Result<Preset, &
         using_active_version: row.using_active_version,
         template_deleted: row.template_deleted,
         template_deprecated: row.template_deprecated,
-        desired_instances: u32::try_from(row.desired_instances)
-            .map_err(|_| "negative desired_instances")?,
-        expiration_ttl_secs: u64::try_from(row.expiration_ttl_secs)
-            .map_err(|_| "negative expiration_ttl_secs")?,
+        desired_instances: Some(row.desired_instances),
+        expiration_ttl_secs: row.expiration_ttl_secs,
         scheduling_timezone: row.scheduling_timezone,
-        schedules,
-        schedule_lead_secs: u64::try_from(row.schedule_lead_secs)
-            .map_err(|_| "negative schedule_lead_secs")?,
+        schedule_lead_secs: row.schedule_lead_secs,
         invalidated_at: row.invalidated_at,
-        status: row
-            .prebuild_status
-            .parse::<PresetStatus>()
-            .map_err(|_| "unknown prebuild_status")?,
+        status: row.prebuild_status.parse().map_err(|_| "unknown prebuild_status")?,
+        schedules,
     })
 }
 
