@@ -73,7 +73,7 @@ fn run(args: &DemoArgs) -> anyhow::Result<()> {
     println!("demo: database migrated ({} migrations applied)", applied.len());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let exit_after_scenario = args.exit_after == Some(ExitAfter::Scenario);
-    let result = runtime.block_on(demo::run(&url, &config, exit_after_scenario, ctrl_c()));
+    let result = runtime.block_on(demo::run(&url, &config, exit_after_scenario, stop_signal()));
     drop(runtime);
     if let Some(server) = server {
         server.stop()?;
@@ -82,9 +82,15 @@ fn run(args: &DemoArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn ctrl_c() {
-    if let Err(err) = tokio::signal::ctrl_c().await {
-        tracing::warn!(error = %err, "cannot listen for Ctrl-C");
-        std::future::pending::<()>().await;
+/// The first SIGINT or SIGTERM (the demo then stops its server and cleans up).
+async fn stop_signal() {
+    match super::signals::Signals::register() {
+        Ok(mut signals) => {
+            signals.next().await;
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for signals");
+            std::future::pending::<()>().await;
+        }
     }
 }

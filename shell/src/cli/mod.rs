@@ -8,6 +8,7 @@ mod prebuilds;
 mod provisioner;
 mod replay;
 mod run;
+mod signals;
 mod snapshot;
 mod templates;
 mod tokens;

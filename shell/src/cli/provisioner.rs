@@ -101,7 +101,18 @@ async fn run(args: &ProvisionerArgs) -> ExitCode {
         }
     };
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let signals = match super::signals::Signals::register() {
+        Ok(signals) => signals,
+        Err(err) => {
+            eprintln!("error: cannot listen for signals: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::spawn(super::signals::watch_signals(
+        signals,
+        shutdown.clone(),
+        "shutting down: finishing the current job, taking no new one (signal again to exit now)",
+    ));
     match run_worker(pool, config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -109,30 +120,6 @@ async fn run(args: &ProvisionerArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutting down: finishing the current job, taking no new one");
-    shutdown.cancel();
 }
 
 #[cfg(test)]

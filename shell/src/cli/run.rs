@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use super::signals::{watch_signals, Signals};
 use crate::daemon::http::{base_router, with_access_log, HttpState};
 use crate::daemon::supervise::supervise;
 use crate::daemon::{DaemonPools, DaemonSettings, Recorder};
@@ -120,7 +121,11 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         // Registered before anything else runs, so no signal meets the default handler.
         let signals = Signals::register().context("cannot listen for signals")?;
-        tokio::spawn(watch_signals(signals, shutdown.clone()));
+        tokio::spawn(watch_signals(
+            signals,
+            shutdown.clone(),
+            "shutting down after the current action (signal again to exit now)",
+        ));
         let state = HttpState::default();
         // Bound once here, so that a port in use is reported at start; a restart of the
         // server (after it died) binds the address again.
@@ -197,57 +202,4 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
         tracing::info!("daemon stopped");
         Ok(())
     })
-}
-
-/// First SIGINT/SIGTERM: finish the current action and exit 0. Second: exit at once.
-async fn watch_signals(mut signals: Signals, shutdown: CancellationToken) {
-    let mut received = 0;
-    while signals.next().await {
-        received += 1;
-        if received == 1 {
-            tracing::info!("shutting down after the current action (signal again to exit now)");
-            shutdown.cancel();
-        } else {
-            std::process::exit(130);
-        }
-    }
-}
-
-/// SIGINT and SIGTERM, registered once for the whole run: a signal that arrives while the
-/// first one is being handled is kept, not lost between two registrations.
-struct Signals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    #[cfg(unix)]
-    fn register() -> std::io::Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Self {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
-    }
-
-    #[cfg(not(unix))]
-    fn register() -> std::io::Result<Self> {
-        Ok(Self {})
-    }
-
-    /// The next signal; `false` once no more can arrive.
-    #[cfg(unix)]
-    async fn next(&mut self) -> bool {
-        tokio::select! {
-            received = self.interrupt.recv() => received.is_some(),
-            received = self.terminate.recv() => received.is_some(),
-        }
-    }
-
-    #[cfg(not(unix))]
-    async fn next(&mut self) -> bool {
-        tokio::signal::ctrl_c().await.is_ok()
-    }
 }
