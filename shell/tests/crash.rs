@@ -177,8 +177,10 @@ async fn killed_daemons_and_provisioners_lose_no_job_and_the_pool_converges() {
             daemon = Some(Proc::spawn("daemon", &daemon_args(&daemon_url)));
         }
         if provisioner.is_none() {
-            provisioner =
-                Some(Proc::spawn("provisioner", &provisioner_args(&provisioner_url, rng.next())));
+            provisioner = Some(Proc::spawn(
+                "provisioner",
+                &provisioner_args(&provisioner_url, rng.next_u64()),
+            ));
             provisioner_started = chrono::Utc::now();
         }
         // Activity: the presets change under the processes.
@@ -260,7 +262,7 @@ async fn killed_daemons_and_provisioners_lose_no_job_and_the_pool_converges() {
     let mut restart_args = daemon_args(db.url());
     restart_args.extend(args(&["--log-format", "json"]));
     let mut daemon = Proc::spawn("daemon", &restart_args);
-    let mut provisioner = Proc::spawn("provisioner", &provisioner_args(db.url(), rng.next()));
+    let mut provisioner = Proc::spawn("provisioner", &provisioner_args(db.url(), rng.next_u64()));
     wait_until("every job to end", LONG, || async { count(&db, UNFINISHED_JOBS).await == 0 }).await;
     let reaped = count(&db, REAPED_JOBS).await;
 

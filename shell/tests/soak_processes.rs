@@ -205,7 +205,7 @@ async fn replicas_and_workers_through_network_faults_never_overshoot_and_converg
         processes.push(if i < 3 {
             Proc::spawn(&format!("replica-{i}"), &replica_args(&url))
         } else {
-            Proc::spawn(&format!("worker-{i}"), &worker_args(&url, rng.next()))
+            Proc::spawn(&format!("worker-{i}"), &worker_args(&url, rng.next_u64()))
         });
         proxies.push(proxy);
     }

@@ -1,6 +1,7 @@
 //! The harness of the tests that talk real HTTP: the API on an ephemeral loopback port over a
 //! fresh test database with the example templates file applied, and a client for it.
-//! (Included with `#[path]`; a test file may add its own `impl TestApi` helpers.)
+//! (Included with `#[path]` by the API tests' binary, so that a test file may add its own
+//! `impl TestApi` helpers.)
 #![allow(dead_code)]
 
 use std::net::SocketAddr;

@@ -1,5 +1,4 @@
-//! The `poolkeeper` command line run in-process, as a user would type it (included with
-//! `#[path]`).
+//! The `poolkeeper` command line run in-process, as a user would type it.
 
 use std::process::ExitCode;
 

@@ -1,4 +1,5 @@
-//! Helpers shared by the tests in `tests/`.
+//! Helpers shared by the tests in `tests/` (one crate, compiled once for every test binary;
+//! the process tests under `shell/tests` include the few they need with `#[path]`).
 
 use proptest::test_runner::{Config, FileFailurePersistence};
 
@@ -29,8 +30,13 @@ pub fn skip_without_terraform() -> bool {
     !available
 }
 
+pub mod cli;
 pub mod corpus;
+pub mod fault_proxy;
 pub mod mutate;
+pub mod provisioner_seed;
+pub mod rng;
+pub mod seed;
 
 /// A log sink for a test's tracing subscriber: every line written is kept, and
 /// [`CapturedLog::text`] reads them back (to assert what was, or was not, logged).

@@ -1,5 +1,5 @@
 //! Seeding rows for the provisioner tests: a user, a template with one version, a workspace,
-//! and builds with their jobs. Each test file includes it with `#[path]`.
+//! and builds with their jobs.
 
 #![allow(dead_code)]
 

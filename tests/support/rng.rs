@@ -1,5 +1,5 @@
 //! xorshift64*: a small, seeded, reproducible random source for the reliability runs (a
-//! printed seed repeats a run's choices). Included with `#[path]`.
+//! printed seed repeats a run's choices).
 #![allow(dead_code)]
 
 pub struct Rng(u64);
@@ -10,7 +10,7 @@ impl Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -19,7 +19,7 @@ impl Rng {
 
     /// Uniform enough in `0..n` for choosing test actions.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 
     /// One of `items`, which must not be empty.

@@ -1,5 +1,5 @@
-//! Seeding rows for the store and daemon tests (included with `#[path]`, so the shared
-//! `poolkeeper_tests` library stays free of database dependencies).
+//! Seeding rows for the store and daemon tests (also included with `#[path]` by the
+//! process tests of `shell/tests`).
 #![allow(dead_code)]
 
 use chrono::{DateTime, Utc};

@@ -1,5 +1,5 @@
 //! The TEXT + CHECK enums of the schema as Rust enums. Each maps to exactly the strings of
-//! its CHECK constraint (`tests/db_migrations.rs` compares them), reads and writes as
+//! its CHECK constraint (`tests/store/db_migrations.rs` compares them), reads and writes as
 //! diesel `Text`, and (de)serializes with serde as the same string.
 
 use std::fmt;

@@ -205,6 +205,7 @@ impl LocalServer {
     /// Stop postgres (a fast shutdown: clients are disconnected) but keep the cluster, its
     /// data directory and port, until [`LocalServer::start_postgres`]: a database outage as
     /// clients see it. Blocks until the server is gone.
+    #[cfg(feature = "test-support")]
     pub fn stop_postgres(&mut self) -> Result<(), LocalServerError> {
         let down = self.dir.join("down");
         std::fs::write(&down, b"").map_err(io_error(format!("create {}", down.display())))?;
@@ -240,6 +241,7 @@ impl LocalServer {
 
     /// Start postgres again after [`LocalServer::stop_postgres`], on the same data directory
     /// and port; blocks until it accepts connections.
+    #[cfg(feature = "test-support")]
     pub fn start_postgres(&mut self) -> Result<(), LocalServerError> {
         let down = self.dir.join("down");
         std::fs::remove_file(&down).map_err(io_error(format!("remove {}", down.display())))?;
@@ -249,6 +251,7 @@ impl LocalServer {
     }
 
     /// [`LocalServer::stop_postgres`] then [`LocalServer::start_postgres`].
+    #[cfg(feature = "test-support")]
     pub fn restart_postgres(&mut self) -> Result<(), LocalServerError> {
         self.stop_postgres()?;
         self.start_postgres()

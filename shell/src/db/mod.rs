@@ -10,6 +10,8 @@ pub mod migrate;
 pub mod models;
 pub mod pool;
 pub mod schema;
+/// A throw-away database per test; only with the `test-support` feature (tests, benches).
+#[cfg(feature = "test-support")]
 pub mod test_db;
 pub mod tls;
 

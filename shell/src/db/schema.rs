@@ -1,5 +1,5 @@
 //! Diesel table definitions. They mirror `migrations/` exactly (column order included);
-//! `tests/db_migrations.rs` compares them with the migrated database's catalog.
+//! `tests/store/db_migrations.rs` compares them with the migrated database's catalog.
 //!
 //! Hand-written rather than generated: `text[]` columns are `Array<Text>` (the CHECK
 //! constraints forbid NULL elements), which `diesel print-schema` cannot know.

@@ -209,19 +209,6 @@ pub async fn report_lifecycle(
     Ok(reported)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_stored_state_has_a_distinct_core_state() {
-        let mapped: std::collections::HashSet<AgentState> =
-            AgentLifecycle::ALL.iter().map(|&s| AgentState::from(s)).collect();
-        assert_eq!(mapped.len(), AgentLifecycle::ALL.len());
-        assert_eq!(mapped.len(), AgentState::ALL.len());
-    }
-}
-
 /// Agents of simulated builds still `starting`: (id, created_at, the version's source), for
 /// the worker to judge which are due.
 pub async fn starting_simulated_agents(
@@ -259,4 +246,17 @@ pub async fn mark_agents_ready(
     ))
     .execute(conn)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stored_state_has_a_distinct_core_state() {
+        let mapped: std::collections::HashSet<AgentState> =
+            AgentLifecycle::ALL.iter().map(|&s| AgentState::from(s)).collect();
+        assert_eq!(mapped.len(), AgentLifecycle::ALL.len());
+        assert_eq!(mapped.len(), AgentState::ALL.len());
+    }
 }

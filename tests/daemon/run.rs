@@ -1,0 +1,138 @@
+//! The whole daemon in-process: the first cycle fills a pool, a preset change wakes the
+//! prebuild loop through LISTEN (the poll interval is far away), shutdown returns.
+
+use poolkeeper_tests::seed;
+
+use std::time::{Duration, Instant};
+
+use poolkeeper::daemon::http::HttpState;
+use poolkeeper::daemon::{run, DaemonSettings, LifecycleExecutor};
+use poolkeeper::db::enums::Transition;
+use poolkeeper::db::test_db::TestDatabase;
+use poolkeeper::provisioner::CancellationToken;
+use poolkeeper_core::prebuilds::ReconcilerConfig;
+use seed::{t, WorkspaceSeed};
+
+const LIVE_PREBUILDS: &str = "SELECT count(*) AS n FROM workspaces
+    WHERE owner_id = 'c42fdf75-3097-471c-8c33-fb52454d81c0' AND NOT deleted";
+
+/// Cap of the condition waits: generous, a slow machine must not fail them.
+const WAIT_CAP: Duration = Duration::from_secs(60);
+
+/// Waits for a condition the daemon brings about in real time (polled, capped at
+/// [`WAIT_CAP`]); returns how long it took.
+async fn eventually(db: &TestDatabase, sql: &str, expected: i64) -> Duration {
+    let started = Instant::now();
+    let mut conn = db.conn().await;
+    loop {
+        if seed::count(&mut conn, sql).await == expected {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < WAIT_CAP, "{sql} never reached {expected} in {WAIT_CAP:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_fills_pools_wakes_on_preset_changes_and_shuts_down() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (_, version_id) = seed::template(&mut conn, "go").await;
+    seed::preset(&mut conn, version_id, "small", 2).await;
+    let settings = seed::daemon_settings(db.url(), Duration::from_secs(600));
+    let state = HttpState::default();
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run(settings, db.pool().clone(), state.clone(), shutdown.clone()));
+    let filled = eventually(&db, LIVE_PREBUILDS, 2).await;
+    assert!(state.ready.load(std::sync::atomic::Ordering::Relaxed));
+
+    seed::preset(&mut conn, version_id, "large", 1).await;
+    // The next poll is 600 s away: only the LISTEN wake-up can bring this in time.
+    let woken = eventually(&db, LIVE_PREBUILDS, 3).await;
+    assert!(state.metrics.encode().contains("poolkeeper_prebuilds_desired"));
+
+    shutdown.cancel();
+    let stopping = Instant::now();
+    tokio::time::timeout(WAIT_CAP, daemon).await.expect("shutdown in time").expect("daemon task");
+    println!(
+        "daemon: pool filled in {:.1}s, woken by a preset change in {:.1}s (poll 600 s), \
+         shut down in {:.1}s",
+        filled.as_secs_f64(),
+        woken.as_secs_f64(),
+        stopping.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn lifecycle_tick_applies_due_decisions() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let seed = WorkspaceSeed::owned(
+        alice,
+        template_id,
+        version_id,
+        Transition::Start,
+        t("2025-06-02T08:00:00Z"),
+    );
+    seed::workspace(&mut conn, seed).await;
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query("UPDATE workspace_builds SET deadline = '2025-06-02T08:30:00Z'"),
+        &mut conn,
+    )
+    .await
+    .expect("deadline");
+    let mut executor = LifecycleExecutor::new(db.pool().clone(), db.url());
+    let stats = executor.tick(t("2025-06-02T09:00:00Z")).await.expect("tick").expect("leader");
+    assert_eq!((stats.workspaces, stats.applied, stats.failures), (1, 1, 0));
+    let stats = executor.tick(t("2025-06-02T09:01:00Z")).await.expect("tick").expect("leader");
+    assert_eq!(stats.applied, 0, "the stop is in flight");
+}
+
+/// The loop wakes at the earliest `next_check_at` of its plans, not only every interval: a
+/// backoff that ends is acted on at once even when the poll interval is ten minutes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prebuild_loop_wakes_when_a_backoff_ends() {
+    use std::time::Instant;
+
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let preset_id = seed::preset(&mut conn, version_id, "small", 1).await;
+    // A prebuild build that failed just now: creation backs off for 3 s.
+    let failed = WorkspaceSeed {
+        status: poolkeeper::db::enums::JobStatus::Failed,
+        ..WorkspaceSeed::prebuild(template_id, version_id, preset_id, chrono::Utc::now())
+    };
+    seed::workspace(&mut conn, failed).await;
+    let settings = DaemonSettings {
+        reconciler: ReconcilerConfig {
+            backoff_interval_secs: 3,
+            failure_hard_limit: 0,
+            ..seed::CONFIG
+        },
+        ..seed::daemon_settings(db.url(), Duration::from_secs(600))
+    };
+    let started = Instant::now();
+    let shutdown = CancellationToken::new();
+    let daemon =
+        tokio::spawn(run(settings, db.pool().clone(), HttpState::default(), shutdown.clone()));
+    let pending = "SELECT count(*) AS n FROM workspaces w
+        JOIN workspace_builds b ON b.workspace_id = w.id
+        JOIN provisioner_jobs j ON j.id = b.job_id
+        WHERE w.owner_id = 'c42fdf75-3097-471c-8c33-fb52454d81c0' AND j.status = 'pending'";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seed::count(&mut conn, pending).await == 0 {
+        assert!(Instant::now() < deadline, "no create after the backoff ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2), "created during the backoff: {took:?}");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), daemon).await.expect("shutdown").expect("task");
+    println!(
+        "created {:.1}s after start, once the 3 s backoff ended (interval 600 s)",
+        took.as_secs_f64()
+    );
+}

@@ -1,0 +1,284 @@
+//! The claim path of the store against a real PostgreSQL: which prebuild a claim takes
+//! when another claim holds one, which it passes over, and what it writes.
+
+use poolkeeper_tests::seed;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use poolkeeper::db::enums::{BuildReason, JobStatus, Transition};
+use poolkeeper::db::models::{AuditEntry, ProvisionerJob};
+use poolkeeper::db::schema::{audit_log, provisioner_jobs, workspaces};
+use poolkeeper::db::test_db::TestDatabase;
+use poolkeeper::db::PREBUILDS_USER_ID;
+use poolkeeper::store::claim::{claim_or_create, ClaimError, ClaimOutcome, ClaimRequest};
+use seed::WorkspaceSeed;
+use uuid::Uuid;
+
+struct Pool {
+    template_id: Uuid,
+    version_id: Uuid,
+    preset_id: Uuid,
+    /// Oldest first: the order in which claims take them.
+    prebuilds: Vec<Uuid>,
+}
+
+/// A preset with `n` ready prebuilds, created a minute apart.
+async fn pool_of(db: &TestDatabase, n: usize) -> Pool {
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let preset_id = seed::preset(&mut conn, version_id, "small", 3).await;
+    let mut prebuilds = Vec::new();
+    for i in 0..n {
+        let created = Utc::now() - TimeDelta::minutes(60 - i as i64);
+        let seed = WorkspaceSeed::prebuild(template_id, version_id, preset_id, created);
+        prebuilds.push(seed::workspace(&mut conn, seed).await);
+    }
+    Pool { template_id, version_id, preset_id, prebuilds }
+}
+
+fn request(pool: &Pool, user_id: Uuid, name: &str) -> ClaimRequest {
+    ClaimRequest {
+        user_id,
+        template_id: pool.template_id,
+        preset_id: Some(pool.preset_id),
+        name: name.to_owned(),
+        autostart_schedule: None,
+        ttl_secs: None,
+        parameters: BTreeMap::from([("region".to_owned(), "eu".to_owned())]),
+    }
+}
+
+/// A claim, capped generously: the locks the tests hold are released only after the claim
+/// returns, so a claim that waited for one would never return (or end in a lock timeout
+/// error); the outcome, not the cap, shows that it passed the lock over.
+async fn claim(db: &TestDatabase, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
+    tokio::time::timeout(Duration::from_secs(60), claim_or_create(db.pool(), Utc::now(), request))
+        .await
+        .expect("a claim never waits for another claim's lock")
+}
+
+#[tokio::test]
+async fn a_claim_passes_over_a_prebuild_another_claim_holds() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 2).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let bob = seed::user(&mut conn, "bob").await;
+
+    // Another claim is in the middle of handing over the oldest one.
+    let mut holder = AsyncPgConnection::establish(db.url()).await.expect("holder connection");
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM workspaces WHERE id = '{}' FOR UPDATE",
+            pool.prebuilds[0]
+        ))
+        .await
+        .expect("hold the oldest prebuild");
+    let first = claim(&db, &request(&pool, alice, "dev")).await.expect("claim");
+    assert!(first.claimed);
+    assert_eq!(first.workspace.id, pool.prebuilds[1], "the next oldest, without waiting");
+    holder.batch_execute("ROLLBACK").await.expect("release");
+
+    let second = claim(&db, &request(&pool, bob, "dev")).await.expect("claim");
+    assert!(second.claimed);
+    assert_eq!(second.workspace.id, pool.prebuilds[0]);
+    assert_eq!(second.workspace.owner_id, bob);
+    assert_eq!(second.workspace.name, "dev");
+
+    // Nothing left: a fresh workspace.
+    let carol = seed::user(&mut conn, "carol").await;
+    let third = claim(&db, &request(&pool, carol, "dev")).await.expect("create");
+    assert!(!third.claimed);
+    assert_eq!(third.build.build_number, 1);
+}
+
+#[tokio::test]
+async fn a_claim_writes_the_build_its_job_and_the_audit_entry() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 1).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let outcome = claim(&db, &request(&pool, alice, "dev")).await.expect("claim");
+    assert!(outcome.claimed);
+    let (workspace, build) = (&outcome.workspace, &outcome.build);
+    assert_eq!(workspace.id, pool.prebuilds[0]);
+    assert_eq!(workspace.owner_id, alice);
+    assert_eq!(workspace.dormant_at, None);
+    assert_eq!(workspace.deleting_at, None);
+    assert_eq!(build.workspace_id, workspace.id);
+    assert_eq!(build.build_number, 2);
+    assert_eq!(build.transition, Transition::Start);
+    assert_eq!(build.reason, BuildReason::Claim);
+    assert_eq!(build.initiator_id, alice);
+    assert_eq!(build.preset_id, Some(pool.preset_id));
+    assert_eq!(build.template_version_id, pool.version_id);
+
+    let job: ProvisionerJob = provisioner_jobs::table
+        .find(build.job_id)
+        .select(ProvisionerJob::as_select())
+        .first(&mut conn)
+        .await
+        .expect("job");
+    assert_eq!(job.status, JobStatus::Pending);
+    assert!(!job.for_prebuild);
+    assert_eq!(
+        job.input,
+        serde_json::json!({
+            "workspace_id": workspace.id,
+            "build_id": build.id,
+            "template_version_id": pool.version_id,
+            "transition": "start",
+            "parameters": { "region": "eu" },
+        })
+    );
+    // The build the claim returns is the one it wrote.
+    let stored: poolkeeper::db::models::WorkspaceBuild =
+        poolkeeper::db::schema::workspace_builds::table
+            .find(build.id)
+            .select(poolkeeper::db::models::WorkspaceBuild::as_select())
+            .first(&mut conn)
+            .await
+            .expect("build");
+    assert_eq!(&stored, build);
+
+    let entry: AuditEntry = audit_log::table
+        .filter(audit_log::action.eq("workspace_claim"))
+        .select(AuditEntry::as_select())
+        .first(&mut conn)
+        .await
+        .expect("audit entry");
+    assert_eq!(entry.actor_id, Some(alice));
+    assert_eq!(entry.actor, "alice");
+    assert_eq!(entry.resource_type, "workspace");
+    assert_eq!(entry.resource_id, Some(workspace.id));
+    assert_eq!(
+        entry.diff,
+        serde_json::json!({
+            "preset_id": pool.preset_id,
+            "build_id": build.id,
+            "old": { "owner_id": PREBUILDS_USER_ID, "name": format!("ws-{}", workspace.id.simple()) },
+            "new": { "owner_id": alice, "name": "dev", "autostart_schedule": null, "ttl_secs": 0 },
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_prebuild_with_a_queued_delete_is_not_claimed() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 2).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    // The reconciler queued the oldest one's delete.
+    let delete = WorkspaceSeed {
+        transition: Transition::Delete,
+        status: JobStatus::Pending,
+        ..WorkspaceSeed::prebuild(pool.template_id, pool.version_id, pool.preset_id, Utc::now())
+    };
+    seed::build(&mut conn, pool.prebuilds[0], 2, &delete).await;
+    let outcome = claim(&db, &request(&pool, alice, "dev")).await.expect("claim");
+    assert!(outcome.claimed);
+    assert_eq!(outcome.workspace.id, pool.prebuilds[1]);
+}
+
+#[tokio::test]
+async fn a_taken_name_fails_the_claim_and_writes_nothing() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 1).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    claim(&db, &request(&pool, alice, "Dev")).await.expect("claim");
+    let entries = "SELECT count(*) AS n FROM audit_log";
+    let before = seed::count(&mut conn, entries).await;
+
+    let again = claim(&db, &request(&pool, alice, "DEV")).await;
+    assert!(matches!(again, Err(ClaimError::NameTaken(ref name)) if name == "DEV"), "{again:?}");
+    assert_eq!(seed::count(&mut conn, entries).await, before);
+    let owned: i64 = workspaces::table
+        .filter(workspaces::owner_id.eq(alice))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(owned, 1);
+}
+
+/// Holds `workspaces` so that a claim's row lock waits, runs `change` while it waits, then
+/// lets it go: the claim must judge the prebuild as it is after the wait. Returns the claim's
+/// outcome and how many lock waits were seen (the proof the claim was caught in the gap).
+async fn claim_across_a_change(
+    db: &TestDatabase,
+    request: &ClaimRequest,
+    change: &str,
+) -> (ClaimOutcome, i64) {
+    let mut holder = AsyncPgConnection::establish(db.url()).await.expect("holder connection");
+    // Plain reads pass this mode; the claim's `FOR UPDATE` (ROW SHARE) waits for it.
+    holder
+        .batch_execute("BEGIN; LOCK TABLE workspaces IN EXCLUSIVE MODE")
+        .await
+        .expect("hold workspaces");
+    let claimer = tokio::spawn({
+        let pool = db.pool().clone();
+        let request = request.clone();
+        async move { claim_or_create(&pool, Utc::now(), &request).await }
+    });
+    let mut conn = db.conn().await;
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity
+                   WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF w SKIP LOCKED%'";
+    let mut waits = 0;
+    for _ in 0..600 {
+        waits = seed::count(&mut conn, waiting).await;
+        if waits > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holder.batch_execute(&format!("{change}; COMMIT")).await.expect("change and release");
+    let outcome = tokio::time::timeout(Duration::from_secs(60), claimer)
+        .await
+        .expect("the claim ends once the lock is released")
+        .expect("claim task")
+        .expect("claim");
+    (outcome, waits)
+}
+
+#[tokio::test]
+async fn a_prebuild_whose_agent_stopped_being_ready_during_the_lock_wait_is_not_handed_over() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 1).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let change = format!(
+        "UPDATE workspace_agents SET lifecycle_state = 'starting'
+          WHERE build_id IN (SELECT id FROM workspace_builds WHERE workspace_id = '{}')",
+        pool.prebuilds[0]
+    );
+    let (outcome, waits) = claim_across_a_change(&db, &request(&pool, alice, "dev"), &change).await;
+    assert_eq!(waits, 1, "the claim waited for the lock while its prebuild changed");
+    assert!(!outcome.claimed, "a prebuild that is no longer ready is not handed over");
+    assert_ne!(outcome.workspace.id, pool.prebuilds[0]);
+    let owner: Uuid = workspaces::table
+        .find(pool.prebuilds[0])
+        .select(workspaces::owner_id)
+        .first(&mut conn)
+        .await
+        .expect("prebuild");
+    assert_eq!(owner, PREBUILDS_USER_ID);
+}
+
+#[tokio::test]
+async fn a_prebuild_expired_by_an_invalidation_during_the_lock_wait_is_not_handed_over() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 1).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let change =
+        format!("UPDATE presets SET invalidated_at = now() WHERE id = '{}'", pool.preset_id);
+    let (outcome, waits) = claim_across_a_change(&db, &request(&pool, alice, "dev"), &change).await;
+    assert_eq!(waits, 1, "the claim waited for the lock while its preset changed");
+    assert!(!outcome.claimed, "an expired prebuild is not handed over");
+    assert_ne!(outcome.workspace.id, pool.prebuilds[0]);
+}

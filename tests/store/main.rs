@@ -1,0 +1,14 @@
+//! The store against a real PostgreSQL: claims, lifecycle and prebuild appliers, the loaders, templates, notifications, constraints, migrations, TLS.
+//! One test binary per area (cargo links each binary once).
+
+mod bad_rows;
+mod claim;
+mod db_constraints;
+mod db_harness;
+mod db_migrations;
+mod db_tls;
+mod lifecycle;
+mod notifications;
+mod prebuilds;
+mod prebuilds_load;
+mod templates_apply;
