@@ -220,11 +220,13 @@ enum Attempt {
 /// prebuild by (readiness, age, the preset's expiry settings), read by this statement's
 /// snapshot, which is taken after any lock wait: a prebuild whose agent stopped being ready
 /// or that expired while the claim waited is judged as it is now.
-const LOCK_FIRST_CLAIMABLE_SQL: &str = "
+const LOCK_FIRST_CLAIMABLE_SQL: &str = concat!(
+    "
 SELECT w.id, w.owner_id, w.name, w.created_at, lb.build_number, lb.template_version_id,
        lb.provisioner_state,
-       NOT EXISTS (SELECT 1 FROM workspace_agents a
-                   WHERE a.build_id = lb.id AND a.lifecycle_state <> 'ready') AS ready,
+       NOT EXISTS (SELECT 1 FROM ",
+    unready_builds!(),
+    " nr WHERE nr.build_id = lb.id) AS ready,
        p.expiration_ttl_secs, p.invalidated_at
 FROM workspaces w
 JOIN LATERAL (SELECT b.id, b.build_number, b.template_version_id, b.preset_id, b.transition,
@@ -237,7 +239,8 @@ WHERE w.id = ANY($1) AND w.owner_id = $2 AND NOT w.deleted AND w.deleting_at IS 
   AND lb.transition = 'start' AND lb.preset_id = $3 AND j.status = 'succeeded'
 ORDER BY array_position($1, w.id)
 LIMIT 1
-FOR UPDATE OF w SKIP LOCKED";
+FOR UPDATE OF w SKIP LOCKED"
+);
 
 #[derive(QueryableByName)]
 struct LockedPrebuild {
@@ -483,12 +486,13 @@ async fn running_prebuilds(
     preset_id: Uuid,
 ) -> Result<Vec<RunningPrebuild>, diesel::result::Error> {
     let rows: Vec<RunningRow> = Prepared::new(
-        diesel::sql_query(
-            // Driven by the preset's own builds (an index range), not by every live prebuild of
-            // every preset: a claim must stay fast however large the other pools are.
+        // Driven by the preset's own builds (an index range), not by every live prebuild of
+        // every preset: a claim must stay fast however large the other pools are.
+        diesel::sql_query(concat!(
             "SELECT w.id AS workspace_id, b.template_version_id, w.created_at,
-                NOT EXISTS (SELECT 1 FROM workspace_agents a
-                            WHERE a.build_id = b.id AND a.lifecycle_state <> 'ready') AS ready
+                NOT EXISTS (SELECT 1 FROM ",
+            unready_builds!(),
+            " nr WHERE nr.build_id = b.id) AS ready
          FROM workspace_builds b
          JOIN workspaces w ON w.id = b.workspace_id
          JOIN provisioner_jobs j ON j.id = b.job_id
@@ -497,7 +501,7 @@ async fn running_prebuilds(
            AND NOT EXISTS (SELECT 1 FROM workspace_builds later
                            WHERE later.workspace_id = b.workspace_id
                              AND later.build_number > b.build_number)",
-        )
+        ))
         .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
         .bind::<SqlUuid, _>(preset_id),
     )

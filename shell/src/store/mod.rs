@@ -1,6 +1,15 @@
 //! The store: the only module that writes SQL. One submodule per loop loads that loop's
 //! snapshot and applies the core's decisions; nothing here decides anything.
 
+/// The one SQL definition of the builds that are not ready: those with an agent in any state
+/// but `ready` (a build without agents is ready). Every query that asks whether a prebuild is
+/// ready uses it (with `concat!`); the core adds the rest of "claimable" (rules §4).
+macro_rules! unready_builds {
+    () => {
+        "(SELECT DISTINCT build_id FROM workspace_agents WHERE lifecycle_state <> 'ready')"
+    };
+}
+
 pub mod agents;
 pub mod audit;
 pub mod auth;

@@ -135,7 +135,8 @@ WHERE preset_id = ANY($1) ORDER BY preset_id, position";
 /// the `DISTINCT ON` and window queries this replaced at 90,000 prebuilds (`cargo bench -p
 /// poolkeeper --bench pg`). Builds with a non-ready agent are few, so they are looked up
 /// as a set rather than aggregating every agent.
-const BUILDS_SQL: &str = "
+const BUILDS_SQL: &str = concat!(
+    "
 SELECT b.workspace_id, w.created_at AS workspace_created_at, b.build_number,
        b.template_version_id, b.preset_id, b.transition, b.created_at,
        j.status AS job_status,
@@ -144,9 +145,12 @@ SELECT b.workspace_id, w.created_at AS workspace_created_at, b.build_number,
 FROM workspaces w
 JOIN workspace_builds b ON b.workspace_id = w.id
 JOIN provisioner_jobs j ON j.id = b.job_id
-LEFT JOIN (SELECT DISTINCT build_id FROM workspace_agents WHERE lifecycle_state <> 'ready') nr
+LEFT JOIN ",
+    unready_builds!(),
+    " nr
        ON nr.build_id = b.id
-WHERE w.owner_id = $1 AND NOT w.deleted";
+WHERE w.owner_id = $1 AND NOT w.deleted"
+);
 
 /// Loads the prebuild snapshot at `now`.
 pub async fn load_prebuild_snapshot(
