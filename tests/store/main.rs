@@ -1,6 +1,7 @@
 //! The store against a real PostgreSQL: claims, lifecycle and prebuild appliers, the loaders, templates, notifications, constraints, migrations, TLS.
 //! One test binary per area (cargo links each binary once).
 
+mod auth;
 mod bad_rows;
 mod claim;
 mod db_constraints;

@@ -179,8 +179,11 @@ async fn create_token_in(
     Ok((secret, expires_at))
 }
 
+/// How stale a token's `last_used_at` may get before a request rewrites it.
+const LAST_USED_PRECISION_SECS: i64 = 60;
+
 /// The active, non-system user a bearer secret belongs to, if the token exists and has not
-/// expired at `now`.
+/// expired at `now`. Records the use at most once a minute per token.
 pub async fn authenticate(
     pool: &DbPool,
     secret: &str,
@@ -199,10 +202,17 @@ pub async fn authenticate(
         .await
         .optional()?;
     if user.is_some() {
-        diesel::update(api_tokens::table.filter(api_tokens::secret_hash.eq(&hash)))
-            .set(api_tokens::last_used_at.eq(now))
-            .execute(&mut conn)
-            .await?;
+        // Every request authenticates: recording each use would make every read a write to
+        // the token's row. A minute is precise enough for "last used".
+        let stale = now - chrono::TimeDelta::seconds(LAST_USED_PRECISION_SECS);
+        diesel::update(
+            api_tokens::table
+                .filter(api_tokens::secret_hash.eq(&hash))
+                .filter(api_tokens::last_used_at.is_null().or(api_tokens::last_used_at.le(stale))),
+        )
+        .set(api_tokens::last_used_at.eq(now))
+        .execute(&mut conn)
+        .await?;
     }
     Ok(user)
 }
