@@ -9,13 +9,29 @@ use chrono::Utc;
 use poolkeeper_core::schedule::parse_autostart;
 use uuid::Uuid;
 
+use super::output::{self, or_dash, Column, OutputArgs};
+use crate::api::WorkspaceJson;
 use crate::db::enums::Transition;
 use crate::db::pool::{self, redacted_url, DbPool, PoolConfig};
 use crate::store::audit::Actor;
 use crate::store::auth::find_user;
 use crate::store::claim::{claim_or_create, ClaimRequest};
 use crate::store::templates::find_template;
-use crate::store::workspaces::{self, WorkspaceView};
+use crate::store::workspace_page::{list_page, PageRequest};
+use crate::store::workspaces;
+
+/// Workspaces read per query by `workspaces list`.
+const LIST_PAGE: i64 = 500;
+
+const COLUMNS: &[Column<WorkspaceJson>] = &[
+    ("ID", |w| w.id.to_string()),
+    ("NAME", |w| w.name.clone()),
+    ("OWNER", |w| if w.prebuilt { "(prebuild)".to_owned() } else { w.owner_id.to_string() }),
+    ("BUILD", |w| or_dash(w.latest_build.as_ref().map(|b| b.transition))),
+    ("STATUS", |w| or_dash(w.latest_build.as_ref().and_then(|b| b.status))),
+    ("TTL", |w| format!("{}s", w.ttl_secs)),
+    ("AUTOSTART", |w| or_dash(w.autostart_schedule.as_deref())),
+];
 
 /// Longest TTL accepted (as by the API): 30 days.
 const MAX_TTL_SECS: i64 = 30 * 24 * 3600;
@@ -35,9 +51,8 @@ pub enum WorkspacesCommand {
         /// Only this user's workspaces.
         #[arg(long)]
         owner: Option<String>,
-        /// One JSON object per line instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Create a workspace for a user: claims a ready prebuild of the preset when there is one,
     /// otherwise builds a fresh workspace.
@@ -102,14 +117,23 @@ async fn execute(pool: &DbPool, command: &WorkspacesCommand) -> anyhow::Result<(
     let actor = Actor::cli();
     let now = Utc::now();
     match command {
-        WorkspacesCommand::List { owner, json } => {
-            let owner_id = match owner {
+        WorkspacesCommand::List { owner, output } => {
+            let owner = match owner {
                 Some(name) => Some(user_id(pool, name).await?),
                 None => None,
             };
-            for view in workspaces::list(pool, owner_id).await? {
-                print_view(&view, *json);
+            // Page through the listing: each page is one query, whatever its size.
+            let mut shown: Vec<WorkspaceJson> = Vec::new();
+            loop {
+                let after = shown.last().map(|w| w.id);
+                let page = list_page(pool, PageRequest { owner, after, limit: LIST_PAGE }).await?;
+                let done = page.len() < LIST_PAGE as usize;
+                shown.extend(page.into_iter().map(WorkspaceJson::from_view));
+                if done {
+                    break;
+                }
             }
+            output::print(output, &shown, COLUMNS);
         }
         WorkspacesCommand::Create {
             name,
@@ -195,33 +219,4 @@ async fn build(pool: &DbPool, id: Uuid, transition: Transition) -> anyhow::Resul
     let build = workspaces::transition(pool, id, transition, &actor, Utc::now()).await?;
     println!("{id} {transition} build {} queued (job {})", build.build_number, build.job_id);
     Ok(())
-}
-
-fn print_view(view: &WorkspaceView, json: bool) {
-    let ws = &view.workspace;
-    let transition = view.latest_build.as_ref().map(|b| b.transition.to_string());
-    let status = view.job_status.map(|s| s.to_string());
-    if json {
-        let line = serde_json::json!({
-            "id": ws.id,
-            "name": ws.name,
-            "owner_id": ws.owner_id,
-            "template_id": ws.template_id,
-            "latest_transition": transition,
-            "job_status": status,
-            "autostart_schedule": ws.autostart_schedule,
-            "ttl_secs": ws.ttl_secs,
-            "dormant_at": ws.dormant_at,
-        });
-        println!("{line}");
-    } else {
-        println!(
-            "{}  {:<24} {:<7} {:<10} ttl {}s",
-            ws.id,
-            ws.name,
-            transition.as_deref().unwrap_or("-"),
-            status.as_deref().unwrap_or("-"),
-            ws.ttl_secs
-        );
-    }
 }

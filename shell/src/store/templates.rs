@@ -47,7 +47,7 @@ impl From<diesel::result::Error> for ApplyError {
 }
 
 /// What `apply` did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ApplyOutcome {
     pub template_id: Uuid,
     pub active_version_id: Uuid,
@@ -360,7 +360,7 @@ pub async fn find_template(
 }
 
 /// One preset's pool as `GET /api/v1/prebuilds/status` shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, diesel::QueryableByName)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, diesel::QueryableByName, utoipa::ToSchema)]
 pub struct PresetPoolStatus {
     #[diesel(sql_type = diesel::sql_types::Uuid)]
     pub preset_id: Uuid,
