@@ -20,6 +20,9 @@ pub fn openapi() -> OpenApi {
     let mut schemas = Vec::new();
     for route in super::routes() {
         let mut operation = (route.operation)();
+        // utoipa names an operation after its function, and several are called `list`: the
+        // method and path make the id unique (`get_workspaces_id`).
+        operation.operation_id = Some(operation_id(route.method, &route.path));
         // No `security` of its own: the document's default, a person's bearer token.
         if operation.security.is_none() {
             operation.responses.responses.entry("401".to_owned()).or_insert_with(|| {
@@ -63,6 +66,15 @@ pub fn openapi() -> OpenApi {
         .components(Some(components))
         .security(Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]))
         .build()
+}
+
+fn operation_id(method: &str, path: &str) -> String {
+    let words: Vec<&str> = path
+        .trim_start_matches("/api/v1/")
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .collect();
+    format!("{method}_{}", words.join("_"))
 }
 
 fn error_response(description: &str) -> RefOr<Response> {
