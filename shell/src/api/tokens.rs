@@ -5,7 +5,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::auth::Caller;
@@ -42,17 +42,10 @@ impl From<TokenInfo> for ApiTokenJson {
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct TokensQuery {
-    /// Whose tokens (a username); the caller's own when absent. Owners may name anyone.
-    pub user: Option<String>,
-}
-
 /// The tokens of one user, by name.
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
-    params(TokensQuery),
+    params(("user" = Option<String>, Query,
+        description = "Whose tokens (a username); the caller's own when absent. Owners may name anyone")),
     responses(
         (status = 200, description = "Tokens by name", body = [ApiTokenJson]),
         (status = 400, description = "An unknown or malformed query parameter", body = ErrorBody),
@@ -62,10 +55,17 @@ pub struct TokensQuery {
 pub async fn list(
     State(state): State<ApiState>,
     caller: Caller,
-    query: Result<Query<TokensQuery>, QueryRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<Vec<ApiTokenJson>>, ApiError> {
-    let Query(query) = query.map_err(|err| ApiError::bad_request("", err.body_text()))?;
-    let user_id = match query.user.as_deref() {
+    let Query(pairs) = query.map_err(|err| ApiError::bad_request("", err.body_text()))?;
+    let mut user = None;
+    for (key, value) in &pairs {
+        match key.as_str() {
+            "user" => user = Some(value.as_str()),
+            other => return Err(ApiError::bad_request(other, "unknown query parameter")),
+        }
+    }
+    let user_id = match user {
         None => caller.0.id,
         Some(name) if name == caller.0.username || name == "me" => caller.0.id,
         Some(name) => {
