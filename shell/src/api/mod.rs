@@ -61,6 +61,7 @@ impl ApiState {
 pub struct Route {
     /// Lower case: `get`, `post`, `put`, `delete`.
     pub method: &'static str,
+    http_method: utoipa::openapi::path::HttpMethod,
     /// Axum syntax (`/api/v1/workspaces/{id}`), which is also OpenAPI's.
     pub path: String,
     filter: MethodFilter,
@@ -80,16 +81,21 @@ where
     P: utoipa::Path + utoipa::__dev::SchemaReferences,
 {
     use utoipa::openapi::path::HttpMethod;
-    let (method, filter) = match P::methods().first() {
-        Some(HttpMethod::Post) => ("post", MethodFilter::POST),
-        Some(HttpMethod::Put) => ("put", MethodFilter::PUT),
-        Some(HttpMethod::Delete) => ("delete", MethodFilter::DELETE),
-        Some(HttpMethod::Patch) => ("patch", MethodFilter::PATCH),
-        // Every other method an annotation could name; the route table's test pins them.
-        _ => ("get", MethodFilter::GET),
+    // An annotation always names a method; GET stands in for none.
+    let annotated = P::methods().first().cloned().unwrap_or(HttpMethod::Get);
+    let (method, filter) = match annotated {
+        HttpMethod::Get => ("get", MethodFilter::GET),
+        HttpMethod::Post => ("post", MethodFilter::POST),
+        HttpMethod::Put => ("put", MethodFilter::PUT),
+        HttpMethod::Delete => ("delete", MethodFilter::DELETE),
+        HttpMethod::Patch => ("patch", MethodFilter::PATCH),
+        HttpMethod::Head => ("head", MethodFilter::HEAD),
+        HttpMethod::Options => ("options", MethodFilter::OPTIONS),
+        HttpMethod::Trace => ("trace", MethodFilter::TRACE),
     };
     Route {
         method,
+        http_method: annotated,
         path: P::path(),
         filter,
         handler,

@@ -37,14 +37,7 @@ pub fn openapi() -> OpenApi {
                 error_response("An internal error; the body says nothing about the database")
             });
         }
-        let method = match route.method {
-            "post" => utoipa::openapi::HttpMethod::Post,
-            "put" => utoipa::openapi::HttpMethod::Put,
-            "delete" => utoipa::openapi::HttpMethod::Delete,
-            "patch" => utoipa::openapi::HttpMethod::Patch,
-            _ => utoipa::openapi::HttpMethod::Get,
-        };
-        paths.add_path_operation(&route.path, vec![method], operation);
+        paths.add_path_operation(&route.path, vec![route.http_method.clone()], operation);
         (route.schemas)(&mut schemas);
     }
     let bearer = || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
