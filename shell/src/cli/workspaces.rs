@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use poolkeeper_core::schedule::parse_autostart;
 use uuid::Uuid;
@@ -106,10 +105,16 @@ pub fn workspaces(args: &WorkspacesArgs) -> ExitCode {
     });
     match result.map_err(anyhow::Error::from).and_then(|inner| inner) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#} (database {})", redacted_url(url));
-            ExitCode::FAILURE
-        }
+        Err(err) => match invalid_input(&err) {
+            Some(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(super::EXIT_INVALID_INPUT)
+            }
+            None => {
+                eprintln!("error: {err:#} (database {})", redacted_url(url));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -145,17 +150,18 @@ async fn execute(pool: &DbPool, command: &WorkspacesCommand) -> anyhow::Result<(
             ttl_secs,
         } => {
             let user_id = user_id(pool, owner).await?;
-            let found = find_template(pool, organization, template, preset.as_deref())
-                .await?
-                .ok_or_else(|| anyhow!("template: no live template {organization}/{template}"))?;
+            let found =
+                find_template(pool, organization, template, preset.as_deref()).await?.ok_or_else(
+                    || invalid(format!("template: no live template {organization}/{template}")),
+                )?;
             if preset.is_some() && found.preset_id.is_none() {
-                bail!("preset: no such preset in the template's active version");
+                return Err(invalid("preset: no such preset in the template's active version"));
             }
             let autostart_schedule = autostart
                 .as_deref()
                 .map(parse_autostart)
                 .transpose()
-                .map_err(|err| anyhow!("autostart: {err}"))?;
+                .map_err(|err| invalid(format!("autostart: {err}")))?;
             if let Some(ttl) = ttl_secs {
                 check_ttl(*ttl)?;
             }
@@ -179,7 +185,7 @@ async fn execute(pool: &DbPool, command: &WorkspacesCommand) -> anyhow::Result<(
             let schedule = match (schedule, off) {
                 (_, true) | (None, _) => None,
                 (Some(text), false) => {
-                    Some(parse_autostart(text).map_err(|err| anyhow!("schedule: {err}"))?)
+                    Some(parse_autostart(text).map_err(|err| invalid(format!("schedule: {err}")))?)
                 }
             };
             let workspace =
@@ -199,14 +205,37 @@ async fn execute(pool: &DbPool, command: &WorkspacesCommand) -> anyhow::Result<(
     Ok(())
 }
 
+/// A value the user gave that cannot be used (exit 2, naming the field).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct InvalidInput(String);
+
+fn invalid(message: impl Into<String>) -> anyhow::Error {
+    InvalidInput(message.into()).into()
+}
+
+/// What is wrong with the input, when `err` is bad input: a refused value, or a workspace
+/// id that names no live workspace.
+fn invalid_input(err: &anyhow::Error) -> Option<String> {
+    if let Some(InvalidInput(message)) = err.downcast_ref::<InvalidInput>() {
+        return Some(message.clone());
+    }
+    match err.downcast_ref::<workspaces::WorkspaceError>() {
+        Some(workspaces::WorkspaceError::NotFound) => Some("id: no live workspace".to_owned()),
+        _ => None,
+    }
+}
+
 async fn user_id(pool: &DbPool, username: &str) -> anyhow::Result<Uuid> {
     let user = find_user(pool, username).await?;
-    Ok(user.with_context(|| format!("owner: no user named {username:?}"))?.id)
+    Ok(user.ok_or_else(|| invalid(format!("owner: no user named {username:?}")))?.id)
 }
 
 fn check_ttl(ttl: i64) -> anyhow::Result<()> {
     if !(0..=MAX_TTL_SECS).contains(&ttl) {
-        bail!("ttl: must be between 0 and {MAX_TTL_SECS} seconds (30 days)");
+        return Err(invalid(format!(
+            "ttl: must be between 0 and {MAX_TTL_SECS} seconds (30 days)"
+        )));
     }
     Ok(())
 }
