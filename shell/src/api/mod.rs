@@ -73,7 +73,7 @@ pub struct Route {
 }
 
 /// The route of handler `P` (the `__path_<handler>` type `#[utoipa::path]` generates), served
-/// by `handler` (`|on| axum::routing::on(on, the_handler)`).
+/// by `handler` (`|m| on(m, the_handler)`: the method filter comes from the annotation).
 fn route<P>(handler: fn(MethodFilter) -> MethodRouter<ApiState>) -> Route
 where
     // `SchemaReferences` is how utoipa itself (and its axum integration) collects the schemas
