@@ -508,7 +508,15 @@ async fn openapi_lists_every_route() {
         ("get", "/api/v1/prebuilds/status"),
         ("put", "/api/v1/prebuilds/settings"),
         ("post", "/api/v1/presets/{id}/invalidate"),
+        ("get", "/api/v1/templates"),
+        ("get", "/api/v1/templates/{org}/{name}"),
         ("put", "/api/v1/templates/{org}/{name}"),
+        ("get", "/api/v1/users"),
+        ("post", "/api/v1/users/{user}/suspend"),
+        ("post", "/api/v1/users/{user}/activate"),
+        ("put", "/api/v1/users/{user}/quiet-hours"),
+        ("get", "/api/v1/tokens"),
+        ("delete", "/api/v1/tokens/{id}"),
         ("get", "/api/v1/audit"),
         ("get", "/api/v1/openapi.json"),
         ("get", "/api/v1/buildinfo"),
@@ -530,7 +538,8 @@ async fn openapi_lists_every_route() {
             .replace("{id}", &Uuid::new_v4().to_string())
             .replace("{agent}", "main")
             .replace("{org}", "default")
-            .replace("{name}", "x");
+            .replace("{name}", "x")
+            .replace("{user}", "me");
         let method = Method::from_bytes(route.method.to_uppercase().as_bytes()).expect("method");
         let status =
             api.client.request(method, api.url(&path)).send().await.expect("send").status();

@@ -4,10 +4,13 @@
 #[path = "../support/api_server.rs"]
 mod api_server;
 
+mod admin;
 mod agents;
 mod audit_log;
 mod hostile_input;
 mod http;
 mod http_access_log;
 mod metrics_scrape;
+mod openapi;
 mod rbac;
+mod workspaces_page;

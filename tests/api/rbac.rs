@@ -7,12 +7,14 @@ use crate::api_server;
 use poolkeeper_tests::seed;
 
 use api_server::TestApi as Api;
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use poolkeeper::api::routes;
 use poolkeeper::db::enums::{Transition, UserRole};
 use poolkeeper::db::schema::{presets, templates};
+use poolkeeper::store::auth::create_token;
+use poolkeeper::store::tokens::list_tokens;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -57,6 +59,14 @@ enum Target {
     PrebuiltStopped,
     /// A preset (`{id}` is the preset's).
     Preset,
+    /// A fresh member (`{user}` is the username).
+    User,
+    /// The caller itself (`{user}` is `me`).
+    Me,
+    /// A fresh token of a fresh member (`{id}` is the token's).
+    OthersToken,
+    /// A fresh, second token of the caller (`{id}` is the token's).
+    OwnToken,
 }
 
 struct Row {
@@ -237,8 +247,68 @@ fn matrix() -> Vec<Row> {
             no_body,
             [200, 200, 403, 403, 401, 401],
         ),
-        row(put, "/api/v1/templates/{org}/{name}", None, no_body, [200, 200, 403, 403, 401, 401]),
+        row(
+            put.clone(),
+            "/api/v1/templates/{org}/{name}",
+            None,
+            no_body,
+            [200, 200, 403, 403, 401, 401],
+        ),
         row(get.clone(), "/api/v1/audit", None, no_body, [200, 403, 403, 403, 401, 401]),
+        row(get.clone(), "/api/v1/templates", None, no_body, [200, 200, 200, 200, 401, 401]),
+        row(
+            get.clone(),
+            "/api/v1/templates/{org}/{name}",
+            None,
+            no_body,
+            [200, 200, 200, 200, 401, 401],
+        ),
+        row(get.clone(), "/api/v1/users", None, no_body, [200, 403, 403, 403, 401, 401]),
+        row(
+            post.clone(),
+            "/api/v1/users/{user}/suspend",
+            User,
+            no_body,
+            [200, 403, 403, 403, 401, 401],
+        ),
+        row(
+            post.clone(),
+            "/api/v1/users/{user}/activate",
+            User,
+            no_body,
+            [200, 403, 403, 403, 401, 401],
+        ),
+        row(
+            put.clone(),
+            "/api/v1/users/{user}/quiet-hours",
+            User,
+            || Some(json!({"quiet_hours_schedule": "CRON_TZ=Europe/Berlin 0 2 * * *"})),
+            [200, 403, 403, 403, 401, 401],
+        ),
+        // Every user sets their own.
+        row(
+            put.clone(),
+            "/api/v1/users/{user}/quiet-hours",
+            Me,
+            || Some(json!({"quiet_hours_schedule": "CRON_TZ=Europe/Berlin 0 2 * * *"})),
+            [200, 200, 200, 200, 401, 401],
+        ),
+        row(get.clone(), "/api/v1/tokens", None, no_body, [200, 200, 200, 200, 401, 401]),
+        // Another user's token is not found, except by owners.
+        row(
+            delete.clone(),
+            "/api/v1/tokens/{id}",
+            OthersToken,
+            no_body,
+            [200, 404, 404, 404, 401, 401],
+        ),
+        row(
+            delete.clone(),
+            "/api/v1/tokens/{id}",
+            OwnToken,
+            no_body,
+            [200, 200, 200, 200, 401, 401],
+        ),
         row(get.clone(), "/api/v1/openapi.json", None, no_body, [200, 200, 200, 200, 200, 200]),
         row(get, "/api/v1/buildinfo", None, no_body, [200, 200, 200, 200, 200, 200]),
     ]
@@ -306,8 +376,12 @@ impl Fixture {
             },
         };
         match target {
-            Target::None => return None,
+            Target::None | Target::User | Target::Me | Target::OwnToken => return None,
             Target::Preset => return Some(self.preset_id),
+            Target::OthersToken => {
+                let name = self.fresh_user().await;
+                return Some(self.token_of(&name).await);
+            }
             _ => {}
         }
         let id = seed::workspace(&mut conn, seed(Transition::Start)).await;
@@ -315,6 +389,23 @@ impl Fixture {
             seed::build(&mut conn, id, 2, &seed(Transition::Stop)).await;
         }
         Some(id)
+    }
+
+    /// A fresh member; its username.
+    async fn fresh_user(&self) -> String {
+        let name = format!("u{}", Uuid::new_v4().simple());
+        self.api.user(&name, UserRole::Member).await;
+        name
+    }
+
+    /// The id of a new token of `username`.
+    async fn token_of(&self, username: &str) -> Uuid {
+        let name = format!("t{}", Uuid::new_v4().simple());
+        create_token(self.api.db.pool(), username, &name, TimeDelta::days(1), Utc::now())
+            .await
+            .expect("token");
+        let tokens = list_tokens(self.api.db.pool(), None).await.expect("tokens");
+        tokens.into_iter().find(|t| t.name == name).expect("the new token").id
     }
 
     /// The bearer of `caller` for a cell on `workspace` (an agent's token is minted by an
@@ -361,16 +452,35 @@ async fn every_role_against_every_route() {
     uncovered.sort();
     assert!(uncovered.is_empty(), "routes missing from the matrix: {uncovered:?}");
 
+    // Every status a cell meets is one the OpenAPI document declares for its operation.
+    let doc = poolkeeper::api::openapi_document();
+    let mut undocumented = Vec::new();
     let mut mismatches = Vec::new();
     let mut cells = 0;
     for row in &matrix {
         for (caller, expected) in CALLERS.iter().zip(row.expected) {
-            let target = fixture.target(row.target).await;
-            let workspace = target.filter(|_| row.target != Target::Preset);
+            let mut target = fixture.target(row.target).await;
+            let workspace = target.filter(|_| {
+                !matches!(row.target, Target::Preset | Target::OthersToken | Target::OwnToken)
+            });
             let bearer = fixture.bearer(*caller, workspace).await;
+            if row.target == Target::OwnToken {
+                let name = match caller {
+                    Caller::Owner => "olivia",
+                    Caller::TemplateAdmin => "adam",
+                    Caller::OtherMember => "otto",
+                    Caller::Member | Caller::Anonymous | Caller::Agent => "mia",
+                };
+                target = Some(fixture.token_of(name).await);
+            }
+            let user = match row.target {
+                Target::User => fixture.fresh_user().await,
+                _ => "me".to_owned(),
+            };
             let path = row
                 .path
                 .replace("{id}", &target.map(|id| id.to_string()).unwrap_or_default())
+                .replace("{user}", &user)
                 .replace("{agent}", "main")
                 .replace("{org}", "default")
                 .replace("{name}", "python-dev");
@@ -395,6 +505,11 @@ async fn every_role_against_every_route() {
                     .await
             };
             cells += 1;
+            let documented = &doc["paths"][row.path][row.method.as_str().to_lowercase()]
+                ["responses"][status.as_str()];
+            if !documented.is_object() {
+                undocumented.push(format!("{} {}: {status}", row.method, row.path));
+            }
             if status.as_u16() != expected {
                 mismatches.push(format!(
                     "{caller:?} {} {} ({:?}): {status}, expected {expected}: {body}",
@@ -404,6 +519,12 @@ async fn every_role_against_every_route() {
         }
     }
     assert!(mismatches.is_empty(), "{} cells differ:\n{}", mismatches.len(), mismatches.join("\n"));
+    undocumented.sort();
+    undocumented.dedup();
+    assert!(
+        undocumented.is_empty(),
+        "statuses missing from the OpenAPI document: {undocumented:#?}"
+    );
     println!(
         "api rbac: {cells} cells ({} rows x {} callers, every route covered), violations: 0",
         matrix.len(),

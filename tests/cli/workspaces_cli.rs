@@ -50,17 +50,21 @@ async fn create_claims_then_builds_and_changes_are_audited() {
         .expect("a fresh workspace");
     assert_ne!(fresh, prebuild);
 
-    // Bad input is refused before anything is written.
+    // Bad input is refused before anything is written, with exit status 2.
     let mut bad = vec!["workspaces", "create", "third", "--owner", "nobody", "--template", "go"];
     bad.extend(db_args);
-    assert_eq!(poolkeeper(&bad), ExitCode::FAILURE);
+    assert_eq!(poolkeeper(&bad), ExitCode::from(2));
     let ws = prebuild.to_string();
     let mut bad_ttl = vec!["workspaces", "ttl", ws.as_str(), "99999999"];
     bad_ttl.extend(db_args);
-    assert_eq!(poolkeeper(&bad_ttl), ExitCode::FAILURE);
+    assert_eq!(poolkeeper(&bad_ttl), ExitCode::from(2));
     let mut bad_cron = vec!["workspaces", "autostart", ws.as_str(), "whenever"];
     bad_cron.extend(db_args);
-    assert_eq!(poolkeeper(&bad_cron), ExitCode::FAILURE);
+    assert_eq!(poolkeeper(&bad_cron), ExitCode::from(2));
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let mut bad_id = vec!["workspaces", "stop", unknown.as_str()];
+    bad_id.extend(db_args);
+    assert_eq!(poolkeeper(&bad_id), ExitCode::from(2), "no such workspace");
 
     let mut autostart = vec!["workspaces", "autostart", ws.as_str(), "30 8 * * 1-5"];
     autostart.extend(db_args);

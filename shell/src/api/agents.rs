@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::auth::bearer_secret;
 use super::auth::{Caller, WorkspaceAction};
 use super::body::{nul_free, JsonBody};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::path::PathParams;
 use super::ApiState;
 use crate::db::enums::AgentLifecycle;
@@ -62,13 +62,13 @@ fn path_ids(
     Ok((id, agent))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleReport {
     pub state: AgentLifecycle,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LifecycleJson {
     pub agent_id: Uuid,
     pub workspace_id: Uuid,
@@ -77,6 +77,23 @@ pub struct LifecycleJson {
     pub state: AgentLifecycle,
 }
 
+/// An agent reports its lifecycle state (agent token auth, not a person's token).
+#[utoipa::path(post, path = "/api/v1/workspaces/{id}/agents/{agent}/lifecycle", tag = "agents",
+    params(
+        ("id" = Uuid, Path, description = "The workspace's id"),
+        ("agent" = String, Path, description = "The agent's name"),
+    ),
+    request_body = LifecycleReport,
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "The state moved (or was repeated)", body = LifecycleJson),
+        (status = 400, description = "A bad path segment or body; `field` names it", body = ErrorBody),
+        (status = 401, description = "A missing, unknown or outdated agent token", body = ErrorBody),
+        (status = 404, description = "Not this token's agent", body = ErrorBody),
+        (status = 409, description = "Not a transition from the current state", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    ))]
 pub async fn lifecycle(
     State(state): State<ApiState>,
     AgentCaller(agent): AgentCaller,
@@ -98,22 +115,35 @@ pub async fn lifecycle(
     }))
 }
 
-#[derive(Debug, Serialize)]
-pub struct TokenJson {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AgentTokenJson {
     pub agent_id: Uuid,
     /// Shown once; the agent sends it as its bearer token.
     pub token: String,
 }
 
+/// Mint a new token for an agent of the latest build (shown once; the previous one stops
+/// working); whoever may start or stop the workspace.
+#[utoipa::path(post, path = "/api/v1/workspaces/{id}/agents/{agent}/token", tag = "agents",
+    params(
+        ("id" = Uuid, Path, description = "The workspace's id"),
+        ("agent" = String, Path, description = "The agent's name"),
+    ),
+    responses(
+        (status = 201, description = "The new token", body = AgentTokenJson),
+        (status = 400, description = "A bad path segment", body = ErrorBody),
+        (status = 403, description = "Your role may not operate this prebuilt workspace", body = ErrorBody),
+        (status = 404, description = "No such workspace or agent, or not yours to see", body = ErrorBody),
+    ))]
 pub async fn token(
     State(state): State<ApiState>,
     caller: Caller,
     path: PathParams<(String, String)>,
-) -> Result<(StatusCode, Json<TokenJson>), ApiError> {
+) -> Result<(StatusCode, Json<AgentTokenJson>), ApiError> {
     let (workspace_id, name) = path_ids(path)?;
     let view = store::get(&state.pool, workspace_id).await?;
     caller.check(&view.workspace, WorkspaceAction::Operate)?;
     let (agent_id, token) =
         issue_token(&state.pool, workspace_id, &name, &caller.actor(), Utc::now()).await?;
-    Ok((StatusCode::CREATED, Json(TokenJson { agent_id, token })))
+    Ok((StatusCode::CREATED, Json(AgentTokenJson { agent_id, token })))
 }

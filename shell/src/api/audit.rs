@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::body::nul_free;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::ApiState;
 use crate::db::models::AuditEntry;
 use crate::store::audit::{list, AuditFilter};
@@ -18,7 +18,7 @@ use crate::store::audit::{list, AuditFilter};
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditJson {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -27,6 +27,8 @@ pub struct AuditJson {
     pub action: String,
     pub resource_type: String,
     pub resource_id: Option<Uuid>,
+    /// `{"old": ..., "new": ...}` or the fields that changed.
+    #[schema(value_type = Object)]
     pub diff: serde_json::Value,
 }
 
@@ -77,6 +79,21 @@ pub fn parse_filter(pairs: &[(String, String)]) -> Result<AuditFilter, ApiError>
     Ok(filter)
 }
 
+/// The audit log, newest first (owners).
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
+    params(
+        ("resource_type" = Option<String>, Query, description = "Only this resource type (workspace, preset, template, settings, user, api_token, ...)"),
+        ("resource_id" = Option<Uuid>, Query, description = "Only this resource"),
+        ("actor" = Option<String>, Query, description = "Only this actor: a username, or lifecycle, prebuilds, provisioner, cli"),
+        ("action" = Option<String>, Query, description = "Only this action (workspace_claim, user_suspend, token_revoke, ...)"),
+        ("since" = Option<DateTime<Utc>>, Query, description = "Only entries at or after this RFC 3339 instant"),
+        ("limit" = Option<i64>, Query, description = "At most this many, 1 to 1000 (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Entries, newest first", body = [AuditJson]),
+        (status = 400, description = "A bad query parameter; `field` names it", body = ErrorBody),
+        (status = 403, description = "Not an owner", body = ErrorBody),
+    ))]
 pub async fn list_entries(
     State(state): State<ApiState>,
     caller: Caller,

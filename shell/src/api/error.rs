@@ -20,11 +20,14 @@ pub struct ApiError {
     pub field: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong, for a person.
+    pub error: String,
+    /// The offending field or parameter (`ttl_secs`, `after`, `template.name`), when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -63,7 +66,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body { error: &self.message, field: self.field.as_deref() };
+        let body = ErrorBody { error: self.message, field: self.field };
         (self.status, Json(body)).into_response()
     }
 }

@@ -1,6 +1,6 @@
 //! The HTTP API (axum, JSON, bearer tokens). Handlers parse and authorize; the store does
-//! the work. The route table below builds both the router and the OpenAPI document, so the
-//! document cannot miss a route.
+//! the work. The route table below builds both the router and the OpenAPI document from the
+//! handlers' annotations, so the document cannot miss a route or drift from the types.
 
 mod agents;
 mod audit;
@@ -11,17 +11,23 @@ mod openapi;
 mod path;
 mod prebuilds;
 mod templates;
+mod tokens;
+mod users;
 mod workspaces;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put, MethodRouter};
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::Router;
 
+pub use audit::AuditJson;
 pub use auth::{Caller, WorkspaceAction};
-pub use error::ApiError;
-pub use openapi::openapi_document;
+pub use error::{ApiError, ErrorBody};
+pub use openapi::{openapi, openapi_document};
+pub use tokens::ApiTokenJson;
+pub use users::UserJson;
+pub use workspaces::WorkspaceJson;
 
 use crate::db::DbPool;
 use crate::telemetry::metrics::Metrics;
@@ -49,112 +55,101 @@ impl ApiState {
     }
 }
 
-/// One route: method, path (axum syntax), summary, and who may call it.
+/// One route of the API. Its method, path, parameters, request and response types and
+/// status codes are declared once, by the handler's `#[utoipa::path(...)]` annotation; the
+/// router and the OpenAPI document are both built from that, so they cannot disagree.
 pub struct Route {
+    /// Lower case: `get`, `post`, `put`, `delete`.
     pub method: &'static str,
-    pub path: &'static str,
-    pub summary: &'static str,
-    pub handler: fn() -> MethodRouter<ApiState>,
+    http_method: utoipa::openapi::path::HttpMethod,
+    /// Axum syntax (`/api/v1/workspaces/{id}`), which is also OpenAPI's.
+    pub path: String,
+    filter: MethodFilter,
+    handler: fn(MethodFilter) -> MethodRouter<ApiState>,
+    /// The operation of the OpenAPI document.
+    pub operation: fn() -> utoipa::openapi::path::Operation,
+    /// Adds the schemas the operation refers to.
+    pub schemas: fn(&mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>),
 }
 
-/// Every route of the API, under `/api/v1`.
-pub fn routes() -> Vec<Route> {
-    fn r(
-        method: &'static str,
-        path: &'static str,
-        summary: &'static str,
-        handler: fn() -> MethodRouter<ApiState>,
-    ) -> Route {
-        Route { method, path, summary, handler }
+/// The route of handler `P` (the `__path_<handler>` type `#[utoipa::path]` generates), served
+/// by `handler` (`|m| on(m, the_handler)`: the method filter comes from the annotation).
+fn route<P>(handler: fn(MethodFilter) -> MethodRouter<ApiState>) -> Route
+where
+    // `SchemaReferences` is how utoipa itself (and its axum integration) collects the schemas
+    // of a path's bodies.
+    P: utoipa::Path + utoipa::__dev::SchemaReferences,
+{
+    use utoipa::openapi::path::HttpMethod;
+    // An annotation always names a method; GET stands in for none.
+    let annotated = P::methods().first().cloned().unwrap_or(HttpMethod::Get);
+    let (method, filter) = match annotated {
+        HttpMethod::Get => ("get", MethodFilter::GET),
+        HttpMethod::Post => ("post", MethodFilter::POST),
+        HttpMethod::Put => ("put", MethodFilter::PUT),
+        HttpMethod::Delete => ("delete", MethodFilter::DELETE),
+        HttpMethod::Patch => ("patch", MethodFilter::PATCH),
+        HttpMethod::Head => ("head", MethodFilter::HEAD),
+        HttpMethod::Options => ("options", MethodFilter::OPTIONS),
+        HttpMethod::Trace => ("trace", MethodFilter::TRACE),
+    };
+    Route {
+        method,
+        http_method: annotated,
+        path: P::path(),
+        filter,
+        handler,
+        operation: P::operation,
+        schemas: <P as utoipa::__dev::SchemaReferences>::schemas,
     }
+}
+
+/// Every route of the API, under `/api/v1`. To add one: annotate the handler with
+/// `#[utoipa::path(...)]` and add its line here.
+pub fn routes() -> Vec<Route> {
+    use axum::routing::on;
     vec![
-        r(
-            "post",
-            "/api/v1/workspaces",
-            "Create a workspace: claim a ready prebuild of the preset, or build a fresh one",
-            || post(workspaces::create),
-        ),
-        r(
-            "get",
-            "/api/v1/workspaces",
-            "List the caller's workspaces (every workspace for owners)",
-            || get(workspaces::list),
-        ),
-        r("get", "/api/v1/workspaces/{id}", "Get a workspace", || get(workspaces::get)),
-        r("post", "/api/v1/workspaces/{id}/start", "Start a workspace (a new build)", || {
-            post(workspaces::start)
-        }),
-        r("post", "/api/v1/workspaces/{id}/stop", "Stop a workspace (a new build)", || {
-            post(workspaces::stop)
-        }),
-        r("delete", "/api/v1/workspaces/{id}", "Delete a workspace (a delete build)", || {
-            delete(workspaces::delete)
-        }),
-        r(
-            "put",
-            "/api/v1/workspaces/{id}/autostart",
-            "Set or clear the autostart schedule",
-            || put(workspaces::set_autostart),
-        ),
-        r("put", "/api/v1/workspaces/{id}/ttl", "Set the TTL (seconds, 0 = none)", || {
-            put(workspaces::set_ttl)
-        }),
-        r(
-            "post",
-            "/api/v1/workspaces/{id}/activity",
-            "Report activity (bumps last_used_at)",
-            || post(workspaces::activity),
-        ),
-        r(
-            "post",
-            "/api/v1/workspaces/{id}/agents/{agent}/token",
-            "Mint a new token for an agent of the latest build (shown once; the old one stops working)",
-            || post(agents::token),
-        ),
-        r(
-            "post",
-            "/api/v1/workspaces/{id}/agents/{agent}/lifecycle",
-            "Report an agent's lifecycle state {state} (agent token auth)",
-            || post(agents::lifecycle),
-        ),
-        r(
-            "get",
-            "/api/v1/prebuilds/status",
-            "Prebuild pools of active template versions, and whether reconciliation is paused",
-            || get(prebuilds::status),
-        ),
-        r(
-            "put",
-            "/api/v1/prebuilds/settings",
-            "Pause or resume prebuild reconciliation (owners)",
-            || put(prebuilds::put_settings),
-        ),
-        r(
-            "post",
-            "/api/v1/presets/{id}/invalidate",
-            "Expire every existing prebuild of a preset (owners, template admins)",
-            || post(prebuilds::invalidate),
-        ),
-        r(
-            "put",
-            "/api/v1/templates/{org}/{name}",
-            "Apply a templates file, TOML or JSON (owners, template admins)",
-            || put(templates::put),
-        ),
-        r(
-            "get",
-            "/api/v1/audit",
-            "The audit log, newest first; filters: resource_type, resource_id, actor, action, since, limit (owners)",
-            || get(audit::list_entries),
-        ),
-        r("get", "/api/v1/openapi.json", "This document", || get(openapi::serve)),
-        r("get", "/api/v1/buildinfo", "The server's version (public)", || get(buildinfo)),
+        route::<workspaces::__path_create>(|m| on(m, workspaces::create)),
+        route::<workspaces::__path_list>(|m| on(m, workspaces::list)),
+        route::<workspaces::__path_get>(|m| on(m, workspaces::get)),
+        route::<workspaces::__path_start>(|m| on(m, workspaces::start)),
+        route::<workspaces::__path_stop>(|m| on(m, workspaces::stop)),
+        route::<workspaces::__path_delete>(|m| on(m, workspaces::delete)),
+        route::<workspaces::__path_set_autostart>(|m| on(m, workspaces::set_autostart)),
+        route::<workspaces::__path_set_ttl>(|m| on(m, workspaces::set_ttl)),
+        route::<workspaces::__path_activity>(|m| on(m, workspaces::activity)),
+        route::<agents::__path_token>(|m| on(m, agents::token)),
+        route::<agents::__path_lifecycle>(|m| on(m, agents::lifecycle)),
+        route::<prebuilds::__path_status>(|m| on(m, prebuilds::status)),
+        route::<prebuilds::__path_put_settings>(|m| on(m, prebuilds::put_settings)),
+        route::<prebuilds::__path_invalidate>(|m| on(m, prebuilds::invalidate)),
+        route::<templates::__path_list>(|m| on(m, templates::list)),
+        route::<templates::__path_show>(|m| on(m, templates::show)),
+        route::<templates::__path_put>(|m| on(m, templates::put)),
+        route::<users::__path_list>(|m| on(m, users::list)),
+        route::<users::__path_suspend>(|m| on(m, users::suspend)),
+        route::<users::__path_activate>(|m| on(m, users::activate)),
+        route::<users::__path_put_quiet_hours>(|m| on(m, users::put_quiet_hours)),
+        route::<tokens::__path_list>(|m| on(m, tokens::list)),
+        route::<tokens::__path_revoke>(|m| on(m, tokens::revoke)),
+        route::<audit::__path_list_entries>(|m| on(m, audit::list_entries)),
+        route::<openapi::__path_serve>(|m| on(m, openapi::serve)),
+        route::<__path_buildinfo>(|m| on(m, buildinfo)),
     ]
 }
 
-/// `{"version": "..."}`: what a client or an operator checks first, so it needs no token.
-async fn buildinfo() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "version": crate::VERSION }))
+/// What `GET /api/v1/buildinfo` answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct BuildInfo {
+    /// The server's version.
+    pub version: String,
+}
+
+/// The server's version: what a client or an operator checks first, so it needs no token.
+#[utoipa::path(get, path = "/api/v1/buildinfo", tag = "meta", security(()),
+    responses((status = 200, description = "The version", body = BuildInfo)))]
+async fn buildinfo() -> axum::Json<BuildInfo> {
+    axum::Json(BuildInfo { version: crate::VERSION.to_owned() })
 }
 
 /// The API's router; merge it into the daemon's HTTP server.
@@ -162,7 +157,7 @@ pub fn router(state: ApiState) -> Router {
     let mut router: Router<ApiState> = Router::new();
     for route in routes() {
         // Same path, other method: axum merges the method routers.
-        router = router.route(route.path, (route.handler)());
+        router = router.route(&route.path, (route.handler)(route.filter));
     }
     router.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)).with_state(state)
 }

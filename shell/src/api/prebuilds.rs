@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::body::JsonBody;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::path::PathParams;
 use super::ApiState;
 use crate::store::pools::{pool_status, PresetPoolStatus};
@@ -16,33 +16,46 @@ use crate::store::settings::{reconciliation_paused, set_reconciliation_paused_by
 use crate::store::templates::invalidate_preset;
 use crate::store::StoreError;
 
-#[derive(Debug, Serialize)]
-pub struct Status {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PrebuildsStatus {
     pub reconciliation_paused: bool,
     pub presets: Vec<PresetPoolStatus>,
 }
 
+/// Prebuild pools of active template versions, and whether reconciliation is paused.
+#[utoipa::path(get, path = "/api/v1/prebuilds/status", tag = "prebuilds",
+    responses((status = 200, description = "Every pool", body = PrebuildsStatus)))]
 pub async fn status(
     State(state): State<ApiState>,
     _caller: Caller,
-) -> Result<Json<Status>, ApiError> {
+) -> Result<Json<PrebuildsStatus>, ApiError> {
     let presets = pool_status(&state.pool, Utc::now()).await?;
     let mut conn = state.pool.get().await.map_err(StoreError::from)?;
     let paused = reconciliation_paused(&mut conn).await?;
-    Ok(Json(Status { reconciliation_paused: paused, presets }))
+    Ok(Json(PrebuildsStatus { reconciliation_paused: paused, presets }))
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {
+pub struct PrebuildSettings {
     pub reconciliation_paused: bool,
 }
 
+/// Pause or resume prebuild reconciliation (owners); claims keep working while paused.
+#[utoipa::path(put, path = "/api/v1/prebuilds/settings", tag = "prebuilds",
+    request_body = PrebuildSettings,
+    responses(
+        (status = 200, description = "The settings now", body = PrebuildSettings),
+        (status = 400, description = "A malformed body; `field` names it", body = ErrorBody),
+        (status = 403, description = "Not an owner", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    ))]
 pub async fn put_settings(
     State(state): State<ApiState>,
     caller: Caller,
-    JsonBody(body): JsonBody<Settings>,
-) -> Result<Json<Settings>, ApiError> {
+    JsonBody(body): JsonBody<PrebuildSettings>,
+) -> Result<Json<PrebuildSettings>, ApiError> {
     if !caller.is_owner() {
         return Err(ApiError::forbidden("only owners may pause or resume prebuilds"));
     }
@@ -52,12 +65,22 @@ pub async fn put_settings(
     Ok(Json(body))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Invalidated {
     pub preset_id: uuid::Uuid,
     pub invalidated_at: chrono::DateTime<Utc>,
 }
 
+/// Expire every existing prebuild of a preset (owners, template admins): the reconciler
+/// replaces them.
+#[utoipa::path(post, path = "/api/v1/presets/{id}/invalidate", tag = "prebuilds",
+    params(("id" = uuid::Uuid, Path, description = "The preset's id")),
+    responses(
+        (status = 200, description = "Invalidated", body = Invalidated),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 403, description = "Neither owner nor template admin", body = ErrorBody),
+        (status = 404, description = "No such preset", body = ErrorBody),
+    ))]
 pub async fn invalidate(
     State(state): State<ApiState>,
     caller: Caller,

@@ -1,4 +1,5 @@
-//! `PUT /api/v1/templates/{org}/{name}`: apply a templates file (TOML or JSON body).
+//! `/api/v1/templates`: list the live templates, show one, and apply a templates file (TOML
+//! or JSON body) with `PUT /api/v1/templates/{org}/{name}`.
 
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
@@ -6,12 +7,66 @@ use axum::Json;
 
 use super::auth::Caller;
 use super::body::{nul_free, read_body, reject_nul};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::path::PathParams;
 use super::ApiState;
+use crate::store::template_views::{
+    list_templates, show_template, TemplateDetail, TemplateSummary,
+};
 use crate::store::templates::{apply_by, ApplyOutcome};
 use crate::templates_file::{from_value, toml_value};
 
+/// Every live template, by organization and name.
+#[utoipa::path(get, path = "/api/v1/templates", tag = "templates",
+    responses((status = 200, description = "Live templates", body = [TemplateSummary])))]
+pub async fn list(
+    State(state): State<ApiState>,
+    _caller: Caller,
+) -> Result<Json<Vec<TemplateSummary>>, ApiError> {
+    Ok(Json(list_templates(&state.pool).await?))
+}
+
+/// One template: its lifecycle settings and its active version's presets and schedules.
+#[utoipa::path(get, path = "/api/v1/templates/{org}/{name}", tag = "templates",
+    params(
+        ("org" = String, Path, description = "Organization name"),
+        ("name" = String, Path, description = "Template name"),
+    ),
+    responses(
+        (status = 200, description = "The template", body = TemplateDetail),
+        (status = 400, description = "A bad path segment", body = ErrorBody),
+        (status = 404, description = "No such live template", body = ErrorBody),
+    ))]
+pub async fn show(
+    State(state): State<ApiState>,
+    _caller: Caller,
+    PathParams((organization, name)): PathParams<(String, String)>,
+) -> Result<Json<TemplateDetail>, ApiError> {
+    nul_free("org", &organization)?;
+    nul_free("name", &name)?;
+    show_template(&state.pool, &organization, &name)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("template"))
+}
+
+/// Apply a templates file, TOML or JSON (owners, template admins): an unchanged file is a
+/// no-op, a changed one a new active version.
+#[utoipa::path(put, path = "/api/v1/templates/{org}/{name}", tag = "templates",
+    params(
+        ("org" = String, Path, description = "Organization name"),
+        ("name" = String, Path, description = "Template name"),
+    ),
+    request_body(description = "The templates file", content(
+        (String = "application/toml"),
+        (Object = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "What the apply changed", body = ApplyOutcome),
+        (status = 400, description = "An invalid file; `field` names the offending field", body = ErrorBody),
+        (status = 403, description = "Neither owner nor template admin", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+    ))]
 pub async fn put(
     State(state): State<ApiState>,
     caller: Caller,

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -12,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::{Caller, WorkspaceAction};
-use super::body::JsonBody;
-use super::error::ApiError;
+use super::body::{nul_free, JsonBody};
+use super::error::{ApiError, ErrorBody};
 use super::path::PathParams;
 use super::ApiState;
 use crate::db::enums::{BuildReason, JobStatus, Transition};
@@ -21,9 +22,10 @@ use crate::db::models::{Workspace, WorkspaceBuild};
 use crate::db::PREBUILDS_USER_ID;
 use crate::store::claim::{claim_or_create, ClaimRequest};
 use crate::store::templates::find_template;
+use crate::store::workspace_page::{list_page, PageError, PageRequest};
 use crate::store::workspaces::{self as store, WorkspaceView};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspace {
     /// Template name (in `organization`, default "default").
@@ -42,13 +44,13 @@ pub struct CreateWorkspace {
     pub ttl_secs: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Created {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WorkspaceCreated {
     pub workspace: WorkspaceJson,
     pub claimed: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WorkspaceJson {
     pub id: Uuid,
     pub name: String,
@@ -67,7 +69,7 @@ pub struct WorkspaceJson {
     pub latest_build: Option<BuildJson>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BuildJson {
     pub id: Uuid,
     pub build_number: i32,
@@ -114,7 +116,7 @@ impl WorkspaceJson {
         }
     }
 
-    fn from_view(view: WorkspaceView) -> Self {
+    pub fn from_view(view: WorkspaceView) -> Self {
         Self::new(view.workspace, view.latest_build, view.job_status)
     }
 }
@@ -158,11 +160,22 @@ fn parse_id(text: &str) -> Result<Uuid, ApiError> {
     text.parse().map_err(|_| ApiError::bad_request("id", "not a UUID"))
 }
 
+/// Create a workspace: claim a ready prebuild of the preset, or build a fresh one.
+#[utoipa::path(post, path = "/api/v1/workspaces", tag = "workspaces",
+    request_body = CreateWorkspace,
+    responses(
+        (status = 201, description = "Created; `claimed` says whether a prebuild was claimed", body = WorkspaceCreated),
+        (status = 400, description = "Invalid input; `field` names it", body = ErrorBody),
+        (status = 404, description = "No such template", body = ErrorBody),
+        (status = 409, description = "The name is taken, or the template is unavailable", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<ApiState>,
     caller: Caller,
     JsonBody(body): JsonBody<CreateWorkspace>,
-) -> Result<(StatusCode, Json<Created>), ApiError> {
+) -> Result<(StatusCode, Json<WorkspaceCreated>), ApiError> {
     // Parse, then apply: every field is checked before the store is asked for anything.
     validate_name(&body.name)?;
     let ttl_secs = body.ttl_secs.map(|t| validate_ttl("ttl_secs", t)).transpose()?;
@@ -196,15 +209,62 @@ pub async fn create(
     }
     let workspace =
         WorkspaceJson::new(outcome.workspace, Some(outcome.build), Some(JobStatus::Pending));
-    Ok((StatusCode::CREATED, Json(Created { workspace, claimed: outcome.claimed })))
+    Ok((StatusCode::CREATED, Json(WorkspaceCreated { workspace, claimed: outcome.claimed })))
 }
 
+/// Default and largest page of `GET /workspaces`.
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+/// `limit` and `after`, each checked and named on error.
+fn parse_page(pairs: &[(String, String)]) -> Result<(i64, Option<Uuid>), ApiError> {
+    let (mut limit, mut after) = (DEFAULT_PAGE, None);
+    for (key, value) in pairs {
+        nul_free(key, value)?;
+        match key.as_str() {
+            "limit" => {
+                limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::bad_request(key, "an integer from 1 to 1000"))?;
+            }
+            "after" => {
+                after = Some(
+                    value.parse().map_err(|_| ApiError::bad_request(key, "not a workspace id"))?,
+                );
+            }
+            other => return Err(ApiError::bad_request(other, "unknown query parameter")),
+        }
+    }
+    Ok((limit, after))
+}
+
+/// The caller's live workspaces (every workspace for owners), oldest first, a page at a
+/// time: pass the last id of a page as `after` for the next; a short page is the last.
+#[utoipa::path(get, path = "/api/v1/workspaces", tag = "workspaces",
+    params(
+        ("limit" = Option<i64>, Query, description = "At most this many workspaces, 1 to 1000 (default 100)"),
+        ("after" = Option<Uuid>, Query, description = "The id of the last workspace of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "One page, in creation order", body = [WorkspaceJson]),
+        (status = 400, description = "A bad `limit` or `after`; `field` names it", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<ApiState>,
     caller: Caller,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<Vec<WorkspaceJson>>, ApiError> {
+    let Query(pairs) = query.map_err(|err| ApiError::bad_request("", err.body_text()))?;
+    let (limit, after) = parse_page(&pairs)?;
     let owner = if caller.is_owner() { None } else { Some(caller.0.id) };
-    let views = store::list(&state.pool, owner).await?;
+    let views = list_page(&state.pool, PageRequest { owner, after, limit }).await.map_err(
+        |err| match err {
+            PageError::UnknownCursor => ApiError::bad_request("after", err.to_string()),
+            PageError::Store(err) => err.into(),
+        },
+    )?;
     Ok(Json(views.into_iter().map(WorkspaceJson::from_view).collect()))
 }
 
@@ -221,6 +281,14 @@ async fn authorized(
     Ok(view)
 }
 
+/// A workspace with its latest build.
+#[utoipa::path(get, path = "/api/v1/workspaces/{id}", tag = "workspaces",
+    params(("id" = Uuid, Path, description = "The workspace's id")),
+    responses(
+        (status = 200, description = "The workspace", body = WorkspaceJson),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 404, description = "No such workspace, or not yours to see", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<ApiState>,
     caller: Caller,
@@ -247,6 +315,16 @@ async fn build(
     Ok((StatusCode::ACCEPTED, Json(WorkspaceJson::from_view(view))))
 }
 
+/// Start a workspace (a new build).
+#[utoipa::path(post, path = "/api/v1/workspaces/{id}/start", tag = "workspaces",
+    params(("id" = Uuid, Path, description = "The workspace's id")),
+    responses(
+        (status = 202, description = "The start build is queued", body = WorkspaceJson),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 403, description = "Your role may not do this to a prebuilt workspace", body = ErrorBody),
+        (status = 404, description = "No such workspace, or not yours to see", body = ErrorBody),
+        (status = 409, description = "The latest build is still running, or the template refuses it", body = ErrorBody),
+    ))]
 pub async fn start(
     State(state): State<ApiState>,
     caller: Caller,
@@ -255,6 +333,16 @@ pub async fn start(
     build(&state, &caller, &id, Transition::Start).await
 }
 
+/// Stop a workspace (a new build).
+#[utoipa::path(post, path = "/api/v1/workspaces/{id}/stop", tag = "workspaces",
+    params(("id" = Uuid, Path, description = "The workspace's id")),
+    responses(
+        (status = 202, description = "The stop build is queued", body = WorkspaceJson),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 403, description = "Your role may not do this to a prebuilt workspace", body = ErrorBody),
+        (status = 404, description = "No such workspace, or not yours to see", body = ErrorBody),
+        (status = 409, description = "The latest build is still running, or the template refuses it", body = ErrorBody),
+    ))]
 pub async fn stop(
     State(state): State<ApiState>,
     caller: Caller,
@@ -263,6 +351,16 @@ pub async fn stop(
     build(&state, &caller, &id, Transition::Stop).await
 }
 
+/// Delete a workspace (a delete build).
+#[utoipa::path(delete, path = "/api/v1/workspaces/{id}", tag = "workspaces",
+    params(("id" = Uuid, Path, description = "The workspace's id")),
+    responses(
+        (status = 202, description = "The delete build is queued", body = WorkspaceJson),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 403, description = "Your role may not do this to a prebuilt workspace", body = ErrorBody),
+        (status = 404, description = "No such workspace, or not yours to see", body = ErrorBody),
+        (status = 409, description = "The latest build is still running, or the template refuses it", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<ApiState>,
     caller: Caller,
@@ -271,13 +369,26 @@ pub async fn delete(
     build(&state, &caller, &id, Transition::Delete).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetAutostart {
     /// A weekly cron; null or "" clears it.
     pub schedule: Option<String>,
 }
 
+/// Set or clear the autostart schedule.
+#[utoipa::path(put, path = "/api/v1/workspaces/{id}/autostart", tag = "workspaces",
+    params(("id" = Uuid, Path, description = "The workspace's id")),
+    request_body = SetAutostart,
+    responses(
+        (status = 200, description = "The workspace with its new schedule", body = WorkspaceJson),
+        (status = 400, description = "Not a UUID, or not a schedule; `field` names it", body = ErrorBody),
+        (status = 403, description = "Your role may not do this to a prebuilt workspace", body = ErrorBody),
+        (status = 404, description = "No such workspace, or not yours to see", body = ErrorBody),
+        (status = 409, description = "The template does not allow user autostart schedules", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    ))]
 pub async fn set_autostart(
     State(state): State<ApiState>,
     caller: Caller,
@@ -294,13 +405,26 @@ pub async fn set_autostart(
     Ok(Json(WorkspaceJson::new(workspace, view.latest_build, view.job_status)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetTtl {
     /// Seconds; 0 = no TTL.
     pub ttl_secs: i64,
 }
 
+/// Set the TTL (seconds, 0 = none; at most 30 days).
+#[utoipa::path(put, path = "/api/v1/workspaces/{id}/ttl", tag = "workspaces",
+    params(("id" = Uuid, Path, description = "The workspace's id")),
+    request_body = SetTtl,
+    responses(
+        (status = 200, description = "The workspace with its new TTL", body = WorkspaceJson),
+        (status = 400, description = "Not a UUID, or a TTL out of range; `field` names it", body = ErrorBody),
+        (status = 403, description = "Your role may not do this to a prebuilt workspace", body = ErrorBody),
+        (status = 404, description = "No such workspace, or not yours to see", body = ErrorBody),
+        (status = 409, description = "The template does not allow users to set a TTL", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    ))]
 pub async fn set_ttl(
     State(state): State<ApiState>,
     caller: Caller,
@@ -314,6 +438,15 @@ pub async fn set_ttl(
     Ok(Json(WorkspaceJson::new(workspace, view.latest_build, view.job_status)))
 }
 
+/// Report activity: bumps `last_used_at` and a near deadline, wakes a dormant workspace.
+#[utoipa::path(post, path = "/api/v1/workspaces/{id}/activity", tag = "workspaces",
+    params(("id" = Uuid, Path, description = "The workspace's id")),
+    responses(
+        (status = 200, description = "The workspace after the report", body = WorkspaceJson),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 403, description = "Your role may not do this to a prebuilt workspace", body = ErrorBody),
+        (status = 404, description = "No such workspace, or not yours to see", body = ErrorBody),
+    ))]
 pub async fn activity(
     State(state): State<ApiState>,
     caller: Caller,

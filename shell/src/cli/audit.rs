@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 
+use super::output::{self, Column, OutputArgs};
+use crate::api::AuditJson;
 use crate::store::audit::{list, AuditFilter};
 
 #[derive(Debug, clap::Args)]
@@ -39,9 +41,8 @@ pub struct ListArgs {
     /// At most this many.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
     pub limit: i64,
-    /// One JSON object per line instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// PostgreSQL URL.
     #[arg(long, env = "POOLKEEPER_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
@@ -65,26 +66,21 @@ pub fn audit(args: &AuditArgs) -> ExitCode {
         Ok(entries) => entries,
         Err(code) => return code,
     };
-    for e in entries {
-        let resource = e.resource_id.map_or_else(String::new, |id| id.to_string());
-        if args.json {
-            let line = serde_json::json!({
-                "id": e.id,
-                "at": e.at,
-                "actor_id": e.actor_id,
-                "actor": e.actor,
-                "action": e.action,
-                "resource_type": e.resource_type,
-                "resource_id": e.resource_id,
-                "diff": e.diff,
-            });
-            println!("{line}");
-        } else {
-            println!(
-                "{}  {:<14} {:<22} {}:{resource}  {}",
-                e.at, e.actor, e.action, e.resource_type, e.diff
-            );
-        }
-    }
+    let entries: Vec<AuditJson> = entries.into_iter().map(AuditJson::from).collect();
+    output::print(&args.output, &entries, COLUMNS);
     ExitCode::SUCCESS
 }
+
+const COLUMNS: &[Column<AuditJson>] = &[
+    ("AT", |e| e.at.to_rfc3339()),
+    ("ACTOR", |e| e.actor.clone()),
+    ("ACTION", |e| e.action.clone()),
+    ("RESOURCE", |e| {
+        format!(
+            "{}:{}",
+            e.resource_type,
+            e.resource_id.map_or_else(String::new, |id| id.to_string())
+        )
+    }),
+    ("DIFF", |e| e.diff.to_string()),
+];

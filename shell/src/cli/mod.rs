@@ -4,6 +4,7 @@ mod audit;
 mod demo;
 mod migrate;
 mod notifications;
+mod output;
 mod prebuilds;
 mod provisioner;
 mod replay;
@@ -109,6 +110,15 @@ pub(crate) fn parse_secs(text: &str) -> Result<u64, String> {
 
 /// Exit code for invalid input (a bad replay file, a bad flag or configuration value).
 pub const EXIT_INVALID_INPUT: u8 = 2;
+
+/// The database URL a command needs (`--database-url` or `POOLKEEPER_DATABASE_URL`); its
+/// absence is invalid input.
+fn database_url(url: Option<&str>) -> Result<&str, ExitCode> {
+    url.ok_or_else(|| {
+        eprintln!("error: --database-url or POOLKEEPER_DATABASE_URL is required");
+        ExitCode::from(EXIT_INVALID_INPUT)
+    })
+}
 
 /// Runs one command's future on a runtime of its own (the CLI is synchronous).
 fn block_on<F: std::future::Future>(future: F) -> std::io::Result<F::Output> {

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use super::output::{self, Column, OutputArgs};
 use crate::store::notifications::{list, NotificationFilter};
 
 #[derive(Debug, clap::Args)]
@@ -31,9 +32,8 @@ pub struct ListArgs {
     /// At most this many.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
     pub limit: i64,
-    /// One JSON object per line instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// PostgreSQL URL.
     #[arg(long, env = "POOLKEEPER_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
@@ -55,23 +55,38 @@ pub fn notifications(args: &NotificationsArgs) -> ExitCode {
         Ok(rows) => rows,
         Err(code) => return code,
     };
-    for row in rows {
-        let n = &row.notification;
-        if args.json {
-            let line = serde_json::json!({
-                "id": n.id,
-                "user_id": n.user_id,
-                "username": row.username,
-                "kind": n.kind,
-                "payload": n.payload,
-                "created_at": n.created_at,
-                "sent_at": n.sent_at,
-            });
-            println!("{line}");
-        } else {
-            let sent = n.sent_at.map_or_else(|| "unsent".to_owned(), |at| format!("sent {at}"));
-            println!("{}  {:<28} {:<16} {sent}  {}", n.created_at, n.kind, row.username, n.payload);
-        }
-    }
+    let rows: Vec<NotificationJson> = rows
+        .into_iter()
+        .map(|row| NotificationJson {
+            id: row.notification.id,
+            user_id: row.notification.user_id,
+            username: row.username,
+            kind: row.notification.kind,
+            payload: row.notification.payload,
+            created_at: row.notification.created_at,
+            sent_at: row.notification.sent_at,
+        })
+        .collect();
+    output::print(&args.output, &rows, COLUMNS);
     ExitCode::SUCCESS
 }
+
+/// A notification as `-o json` prints it.
+#[derive(serde::Serialize)]
+struct NotificationJson {
+    id: uuid::Uuid,
+    user_id: uuid::Uuid,
+    username: String,
+    kind: String,
+    payload: serde_json::Value,
+    created_at: chrono::DateTime<chrono::Utc>,
+    sent_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+const COLUMNS: &[Column<NotificationJson>] = &[
+    ("CREATED", |n| n.created_at.to_rfc3339()),
+    ("KIND", |n| n.kind.clone()),
+    ("USER", |n| n.username.clone()),
+    ("SENT", |n| n.sent_at.map_or_else(|| "unsent".to_owned(), |at| at.to_rfc3339())),
+    ("PAYLOAD", |n| n.payload.to_string()),
+];

@@ -4,18 +4,33 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use poolkeeper_core::schedule::parse_autostart;
 use uuid::Uuid;
 
+use super::output::{self, or_dash, Column, OutputArgs};
+use crate::api::WorkspaceJson;
 use crate::db::enums::Transition;
 use crate::db::pool::{self, redacted_url, DbPool, PoolConfig};
 use crate::store::audit::Actor;
 use crate::store::auth::find_user;
 use crate::store::claim::{claim_or_create, ClaimRequest};
 use crate::store::templates::find_template;
-use crate::store::workspaces::{self, WorkspaceView};
+use crate::store::workspace_page::{list_page, PageRequest};
+use crate::store::workspaces;
+
+/// Workspaces read per query by `workspaces list`.
+const LIST_PAGE: i64 = 500;
+
+const COLUMNS: &[Column<WorkspaceJson>] = &[
+    ("ID", |w| w.id.to_string()),
+    ("NAME", |w| w.name.clone()),
+    ("OWNER", |w| if w.prebuilt { "(prebuild)".to_owned() } else { w.owner_id.to_string() }),
+    ("BUILD", |w| or_dash(w.latest_build.as_ref().map(|b| b.transition))),
+    ("STATUS", |w| or_dash(w.latest_build.as_ref().and_then(|b| b.status))),
+    ("TTL", |w| format!("{}s", w.ttl_secs)),
+    ("AUTOSTART", |w| or_dash(w.autostart_schedule.as_deref())),
+];
 
 /// Longest TTL accepted (as by the API): 30 days.
 const MAX_TTL_SECS: i64 = 30 * 24 * 3600;
@@ -35,9 +50,8 @@ pub enum WorkspacesCommand {
         /// Only this user's workspaces.
         #[arg(long)]
         owner: Option<String>,
-        /// One JSON object per line instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Create a workspace for a user: claims a ready prebuild of the preset when there is one,
     /// otherwise builds a fresh workspace.
@@ -91,10 +105,16 @@ pub fn workspaces(args: &WorkspacesArgs) -> ExitCode {
     });
     match result.map_err(anyhow::Error::from).and_then(|inner| inner) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#} (database {})", redacted_url(url));
-            ExitCode::FAILURE
-        }
+        Err(err) => match invalid_input(&err) {
+            Some(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(super::EXIT_INVALID_INPUT)
+            }
+            None => {
+                eprintln!("error: {err:#} (database {})", redacted_url(url));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -102,14 +122,23 @@ async fn execute(pool: &DbPool, command: &WorkspacesCommand) -> anyhow::Result<(
     let actor = Actor::cli();
     let now = Utc::now();
     match command {
-        WorkspacesCommand::List { owner, json } => {
-            let owner_id = match owner {
+        WorkspacesCommand::List { owner, output } => {
+            let owner = match owner {
                 Some(name) => Some(user_id(pool, name).await?),
                 None => None,
             };
-            for view in workspaces::list(pool, owner_id).await? {
-                print_view(&view, *json);
+            // Page through the listing: each page is one query, whatever its size.
+            let mut shown: Vec<WorkspaceJson> = Vec::new();
+            loop {
+                let after = shown.last().map(|w| w.id);
+                let page = list_page(pool, PageRequest { owner, after, limit: LIST_PAGE }).await?;
+                let done = page.len() < LIST_PAGE as usize;
+                shown.extend(page.into_iter().map(WorkspaceJson::from_view));
+                if done {
+                    break;
+                }
             }
+            output::print(output, &shown, COLUMNS);
         }
         WorkspacesCommand::Create {
             name,
@@ -121,17 +150,18 @@ async fn execute(pool: &DbPool, command: &WorkspacesCommand) -> anyhow::Result<(
             ttl_secs,
         } => {
             let user_id = user_id(pool, owner).await?;
-            let found = find_template(pool, organization, template, preset.as_deref())
-                .await?
-                .ok_or_else(|| anyhow!("template: no live template {organization}/{template}"))?;
+            let found =
+                find_template(pool, organization, template, preset.as_deref()).await?.ok_or_else(
+                    || invalid(format!("template: no live template {organization}/{template}")),
+                )?;
             if preset.is_some() && found.preset_id.is_none() {
-                bail!("preset: no such preset in the template's active version");
+                return Err(invalid("preset: no such preset in the template's active version"));
             }
             let autostart_schedule = autostart
                 .as_deref()
                 .map(parse_autostart)
                 .transpose()
-                .map_err(|err| anyhow!("autostart: {err}"))?;
+                .map_err(|err| invalid(format!("autostart: {err}")))?;
             if let Some(ttl) = ttl_secs {
                 check_ttl(*ttl)?;
             }
@@ -155,7 +185,7 @@ async fn execute(pool: &DbPool, command: &WorkspacesCommand) -> anyhow::Result<(
             let schedule = match (schedule, off) {
                 (_, true) | (None, _) => None,
                 (Some(text), false) => {
-                    Some(parse_autostart(text).map_err(|err| anyhow!("schedule: {err}"))?)
+                    Some(parse_autostart(text).map_err(|err| invalid(format!("schedule: {err}")))?)
                 }
             };
             let workspace =
@@ -175,14 +205,37 @@ async fn execute(pool: &DbPool, command: &WorkspacesCommand) -> anyhow::Result<(
     Ok(())
 }
 
+/// A value the user gave that cannot be used (exit 2, naming the field).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct InvalidInput(String);
+
+fn invalid(message: impl Into<String>) -> anyhow::Error {
+    InvalidInput(message.into()).into()
+}
+
+/// What is wrong with the input, when `err` is bad input: a refused value, or a workspace
+/// id that names no live workspace.
+fn invalid_input(err: &anyhow::Error) -> Option<String> {
+    if let Some(InvalidInput(message)) = err.downcast_ref::<InvalidInput>() {
+        return Some(message.clone());
+    }
+    match err.downcast_ref::<workspaces::WorkspaceError>() {
+        Some(workspaces::WorkspaceError::NotFound) => Some("id: no live workspace".to_owned()),
+        _ => None,
+    }
+}
+
 async fn user_id(pool: &DbPool, username: &str) -> anyhow::Result<Uuid> {
     let user = find_user(pool, username).await?;
-    Ok(user.with_context(|| format!("owner: no user named {username:?}"))?.id)
+    Ok(user.ok_or_else(|| invalid(format!("owner: no user named {username:?}")))?.id)
 }
 
 fn check_ttl(ttl: i64) -> anyhow::Result<()> {
     if !(0..=MAX_TTL_SECS).contains(&ttl) {
-        bail!("ttl: must be between 0 and {MAX_TTL_SECS} seconds (30 days)");
+        return Err(invalid(format!(
+            "ttl: must be between 0 and {MAX_TTL_SECS} seconds (30 days)"
+        )));
     }
     Ok(())
 }
@@ -195,33 +248,4 @@ async fn build(pool: &DbPool, id: Uuid, transition: Transition) -> anyhow::Resul
     let build = workspaces::transition(pool, id, transition, &actor, Utc::now()).await?;
     println!("{id} {transition} build {} queued (job {})", build.build_number, build.job_id);
     Ok(())
-}
-
-fn print_view(view: &WorkspaceView, json: bool) {
-    let ws = &view.workspace;
-    let transition = view.latest_build.as_ref().map(|b| b.transition.to_string());
-    let status = view.job_status.map(|s| s.to_string());
-    if json {
-        let line = serde_json::json!({
-            "id": ws.id,
-            "name": ws.name,
-            "owner_id": ws.owner_id,
-            "template_id": ws.template_id,
-            "latest_transition": transition,
-            "job_status": status,
-            "autostart_schedule": ws.autostart_schedule,
-            "ttl_secs": ws.ttl_secs,
-            "dormant_at": ws.dormant_at,
-        });
-        println!("{line}");
-    } else {
-        println!(
-            "{}  {:<24} {:<7} {:<10} ttl {}s",
-            ws.id,
-            ws.name,
-            transition.as_deref().unwrap_or("-"),
-            status.as_deref().unwrap_or("-"),
-            ws.ttl_secs
-        );
-    }
 }

@@ -26,6 +26,7 @@ macro_rules! text_enum {
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash,
             diesel::AsExpression, diesel::FromSqlRow, serde::Serialize, serde::Deserialize,
+            utoipa::ToSchema,
         )]
         #[diesel(sql_type = Text)]
         pub enum $name {

@@ -25,7 +25,11 @@ pub mod pools;
 pub mod prebuilds;
 pub mod publish;
 pub mod settings;
+pub mod template_views;
 pub mod templates;
+pub mod tokens;
+pub mod users;
+pub mod workspace_page;
 pub mod workspaces;
 
 mod error;

@@ -14,7 +14,7 @@ use super::StoreError;
 use crate::db::DbPool;
 
 /// One preset's pool.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct PresetPoolStatus {
     pub preset_id: Uuid,
     pub preset: String,

@@ -47,7 +47,7 @@ impl From<diesel::result::Error> for ApplyError {
 }
 
 /// What `apply` did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ApplyOutcome {
     pub template_id: Uuid,
     pub active_version_id: Uuid,

@@ -62,29 +62,6 @@ pub struct WorkspaceView {
     pub job_status: Option<JobStatus>,
 }
 
-/// Live workspaces, of `owner` or of everyone (`None`), oldest first.
-pub async fn list(
-    pool: &DbPool,
-    owner: Option<Uuid>,
-) -> Result<Vec<WorkspaceView>, WorkspaceError> {
-    let mut conn = pool.get().await?;
-    let mut query = workspaces::table
-        .filter(workspaces::deleted.eq(false))
-        .select(Workspace::as_select())
-        .order((workspaces::created_at, workspaces::id))
-        .into_boxed();
-    if let Some(owner) = owner {
-        query = query.filter(workspaces::owner_id.eq(owner));
-    }
-    let rows: Vec<Workspace> = query.load(&mut conn).await?;
-    let mut views = Vec::with_capacity(rows.len());
-    for workspace in rows {
-        let (latest_build, job_status) = latest_build(&mut conn, workspace.id).await?;
-        views.push(WorkspaceView { workspace, latest_build, job_status });
-    }
-    Ok(views)
-}
-
 /// One live workspace.
 pub async fn get(pool: &DbPool, id: Uuid) -> Result<WorkspaceView, WorkspaceError> {
     let mut conn = pool.get().await?;

@@ -66,12 +66,17 @@ pub fn path_error(prefix: &str, err: serde_path_to_error::Error<serde_json::Erro
         parts.push(prefix.to_owned());
     }
     if path != "." {
-        parts.push(path);
+        parts.push(path.clone());
     }
     let missing = message
         .strip_prefix("missing field `")
         .and_then(|rest| rest.split_once('`'))
         .map(|(name, _)| name.to_owned());
     parts.extend(missing);
-    FieldError::new(parts.join("."), message)
+    let mut field = parts.join(".");
+    if field.is_empty() && path != "." {
+        // The offending key is itself empty (`"": ...`): name it as written.
+        field = "\"\"".to_owned();
+    }
+    FieldError::new(field, message)
 }
