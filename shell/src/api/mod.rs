@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod body;
 mod error;
+mod notification_preferences;
 mod openapi;
 mod path;
 mod prebuilds;
@@ -146,6 +147,18 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/audit",
             "The audit log, newest first; filters: resource_type, resource_id, actor, action, since, limit (owners)",
             || get(audit::list_entries),
+        ),
+        r(
+            "get",
+            "/api/v1/users/me/notification-preferences",
+            "The notification kinds the caller receives",
+            || get(notification_preferences::get),
+        ),
+        r(
+            "put",
+            "/api/v1/users/me/notification-preferences",
+            "Switch notification kinds on or off for the caller: {\"preferences\": {kind: bool}}",
+            || put(notification_preferences::put),
         ),
         r("get", "/api/v1/openapi.json", "This document", || get(openapi::serve)),
         r("get", "/api/v1/buildinfo", "The server's version (public)", || get(buildinfo)),

@@ -127,7 +127,7 @@ async fn finish(
             .set((
                 provisioner_jobs::status.eq(status),
                 provisioner_jobs::completed_at.eq(now),
-                provisioner_jobs::error.eq(error),
+                provisioner_jobs::error.eq(error.as_deref()),
                 provisioner_jobs::canceled_at.eq((status == JobStatus::Canceled).then_some(now)),
                 // A failure here is the backend's: a build failure (rules §4 counts these).
                 provisioner_jobs::failure_kind
@@ -161,6 +161,7 @@ async fn finish(
             }),
         };
         audit::record(conn, now, &Actor::system("provisioner"), change).await?;
+        notify_owner(conn, &build, status, error.as_deref(), now).await?;
         let Some(output) = output else { return Ok(Some(completion)) };
 
         completion.starting_agents = insert_agents(conn, build.id, &output.agents, now).await?;
@@ -187,6 +188,64 @@ async fn finish(
         Ok(Some(completion))
     })
     .await
+}
+
+/// The owner hears of an automatic build that did not do what the schedule promised, and of
+/// the auto-delete of their dormant workspace (rules §5 decides which), once per build, in
+/// the completion's transaction.
+async fn notify_owner(
+    conn: &mut AsyncPgConnection,
+    build: &WorkspaceBuild,
+    status: JobStatus,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), ProvisionerError> {
+    use poolkeeper_core::notifications::{build_notice, BuildNotice};
+    let transition = match build.transition {
+        Transition::Start => poolkeeper_core::build::Transition::Start,
+        Transition::Stop => poolkeeper_core::build::Transition::Stop,
+        Transition::Delete => poolkeeper_core::build::Transition::Delete,
+    };
+    let succeeded = match status {
+        JobStatus::Succeeded => true,
+        JobStatus::Failed => false,
+        // Canceled: someone stopped it on purpose; nothing to tell.
+        _ => return Ok(()),
+    };
+    let Some(notice) = build_notice(transition, build.reason.as_str(), succeeded) else {
+        return Ok(());
+    };
+    let (owner_id, template_id): (Uuid, Uuid) = workspaces::table
+        .find(build.workspace_id)
+        .select((workspaces::owner_id, workspaces::template_id))
+        .get_result(conn)
+        .await?;
+    if owner_id == PREBUILDS_USER_ID {
+        return Ok(());
+    }
+    let (kind, payload) = match notice {
+        BuildNotice::WorkspaceAutodeleted => (
+            Kind::WorkspaceAutodeleted,
+            serde_json::json!({
+                "workspace_id": build.workspace_id,
+                "template_id": template_id,
+                "build_id": build.id,
+            }),
+        ),
+        BuildNotice::AutobuildFailed => (
+            Kind::WorkspaceAutobuildFailed,
+            serde_json::json!({
+                "workspace_id": build.workspace_id,
+                "template_id": template_id,
+                "build_id": build.id,
+                "transition": build.transition.as_str(),
+                "reason": build.reason.as_str(),
+                "error": error.unwrap_or("no error recorded"),
+            }),
+        ),
+    };
+    enqueue(conn, now, owner_id, kind, Dedupe::Once(build.id), payload).await?;
+    Ok(())
 }
 
 /// A claim that re-created some of the prebuild's resources defeats part of the pool's

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod claim;
+pub mod delivery;
 pub mod jobs;
 pub mod leases;
 pub mod lifecycle;

@@ -1,0 +1,67 @@
+//! Per-user notification preferences: a kind a person switched off is not delivered to
+//! them (the dispatcher records it as `inhibited`). No row means on.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use crate::db::schema::notification_preferences;
+use crate::db::DbPool;
+use crate::store::notifications::Kind;
+use crate::store::StoreError;
+
+/// Whether `user` receives `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preference {
+    pub kind: Kind,
+    pub enabled: bool,
+}
+
+/// Switches `kind` on or off for `user_id`.
+pub async fn set_preference(
+    pool: &DbPool,
+    user_id: Uuid,
+    kind: Kind,
+    enabled: bool,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut conn = pool.get().await?;
+    diesel::insert_into(notification_preferences::table)
+        .values((
+            notification_preferences::user_id.eq(user_id),
+            notification_preferences::kind.eq(kind.as_str()),
+            notification_preferences::enabled.eq(enabled),
+            notification_preferences::updated_at.eq(now),
+        ))
+        .on_conflict((notification_preferences::user_id, notification_preferences::kind))
+        .do_update()
+        .set((
+            notification_preferences::enabled.eq(excluded(notification_preferences::enabled)),
+            notification_preferences::updated_at.eq(excluded(notification_preferences::updated_at)),
+        ))
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}
+
+/// Every kind with whether `user_id` receives it, in [`Kind::ALL`] order.
+pub async fn preferences(pool: &DbPool, user_id: Uuid) -> Result<Vec<Preference>, StoreError> {
+    let mut conn = pool.get().await?;
+    let stored: Vec<(String, bool)> = notification_preferences::table
+        .filter(notification_preferences::user_id.eq(user_id))
+        .select((notification_preferences::kind, notification_preferences::enabled))
+        .load(&mut conn)
+        .await?;
+    Ok(Kind::ALL
+        .into_iter()
+        .map(|kind| Preference {
+            kind,
+            enabled: stored
+                .iter()
+                .find(|(stored, _)| stored == kind.as_str())
+                .is_none_or(|(_, enabled)| *enabled),
+        })
+        .collect())
+}
