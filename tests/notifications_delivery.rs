@@ -329,6 +329,46 @@ async fn two_dispatchers_deliver_each_message_exactly_once() {
     );
 }
 
+/// A row another dispatcher is leasing right now (its lease statement holds the row lock)
+/// is skipped, not waited for and not leased twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_being_leased_elsewhere_is_skipped_not_waited_for() {
+    use diesel_async::SimpleAsyncConnection;
+    let db = TestDatabase::new().await;
+    let kim = user_with_email(&db, "kim", "").await;
+    let locked =
+        enqueue(&db, kim, Kind::WorkspaceDormant, serde_json::json!({}), TimeDelta::zero()).await;
+    let free =
+        enqueue(&db, kim, Kind::WorkspaceDormant, serde_json::json!({}), TimeDelta::zero()).await;
+    let mut holder =
+        pool::build(db.url(), &PoolConfig::default()).expect("pool").get().await.expect("conn");
+    holder.batch_execute("BEGIN").await.expect("begin");
+    let held: Vec<Uuid> = notifications::table
+        .find(locked)
+        .select(notifications::id)
+        .for_update()
+        .load(&mut *holder)
+        .await
+        .expect("lock");
+    assert_eq!(held, [locked], "the row is locked by the other transaction");
+    let leased = tokio::time::timeout(
+        Duration::from_secs(5),
+        poolkeeper::store::delivery::lease(db.pool(), "b", Duration::from_secs(30), 10),
+    )
+    .await
+    .expect("the lease did not wait for the locked row")
+    .expect("lease");
+    let ids: Vec<_> = leased.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [free], "only the unlocked row");
+    holder.batch_execute("COMMIT").await.expect("commit");
+    let later = poolkeeper::store::delivery::lease(db.pool(), "b", Duration::from_secs(30), 10)
+        .await
+        .expect("lease");
+    let ids: Vec<_> = later.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [locked], "the other row once its lock is gone; the leased one not again");
+    println!("skip locked: 1 locked row skipped, 1 leased, none twice, violations: 0");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatcher_that_dies_mid_lease_is_replaced_once_the_lease_expires() {
     let db = TestDatabase::new().await;

@@ -19,7 +19,10 @@ WITH due AS (
         next_attempt_at = now() + make_interval(secs => $2),
         attempts = n.attempts + 1
     FROM due
+    -- Re-checked on the locked row, so a row leased meanwhile is never leased twice.
     WHERE n.id = due.id
+      AND n.status IN ('pending', 'temporary_failure')
+      AND n.next_attempt_at <= now()
     RETURNING n.id, n.user_id, n.kind, n.payload, n.created_at, n.attempts
 )
 SELECT l.id,
