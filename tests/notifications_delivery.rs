@@ -4,6 +4,10 @@
 //! fault happened (a 500 answered, a request left hanging, a dispatcher killed mid-lease)
 //! before it asserts the outcome.
 
+#[path = "support/api_server.rs"]
+mod api_server;
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/seed.rs"]
 mod seed;
 #[path = "support/smtp_server.rs"]
@@ -567,4 +571,129 @@ async fn smtp_retries_a_4xx_gives_up_on_a_5xx_and_skips_users_without_an_address
     assert!(no_address[0].error.as_deref().is_some_and(|e| e.contains("no e-mail address")));
     assert_eq!(server.mails().len(), 1, "nothing more was accepted");
     println!("smtp faults: 451 retried, 550 final, no address never sent, violations: 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_sets_preferences_sends_a_test_and_dispatches() {
+    use std::process::ExitCode;
+    let db = TestDatabase::new().await;
+    let receiver = Receiver::start(SECRET, &[Reply::Status(200)]).await;
+    let server = SmtpServer::start().await;
+    let lee = user_with_email(&db, "lee", "").await;
+    let url = db.url().to_owned();
+    let hook = receiver.url();
+    let smtp_url = format!("smtp://mailer:hunter2@{}", server.addr);
+    let methods = [
+        "--notifications-webhook-url",
+        hook.as_str(),
+        "--notifications-webhook-secret",
+        SECRET,
+        "--notifications-smtp-url",
+        smtp_url.as_str(),
+        "--notifications-smtp-from",
+        "poolkeeper@example.com",
+    ];
+    let run = |args: Vec<&str>| {
+        let mut all = args;
+        all.extend(["--database-url", url.as_str()]);
+        cli::poolkeeper(&all)
+    };
+    let email = ["notifications", "preferences", "email", "--user", "lee", "--email"];
+    let bad = [&["poolkeeper"][..], &email[..], &["not an address"]].concat();
+    let refused = <poolkeeper::cli::Cli as clap::Parser>::try_parse_from(bad)
+        .expect_err("a bad address is refused");
+    assert!(refused.to_string().contains("--email"), "{refused}");
+    assert_eq!(run([&email[..], &["lee@example.com"]].concat()), ExitCode::SUCCESS);
+    let nobody = ["notifications", "preferences", "list", "--user", "nobody"];
+    assert_eq!(run(nobody.to_vec()), ExitCode::from(2), "an unknown user is refused");
+    let off = [
+        "notifications",
+        "preferences",
+        "set",
+        "--user",
+        "lee",
+        "--kind",
+        "preset_hard_limited",
+        "--enabled",
+        "false",
+    ];
+    assert_eq!(run(off.to_vec()), ExitCode::SUCCESS);
+    let prefs = poolkeeper::store::delivery::preferences(db.pool(), lee).await.expect("prefs");
+    let muted: Vec<_> = prefs.iter().filter(|p| !p.enabled).map(|p| p.kind).collect();
+    assert_eq!(muted, [Kind::PresetHardLimited]);
+
+    let test = [&["notifications", "test", "--user", "lee"][..], &methods[..]].concat();
+    assert_eq!(run(test), ExitCode::SUCCESS);
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body["kind"], "test");
+    assert!(received[0].signature_valid);
+    let mails = server.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, ["lee@example.com"]);
+
+    let id =
+        enqueue(&db, lee, Kind::WorkspaceDormant, serde_json::json!({}), TimeDelta::zero()).await;
+    let dispatch = [&["notifications", "dispatch", "--once"][..], &methods[..]].concat();
+    assert_eq!(run(dispatch), ExitCode::SUCCESS);
+    let done = state(&db, id).await;
+    assert_eq!(done.status, DeliveryStatus::Sent);
+    let methods_used: Vec<_> = attempts(&db, id).await.iter().map(|a| a.method).collect();
+    assert_eq!(methods_used, [DeliveryMethod::Smtp, DeliveryMethod::Webhook]);
+    assert_eq!((receiver.received().len(), server.mails().len()), (2, 2));
+    assert_eq!(run(vec!["notifications", "list", "--json"]), ExitCode::SUCCESS);
+
+    let no_secret =
+        vec!["notifications", "dispatch", "--once", "--notifications-webhook-url", hook.as_str()];
+    assert_eq!(run(no_secret), ExitCode::from(2), "a webhook without a secret is refused");
+    let short_lease = vec![
+        "notifications",
+        "dispatch",
+        "--once",
+        "--notifications-webhook-url",
+        hook.as_str(),
+        "--notifications-webhook-secret",
+        SECRET,
+        "--notifications-lease",
+        "5s",
+    ];
+    assert_eq!(run(short_lease), ExitCode::from(2), "a lease shorter than the timeout is refused");
+    println!(
+        "cli: email, preferences, test by both methods, dispatch --once, refusals, violations: 0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferences_over_http_are_the_callers_own_and_name_a_bad_kind() {
+    use poolkeeper::db::enums::UserRole;
+    use reqwest::{Method, StatusCode};
+    let api = api_server::TestApi::start().await;
+    let (mia, mia_token) = api.user("mia", UserRole::Member).await;
+    let (_, otto_token) = api.user("otto", UserRole::TemplateAdmin).await;
+    let path = "/api/v1/users/me/notification-preferences";
+    let (status, body) = api.call(Method::GET, path, &mia_token, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["preferences"].as_object().map(|o| o.len()), Some(Kind::ALL.len()));
+    assert!(body["preferences"].as_object().expect("map").values().all(|v| v == true));
+
+    let off = serde_json::json!({"preferences": {"workspace_dormant": false}});
+    let (status, body) = api.call(Method::PUT, path, &mia_token, Some(off)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["preferences"]["workspace_dormant"], false);
+    assert_eq!(body["preferences"]["workspace_autodeleted"], true);
+    let (_, others) = api.call(Method::GET, path, &otto_token, None).await;
+    assert_eq!(others["preferences"]["workspace_dormant"], true, "only the caller's own");
+
+    let bad = serde_json::json!({"preferences": {"workspace_dormant": true, "bogus": false}});
+    let (status, body) = api.call(Method::PUT, path, &mia_token, Some(bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "preferences.bogus");
+    let prefs = poolkeeper::store::delivery::preferences(api.db.pool(), mia).await.expect("prefs");
+    assert!(
+        prefs.iter().any(|p| p.kind == Kind::WorkspaceDormant && !p.enabled),
+        "a refused body changes nothing"
+    );
+    let wrong_type = serde_json::json!({"preferences": {"workspace_dormant": "no"}});
+    let (status, body) = api.call(Method::PUT, path, &mia_token, Some(wrong_type)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }

@@ -125,6 +125,8 @@ const PER_INVOCATION_FLAGS: &[&str] = &[
     "notifications preferences set --user",
     "notifications preferences set --kind",
     "notifications preferences set --enabled",
+    "notifications preferences email --user",
+    "notifications preferences email --email",
     "audit list --resource-type",
     "audit list --resource-id",
     "audit list --actor",

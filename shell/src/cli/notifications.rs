@@ -11,7 +11,9 @@ pub use delivery::DeliveryArgs;
 use crate::db::pool::{self, redacted_url, PoolConfig, SessionSettings};
 use crate::notify::{Dispatcher, Message, Recipient};
 use crate::store::auth::{find_user, AuthError};
-use crate::store::delivery::{attempts_of, delivery_states, preferences, set_preference};
+use crate::store::delivery::{
+    attempts_of, delivery_states, preferences, set_email, set_preference,
+};
 use crate::store::notifications::{list, Kind, NotificationFilter};
 use crate::store::StoreError;
 use crate::telemetry::logging::{self, LogFormat};
@@ -96,6 +98,35 @@ pub enum PreferencesCommand {
     List(PreferencesListArgs),
     /// Switch one kind on or off for a user.
     Set(PreferencesSetArgs),
+    /// Set the address a user's notification e-mail goes to ("" clears it).
+    Email(PreferencesEmailArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PreferencesEmailArgs {
+    /// The user (by name).
+    #[arg(long)]
+    pub user: String,
+    /// The address, e.g. alice@example.com; empty for none.
+    #[arg(long, value_parser = parse_email)]
+    pub email: EmailAddress,
+    /// PostgreSQL URL.
+    #[arg(long, env = "POOLKEEPER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+/// An e-mail address checked at the edge, or none.
+#[derive(Debug, Clone)]
+pub struct EmailAddress(Option<String>);
+
+fn parse_email(text: &str) -> Result<EmailAddress, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(EmailAddress(None));
+    }
+    let address: lettre::Address =
+        text.parse().map_err(|err| format!("{text:?} is not an e-mail address ({err})"))?;
+    Ok(EmailAddress(Some(address.to_string())))
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,6 +187,7 @@ pub fn notifications(args: &NotificationsArgs) -> ExitCode {
         NotificationsCommand::Preferences(args) => match &args.command {
             PreferencesCommand::List(args) => preferences_list(args),
             PreferencesCommand::Set(args) => preferences_set(args),
+            PreferencesCommand::Email(args) => preferences_email(args),
         },
     }
 }
@@ -397,6 +429,30 @@ fn preferences_set(args: &PreferencesSetArgs) -> ExitCode {
         Ok(()) => {
             let state = if args.enabled { "on" } else { "off" };
             println!("{} {} for {}", args.kind.as_str(), state, args.user);
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn preferences_email(args: &PreferencesEmailArgs) -> ExitCode {
+    let done = super::on_database(
+        &args.database_url,
+        async |pool| {
+            let user = find_user(pool, &args.user)
+                .await?
+                .ok_or_else(|| CommandError::NoUser(args.user.clone()))?;
+            set_email(pool, user.id, args.email.0.as_deref(), chrono::Utc::now()).await?;
+            Ok::<_, CommandError>(())
+        },
+        CommandError::invalid_input,
+    );
+    match done {
+        Ok(()) => {
+            match &args.email.0 {
+                Some(email) => println!("notification e-mail for {} goes to {email}", args.user),
+                None => println!("no notification e-mail for {}", args.user),
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,

@@ -14,7 +14,7 @@ use diesel::sql_types::{
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
-pub use preferences::{preferences, set_preference, Preference};
+pub use preferences::{preferences, set_email, set_preference, Preference};
 
 use super::StoreError;
 use crate::db::enums::{AttemptOutcome, DeliveryMethod, DeliveryStatus};

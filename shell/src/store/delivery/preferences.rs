@@ -7,7 +7,7 @@ use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
-use crate::db::schema::notification_preferences;
+use crate::db::schema::{notification_preferences, users};
 use crate::db::DbPool;
 use crate::store::notifications::Kind;
 use crate::store::StoreError;
@@ -64,4 +64,20 @@ pub async fn preferences(pool: &DbPool, user_id: Uuid) -> Result<Vec<Preference>
                 .is_none_or(|(_, enabled)| *enabled),
         })
         .collect())
+}
+
+/// Sets the address notification e-mail goes to (`None` clears it: no e-mail is sent).
+/// Returns whether the user exists.
+pub async fn set_email(
+    pool: &DbPool,
+    user_id: Uuid,
+    email: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let mut conn = pool.get().await?;
+    let updated = diesel::update(users::table.find(user_id))
+        .set((users::email.eq(email.unwrap_or("")), users::updated_at.eq(now)))
+        .execute(&mut conn)
+        .await?;
+    Ok(updated == 1)
 }
