@@ -208,6 +208,8 @@ async fn diesel_schema_matches_the_migrated_database() {
         workspace_builds,
         workspace_agents,
         notifications,
+        notification_attempts,
+        notification_preferences,
         audit_log,
         settings,
         leader_leases,
