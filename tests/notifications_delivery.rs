@@ -697,3 +697,44 @@ async fn preferences_over_http_are_the_callers_own_and_name_a_bad_kind() {
     let (status, body) = api.call(Method::PUT, path, &mia_token, Some(wrong_type)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+/// The lease query reads the due rows through the partial index, however many delivered
+/// rows the outbox keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_query_uses_the_due_index() {
+    #[derive(diesel::QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+    let db = TestDatabase::new().await;
+    let mia = user_with_email(&db, "mia", "").await;
+    let mut conn = db.conn().await;
+    diesel::sql_query(
+        "INSERT INTO notifications (user_id, kind, dedupe_key, status, created_at)
+         SELECT $1, 'workspace_dormant', 'done:' || g, 'sent', now() - interval '1 day'
+         FROM generate_series(1, 20000) g",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(mia)
+    .execute(&mut conn)
+    .await
+    .expect("delivered rows");
+    for _ in 0..5 {
+        enqueue(&db, mia, Kind::WorkspaceDormant, serde_json::json!({}), TimeDelta::zero()).await;
+    }
+    diesel::sql_query("ANALYZE notifications").execute(&mut conn).await.expect("analyze");
+    let plan: Vec<Plan> =
+        diesel::sql_query(format!("EXPLAIN {}", poolkeeper::store::delivery::LEASE_SQL))
+            .bind::<diesel::sql_types::Text, _>("d") // $1 dispatcher
+            .bind::<diesel::sql_types::Double, _>(30.0) // $2 lease seconds
+            .bind::<diesel::sql_types::BigInt, _>(20i64) // $3 batch size
+            .load(&mut conn)
+            .await
+            .expect("explain");
+    let plan: Vec<_> = plan.into_iter().map(|p| p.line).collect();
+    assert!(
+        plan.iter().any(|line| line.contains("notifications_due_idx")),
+        "the due index is not used:\n{}",
+        plan.join("\n")
+    );
+}

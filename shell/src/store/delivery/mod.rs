@@ -21,7 +21,8 @@ use crate::db::enums::{AttemptOutcome, DeliveryMethod, DeliveryStatus};
 use crate::db::schema::{notification_attempts, notifications};
 use crate::db::DbPool;
 
-const LEASE_SQL: &str = include_str!("lease.sql");
+/// The lease statement (public for the test that checks its plan uses the due index).
+pub const LEASE_SQL: &str = include_str!("lease.sql");
 
 /// A message leased for delivery, with what rendering and delivery need.
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
