@@ -511,6 +511,8 @@ async fn openapi_lists_every_route() {
         ("post", "/api/v1/presets/{id}/invalidate"),
         ("put", "/api/v1/templates/{org}/{name}"),
         ("get", "/api/v1/audit"),
+        ("get", "/api/v1/users/me/notification-preferences"),
+        ("put", "/api/v1/users/me/notification-preferences"),
         ("get", "/api/v1/openapi.json"),
         ("get", "/api/v1/buildinfo"),
     ];

@@ -51,6 +51,7 @@ fn smtp(server: &SmtpServer) -> Arc<dyn Notifier> {
         url: format!("smtp://mailer:hunter2@{}", server.addr),
         from: "Poolkeeper <poolkeeper@example.com>".parse().expect("from"),
         timeout: Duration::from_secs(10),
+        ca_pem: None,
     };
     Arc::new(Smtp::new(config).expect("smtp"))
 }
@@ -737,4 +738,71 @@ async fn the_lease_query_uses_the_due_index() {
         "the due index is not used:\n{}",
         plan.join("\n")
     );
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed.
+fn smtp_certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "poolkeeper smtp test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("sign CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("server params");
+    let cert = params.signed_by(&key, &issuer).expect("sign server");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_over_implicit_tls_trusts_the_configured_ca_and_nothing_else() {
+    let (ca, cert, key) = smtp_certificates();
+    let db = TestDatabase::new().await;
+    let server = SmtpServer::start_tls(&cert, &key).await;
+    let olga = user_with_email(&db, "olga", "olga@example.com").await;
+    let method = |ca_pem: Option<&str>| -> Arc<dyn Notifier> {
+        let config = SmtpConfig {
+            url: format!("smtps://mailer:hunter2@127.0.0.1:{}", server.addr.port()),
+            from: "poolkeeper@example.com".parse().expect("from"),
+            timeout: Duration::from_secs(10),
+            ca_pem: ca_pem.map(|pem| pem.as_bytes().to_vec()),
+        };
+        Arc::new(Smtp::new(config).expect("smtp"))
+    };
+
+    let untrusted =
+        enqueue(&db, olga, Kind::WorkspaceDormant, serde_json::json!({}), TimeDelta::zero()).await;
+    let pass = Dispatcher::new(db.pool().clone(), vec![method(None)], config(5))
+        .dispatch_once()
+        .await
+        .expect("pass");
+    assert_eq!(pass.temporary_failures, 1, "an unknown CA is refused: {pass:?}");
+    assert_eq!((server.connections(), server.tls_sessions()), (1, 0), "the handshake was tried");
+    let error = attempts(&db, untrusted).await[0].error.clone().unwrap_or_default();
+    assert!(
+        error.contains("certificate") || error.contains("tls") || error.contains("TLS"),
+        "{error}"
+    );
+
+    let pass = Dispatcher::new(db.pool().clone(), vec![method(Some(&ca))], config(5))
+        .dispatch_once()
+        .await
+        .expect("pass");
+    assert_eq!(pass.sent, 1, "with the CA: {pass:?}");
+    assert_eq!(server.tls_sessions(), 1);
+    let mails = server.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].auth.as_deref(), Some("AG1haWxlcgBodW50ZXIy"));
+    assert_eq!(mails[0].to, ["olga@example.com"]);
+
+    let plain = SmtpConfig {
+        url: format!("smtp://127.0.0.1:{}", server.addr.port()),
+        from: "poolkeeper@example.com".parse().expect("from"),
+        timeout: Duration::from_secs(10),
+        ca_pem: Some(ca.into_bytes()),
+    };
+    let refused = Smtp::new(plain).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.starts_with("--notifications-smtp-ca-file:"), "{refused}");
+    println!("smtps: unknown CA refused (1 handshake tried), configured CA trusted, 1 message, violations: 0");
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::message::{Message, Recipient};
@@ -24,6 +25,9 @@ pub struct SmtpConfig {
     pub from: Mailbox,
     /// The whole conversation, connection to QUIT.
     pub timeout: Duration,
+    /// A PEM CA certificate to trust for the server besides the public roots (a private
+    /// relay); the URL must ask for TLS.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for SmtpConfig {
@@ -36,8 +40,12 @@ impl std::fmt::Debug for SmtpConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("--notifications-smtp-url: {0}")]
-pub struct SmtpSetupError(#[from] lettre::transport::smtp::Error);
+pub enum SmtpSetupError {
+    #[error("--notifications-smtp-url: {0}")]
+    Url(#[from] lettre::transport::smtp::Error),
+    #[error("--notifications-smtp-ca-file: {0}")]
+    Ca(String),
+}
 
 pub struct Smtp {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -47,10 +55,12 @@ pub struct Smtp {
 
 impl Smtp {
     pub fn new(config: SmtpConfig) -> Result<Self, SmtpSetupError> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&config.url)?
-            .timeout(Some(config.timeout))
-            .build();
-        Ok(Self { transport, from: config.from, timeout: config.timeout })
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&config.url)?
+            .timeout(Some(config.timeout));
+        if let Some(pem) = &config.ca_pem {
+            builder = builder.tls(tls_trusting(&config.url, pem)?);
+        }
+        Ok(Self { transport: builder.build(), from: config.from, timeout: config.timeout })
     }
 
     fn email(&self, message: &Message, to: &str) -> Result<lettre::Message, SendError> {
@@ -77,6 +87,28 @@ impl Smtp {
                     ),
             )
             .map_err(|err| SendError::Permanent(format!("cannot build the e-mail: {err}")))
+    }
+}
+
+/// The TLS mode the URL asks for (as lettre reads it), trusting `ca_pem` as well as the
+/// public roots.
+fn tls_trusting(url: &str, ca_pem: &[u8]) -> Result<Tls, SmtpSetupError> {
+    let ca = |message: String| SmtpSetupError::Ca(message);
+    let parsed = reqwest::Url::parse(url).map_err(|err| ca(format!("the SMTP URL: {err}")))?;
+    let host = parsed.host_str().ok_or_else(|| ca("the SMTP URL has no host".to_owned()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let certificate =
+        Certificate::from_pem(ca_pem).map_err(|err| ca(format!("not a PEM certificate: {err}")))?;
+    let parameters = TlsParameters::builder(host)
+        .add_root_certificate(certificate)
+        .build_rustls()
+        .map_err(|err| ca(err.to_string()))?;
+    let mode = parsed.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v.into_owned());
+    match (parsed.scheme(), mode.as_deref()) {
+        ("smtps", _) => Ok(Tls::Wrapper(parameters)),
+        ("smtp", Some("required")) => Ok(Tls::Required(parameters)),
+        ("smtp", Some("opportunistic")) => Ok(Tls::Opportunistic(parameters)),
+        _ => Err(ca("the SMTP URL asks for no TLS (use smtps:// or ?tls=required)".to_owned())),
     }
 }
 

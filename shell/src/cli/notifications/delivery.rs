@@ -21,6 +21,10 @@ pub struct DeliveryArgs {
     /// smtp://user:pass@host:587?tls=required (STARTTLS), smtp://host:25 (no TLS).
     #[arg(long, env = "POOLKEEPER_NOTIFICATIONS_SMTP_URL", hide_env_values = true)]
     pub notifications_smtp_url: Option<String>,
+    /// A PEM CA certificate to trust for the SMTP server besides the public roots (a relay
+    /// with a private CA; the URL must ask for TLS).
+    #[arg(long, env = "POOLKEEPER_NOTIFICATIONS_SMTP_CA_FILE")]
+    pub notifications_smtp_ca_file: Option<std::path::PathBuf>,
     /// The sender of notification e-mail ("Poolkeeper <noreply@example.com>").
     #[arg(long, env = "POOLKEEPER_NOTIFICATIONS_SMTP_FROM")]
     pub notifications_smtp_from: Option<String>,
@@ -63,6 +67,8 @@ pub enum DeliveryConfigError {
     SmtpUrl(#[from] crate::notify::SmtpSetupError),
     #[error(transparent)]
     Webhook(#[from] crate::notify::WebhookSetupError),
+    #[error("--notifications-smtp-ca-file: {0}")]
+    CaFile(String),
     #[error("--notifications-{0}: must be more than 0")]
     Zero(&'static str),
     #[error(
@@ -105,8 +111,18 @@ impl DeliveryArgs {
             if self.notifications_smtp_timeout.is_zero() {
                 return Err(DeliveryConfigError::Zero("smtp-timeout"));
             }
-            let config =
-                SmtpConfig { url: url.clone(), from, timeout: self.notifications_smtp_timeout };
+            let ca_pem = match &self.notifications_smtp_ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|err| {
+                    DeliveryConfigError::CaFile(format!("{}: {err}", path.display()))
+                })?),
+                None => None,
+            };
+            let config = SmtpConfig {
+                url: url.clone(),
+                from,
+                timeout: self.notifications_smtp_timeout,
+                ca_pem,
+            };
             methods.push(Arc::new(Smtp::new(config)?));
         }
         Ok(methods)
