@@ -152,8 +152,17 @@ impl Dispatcher {
 
     /// Passes until a pass finds less than a full batch (at most [`MAX_PASSES`]).
     pub async fn drain(&self) -> Result<PassStats, StoreError> {
+        self.drain_until(&CancellationToken::new()).await
+    }
+
+    /// [`Dispatcher::drain`], stopping between passes once `shutdown` is cancelled (a pass
+    /// in progress finishes: its sends are bounded by the methods' timeouts).
+    async fn drain_until(&self, shutdown: &CancellationToken) -> Result<PassStats, StoreError> {
         let mut total = PassStats::default();
         for _ in 0..MAX_PASSES {
+            if shutdown.is_cancelled() {
+                break;
+            }
             let pass = self.dispatch_once().await?;
             total.add(pass);
             if (pass.leased as i64) < self.config.batch {
@@ -176,7 +185,7 @@ impl Dispatcher {
         let mut last_prune: Option<Instant> = None;
         tracing::info!(dispatcher = %self.id, methods = self.methods.len(), "notification dispatcher started");
         while !shutdown.is_cancelled() {
-            match self.drain().await {
+            match self.drain_until(&shutdown).await {
                 Ok(stats) if stats.leased > 0 => tracing::info!(
                     leased = stats.leased,
                     sent = stats.sent,
