@@ -8,6 +8,7 @@ pub mod agent;
 pub mod build;
 mod instant;
 pub mod lifecycle;
+pub mod notifications;
 pub mod prebuilds;
 pub mod replay;
 pub mod schedule;

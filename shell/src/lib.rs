@@ -6,6 +6,7 @@ pub mod cli;
 pub mod daemon;
 pub mod db;
 pub mod demo;
+pub mod notify;
 pub mod provisioner;
 pub mod store;
 pub mod telemetry;

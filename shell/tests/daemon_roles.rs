@@ -1,11 +1,14 @@
 //! The daemon binary's connections: each role (API, each loop, the embedded worker, the
 //! listener) connects under its own name in `pg_stat_activity` (the timeouts that come with
 //! each role are tested in-process: tests/daemon_faults.rs), and a claim is served while
-//! the prebuild loop's every apply waits on a lock.
+//! the prebuild loop's every apply waits on a lock; the notification dispatcher runs on a
+//! pool and task of its own.
 
 mod common;
 #[path = "../../tests/support/seed.rs"]
 mod seed;
+#[path = "../../tests/support/webhook_receiver.rs"]
+mod webhook_receiver;
 
 use std::time::Duration;
 
@@ -153,4 +156,91 @@ async fn a_claim_gets_a_connection_while_the_prebuild_loop_is_stuck_on_locks() {
     let status = daemon.wait_exit(LONG).await;
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", daemon.log_tail(3000));
     println!("connection budget: claim 201 while {still_stuck} prebuild applies waited on locks");
+}
+
+/// With a webhook configured, `run` delivers the outbox from a supervised task of its own
+/// (`notifications` in /readyz's task list when it dies), on connections named
+/// `poolkeeper-notifications`, and counts what it sent in /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_delivers_notifications_from_its_own_task_and_pool() {
+    use poolkeeper::db::schema::notifications;
+    use webhook_receiver::{Receiver, Reply};
+    let db = TestDatabase::new().await;
+    let receiver = Receiver::start("daemon-secret", &[Reply::Status(200)]).await;
+    let user = {
+        let mut conn = db.conn().await;
+        seed::user(&mut conn, "nina").await
+    };
+    let listen = free_addr();
+    let hook = receiver.url();
+    let mut daemon = Proc::spawn(
+        "daemon",
+        &args(&[
+            "run",
+            "--database-url",
+            db.url(),
+            "--listen",
+            &listen.to_string(),
+            "--notifications-webhook-url",
+            &hook,
+            "--notifications-webhook-secret",
+            "daemon-secret",
+            "--notifications-interval",
+            "200ms",
+        ]),
+    );
+    wait_http(listen, "/readyz", 200, LONG).await;
+    let id = uuid::Uuid::new_v4();
+    {
+        let mut conn = db.conn().await;
+        diesel::insert_into(notifications::table)
+            .values(poolkeeper::db::models::NewNotification {
+                id,
+                user_id: user,
+                kind: "workspace_dormant".to_owned(),
+                dedupe_key: format!("daemon-test:{id}"),
+                payload: serde_json::json!({}),
+                created_at: None,
+            })
+            .execute(&mut conn)
+            .await
+            .expect("enqueue");
+    }
+    receiver.wait_for(1).await;
+    let received = receiver.received();
+    assert_eq!(received[0].idempotency_key.as_deref(), Some(id.to_string().as_str()));
+    assert!(received[0].signature_valid);
+    wait_until("the delivery to be recorded", LONG, || async {
+        let mut conn = db.conn().await;
+        let sent = format!(
+            "SELECT count(*) AS n FROM notifications WHERE id = '{id}' AND status = 'sent'"
+        );
+        seed::count(&mut conn, &sent).await == 1
+    })
+    .await;
+    let mut conn = db.conn().await;
+    let sessions: Vec<Session> = diesel::sql_query(
+        "SELECT DISTINCT application_name FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'poolkeeper-notifications'",
+    )
+    .load(&mut conn)
+    .await
+    .expect("sessions");
+    assert_eq!(sessions.len(), 1, "the dispatcher's own pool: {sessions:?}");
+    let metrics = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(
+        metrics.contains(
+            "poolkeeper_notifications_sent_total{method=\"webhook\",kind=\"workspace_dormant\"} 1"
+        ),
+        "{metrics}"
+    );
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(LONG).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", daemon.log_tail(3000));
+    println!("daemon notifications: 1 delivered by the daemon's dispatcher, violations: 0");
 }

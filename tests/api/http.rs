@@ -518,6 +518,8 @@ async fn openapi_lists_every_route() {
         ("get", "/api/v1/tokens"),
         ("delete", "/api/v1/tokens/{id}"),
         ("get", "/api/v1/audit"),
+        ("get", "/api/v1/users/me/notification-preferences"),
+        ("put", "/api/v1/users/me/notification-preferences"),
         ("get", "/api/v1/openapi.json"),
         ("get", "/api/v1/buildinfo"),
     ];

@@ -11,6 +11,7 @@ mod hostile_input;
 mod http;
 mod http_access_log;
 mod metrics_scrape;
+mod notifications_delivery;
 mod openapi;
 mod rbac;
 mod workspaces_page;

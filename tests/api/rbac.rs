@@ -309,6 +309,20 @@ fn matrix() -> Vec<Row> {
             no_body,
             [200, 200, 200, 200, 401, 401],
         ),
+        row(
+            get.clone(),
+            "/api/v1/users/me/notification-preferences",
+            None,
+            no_body,
+            [200, 200, 200, 200, 401, 401],
+        ),
+        row(
+            put.clone(),
+            "/api/v1/users/me/notification-preferences",
+            None,
+            || Some(json!({"preferences": {"preset_hard_limited": false}})),
+            [200, 200, 200, 200, 401, 401],
+        ),
         row(get.clone(), "/api/v1/openapi.json", None, no_body, [200, 200, 200, 200, 200, 200]),
         row(get, "/api/v1/buildinfo", None, no_body, [200, 200, 200, 200, 200, 200]),
     ]

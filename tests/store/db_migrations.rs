@@ -6,8 +6,8 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use poolkeeper::db::enums::{
-    AgentLifecycle, AutomaticUpdates, JobStatus, PrebuildStatus, ProvisionerKind, Transition,
-    UserRole, UserStatus,
+    AgentLifecycle, AttemptOutcome, AutomaticUpdates, DeliveryMethod, DeliveryStatus, JobStatus,
+    PrebuildStatus, ProvisionerKind, Transition, UserRole, UserStatus,
 };
 use poolkeeper::db::models::{Organization, Setting, User};
 use poolkeeper::db::schema;
@@ -208,6 +208,8 @@ async fn diesel_schema_matches_the_migrated_database() {
         workspace_builds,
         workspace_agents,
         notifications,
+        notification_attempts,
+        notification_preferences,
         audit_log,
         settings,
         leader_leases,
@@ -246,6 +248,9 @@ async fn rust_enums_match_the_check_constraints() {
         ("provisioner_jobs_transition_check", names(Transition::ALL)),
         ("provisioner_jobs_status_check", names(JobStatus::ALL)),
         ("workspace_agents_lifecycle_state_check", names(AgentLifecycle::ALL)),
+        ("notifications_status_check", names(DeliveryStatus::ALL)),
+        ("notification_attempts_method_check", names(DeliveryMethod::ALL)),
+        ("notification_attempts_outcome_check", names(AttemptOutcome::ALL)),
     ];
     for (constraint, expected) in cases {
         assert_eq!(check_values(&mut conn, constraint).await, expected, "{constraint}");

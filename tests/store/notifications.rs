@@ -391,3 +391,105 @@ async fn terraform_replacements_on_claim_are_detected_from_the_state() {
     assert_eq!(found_notes[0].notification.payload["preset_id"], serde_json::json!(preset_id));
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Build #2 of a fresh workspace of alice's: `transition` for `reason`, its job taken by
+/// worker `w1`. Returns the workspace, the job and the owner.
+async fn automatic_build(
+    db: &TestDatabase,
+    transition: Transition,
+    reason: &str,
+) -> (Uuid, Uuid, Uuid) {
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let now = Utc::now();
+    let first = WorkspaceSeed::owned(alice, template_id, version_id, Transition::Start, now);
+    let workspace = seed::workspace(&mut conn, first).await;
+    let second = WorkspaceSeed {
+        transition,
+        status: JobStatus::Pending,
+        ..WorkspaceSeed::owned(alice, template_id, version_id, transition, now)
+    };
+    seed::build(&mut conn, workspace, 2, &second).await;
+    diesel::sql_query(
+        "UPDATE workspace_builds SET reason = $1 WHERE workspace_id = $2 AND build_number = 2",
+    )
+    .bind::<diesel::sql_types::Text, _>(reason)
+    .bind::<diesel::sql_types::Uuid, _>(workspace)
+    .execute(&mut conn)
+    .await
+    .expect("reason");
+    let job = acquire_next_job(&mut conn, "w1", now).await.expect("acquire").expect("a job");
+    (workspace, job.id, alice)
+}
+
+/// Runs taken job `job_id` on the simulated backend (it succeeds).
+async fn simulate(conn: &mut AsyncPgConnection, job_id: Uuid) -> JobResult {
+    use poolkeeper::db::models::ProvisionerJob;
+    use poolkeeper::db::schema::provisioner_jobs;
+    let job: ProvisionerJob = provisioner_jobs::table
+        .find(job_id)
+        .select(ProvisionerJob::as_select())
+        .first(conn)
+        .await
+        .expect("job");
+    let ctx = load_context(conn, job).await.expect("context");
+    let output = Backends::default().run(&ctx, &CancellationToken::new()).await.expect("build");
+    JobResult::Succeeded(output)
+}
+
+fn failed(message: &str) -> JobResult {
+    JobResult::Failed(poolkeeper::provisioner::backend::BuildFailure {
+        error: poolkeeper::provisioner::BackendError::InvalidSource(message.to_owned()),
+        state: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_autostart_or_autostop_notifies_the_owner_once() {
+    for (transition, reason) in [(Transition::Start, "autostart"), (Transition::Stop, "autostop")] {
+        let db = TestDatabase::new().await;
+        let (workspace, job, alice) = automatic_build(&db, transition, reason).await;
+        let mut conn = db.conn().await;
+        complete_job(&mut conn, job, "w1", &failed("disk full"), Utc::now())
+            .await
+            .expect("complete")
+            .expect("mine");
+        let listed = notes(&db, "workspace_autobuild_failed").await;
+        assert_eq!(listed.len(), 1, "{reason}");
+        let note = &listed[0].notification;
+        assert_eq!(note.user_id, alice);
+        assert_eq!(note.payload["workspace_id"], workspace.to_string());
+        assert_eq!(note.payload["reason"], reason);
+        assert_eq!(note.payload["transition"], transition.as_str());
+        assert!(note.payload["error"].as_str().is_some_and(|e| e.contains("disk full")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_a_person_asked_for_and_successful_autostops_notify_no_one() {
+    let db = TestDatabase::new().await;
+    let (_, job, _) = automatic_build(&db, Transition::Start, "initiator").await;
+    let mut conn = db.conn().await;
+    complete_job(&mut conn, job, "w1", &failed("boom"), Utc::now()).await.expect("complete");
+    let db2 = TestDatabase::new().await;
+    let (_, job2, _) = automatic_build(&db2, Transition::Stop, "autostop").await;
+    let mut conn2 = db2.conn().await;
+    let result = simulate(&mut conn2, job2).await;
+    complete_job(&mut conn2, job2, "w1", &result, Utc::now()).await.expect("complete");
+    assert!(notes(&db, "workspace_autobuild_failed").await.is_empty(), "a person's build");
+    assert!(notes(&db2, "workspace_autobuild_failed").await.is_empty(), "a success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_delete_that_went_through_notifies_the_owner() {
+    let db = TestDatabase::new().await;
+    let (workspace, job, alice) = automatic_build(&db, Transition::Delete, "autodelete").await;
+    let mut conn = db.conn().await;
+    let result = simulate(&mut conn, job).await;
+    complete_job(&mut conn, job, "w1", &result, Utc::now()).await.expect("complete").expect("mine");
+    let listed = notes(&db, "workspace_autodeleted").await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].notification.user_id, alice);
+    assert_eq!(listed[0].notification.payload["workspace_id"], workspace.to_string());
+}

@@ -37,6 +37,8 @@ pub mod mutate;
 pub mod provisioner_seed;
 pub mod rng;
 pub mod seed;
+pub mod smtp_server;
+pub mod webhook_receiver;
 
 /// A log sink for a test's tracing subscriber: every line written is kept, and
 /// [`CapturedLog::text`] reads them back (to assert what was, or was not, logged).

@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod body;
 mod error;
+mod notification_preferences;
 mod openapi;
 mod path;
 mod prebuilds;
@@ -133,6 +134,8 @@ pub fn routes() -> Vec<Route> {
         route::<tokens::__path_list>(|m| on(m, tokens::list)),
         route::<tokens::__path_revoke>(|m| on(m, tokens::revoke)),
         route::<audit::__path_list_entries>(|m| on(m, audit::list_entries)),
+        route::<notification_preferences::__path_get>(|m| on(m, notification_preferences::get)),
+        route::<notification_preferences::__path_put>(|m| on(m, notification_preferences::put)),
         route::<openapi::__path_serve>(|m| on(m, openapi::serve)),
         route::<__path_buildinfo>(|m| on(m, buildinfo)),
     ]

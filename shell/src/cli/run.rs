@@ -75,6 +75,8 @@ pub struct RunArgs {
     /// Fail a pending job no provisioner took within this many seconds.
     #[arg(long, env = "POOLKEEPER_PENDING_JOB_TIMEOUT", value_parser = super::parse_secs, default_value_t = 1800)]
     pub pending_job_timeout: u64,
+    #[command(flatten)]
+    pub notifications: super::notifications::DeliveryArgs,
 }
 
 impl RunArgs {
@@ -179,6 +181,7 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let dispatcher = spawn_dispatcher(args, &state, &shutdown)?;
         let settings = DaemonSettings {
             database_url: args.database_url.clone(),
             lifecycle_interval: Duration::from_secs(args.lifecycle_interval.max(1)),
@@ -198,8 +201,37 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
         if let Some(worker) = worker {
             let _ = worker.await;
         }
+        if let Some(dispatcher) = dispatcher {
+            let _ = dispatcher.await;
+        }
         let _ = http.await;
         tracing::info!("daemon stopped");
         Ok(())
     })
+}
+
+/// The notification dispatcher, supervised, on a small pool of its own; none when no
+/// delivery method is configured (the outbox then keeps every message pending).
+fn spawn_dispatcher(
+    args: &RunArgs,
+    state: &HttpState,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let methods = args.notifications.methods()?;
+    let config = args.notifications.dispatch_config()?;
+    if methods.is_empty() {
+        tracing::info!(
+            "no notification delivery method configured; notifications stay in the outbox"
+        );
+        return Ok(None);
+    }
+    let session = args.pool_config("notifications", 1).session;
+    let pool = pool::build(&args.database_url, &super::notifications::pool_config(session))?;
+    let (metrics, stop) = (state.metrics.clone(), shutdown.clone());
+    Ok(Some(supervise("notifications", state.clone(), shutdown.clone(), move || {
+        let dispatcher =
+            crate::notify::Dispatcher::new(pool.clone(), methods.clone(), config.clone())
+                .with_metrics(metrics.clone());
+        dispatcher.run(stop.clone())
+    })))
 }

@@ -185,6 +185,35 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// `notifications.status`: where a message is in its delivery.
+    DeliveryStatus {
+        Pending = "pending",
+        Sent = "sent",
+        TemporaryFailure = "temporary_failure",
+        PermanentFailure = "permanent_failure",
+        Inhibited = "inhibited",
+    }
+}
+
+text_enum! {
+    /// `notification_attempts.method`: how a message is delivered.
+    DeliveryMethod {
+        Webhook = "webhook",
+        Smtp = "smtp",
+    }
+}
+
+text_enum! {
+    /// `notification_attempts.outcome`: what one send by one method came to.
+    AttemptOutcome {
+        Sent = "sent",
+        TemporaryFailure = "temporary_failure",
+        PermanentFailure = "permanent_failure",
+        Inhibited = "inhibited",
+    }
+}
+
 impl JobStatus {
     /// True once the job can no longer change (succeeded, failed, canceled).
     pub fn is_finished(self) -> bool {

@@ -191,6 +191,31 @@ diesel::table! {
         payload -> Jsonb,
         created_at -> Timestamptz,
         sent_at -> Nullable<Timestamptz>,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        leased_by -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    notification_attempts (notification_id, attempt, method) {
+        notification_id -> Uuid,
+        attempt -> Int4,
+        method -> Text,
+        at -> Timestamptz,
+        outcome -> Text,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    notification_preferences (user_id, kind) {
+        user_id -> Uuid,
+        kind -> Text,
+        enabled -> Bool,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -245,6 +270,8 @@ diesel::joinable!(workspace_builds -> provisioner_jobs (job_id));
 diesel::joinable!(workspace_builds -> users (initiator_id));
 diesel::joinable!(workspace_agents -> workspace_builds (build_id));
 diesel::joinable!(notifications -> users (user_id));
+diesel::joinable!(notification_attempts -> notifications (notification_id));
+diesel::joinable!(notification_preferences -> users (user_id));
 diesel::joinable!(audit_log -> users (actor_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -261,6 +288,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     workspace_builds,
     workspace_agents,
     notifications,
+    notification_attempts,
+    notification_preferences,
     audit_log,
     settings,
     leader_leases,

@@ -107,7 +107,7 @@ async fn finish(
                 (JobStatus::Canceled, None, state.as_deref(), None)
             }
         };
-        completion::end_job(conn, job_id, build.id, status, error, state, now).await?;
+        completion::end_job(conn, job_id, build.id, status, error.clone(), state, now).await?;
         let mut completion = Completion {
             status,
             starting_agents: Vec::new(),
@@ -128,6 +128,7 @@ async fn finish(
             }),
         };
         audit::record(conn, now, &Actor::system("provisioner"), change).await?;
+        notify_owner(conn, &build, status, error.as_deref(), now).await?;
         let Some(output) = output else { return Ok(Some(completion)) };
 
         completion.starting_agents = insert_agents(conn, build.id, &output.agents, now).await?;
@@ -154,6 +155,31 @@ async fn finish(
         Ok(Some(completion))
     })
     .await
+}
+
+/// The owner hears of an automatic build that did not do what the schedule promised, and of
+/// the auto-delete of their dormant workspace (rules §5 decides which), once per build, in
+/// the completion's transaction.
+async fn notify_owner(
+    conn: &mut AsyncPgConnection,
+    build: &WorkspaceBuild,
+    status: JobStatus,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), ProvisionerError> {
+    use poolkeeper_core::notifications::build_notice;
+    let succeeded = match status {
+        JobStatus::Succeeded => true,
+        JobStatus::Failed => false,
+        // Canceled: someone stopped it on purpose; nothing to tell.
+        _ => return Ok(()),
+    };
+    let Some(notice) = build_notice(build.transition.into(), build.reason.as_str(), succeeded)
+    else {
+        return Ok(());
+    };
+    completion::notify_owner(conn, build, notice, error, now).await?;
+    Ok(())
 }
 
 /// Agents with no start time are ready at once; the others start, and the worker flips them

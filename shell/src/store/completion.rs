@@ -215,3 +215,45 @@ pub async fn record_resources_replaced(
     };
     audit::record(conn, now, &Actor::system("provisioner"), change).await
 }
+
+/// Tells the workspace's owner (never the prebuilds user) of `notice`, once per build.
+pub async fn notify_owner(
+    conn: &mut AsyncPgConnection,
+    build: &WorkspaceBuild,
+    notice: poolkeeper_core::notifications::BuildNotice,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), diesel::result::Error> {
+    use poolkeeper_core::notifications::BuildNotice;
+    let (owner_id, template_id): (Uuid, Uuid) = workspaces::table
+        .find(build.workspace_id)
+        .select((workspaces::owner_id, workspaces::template_id))
+        .get_result(conn)
+        .await?;
+    if owner_id == PREBUILDS_USER_ID {
+        return Ok(());
+    }
+    let (kind, payload) = match notice {
+        BuildNotice::WorkspaceAutodeleted => (
+            Kind::WorkspaceAutodeleted,
+            serde_json::json!({
+                "workspace_id": build.workspace_id,
+                "template_id": template_id,
+                "build_id": build.id,
+            }),
+        ),
+        BuildNotice::AutobuildFailed => (
+            Kind::WorkspaceAutobuildFailed,
+            serde_json::json!({
+                "workspace_id": build.workspace_id,
+                "template_id": template_id,
+                "build_id": build.id,
+                "transition": build.transition.as_str(),
+                "reason": build.reason.as_str(),
+                "error": error.unwrap_or("no error recorded"),
+            }),
+        ),
+    };
+    enqueue(conn, now, owner_id, kind, Dedupe::Once(build.id), payload).await?;
+    Ok(())
+}

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod claim;
 pub mod completion;
 mod convert;
+pub mod delivery;
 pub mod jobs;
 pub mod leases;
 pub mod lifecycle;

@@ -26,6 +26,10 @@ pub enum Kind {
     PresetHardLimited,
     /// Claiming a prebuild replaced some of its resources (to template admins, per claim).
     PrebuildResourcesReplaced,
+    /// The lifecycle's auto-delete of a dormant workspace went through (to its owner).
+    WorkspaceAutodeleted,
+    /// An autostart or autostop build failed (to the workspace's owner, per build).
+    WorkspaceAutobuildFailed,
 }
 
 impl Kind {
@@ -35,7 +39,29 @@ impl Kind {
             Self::WorkspaceAutoupdated => "workspace_autoupdated",
             Self::PresetHardLimited => "preset_hard_limited",
             Self::PrebuildResourcesReplaced => "prebuild_resources_replaced",
+            Self::WorkspaceAutodeleted => "workspace_autodeleted",
+            Self::WorkspaceAutobuildFailed => "workspace_autobuild_failed",
         }
+    }
+
+    /// Every kind, in the order `notifications preferences list` shows them.
+    pub const ALL: [Kind; 6] = [
+        Self::WorkspaceDormant,
+        Self::WorkspaceAutodeleted,
+        Self::WorkspaceAutobuildFailed,
+        Self::WorkspaceAutoupdated,
+        Self::PresetHardLimited,
+        Self::PrebuildResourcesReplaced,
+    ];
+}
+
+impl std::str::FromStr for Kind {
+    type Err = crate::db::enums::UnknownVariant;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text).ok_or_else(|| {
+            crate::db::enums::UnknownVariant { kind: "notification kind", value: text.to_owned() }
+        })
     }
 }
 

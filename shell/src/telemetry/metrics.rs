@@ -51,6 +51,25 @@ pub struct TransitionLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// `webhook` or `smtp`.
+    pub method: String,
+    /// The notification's kind (`workspace_dormant`, ...).
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationFailureLabels {
+    pub method: String,
+    pub kind: String,
+    /// `temporary_failure` (tried again) or `permanent_failure`.
+    pub outcome: String,
+}
+
+/// Seconds one send takes: a webhook answers in milliseconds, SMTP in up to seconds.
+const DISPATCH_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
 /// Seconds; a cycle is normally well under a second, a slow database pushes it to tens.
 const CYCLE_BUCKETS: [f64; 12] =
     [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -76,6 +95,14 @@ pub struct Metrics {
     pub task_restarts: Family<TaskLabels, Counter>,
     /// 1 while this replica holds the loop's leader lease.
     pub leader: Family<LoopLabels, Gauge>,
+    /// Notifications delivered, per method and kind.
+    pub notifications_sent: Family<NotificationLabels, Counter>,
+    /// Sends that failed, per method, kind and outcome.
+    pub notifications_failed: Family<NotificationFailureLabels, Counter>,
+    /// Messages still to deliver (pending or to retry), as of the dispatcher's last pass.
+    pub notifications_pending: Gauge,
+    /// Duration of one send by one method.
+    pub notifications_dispatch_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -96,6 +123,30 @@ impl Metrics {
         let claim_seconds = Histogram::new(CLAIM_BUCKETS);
         let task_restarts = Family::<TaskLabels, Counter>::default();
         let leader = Family::<LoopLabels, Gauge>::default();
+        let notifications_sent = Family::<NotificationLabels, Counter>::default();
+        let notifications_failed = Family::<NotificationFailureLabels, Counter>::default();
+        let notifications_pending = Gauge::default();
+        let notifications_dispatch_seconds = Histogram::new(DISPATCH_BUCKETS);
+        registry.register(
+            "notifications_sent",
+            "Notifications delivered, per method and kind",
+            notifications_sent.clone(),
+        );
+        registry.register(
+            "notifications_failed",
+            "Notification sends that failed, per method, kind and outcome",
+            notifications_failed.clone(),
+        );
+        registry.register(
+            "notifications_pending",
+            "Notifications still to deliver (pending or to retry) at the dispatcher's last pass",
+            notifications_pending.clone(),
+        );
+        registry.register(
+            "notifications_dispatch_duration_seconds",
+            "Duration of one notification send by one method",
+            notifications_dispatch_seconds.clone(),
+        );
         registry.register_collector(Box::new(pool_state.clone()));
         registry.register_collector(Box::new(db_pool.clone()));
         registry.register(
@@ -147,6 +198,10 @@ impl Metrics {
             claim_seconds,
             task_restarts,
             leader,
+            notifications_sent,
+            notifications_failed,
+            notifications_pending,
+            notifications_dispatch_seconds,
         }
     }
 

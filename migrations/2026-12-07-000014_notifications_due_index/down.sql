@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY notifications_due_idx;
