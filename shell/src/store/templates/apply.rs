@@ -6,8 +6,6 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::audit::{self, Actor, Change};
-use super::StoreError;
 use crate::db::enums::PrebuildStatus;
 use crate::db::models::{
     NewPreset, NewTemplate, NewTemplateVersion, PresetParameter, PresetSchedule, Template,
@@ -17,6 +15,8 @@ use crate::db::schema::{
     organizations, preset_parameters, preset_schedules, presets, template_versions, templates,
 };
 use crate::db::DbPool;
+use crate::store::audit::{self, Actor, Change};
+use crate::store::StoreError;
 use crate::templates_file::{FieldError, TemplateSpec};
 
 /// Marks the content hash inside a version's message (the only free-text column of a
@@ -318,82 +318,4 @@ async fn insert_version(
         diesel::insert_into(preset_schedules::table).values(&schedules).execute(conn).await?;
     }
     Ok(version_id)
-}
-
-/// A template (and optionally a preset of its active version) named in an API request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoundTemplate {
-    pub template_id: Uuid,
-    /// `None` when no preset was asked for, or the active version has none of that name.
-    pub preset_id: Option<Uuid>,
-}
-
-/// The live template `organization/name`, and the preset `preset` of its active version.
-pub async fn find_template(
-    pool: &DbPool,
-    organization: &str,
-    name: &str,
-    preset: Option<&str>,
-) -> Result<Option<FoundTemplate>, StoreError> {
-    let mut conn = pool.get().await?;
-    let template: Option<(Uuid, Option<Uuid>)> = templates::table
-        .inner_join(organizations::table)
-        .filter(organizations::name.eq(organization))
-        .filter(templates::name.eq(name))
-        .filter(templates::deleted.eq(false))
-        .select((templates::id, templates::active_version_id))
-        .first(&mut conn)
-        .await
-        .optional()?;
-    let Some((template_id, active_version_id)) = template else { return Ok(None) };
-    let preset_id = match (preset, active_version_id) {
-        (Some(preset), Some(version)) => presets::table
-            .filter(presets::template_version_id.eq(version))
-            .filter(presets::name.eq(preset))
-            .select(presets::id)
-            .first(&mut conn)
-            .await
-            .optional()?,
-        _ => None,
-    };
-    Ok(Some(FoundTemplate { template_id, preset_id }))
-}
-
-/// Marks every prebuild of the preset created before `now` as expired (rules §4), audited
-/// for `actor`; false when there is no such preset.
-pub async fn invalidate_preset(
-    pool: &DbPool,
-    preset_id: Uuid,
-    actor: &Actor,
-    now: chrono::DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let mut conn = pool.get().await?;
-    let found = conn
-        .transaction::<_, diesel::result::Error, _>(async |conn| {
-            let old: Option<Option<chrono::DateTime<Utc>>> = presets::table
-                .find(preset_id)
-                .select(presets::invalidated_at)
-                .for_update()
-                .first(conn)
-                .await
-                .optional()?;
-            let Some(old) = old else { return Ok(false) };
-            diesel::update(presets::table.find(preset_id))
-                .set(presets::invalidated_at.eq(now))
-                .execute(conn)
-                .await?;
-            let change = Change {
-                action: "preset_invalidate",
-                resource_type: "preset",
-                resource_id: Some(preset_id),
-                diff: serde_json::json!({
-                    "old": { "invalidated_at": old },
-                    "new": { "invalidated_at": now },
-                }),
-            };
-            audit::record(conn, now, actor, change).await?;
-            Ok(true)
-        })
-        .await?;
-    Ok(found)
 }
