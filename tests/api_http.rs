@@ -625,6 +625,8 @@ async fn invalidating_a_preset_replaces_its_pool() {
             backoff_lookback_secs: 3600,
             failure_hard_limit: 3,
             max_pending_creates_per_preset: 0,
+            failed_keep: 3,
+            failed_grace_secs: 3600,
         },
         2,
     );

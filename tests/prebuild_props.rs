@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, TimeDelta, Utc};
 use poolkeeper_core::build::Transition;
 use poolkeeper_core::prebuilds::{
-    self, choose_claim, Action, FinishedStatus, InFlightStatus, InProgressPrebuild,
+    self, choose_claim, Action, FailedPrebuild, FinishedStatus, InFlightStatus, InProgressPrebuild,
     PrebuildSnapshot, Preset, PresetPlan, PresetSchedule, PresetStatus, RecentBuild,
     ReconcilerConfig, RunningPrebuild,
 };
@@ -45,12 +45,15 @@ fn config_strategy() -> impl Strategy<Value = ReconcilerConfig> {
         prop_oneof![Just(0u64), Just(600), Just(3600)],
         0u32..4,
         0u32..4,
+        (0u32..4, prop_oneof![Just(0u64), Just(600), Just(3600)]),
     )
-        .prop_map(|(interval, lookback, k, m)| ReconcilerConfig {
+        .prop_map(|(interval, lookback, k, m, (keep, grace))| ReconcilerConfig {
             backoff_interval_secs: interval,
             backoff_lookback_secs: lookback,
             failure_hard_limit: k,
             max_pending_creates_per_preset: m,
+            failed_keep: keep,
+            failed_grace_secs: grace,
         })
 }
 
@@ -104,8 +107,10 @@ fn case_strategy() -> impl Strategy<Value = Case> {
     let in_progress =
         proptest::collection::vec((0..PRESETS + 1, 0usize..3, 0usize..3, 1u32..4), 0..10);
     let recent = proptest::collection::vec((0..PRESETS + 1, 0i64..7200, 0usize..3), 0..14);
-    (0i64..7 * 86_400, config_strategy(), presets, running, in_progress, recent).prop_map(
-        |(shift, config, presets, running, in_progress, recent)| {
+    // Failed prebuilds; some share a workspace with a recent build (the hard limit reads it).
+    let failed = proptest::collection::vec((0..PRESETS + 1, 0i64..10_000, 0u128..20), 0..12);
+    (0i64..7 * 86_400, config_strategy(), presets, running, in_progress, (recent, failed)).prop_map(
+        |(shift, config, presets, running, in_progress, (recent, failed))| {
             let now = base_now() + secs(shift);
             let version = |p: u128| Uuid::from_u128(0x3000 + p);
             let running = running
@@ -151,9 +156,25 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                     ][status],
                 })
                 .collect();
+            let failed = failed
+                .into_iter()
+                .map(|(p, age, ws)| FailedPrebuild {
+                    // Ids 0x30_0000.. are those of the recent builds.
+                    workspace_id: Uuid::from_u128(0x30_0000 + ws),
+                    preset_id: preset_id(p),
+                    created_at: now - secs(age / 600 * 600),
+                })
+                .collect();
             Case {
                 now,
-                snapshot: PrebuildSnapshot { config, presets, running, in_progress, recent_builds },
+                snapshot: PrebuildSnapshot {
+                    config,
+                    presets,
+                    running,
+                    in_progress,
+                    recent_builds,
+                    failed,
+                },
             }
         },
     )
@@ -168,12 +189,14 @@ fn shuffled_case_strategy() -> impl Strategy<Value = (Case, Case)> {
             Just(s.running.clone()).prop_shuffle(),
             Just(s.in_progress.clone()).prop_shuffle(),
             Just(s.recent_builds.clone()).prop_shuffle(),
+            Just(s.failed.clone()).prop_shuffle(),
         )
-            .prop_map(|(case, running, in_progress, recent_builds)| {
+            .prop_map(|(case, running, in_progress, recent_builds, failed)| {
                 let mut other = case.clone();
                 other.snapshot.running = running;
                 other.snapshot.in_progress = in_progress;
                 other.snapshot.recent_builds = recent_builds;
+                other.snapshot.failed = failed;
                 (case, other)
             })
     })
@@ -199,6 +222,23 @@ fn deletes(plan: &PresetPlan) -> Vec<Uuid> {
         })
         .flatten()
         .collect()
+}
+
+/// The deleted ids that are running rows of the plan's preset.
+fn running_deletes(snapshot: &PrebuildSnapshot, plan: &PresetPlan) -> HashSet<Uuid> {
+    let rows: HashSet<Uuid> = snapshot
+        .running
+        .iter()
+        .filter(|r| r.preset_id == plan.preset_id)
+        .map(|r| r.workspace_id)
+        .collect();
+    deletes(plan).into_iter().filter(|id| rows.contains(id)).collect()
+}
+
+/// The deleted ids that are failed rows (and not running rows) of the plan's preset.
+fn failed_deletes(snapshot: &PrebuildSnapshot, plan: &PresetPlan) -> Vec<Uuid> {
+    let running = running_deletes(snapshot, plan);
+    deletes(plan).into_iter().filter(|id| !running.contains(id)).collect()
 }
 
 fn creates(plan: &PresetPlan) -> u32 {
@@ -227,7 +267,8 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 
-    // Every id a plan deletes is a running row of that preset, and no id is deleted twice.
+    // Every id a plan deletes is a running or failed row of that preset, and no id is
+    // deleted twice.
     #[test]
     fn delete_ids_are_distinct_rows_of_the_preset(case in case_strategy()) {
         for plan in prebuilds::plan(case.now, &case.snapshot) {
@@ -235,8 +276,11 @@ proptest! {
             let distinct: HashSet<Uuid> = ids.iter().copied().collect();
             prop_assert_eq!(distinct.len(), ids.len(), "duplicate delete in {:?}", plan);
             for id in ids {
-                prop_assert!(case.snapshot.running.iter().any(|r| r.workspace_id == id
-                    && r.preset_id == plan.preset_id), "{} is not a row of {}", id, plan.preset_id);
+                let running = case.snapshot.running.iter().any(|r| r.workspace_id == id
+                    && r.preset_id == plan.preset_id);
+                let failed = case.snapshot.failed.iter().any(|r| r.workspace_id == id
+                    && r.preset_id == plan.preset_id);
+                prop_assert!(running || failed, "{} is not a row of {}", id, plan.preset_id);
             }
         }
     }
@@ -271,7 +315,7 @@ proptest! {
                 Action::CancelPending | Action::Delete { .. })), "{:?}", plan);
             let rows: HashSet<Uuid> = case.snapshot.running.iter()
                 .filter(|r| r.preset_id == preset.id).map(|r| r.workspace_id).collect();
-            prop_assert_eq!(deletes(plan).into_iter().collect::<HashSet<_>>(), rows);
+            prop_assert_eq!(running_deletes(&case.snapshot, plan), rows);
         }
     }
 
@@ -291,6 +335,7 @@ proptest! {
         let mut next = snapshot.clone();
         let gone: HashSet<Uuid> = plans.iter().flat_map(deletes).collect();
         next.running.retain(|r| !gone.contains(&r.workspace_id));
+        next.failed.retain(|r| !gone.contains(&r.workspace_id));
         let mut fresh_id = 0x90_0000u128;
         for (preset, plan) in snapshot.presets.iter().zip(&plans) {
             for _ in 0..creates(plan) {
@@ -311,8 +356,9 @@ proptest! {
         }
     }
 
-    // Backoff, the hard limit and validation_failed withhold creates only: the deletes are
-    // exactly those of the same snapshot without failures and with healthy presets.
+    // Backoff, the hard limit and validation_failed withhold creates only: the deletes of
+    // running rows are exactly those of the same snapshot without failures and with healthy
+    // presets (the failed prebuilds' cleanup reads the hard limit's rows on purpose).
     #[test]
     fn failures_never_withhold_a_delete(case in case_strategy()) {
         let mut calm = case.snapshot.clone();
@@ -323,8 +369,71 @@ proptest! {
         let with = prebuilds::plan(case.now, &case.snapshot);
         let without = prebuilds::plan(case.now, &calm);
         for (a, b) in with.iter().zip(&without) {
-            prop_assert_eq!(deletes(a), deletes(b));
+            prop_assert_eq!(running_deletes(&case.snapshot, a), running_deletes(&calm, b));
             prop_assert!(creates(a) <= creates(b));
+        }
+    }
+
+    // Deleting failed prebuilds never changes what the backoff and the hard limit decide:
+    // the same snapshot without the deleted failed prebuilds (and without their builds, as
+    // once the delete has run) gives the same backoff, hard limit, desired count and creates.
+    #[test]
+    fn failed_cleanup_never_moves_backoff_or_the_hard_limit(case in case_strategy()) {
+        let plans = prebuilds::plan(case.now, &case.snapshot);
+        // (A workspace belongs to one preset: the strategy reuses ids across presets.)
+        let gone: HashSet<(Uuid, Uuid)> = plans.iter()
+            .flat_map(|p| failed_deletes(&case.snapshot, p).into_iter().map(|id| (p.preset_id, id)))
+            .collect();
+        let mut after = case.snapshot.clone();
+        after.failed.retain(|r| !gone.contains(&(r.preset_id, r.workspace_id)));
+        after.recent_builds.retain(|b| !gone.contains(&(b.preset_id, b.workspace_id)));
+        let replanned = prebuilds::plan(case.now, &after);
+        for (a, b) in plans.iter().zip(&replanned) {
+            prop_assert_eq!(a.hard_limited, b.hard_limited, "{:?} then {:?}", a, b);
+            prop_assert_eq!(a.actions.first().filter(|x| matches!(x, Action::Backoff { .. })),
+                b.actions.first().filter(|x| matches!(x, Action::Backoff { .. })));
+            prop_assert_eq!(a.state, b.state);
+            prop_assert_eq!(creates(a), creates(b));
+            prop_assert!(failed_deletes(&after, b).is_empty(), "a second cleanup: {:?}", b);
+        }
+    }
+
+    // The cleanup keeps the `failed_keep` newest failed prebuilds of every preset, deletes
+    // none younger than the grace period (none at all when it is 0), and once the failures
+    // are older than the grace period and the lookback, at most `failed_keep` +
+    // `failure_hard_limit` failed prebuilds of a preset are left.
+    #[test]
+    fn failed_prebuilds_are_bounded_and_the_newest_kept(case in case_strategy()) {
+        let config = case.snapshot.config;
+        let grace = secs(config.failed_grace_secs as i64);
+        let late = case.now + grace + secs(config.backoff_lookback_secs as i64 + 1);
+        for now in [case.now, late] {
+            for plan in prebuilds::plan(now, &case.snapshot) {
+                // (The strategy's failed ids never name a running or in-progress row.)
+                // One row per workspace, its newest copy; newest first, ties by id.
+                let mut rows: Vec<&FailedPrebuild> = case.snapshot.failed.iter()
+                    .filter(|r| r.preset_id == plan.preset_id)
+                    .collect();
+                rows.sort_by_key(|r| (r.workspace_id, std::cmp::Reverse(r.created_at)));
+                rows.dedup_by_key(|r| r.workspace_id);
+                rows.sort_by_key(|r| (std::cmp::Reverse(r.created_at), r.workspace_id));
+                let deleted: HashSet<Uuid> =
+                    failed_deletes(&case.snapshot, &plan).into_iter().collect();
+                for row in rows.iter().take(config.failed_keep as usize) {
+                    prop_assert!(!deleted.contains(&row.workspace_id), "kept row deleted: {:?}", plan);
+                }
+                for row in &rows {
+                    if deleted.contains(&row.workspace_id) {
+                        prop_assert!(config.failed_grace_secs > 0);
+                        prop_assert!(now - row.created_at > grace, "{:?} within grace", row);
+                    }
+                }
+                if now == late && config.failed_grace_secs > 0 {
+                    let left = rows.len() - deleted.len();
+                    let bound = (config.failed_keep + config.failure_hard_limit) as usize;
+                    prop_assert!(left <= bound, "{} left of {:?}", left, plan);
+                }
+            }
         }
     }
 
@@ -373,6 +482,8 @@ proptest! {
             backoff_lookback_secs: lookback,
             failure_hard_limit: k,
             max_pending_creates_per_preset: m,
+            failed_keep: 3,
+            failed_grace_secs: 0,
         };
         for preset in &mut snapshot.presets {
             preset.expiration_ttl_secs = ttl;
@@ -519,11 +630,14 @@ fn model_case_strategy() -> impl Strategy<Value = ModelCase> {
                         backoff_lookback_secs: lookback,
                         failure_hard_limit: k,
                         max_pending_creates_per_preset: 0,
+                        failed_keep: 3,
+                        failed_grace_secs: 0,
                     },
                     presets: vec![preset],
                     running: Vec::new(),
                     in_progress: Vec::new(),
                     recent_builds: Vec::new(),
+                    failed: Vec::new(),
                 };
                 for (i, (p, age, ready, copies)) in running.into_iter().enumerate() {
                     let row = RunningPrebuild {

@@ -244,6 +244,65 @@ async fn hard_limit_status_is_stored() {
     assert_eq!(status, "hard_limited");
 }
 
+/// rules §4 "Failed prebuilds" against the database: of five failed prebuilds and one
+/// running one, the newest failed one is kept (keep 1), the one the hard limit still reads
+/// stays, and the three older ones get delete builds, once; after the deletes ran the plan
+/// is a fixed point, and later too (the hard limit still reads the one it kept).
+#[tokio::test]
+async fn old_failed_prebuilds_are_deleted_and_the_newest_kept() {
+    use poolkeeper_core::prebuilds::ReconcilerConfig;
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let preset_id = seed::preset(&mut conn, version_id, "small", 1).await;
+    let config = ReconcilerConfig { failed_keep: 1, failed_grace_secs: 1800, ..CONFIG };
+    let at = |time: &str| t(&format!("2025-06-02T{time}:00Z"));
+    seed::workspace(
+        &mut conn,
+        WorkspaceSeed::prebuild(template_id, version_id, preset_id, at("08:00")),
+    )
+    .await;
+    let mut failed = Vec::new();
+    for time in ["08:30", "07:30", "05:00", "04:00", "03:00"] {
+        let seed = WorkspaceSeed {
+            status: JobStatus::Failed,
+            ..WorkspaceSeed::prebuild(template_id, version_id, preset_id, at(time))
+        };
+        failed.push(seed::workspace(&mut conn, seed).await);
+    }
+    let cycle = async |conn: &mut AsyncPgConnection, now: DateTime<Utc>| {
+        let snap = load_prebuild_snapshot(conn, now, config).await.expect("load").snapshot;
+        let plans = plan(now, &snap);
+        let fence = seed::lead(&db, "prebuilds").await;
+        let mut jobs = Vec::new();
+        for (preset, preset_plan) in snap.presets.iter().zip(&plans) {
+            jobs.extend(
+                apply_preset_plan(db.pool(), &fence, now, preset, preset_plan)
+                    .await
+                    .expect("apply"),
+            );
+        }
+        (snap, plans, jobs)
+    };
+
+    let (snap, plans, jobs) = cycle(&mut conn, now()).await;
+    assert_eq!(snap.failed.len(), 5, "every failed prebuild is loaded");
+    assert_eq!(plans[0].actions, vec![Action::Delete { workspace_ids: failed[2..].to_vec() }]);
+    assert_eq!(jobs.len(), 3);
+    let deletes = "SELECT count(*) AS n FROM workspace_builds WHERE transition = 'delete'";
+    assert_eq!(seed::count(&mut conn, deletes).await, 3);
+    // While the deletes are in flight, nothing is deleted twice.
+    assert!(cycle(&mut conn, now()).await.2.is_empty());
+
+    seed::complete_pending_jobs(&mut conn, now()).await;
+    assert_eq!(seed::count(&mut conn, LIVE_PREBUILDS).await, 3, "one running, two failed kept");
+    let (snap, plans, jobs) = cycle(&mut conn, now()).await;
+    assert_eq!(snap.failed.iter().map(|f| f.workspace_id).collect::<Vec<_>>().len(), 2);
+    assert!(jobs.is_empty(), "{:?}", plans[0]);
+    // Hours later, 07:30 is outside the lookback but still among the hard limit's 3 newest.
+    assert!(cycle(&mut conn, t("2025-06-02T12:00:00Z")).await.2.is_empty());
+}
+
 /// Counts the statements a connection sends.
 #[derive(Clone, Default)]
 struct QueryCounter(Arc<AtomicUsize>);

@@ -101,11 +101,14 @@ fn snapshot(presets: u128) -> PrebuildSnapshot {
             backoff_lookback_secs: 3600,
             failure_hard_limit: 3,
             max_pending_creates_per_preset: 5,
+            failed_keep: 3,
+            failed_grace_secs: 3600,
         },
         presets: presets_list,
         running,
         in_progress,
         recent_builds,
+        failed: Vec::new(),
     }
 }
 

@@ -28,6 +28,8 @@ pub const CONFIG: ReconcilerConfig = ReconcilerConfig {
     backoff_lookback_secs: 3600,
     failure_hard_limit: 3,
     max_pending_creates_per_preset: 0,
+    failed_keep: 3,
+    failed_grace_secs: 3600,
 };
 
 pub fn t(text: &str) -> DateTime<Utc> {

@@ -8,16 +8,19 @@ mod actions;
 mod backoff;
 mod claim;
 mod desired;
+mod failed;
 mod next_check;
 mod plan;
 mod rows;
 mod snapshot;
 
 pub use claim::{choose_claim, ClaimChoice};
+pub use failed::FailedCleanup;
 pub use plan::{Action, PresetState, Withheld, WithheldReason};
 pub use snapshot::{
-    FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset, PresetSchedule,
-    PresetStatus, RecentBuild, ReconcilerConfig, RunningPrebuild,
+    FailedPrebuild, FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset,
+    PresetSchedule, PresetStatus, RecentBuild, ReconcilerConfig, RunningPrebuild,
+    DEFAULT_FAILED_KEEP,
 };
 
 use chrono::{DateTime, Utc};
@@ -42,6 +45,10 @@ pub struct PresetPlan {
     /// Explanation: creates needed but withheld this cycle, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub withheld: Option<Withheld>,
+    /// Explanation: the preset's failed prebuilds and how many this plan deletes; left out
+    /// when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<FailedCleanup>,
 }
 
 /// A row count as a state counter.
@@ -112,9 +119,13 @@ fn plan_preset(
         stopping: counter(flight.stopping),
         deleting: counter(flight.deleting),
     };
-    let planned = actions::actions(&facts);
+    let cleanup = failed::cleanup(rows, config, active, now);
+    let planned = actions::actions(&facts, &cleanup.delete);
     let next_check_at =
-        next_check::next_check_at(preset, now, backoff, desired.windows.as_ref(), &split.fresh);
+        next_check::next_check_at(preset, now, backoff, desired.windows.as_ref(), &split.fresh)
+            .into_iter()
+            .chain(cleanup.next_at)
+            .min();
     PresetPlan {
         preset_id: preset.id,
         state,
@@ -123,6 +134,7 @@ fn plan_preset(
         actions: planned.actions,
         target: desired.target,
         withheld: planned.withheld,
+        failed: cleanup.explanation,
     }
 }
 

@@ -13,7 +13,8 @@ type IdHashState = rustc_hash::FxBuildHasher;
 
 use super::just_after;
 use super::{
-    InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset, RecentBuild, RunningPrebuild,
+    FailedPrebuild, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset, RecentBuild,
+    RunningPrebuild,
 };
 use crate::build::Transition;
 use crate::instant::plus_secs;
@@ -28,6 +29,8 @@ pub(crate) struct PresetRows<'a> {
     pub in_progress: Vec<&'a InProgressPrebuild>,
     /// Newest first: `created_at` descending, ties by workspace id ascending.
     pub recent: Vec<&'a RecentBuild>,
+    /// Newest first: `created_at` descending, ties by workspace id ascending.
+    pub failed: Vec<&'a FailedPrebuild>,
 }
 
 /// Every preset's rows, found by preset id.
@@ -68,15 +71,18 @@ pub(crate) fn group_by_preset(snapshot: &PrebuildSnapshot) -> Groups<'_> {
     let running = by_group(&snapshot.running, index.len(), |row| group_of(row.preset_id));
     let in_progress = by_group(&snapshot.in_progress, index.len(), |row| group_of(row.preset_id));
     let recent = by_group(&snapshot.recent_builds, index.len(), |row| group_of(row.preset_id));
+    let failed = by_group(&snapshot.failed, index.len(), |row| group_of(row.preset_id));
     let rows = running
         .into_iter()
         .zip(in_progress)
         .zip(recent)
-        .map(|((mut running, mut in_progress), mut recent)| {
+        .zip(failed)
+        .map(|(((mut running, mut in_progress), mut recent), mut failed)| {
             order_running(&mut running);
             order_in_progress(&mut in_progress);
             order_recent(&mut recent);
-            PresetRows { running, in_progress, recent }
+            order_failed(&mut failed);
+            PresetRows { running, in_progress, recent, failed }
         })
         .collect();
     Groups { index, rows }
@@ -133,6 +139,13 @@ fn order_in_progress(rows: &mut Vec<&InProgressPrebuild>) {
 /// defines `recent_builds`).
 fn order_recent(rows: &mut Vec<&RecentBuild>) {
     rows.sort_unstable_by_key(|r| (r.workspace_id.as_u128(), Reverse(r.created_at), r.job_status));
+    rows.dedup_by_key(|r| r.workspace_id);
+    rows.sort_unstable_by_key(|r| (Reverse(r.created_at), r.workspace_id.as_u128()));
+}
+
+/// Newest first, ties by workspace id; one row per workspace (its newest copy).
+fn order_failed(rows: &mut Vec<&FailedPrebuild>) {
+    rows.sort_unstable_by_key(|r| (r.workspace_id.as_u128(), Reverse(r.created_at)));
     rows.dedup_by_key(|r| r.workspace_id);
     rows.sort_unstable_by_key(|r| (Reverse(r.created_at), r.workspace_id.as_u128()));
 }
@@ -248,11 +261,14 @@ pub(crate) mod tests {
                 backoff_lookback_secs: 3600,
                 failure_hard_limit: 0,
                 max_pending_creates_per_preset: 0,
+                failed_keep: 3,
+                failed_grace_secs: 0,
             },
             presets,
             running,
             in_progress: Vec::new(),
             recent_builds: Vec::new(),
+            failed: Vec::new(),
         }
     }
 

@@ -14,6 +14,9 @@ pub struct PrebuildSnapshot {
     pub running: Vec<RunningPrebuild>,
     pub in_progress: Vec<InProgressPrebuild>,
     pub recent_builds: Vec<RecentBuild>,
+    /// Optional: prebuilds whose latest build is a failed start (rules §4 "Failed prebuilds").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedPrebuild>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +29,21 @@ pub struct ReconcilerConfig {
     /// 0 = no cap on creates in flight per preset.
     #[serde(default)]
     pub max_pending_creates_per_preset: u32,
+    /// Failed prebuilds kept per preset for inspection, newest first (rules §4 "Failed
+    /// prebuilds"). Optional; 3 when left out.
+    #[serde(default = "default_failed_keep")]
+    pub failed_keep: u32,
+    /// A failed prebuild beyond the kept ones is deleted once it is older than this.
+    /// Optional; 0, the default, never deletes one.
+    #[serde(default)]
+    pub failed_grace_secs: u64,
+}
+
+/// `failed_keep` of a replay file that leaves it out, and of `poolkeeper run`.
+pub const DEFAULT_FAILED_KEEP: u32 = 3;
+
+fn default_failed_keep() -> u32 {
+    DEFAULT_FAILED_KEEP
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -141,4 +159,15 @@ pub struct RecentBuild {
     pub preset_id: Uuid,
     pub created_at: DateTime<Utc>,
     pub job_status: FinishedStatus,
+}
+
+/// A prebuild whose latest build is a start whose job failed: never claimable, kept only for
+/// inspection until rules §4 "Failed prebuilds" deletes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailedPrebuild {
+    pub workspace_id: Uuid,
+    pub preset_id: Uuid,
+    /// When the failed build was created.
+    pub created_at: DateTime<Utc>,
 }

@@ -11,8 +11,8 @@ use diesel::sql_types::{Array, BigInt, Bool, Int4, Nullable, Text, Timestamptz, 
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use poolkeeper_core::build::{JobStatus, Transition};
 use poolkeeper_core::prebuilds::{
-    FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset, PresetSchedule,
-    PresetStatus, RecentBuild, ReconcilerConfig, RunningPrebuild,
+    FailedPrebuild, FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset,
+    PresetSchedule, PresetStatus, RecentBuild, ReconcilerConfig, RunningPrebuild,
 };
 use uuid::Uuid;
 
@@ -224,6 +224,7 @@ fn assemble(
     let mut running = Vec::new();
     let mut in_progress = Vec::new();
     let mut recent_builds = Vec::new();
+    let mut failed = Vec::new();
     for builds in build_rows.chunk_by(|a, b| a.workspace_id == b.workspace_id) {
         let latest = &builds[0];
         // A delete build may carry no preset: the prebuild's is that of its newest build
@@ -232,6 +233,7 @@ fn assemble(
             match to_prebuild(latest, preset_id) {
                 Ok(Some(Row::Running(r))) => running.push(r),
                 Ok(Some(Row::InProgress(r))) => in_progress.push(r),
+                Ok(Some(Row::Failed(r))) => failed.push(r),
                 Ok(None) => {}
                 Err(why) => skip(&mut bad, preset_id, why),
             }
@@ -245,9 +247,10 @@ fn assemble(
     running.retain(|r| !bad.contains(&r.preset_id));
     in_progress.retain(|r| !bad.contains(&r.preset_id));
     recent_builds.retain(|r| !bad.contains(&r.preset_id));
+    failed.retain(|r| !bad.contains(&r.preset_id));
     names.retain(|id, _| !bad.contains(id));
     LoadedPrebuilds {
-        snapshot: PrebuildSnapshot { config, presets, running, in_progress, recent_builds },
+        snapshot: PrebuildSnapshot { config, presets, running, in_progress, recent_builds, failed },
         names,
     }
 }
@@ -323,10 +326,12 @@ fn to_preset(row: PresetRow, schedules: Vec<PresetSchedule>) -> Result<Preset, &
 enum Row {
     Running(RunningPrebuild),
     InProgress(InProgressPrebuild),
+    Failed(FailedPrebuild),
 }
 
 /// Classifies a live prebuild by its latest build: a succeeded start is running, an
-/// unfinished job is in progress, anything else (stopped, failed) is neither.
+/// unfinished job is in progress, a failed start is failed (rules §4 "Failed prebuilds",
+/// whatever failed it), anything else (stopped, canceled) is none of them.
 fn to_prebuild(row: &BuildRow, preset_id: Uuid) -> Result<Option<Row>, &'static str> {
     let transition: Transition = row.transition.parse().map_err(|_| "unknown transition")?;
     let status: JobStatus = row.job_status.parse().map_err(|_| "unknown job status")?;
@@ -338,6 +343,13 @@ fn to_prebuild(row: &BuildRow, preset_id: Uuid) -> Result<Option<Row>, &'static 
                 template_version_id: row.template_version_id,
                 created_at: row.workspace_created_at,
                 ready: row.ready,
+            })));
+        }
+        JobStatus::Failed if transition == Transition::Start => {
+            return Ok(Some(Row::Failed(FailedPrebuild {
+                workspace_id: row.workspace_id,
+                preset_id,
+                created_at: row.created_at,
             })));
         }
         JobStatus::Pending => InFlightStatus::Pending,
