@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use chrono::{DateTime, TimeDelta, Utc};
 use poolkeeper_core::build::Transition;
 use poolkeeper_core::prebuilds::{
-    self, choose_claim, Action, FailedPrebuild, FinishedStatus, InFlightStatus, InProgressPrebuild,
-    PrebuildSnapshot, Preset, PresetPlan, PresetSchedule, PresetStatus, RecentBuild,
-    ReconcilerConfig, RunningPrebuild,
+    self, choose_claim, Action, Autoscale, Claim, FailedPrebuild, FinishedStatus, InFlightStatus,
+    InProgressPrebuild, PrebuildSnapshot, Preset, PresetPlan, PresetSchedule, PresetStatus,
+    RecentBuild, ReconcilerConfig, RunningPrebuild,
 };
 use poolkeeper_tests::proptest_config;
 use proptest::prelude::*;
@@ -71,10 +71,19 @@ fn preset_strategy(n: u128) -> impl Strategy<Value = Preset> {
         (0u8..8, 0u32..6),
         (prop_oneof![Just(0u64), Just(600), Just(3600)], proptest::option::of(-7200i64..=0)),
         (0usize..ZONES.len(), proptest::collection::vec((0usize..CRONS.len(), 0u32..8), 0..3)),
-        (prop_oneof![Just(0u64), Just(900)], status_strategy()),
+        (
+            prop_oneof![Just(0u64), Just(900)],
+            status_strategy(),
+            proptest::option::weighted(0.4, autoscale_strategy()),
+        ),
     )
         .prop_map(
-            move |((activity, desired), (ttl, invalidated), (zone, schedules), (lead, status))| {
+            move |(
+                (activity, desired),
+                (ttl, invalidated),
+                (zone, schedules),
+                (lead, status, autoscale),
+            )| {
                 Preset {
                     id: preset_id(n),
                     name: format!("preset-{n}"),
@@ -96,9 +105,26 @@ fn preset_strategy(n: u128) -> impl Strategy<Value = Preset> {
                     schedule_lead_secs: lead,
                     invalidated_at: invalidated.map(|offset| base_now() + secs(offset)),
                     status,
+                    autoscale,
                 }
             },
         )
+}
+
+/// rules §4 "Autoscale" settings, valid ones (`min ≤ max`, a window, headroom ≥ 0).
+fn autoscale_strategy() -> impl Strategy<Value = Autoscale> {
+    (
+        0u32..4,
+        0u32..8,
+        prop_oneof![Just(60u64), Just(600), Just(3600)],
+        prop_oneof![Just(0.5), Just(1.0), Just(1.5), Just(2.0)],
+    )
+        .prop_map(|(min, extra, window_secs, headroom)| Autoscale {
+            min,
+            max: min + extra,
+            window_secs,
+            headroom,
+        })
 }
 
 fn case_strategy() -> impl Strategy<Value = Case> {
@@ -109,8 +135,10 @@ fn case_strategy() -> impl Strategy<Value = Case> {
     let recent = proptest::collection::vec((0..PRESETS + 1, 0i64..7200, 0usize..3), 0..14);
     // Failed prebuilds; some share a workspace with a recent build (the hard limit reads it).
     let failed = proptest::collection::vec((0..PRESETS + 1, 0i64..10_000, 0u128..20), 0..12);
-    (0i64..7 * 86_400, config_strategy(), presets, running, in_progress, (recent, failed)).prop_map(
-        |(shift, config, presets, running, in_progress, (recent, failed))| {
+    // Claims, some dated after `now` (a file may hold them), some of one workspace twice.
+    let claims = proptest::collection::vec((0..PRESETS + 1, -600i64..8000, 0u128..30), 0..16);
+    (0i64..7 * 86_400, config_strategy(), presets, running, in_progress, (recent, failed, claims))
+        .prop_map(|(shift, config, presets, running, in_progress, (recent, failed, claims))| {
             let now = base_now() + secs(shift);
             let version = |p: u128| Uuid::from_u128(0x3000 + p);
             let running = running
@@ -165,6 +193,14 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                     created_at: now - secs(age / 600 * 600),
                 })
                 .collect();
+            let claims = claims
+                .into_iter()
+                .map(|(p, age, ws)| Claim {
+                    workspace_id: Uuid::from_u128(0x50_0000 + ws),
+                    preset_id: preset_id(p),
+                    at: now - secs(age / 60 * 60),
+                })
+                .collect();
             Case {
                 now,
                 snapshot: PrebuildSnapshot {
@@ -174,10 +210,10 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                     in_progress,
                     recent_builds,
                     failed,
+                    claims,
                 },
             }
-        },
-    )
+        })
 }
 
 /// A case and a permutation of each of its row lists.
@@ -189,14 +225,15 @@ fn shuffled_case_strategy() -> impl Strategy<Value = (Case, Case)> {
             Just(s.running.clone()).prop_shuffle(),
             Just(s.in_progress.clone()).prop_shuffle(),
             Just(s.recent_builds.clone()).prop_shuffle(),
-            Just(s.failed.clone()).prop_shuffle(),
+            (Just(s.failed.clone()).prop_shuffle(), Just(s.claims.clone()).prop_shuffle()),
         )
-            .prop_map(|(case, running, in_progress, recent_builds, failed)| {
+            .prop_map(|(case, running, in_progress, recent_builds, (failed, claims))| {
                 let mut other = case.clone();
                 other.snapshot.running = running;
                 other.snapshot.in_progress = in_progress;
                 other.snapshot.recent_builds = recent_builds;
                 other.snapshot.failed = failed;
+                other.snapshot.claims = claims;
                 (case, other)
             })
     })
@@ -623,6 +660,7 @@ fn model_case_strategy() -> impl Strategy<Value = ModelCase> {
                     schedule_lead_secs: lead,
                     invalidated_at: invalidated.map(|offset| now + secs(offset)),
                     status,
+                    autoscale: None,
                 };
                 let mut snapshot = PrebuildSnapshot {
                     config: ReconcilerConfig {
@@ -638,6 +676,7 @@ fn model_case_strategy() -> impl Strategy<Value = ModelCase> {
                     in_progress: Vec::new(),
                     recent_builds: Vec::new(),
                     failed: Vec::new(),
+                    claims: Vec::new(),
                 };
                 for (i, (p, age, ready, copies)) in running.into_iter().enumerate() {
                     let row = RunningPrebuild {
@@ -947,6 +986,115 @@ proptest! {
                     );
                 }
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config("prebuild_autoscale_props", 400))]
+
+    // rules §4 "Autoscale": an autoscaled active preset never wants fewer than `min`, nor
+    // more than `max` unless its schedule or default count asks for more: that count is a
+    // floor (what the same preset wants without autoscale), never lowered by the demand.
+    #[test]
+    fn autoscale_stays_within_min_and_max_above_the_floor(case in case_strategy()) {
+        let mut fixed = case.snapshot.clone();
+        for preset in &mut fixed.presets {
+            preset.autoscale = None;
+        }
+        let plans = prebuilds::plan(case.now, &case.snapshot);
+        let floors = prebuilds::plan(case.now, &fixed);
+        for ((preset, plan), floor) in case.snapshot.presets.iter().zip(&plans).zip(&floors) {
+            let Some(a) = preset.autoscale.filter(|_| is_active(preset)) else {
+                prop_assert_eq!(plan.state.desired, floor.state.desired);
+                continue;
+            };
+            let desired = plan.state.desired;
+            prop_assert!(desired >= a.min, "{:?}", plan);
+            prop_assert!(desired >= floor.state.desired, "{:?} below {:?}", plan, floor);
+            prop_assert!(desired <= a.max.max(floor.state.desired), "{:?}", plan);
+        }
+    }
+
+    // Under a constant claim rate (one claim every `period` ≤ window seconds, for longer
+    // than two windows) the autoscaled count never changes: no flapping between the two
+    // counts a window can hold depending on its phase.
+    #[test]
+    fn autoscale_never_flaps_under_a_constant_rate(
+        a in autoscale_strategy(),
+        period_fraction in 0.05f64..=1.0,
+        phase in 0i64..3600,
+        probes in proptest::collection::vec(0i64..7200, 8),
+    ) {
+        let window = a.window_secs as i64;
+        let period = ((window as f64 * period_fraction) as i64).max(1);
+        let now = base_now();
+        let preset = Preset {
+            id: preset_id(0),
+            name: "scaled".to_owned(),
+            template_id: Uuid::from_u128(0x2000),
+            template_version_id: Uuid::from_u128(0x3000),
+            using_active_version: true,
+            template_deleted: false,
+            template_deprecated: false,
+            desired_instances: 0,
+            expiration_ttl_secs: 0,
+            scheduling_timezone: String::new(),
+            schedules: Vec::new(),
+            schedule_lead_secs: 0,
+            invalidated_at: None,
+            status: PresetStatus::Healthy,
+            autoscale: Some(a),
+        };
+        let start = now - secs(3 * window + phase % period);
+        let end = now + secs(2 * window + 7200);
+        let claims: Vec<Claim> = (0..)
+            .map(|i| start + secs(i * period))
+            .take_while(|at| *at <= end)
+            .enumerate()
+            .map(|(i, at)| Claim {
+                workspace_id: Uuid::from_u128(0x50_0000 + i as u128),
+                preset_id: preset.id,
+                at,
+            })
+            .collect();
+        let snapshot = PrebuildSnapshot {
+            config: ReconcilerConfig {
+                backoff_interval_secs: 0,
+                backoff_lookback_secs: 0,
+                failure_hard_limit: 0,
+                max_pending_creates_per_preset: 0,
+                failed_keep: 0,
+                failed_grace_secs: 0,
+            },
+            presets: vec![preset],
+            running: Vec::new(),
+            in_progress: Vec::new(),
+            recent_builds: Vec::new(),
+            failed: Vec::new(),
+            claims,
+        };
+        let first = prebuilds::plan(now, &snapshot)[0].state.desired;
+        for probe in probes {
+            let at = now + secs(probe);
+            let desired = prebuilds::plan(at, &snapshot)[0].state.desired;
+            prop_assert_eq!(desired, first, "at {} (period {} s)", at, period);
+        }
+    }
+
+    // The demand only ever raises the count at once: one more claim at `now` never lowers
+    // the desired count of any preset.
+    #[test]
+    fn a_new_claim_never_lowers_the_count(case in case_strategy(), preset in 0..PRESETS) {
+        let before = prebuilds::plan(case.now, &case.snapshot);
+        let mut more = case.snapshot.clone();
+        more.claims.push(Claim {
+            workspace_id: Uuid::from_u128(0x60_0000),
+            preset_id: preset_id(preset),
+            at: case.now,
+        });
+        for (a, b) in before.iter().zip(prebuilds::plan(case.now, &more)) {
+            prop_assert!(b.state.desired >= a.state.desired, "{:?} then {:?}", a, b);
         }
     }
 }

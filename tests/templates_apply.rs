@@ -171,3 +171,75 @@ async fn apply_is_idempotent_and_a_change_makes_a_new_active_version() {
     assert_eq!(back.active_version_id, first.active_version_id);
     assert!(back.template_updated && !back.version_created, "{back:?}");
 }
+
+/// rules §4 "Autoscale" in a templates file: a preset may size its pool by demand alone (no
+/// `instances`); every bad setting is refused at its field.
+#[test]
+fn autoscale_is_validated_field_by_field() {
+    let base = r#"
+[template]
+name = "t"
+[version]
+name = "v1"
+provisioner = "simulated"
+[[presets]]
+name = "a"
+"#;
+    let spec = parse_toml(&format!(
+        "{base}[presets.autoscale]\nmin = 1\nmax = 6\nwindow_secs = 600\nheadroom = 1.5\n"
+    ))
+    .expect("valid");
+    let autoscale = spec.presets[0].autoscale.expect("autoscale");
+    assert_eq!((autoscale.min, autoscale.max, autoscale.window_secs), (1, 6, 600));
+    assert_eq!(spec.presets[0].desired_instances, Some(0), "a pool without a fixed count");
+    let bad = |body: &str, field: &str| {
+        check_invalid(&format!("{base}[presets.autoscale]\n{body}\n"), field);
+    };
+    bad("min = 3\nmax = 2\nwindow_secs = 600", "presets[0].autoscale.max");
+    bad("min = -1\nmax = 2\nwindow_secs = 600", "presets[0].autoscale.min");
+    bad("min = 1\nmax = 2\nwindow_secs = 0", "presets[0].autoscale.window_secs");
+    bad("min = 1\nmax = 2\nwindow_secs = 60\nheadroom = -0.5", "presets[0].autoscale.headroom");
+    bad("min = 1\nmax = 2\nwindow_secs = 60\nheadroom = inf", "presets[0].autoscale.headroom");
+    bad("min = 1\nmax = 2", "presets[0].autoscale.window_secs");
+    bad("min = 1\nmax = 2\nwindow_secs = 60\nspeed = 3", "presets[0].autoscale.speed");
+}
+
+/// An autoscaled preset is stored and loaded into the snapshot as the file says; a file
+/// without autoscale keeps its content hash (re-applying the example is still a no-op).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscale_is_stored_and_loaded() {
+    use poolkeeper_core::prebuilds::Autoscale;
+    let db = TestDatabase::new().await;
+    let example = parse_toml(EXAMPLE).expect("valid example");
+    assert!(example.presets.iter().all(|p| p.autoscale.is_none()));
+    let file = EXAMPLE.replace(
+        "lead_secs = 600",
+        "lead_secs = 600\nautoscale = { min = 1, max = 8, window_secs = 900, headroom = 2.0 }",
+    );
+    let spec = parse_toml(&file).expect("valid");
+    assert_ne!(spec.content_hash(), example.content_hash());
+    apply(db.pool(), &spec).await.expect("apply");
+    let mut conn = db.conn().await;
+    let now = chrono::Utc::now();
+    let loaded = poolkeeper::store::prebuilds::load_prebuild_snapshot(
+        &mut conn,
+        now,
+        poolkeeper_core::prebuilds::ReconcilerConfig {
+            backoff_interval_secs: 60,
+            backoff_lookback_secs: 3600,
+            failure_hard_limit: 3,
+            max_pending_creates_per_preset: 0,
+            failed_keep: 3,
+            failed_grace_secs: 3600,
+        },
+    )
+    .await
+    .expect("load");
+    let small = loaded.snapshot.presets.iter().find(|p| p.name == "small").expect("small");
+    assert_eq!(
+        small.autoscale,
+        Some(Autoscale { min: 1, max: 8, window_secs: 900, headroom: 2.0 })
+    );
+    let others = loaded.snapshot.presets.iter().filter(|p| p.name != "small");
+    assert!(others.into_iter().all(|p| p.autoscale.is_none()));
+}

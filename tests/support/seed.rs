@@ -87,6 +87,10 @@ pub fn new_preset(version_id: Uuid, name: &str, desired: i32) -> NewPreset {
         schedule_lead_secs: 0,
         invalidated_at: None,
         prebuild_status: PrebuildStatus::Healthy,
+        autoscale_min: None,
+        autoscale_max: None,
+        autoscale_window_secs: None,
+        autoscale_headroom: None,
     }
 }
 

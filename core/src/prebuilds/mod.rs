@@ -5,6 +5,7 @@
 //! the same snapshot gives the same bytes whatever the order of its rows.
 
 mod actions;
+mod autoscale;
 mod backoff;
 mod claim;
 mod desired;
@@ -18,9 +19,9 @@ pub use claim::{choose_claim, ClaimChoice};
 pub use failed::FailedCleanup;
 pub use plan::{Action, PresetState, Withheld, WithheldReason};
 pub use snapshot::{
-    FailedPrebuild, FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset,
-    PresetSchedule, PresetStatus, RecentBuild, ReconcilerConfig, RunningPrebuild,
-    DEFAULT_FAILED_KEEP,
+    Autoscale, Claim, FailedPrebuild, FinishedStatus, InFlightStatus, InProgressPrebuild,
+    PrebuildSnapshot, Preset, PresetSchedule, PresetStatus, RecentBuild, ReconcilerConfig,
+    RunningPrebuild, DEFAULT_FAILED_KEEP,
 };
 
 use chrono::{DateTime, Utc};
@@ -87,7 +88,7 @@ fn plan_preset(
     let active = inactive.is_empty();
     let split = rows::split(&rows.running, preset, now);
     let flight = InFlight::count(&rows.in_progress);
-    let desired = desired::desired(preset, &inactive, now);
+    let desired = desired::desired(preset, &inactive, &rows.claims, now);
     // Backoff and the hard limit apply to active presets only.
     let (backoff, hard_limited) = if active {
         (
@@ -125,6 +126,7 @@ fn plan_preset(
         next_check::next_check_at(preset, now, backoff, desired.windows.as_ref(), &split.fresh)
             .into_iter()
             .chain(cleanup.next_at)
+            .chain(desired.autoscale_changes_at)
             .min();
     PresetPlan {
         preset_id: preset.id,

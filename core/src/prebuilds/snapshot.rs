@@ -17,6 +17,9 @@ pub struct PrebuildSnapshot {
     /// Optional: prebuilds whose latest build is a failed start (rules §4 "Failed prebuilds").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<FailedPrebuild>,
+    /// Optional: recent claims of autoscaled presets (rules §4 "Autoscale").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<Claim>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +110,46 @@ pub struct Preset {
     #[serde(default)]
     pub invalidated_at: Option<DateTime<Utc>>,
     pub status: PresetStatus,
+    /// Optional: the pool follows the demand (rules §4 "Autoscale").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
+}
+
+/// Demand-driven pool size: `clamp(ceil(claims in the last window × headroom), min, max)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    pub window_secs: u64,
+    pub headroom: f64,
+}
+
+impl Autoscale {
+    /// What the types cannot say: `min ≤ max`, a window, a finite headroom ≥ 0. Names the
+    /// offending field.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.max < self.min {
+            return Err(("max", format!("{} is below min {}", self.max, self.min)));
+        }
+        if self.window_secs == 0 {
+            return Err(("window_secs", "must be at least 1".to_owned()));
+        }
+        if !self.headroom.is_finite() || self.headroom < 0.0 {
+            return Err(("headroom", format!("{} is not a finite number ≥ 0", self.headroom)));
+        }
+        Ok(())
+    }
+}
+
+/// A claim of a preset: a user took one of its prebuilds, or got a fresh workspace of it when
+/// none was ready. Either way it is demand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    pub workspace_id: Uuid,
+    pub preset_id: Uuid,
+    pub at: DateTime<Utc>,
 }
 
 /// A prebuild whose latest build is a succeeded start.

@@ -172,6 +172,11 @@ pub struct Preset {
     pub prebuild_status: PrebuildStatus,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// rules §4 "Autoscale": all four set, or none (a fixed pool).
+    pub autoscale_min: Option<i32>,
+    pub autoscale_max: Option<i32>,
+    pub autoscale_window_secs: Option<i64>,
+    pub autoscale_headroom: Option<f64>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -186,6 +191,10 @@ pub struct NewPreset {
     pub schedule_lead_secs: i64,
     pub invalidated_at: Option<DateTime<Utc>>,
     pub prebuild_status: PrebuildStatus,
+    pub autoscale_min: Option<i32>,
+    pub autoscale_max: Option<i32>,
+    pub autoscale_window_secs: Option<i64>,
+    pub autoscale_headroom: Option<f64>,
 }
 
 #[derive(

@@ -87,6 +87,10 @@ diesel::table! {
         prebuild_status -> Text,
         last_error -> Nullable<Text>,
         created_at -> Timestamptz,
+        autoscale_min -> Nullable<Int4>,
+        autoscale_max -> Nullable<Int4>,
+        autoscale_window_secs -> Nullable<Int8>,
+        autoscale_headroom -> Nullable<Float8>,
     }
 }
 

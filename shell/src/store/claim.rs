@@ -544,5 +544,6 @@ fn core_preset(template: &Template, preset: &Preset) -> core_prebuilds::Preset {
             PrebuildStatus::HardLimited => core_prebuilds::PresetStatus::HardLimited,
             PrebuildStatus::ValidationFailed => core_prebuilds::PresetStatus::ValidationFailed,
         },
+        autoscale: None,
     }
 }

@@ -290,6 +290,10 @@ async fn insert_version(
                 schedule_lead_secs: preset.schedule_lead_secs,
                 invalidated_at: None,
                 prebuild_status: PrebuildStatus::Healthy,
+                autoscale_min: preset.autoscale.map(|a| a.min),
+                autoscale_max: preset.autoscale.map(|a| a.max),
+                autoscale_window_secs: preset.autoscale.map(|a| a.window_secs),
+                autoscale_headroom: preset.autoscale.map(|a| a.headroom),
             })
             .execute(conn)
             .await?;

@@ -76,6 +76,19 @@ pub struct RawPreset {
     pub schedules: Vec<RawSchedule>,
     #[serde(default)]
     pub lead_secs: i64,
+    /// Demand-driven pool size (rules §4 "Autoscale"); absent = a fixed pool.
+    #[serde(default)]
+    pub autoscale: Option<RawAutoscale>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoscale {
+    pub min: i64,
+    pub max: i64,
+    pub window_secs: i64,
+    #[serde(default = "one_f64")]
+    pub headroom: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +137,10 @@ fn default_activity_bump() -> i64 {
 
 fn one() -> i64 {
     1
+}
+
+fn one_f64() -> f64 {
+    1.0
 }
 
 fn yes() -> bool {

@@ -6,7 +6,9 @@ use poolkeeper_core::schedule::{DayName, PrebuildWindows, ScheduleError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::raw::{RawFile, RawPreset, RawSimulatedSource, RawTemplate, RawTerraformSource};
+use super::raw::{
+    RawAutoscale, RawFile, RawPreset, RawSimulatedSource, RawTemplate, RawTerraformSource,
+};
 use super::FieldError;
 use crate::db::enums::ProvisionerKind;
 
@@ -54,6 +56,18 @@ pub struct PresetSpec {
     pub scheduling_timezone: String,
     pub schedule_lead_secs: i64,
     pub schedules: Vec<ScheduleSpec>,
+    /// Omitted from the content hash when absent, so that files without it keep their hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleSpec>,
+}
+
+/// rules §4 "Autoscale", in the columns' units.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AutoscaleSpec {
+    pub min: i32,
+    pub max: i32,
+    pub window_secs: i64,
+    pub headroom: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -193,7 +207,12 @@ fn preset_spec(index: usize, p: &RawPreset) -> Result<PresetSpec, FieldError> {
             return Err(FieldError::new(at("parameters"), "a parameter name must not be empty"));
         }
     }
-    let desired_instances = p.instances.map(|n| count(&at("instances"), n)).transpose()?;
+    let mut desired_instances = p.instances.map(|n| count(&at("instances"), n)).transpose()?;
+    let autoscale = p.autoscale.as_ref().map(|a| autoscale(index, a)).transpose()?;
+    // An autoscaled preset has a pool even without a fixed count: the demand sizes it.
+    if autoscale.is_some() && desired_instances.is_none() {
+        desired_instances = Some(0);
+    }
     let mut schedules = Vec::with_capacity(p.schedules.len());
     for (i, schedule) in p.schedules.iter().enumerate() {
         let instances = count(&at(&format!("schedules[{i}].instances")), schedule.instances)?;
@@ -212,7 +231,36 @@ fn preset_spec(index: usize, p: &RawPreset) -> Result<PresetSpec, FieldError> {
         scheduling_timezone: p.timezone.clone(),
         schedule_lead_secs: non_negative(&at("lead_secs"), p.lead_secs)?,
         schedules,
+        autoscale,
     })
+}
+
+/// The autoscale table: counts and a window the columns hold, then the core's own check
+/// (`min ≤ max`, a window, a finite headroom ≥ 0), each error naming its field.
+fn autoscale(index: usize, a: &RawAutoscale) -> Result<AutoscaleSpec, FieldError> {
+    let at = |field: &str| format!("presets[{index}].autoscale.{field}");
+    let spec = AutoscaleSpec {
+        min: count(&at("min"), a.min)?,
+        max: count(&at("max"), a.max)?,
+        window_secs: non_negative(&at("window_secs"), a.window_secs)?,
+        headroom: a.headroom,
+    };
+    poolkeeper_core::prebuilds::Autoscale::from(spec)
+        .check()
+        .map_err(|(field, message)| FieldError::new(at(field), message))?;
+    Ok(spec)
+}
+
+impl From<AutoscaleSpec> for poolkeeper_core::prebuilds::Autoscale {
+    fn from(spec: AutoscaleSpec) -> Self {
+        // The columns are checked non-negative before this is used.
+        poolkeeper_core::prebuilds::Autoscale {
+            min: u32::try_from(spec.min).unwrap_or(0),
+            max: u32::try_from(spec.max).unwrap_or(0),
+            window_secs: u64::try_from(spec.window_secs).unwrap_or(0),
+            headroom: spec.headroom,
+        }
+    }
 }
 
 /// The core names fields relative to the preset, in its own words (`scheduling_timezone`);

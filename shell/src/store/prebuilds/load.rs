@@ -7,12 +7,15 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Array, BigInt, Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Bool, Double, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use poolkeeper_core::build::{JobStatus, Transition};
 use poolkeeper_core::prebuilds::{
-    FailedPrebuild, FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset,
-    PresetSchedule, PresetStatus, RecentBuild, ReconcilerConfig, RunningPrebuild,
+    Autoscale, FailedPrebuild, FinishedStatus, InFlightStatus, InProgressPrebuild,
+    PrebuildSnapshot, Preset, PresetSchedule, PresetStatus, RecentBuild, ReconcilerConfig,
+    RunningPrebuild,
 };
 use uuid::Uuid;
 
@@ -66,6 +69,14 @@ struct PresetRow {
     organization_name: String,
     #[diesel(sql_type = Text)]
     template_name: String,
+    #[diesel(sql_type = Nullable<Int4>)]
+    autoscale_min: Option<i32>,
+    #[diesel(sql_type = Nullable<Int4>)]
+    autoscale_max: Option<i32>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    autoscale_window_secs: Option<i64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    autoscale_headroom: Option<f64>,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -114,7 +125,8 @@ SELECT p.id, p.name, v.template_id, p.template_version_id,
        COALESCE(t.deprecation_message, '') <> '' AS template_deprecated,
        COALESCE(p.desired_instances, 0) AS desired_instances,
        p.expiration_ttl_secs, p.scheduling_timezone, p.schedule_lead_secs, p.invalidated_at,
-       p.prebuild_status, o.name AS organization_name, t.name AS template_name
+       p.prebuild_status, o.name AS organization_name, t.name AS template_name,
+       p.autoscale_min, p.autoscale_max, p.autoscale_window_secs, p.autoscale_headroom
 FROM presets p
 JOIN template_versions v ON v.id = p.template_version_id
 JOIN templates t ON t.id = v.template_id
@@ -160,7 +172,7 @@ pub async fn load_prebuild_snapshot(
         .and_then(chrono::Duration::try_seconds)
         .and_then(|lookback| now.checked_sub_signed(lookback))
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let (presets, schedules, builds) = conn
+    let (presets, schedules, builds, claims) = conn
         .build_transaction()
         .repeatable_read()
         .read_only()
@@ -176,10 +188,29 @@ pub async fn load_prebuild_snapshot(
                 .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
                 .load(conn)
                 .await?;
-            Ok::<_, diesel::result::Error>((presets, schedules, builds))
+            let (scaled, since) = autoscaled(&presets, now);
+            let claims = super::claims::load_claims(conn, scaled, since).await?;
+            Ok::<_, diesel::result::Error>((presets, schedules, builds, claims))
         })
         .await?;
-    Ok(assemble(config, lookback_start, presets, schedules, builds))
+    let mut loaded = assemble(config, lookback_start, presets, schedules, builds);
+    let kept: HashSet<Uuid> = loaded.snapshot.presets.iter().map(|p| p.id).collect();
+    loaded.snapshot.claims = claims.into_iter().filter(|c| kept.contains(&c.preset_id)).collect();
+    Ok(loaded)
+}
+
+/// The autoscaled presets and the oldest claim instant any of them reads: two windows back
+/// (the demand's window and the hysteresis behind it), `MIN_UTC` for an absurd window.
+fn autoscaled(presets: &[PresetRow], now: DateTime<Utc>) -> (Vec<Uuid>, DateTime<Utc>) {
+    let scaled: Vec<&PresetRow> =
+        presets.iter().filter(|p| p.autoscale_window_secs.is_some()).collect();
+    let widest = scaled.iter().filter_map(|p| p.autoscale_window_secs).max().unwrap_or(0);
+    let since = widest
+        .checked_mul(2)
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|back| now.checked_sub_signed(back))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    (scaled.iter().map(|p| p.id).collect(), since)
 }
 
 fn assemble(
@@ -250,7 +281,15 @@ fn assemble(
     failed.retain(|r| !bad.contains(&r.preset_id));
     names.retain(|id, _| !bad.contains(id));
     LoadedPrebuilds {
-        snapshot: PrebuildSnapshot { config, presets, running, in_progress, recent_builds, failed },
+        snapshot: PrebuildSnapshot {
+            config,
+            presets,
+            running,
+            in_progress,
+            recent_builds,
+            failed,
+            claims: Vec::new(),
+        },
         names,
     }
 }
@@ -299,6 +338,7 @@ fn skip(bad: &mut HashSet<Uuid>, preset_id: Uuid, why: &str) {
 }
 
 fn to_preset(row: PresetRow, schedules: Vec<PresetSchedule>) -> Result<Preset, &'static str> {
+    let autoscale = to_autoscale(&row)?;
     Ok(Preset {
         id: row.id,
         name: row.name,
@@ -320,7 +360,30 @@ fn to_preset(row: PresetRow, schedules: Vec<PresetSchedule>) -> Result<Preset, &
             .prebuild_status
             .parse::<PresetStatus>()
             .map_err(|_| "unknown prebuild_status")?,
+        autoscale,
     })
+}
+
+/// The autoscale columns: all set (and valid) or none.
+fn to_autoscale(row: &PresetRow) -> Result<Option<Autoscale>, &'static str> {
+    let (min, max, window_secs, headroom) = match (
+        row.autoscale_min,
+        row.autoscale_max,
+        row.autoscale_window_secs,
+        row.autoscale_headroom,
+    ) {
+        (None, None, None, None) => return Ok(None),
+        (Some(min), Some(max), Some(window), Some(headroom)) => (min, max, window, headroom),
+        _ => return Err("incomplete autoscale"),
+    };
+    let autoscale = Autoscale {
+        min: u32::try_from(min).map_err(|_| "negative autoscale_min")?,
+        max: u32::try_from(max).map_err(|_| "negative autoscale_max")?,
+        window_secs: u64::try_from(window_secs).map_err(|_| "negative autoscale_window_secs")?,
+        headroom,
+    };
+    autoscale.check().map_err(|_| "invalid autoscale")?;
+    Ok(Some(autoscale))
 }
 
 enum Row {
