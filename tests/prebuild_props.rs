@@ -10,6 +10,7 @@ use poolkeeper_core::prebuilds::{
     InProgressPrebuild, PrebuildSnapshot, Preset, PresetPlan, PresetSchedule, PresetStatus,
     RecentBuild, ReconcilerConfig, RunningPrebuild,
 };
+use poolkeeper_core::retention::{purgeable_builds, BuildHistory};
 use poolkeeper_tests::proptest_config;
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -1096,5 +1097,63 @@ proptest! {
         for (a, b) in before.iter().zip(prebuilds::plan(case.now, &more)) {
             prop_assert!(b.state.desired >= a.state.desired, "{:?} then {:?}", a, b);
         }
+    }
+}
+
+/// What the rules read of one workspace's builds (rules §5 "Builds"): the latest build, the
+/// newest finished start, the newest one counting as a build, the newest naming a preset.
+fn read_by_rules(builds: &[BuildHistory]) -> [Option<u32>; 4] {
+    let mut sorted: Vec<&BuildHistory> = builds.iter().collect();
+    sorted.sort_by_key(|b| b.build_number);
+    let newest = |pick: &dyn Fn(&BuildHistory) -> bool| {
+        sorted.iter().rev().find(|b| pick(b)).map(|b| b.build_number)
+    };
+    let start = |b: &BuildHistory| b.transition == Transition::Start && b.finished_at.is_some();
+    [
+        sorted.last().map(|b| b.build_number),
+        newest(&start),
+        newest(&|b| start(b) && !b.failed_outside_template),
+        newest(&|b| b.preset_named),
+    ]
+}
+
+proptest! {
+    #![proptest_config(proptest_config("retention_props", 500))]
+
+    // rules §5: purging a workspace's purgeable builds never changes what a rule reads of
+    // it; every purged build, and the build after it, finished before the cutoff; purging
+    // again at the same cutoff finds nothing more (the daemon's second purge is a no-op).
+    #[test]
+    fn purging_changes_nothing_a_rule_reads(
+        steps in proptest::collection::vec(
+            (0usize..3, any::<bool>(), proptest::option::weighted(0.9, 0i64..120), any::<bool>()),
+            1..12,
+        ),
+        cutoff_days in 0i64..120,
+    ) {
+        let origin = base_now();
+        let builds: Vec<BuildHistory> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, (transition, preset, finished_day, outside))| BuildHistory {
+                build_number: i as u32 + 1,
+                transition: [Transition::Start, Transition::Stop, Transition::Delete][*transition],
+                preset_named: *preset,
+                finished_at: finished_day.map(|d| origin + TimeDelta::days(d)),
+                failed_outside_template: *outside,
+            })
+            .collect();
+        let cutoff = origin + TimeDelta::days(cutoff_days);
+        let purged = purgeable_builds(&builds, cutoff);
+        let kept: Vec<BuildHistory> =
+            builds.iter().filter(|b| !purged.contains(&b.build_number)).cloned().collect();
+        prop_assert_eq!(read_by_rules(&kept), read_by_rules(&builds));
+        for number in &purged {
+            let at = |n: u32| builds.iter().find(|b| b.build_number == n).and_then(|b| b.finished_at);
+            prop_assert!(at(*number).is_some_and(|t| t < cutoff));
+            prop_assert!(at(number + 1).is_some_and(|t| t < cutoff), "the next build is old too");
+        }
+        // What was kept was kept for good: a second pass at the same cutoff purges nothing.
+        prop_assert_eq!(purgeable_builds(&kept, cutoff), Vec::<u32>::new());
     }
 }

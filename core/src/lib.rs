@@ -10,6 +10,7 @@ mod instant;
 pub mod lifecycle;
 pub mod prebuilds;
 pub mod replay;
+pub mod retention;
 pub mod schedule;
 mod serde_util;
 

@@ -346,5 +346,6 @@ pub fn daemon_settings(
         parallelism: 2,
         recorder: None,
         reaper: None,
+        retention: None,
     }
 }

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod prebuilds;
 pub mod publish;
+pub mod retention;
 pub mod settings;
 pub mod templates;
 pub mod workspaces;

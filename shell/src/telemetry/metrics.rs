@@ -40,6 +40,13 @@ pub struct TaskLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    /// A table the retention purge deletes from (`builds`, `jobs`, `agents`, `audit_log`,
+    /// `notifications`).
+    pub table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LoopLabels {
     /// `prebuilds` or `lifecycle`.
     pub r#loop: String,
@@ -76,6 +83,8 @@ pub struct Metrics {
     pub task_restarts: Family<TaskLabels, Counter>,
     /// 1 while this replica holds the loop's leader lease.
     pub leader: Family<LoopLabels, Gauge>,
+    /// Rows the retention purge deleted, by table.
+    pub retention_purged: Family<TableLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,6 +105,7 @@ impl Metrics {
         let claim_seconds = Histogram::new(CLAIM_BUCKETS);
         let task_restarts = Family::<TaskLabels, Counter>::default();
         let leader = Family::<LoopLabels, Gauge>::default();
+        let retention_purged = Family::<TableLabels, Counter>::default();
         registry.register_collector(Box::new(pool_state.clone()));
         registry.register_collector(Box::new(db_pool.clone()));
         registry.register(
@@ -136,6 +146,11 @@ impl Metrics {
             "1 while this replica holds the loop's leader lease, else 0",
             leader.clone(),
         );
+        registry.register(
+            "retention_purged_rows",
+            "Rows the retention purge deleted, by table",
+            retention_purged.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             pool_state,
@@ -147,6 +162,7 @@ impl Metrics {
             claim_seconds,
             task_restarts,
             leader,
+            retention_purged,
         }
     }
 

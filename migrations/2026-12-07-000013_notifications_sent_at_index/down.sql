@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY notifications_sent_at_idx;
