@@ -1157,3 +1157,40 @@ proptest! {
         prop_assert_eq!(purgeable_builds(&kept, cutoff), Vec::<u32>::new());
     }
 }
+
+fn tags_strategy() -> impl Strategy<Value = poolkeeper_core::tags::Tags> {
+    proptest::collection::btree_map(
+        prop_oneof![Just("pool".to_owned()), Just("region".to_owned()), Just("gpu".to_owned())],
+        prop_oneof![Just("a".to_owned()), Just("b".to_owned())],
+        0..3,
+    )
+}
+
+proptest! {
+    #![proptest_config(proptest_config("tags_props", 300))]
+
+    // rules §6: a worker covers a job iff each of the job's tags is one of its own; so every
+    // worker covers untagged jobs, covering is kept when a worker gains a tag it lacked, and
+    // a prebuild fleet tagged with a version's prebuild tags over its tags takes that
+    // version's prebuild jobs.
+    #[test]
+    fn covering_is_inclusion_of_tags(
+        worker in tags_strategy(),
+        job in tags_strategy(),
+        version in tags_strategy(),
+        prebuild in tags_strategy(),
+        extra in ("[x-z]", "[ab]"),
+    ) {
+        use poolkeeper_core::tags::{covers, job_tags, Tags};
+        let included = job.iter().all(|(k, v)| worker.get(k) == Some(v));
+        prop_assert_eq!(covers(&worker, &job), included);
+        prop_assert!(covers(&worker, &Tags::new()));
+        prop_assert!(covers(&job, &job));
+        let mut more = worker.clone();
+        more.entry(extra.0).or_insert(extra.1);
+        prop_assert!(!covers(&worker, &job) || covers(&more, &job));
+        let fleet = job_tags(&version, &prebuild, true);
+        prop_assert!(covers(&fleet, &job_tags(&version, &prebuild, true)));
+        prop_assert!(prebuild.iter().all(|(k, v)| fleet.get(k) == Some(v)));
+    }
+}

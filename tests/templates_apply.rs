@@ -243,3 +243,38 @@ async fn autoscale_is_stored_and_loaded() {
     let others = loaded.snapshot.presets.iter().filter(|p| p.name != "small");
     assert!(others.into_iter().all(|p| p.autoscale.is_none()));
 }
+
+/// rules §6 in a templates file: a version's tags and its prebuilds' tags are checked key by
+/// key, stored on the version, and left out of the content hash when absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_tags_are_validated_and_stored() {
+    let base = r#"
+[template]
+name = "t"
+[version]
+name = "v1"
+provisioner = "simulated"
+"#;
+    check_invalid(&format!("{base}tags = {{ \"re gion\" = \"eu\" }}\n"), "version.tags.re gion");
+    check_invalid(
+        &format!("{base}prebuild_tags = {{ pool = \"\" }}\n"),
+        "version.prebuild_tags.pool",
+    );
+    let plain = parse_toml(base).expect("valid");
+    let tagged = parse_toml(&format!(
+        "{base}tags = {{ pool = \"people\", region = \"eu\" }}\nprebuild_tags = {{ pool = \"prebuilds\" }}\n"
+    ))
+    .expect("valid");
+    assert_ne!(plain.content_hash(), tagged.content_hash());
+    assert!(plain.version.tags.is_empty() && plain.version.prebuild_tags.is_empty());
+    let db = TestDatabase::new().await;
+    apply(db.pool(), &tagged).await.expect("apply");
+    let mut conn = db.conn().await;
+    let (tags, prebuild_tags): (serde_json::Value, serde_json::Value) = template_versions::table
+        .select((template_versions::provisioner_tags, template_versions::prebuild_tags))
+        .first(&mut conn)
+        .await
+        .expect("version");
+    assert_eq!(tags, serde_json::json!({ "pool": "people", "region": "eu" }));
+    assert_eq!(prebuild_tags, serde_json::json!({ "pool": "prebuilds" }));
+}

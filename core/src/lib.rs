@@ -13,5 +13,6 @@ pub mod replay;
 pub mod retention;
 pub mod schedule;
 mod serde_util;
+pub mod tags;
 
 pub use replay::{parse_replay, run_replay, ReplayError, ReplayInput, ReplayOutput};

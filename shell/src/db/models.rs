@@ -142,6 +142,9 @@ pub struct TemplateVersion {
     /// failure rate). Always a JSON object.
     pub source: serde_json::Value,
     pub created_at: DateTime<Utc>,
+    /// rules §6: the tags of this version's jobs, and of its prebuilds' jobs (JSON objects).
+    pub provisioner_tags: serde_json::Value,
+    pub prebuild_tags: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -247,6 +250,8 @@ pub struct ProvisionerJob {
     pub queue_priority: i16,
     /// Why the job failed; `None` unless it did (and on failures recorded before the column).
     pub failure_kind: Option<FailureKind>,
+    /// rules §6: the tags a worker must cover to take the job (a JSON object of strings).
+    pub tags: serde_json::Value,
 }
 
 /// A new job is always pending; it becomes visible to provisioners at commit.

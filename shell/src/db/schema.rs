@@ -71,6 +71,8 @@ diesel::table! {
         provisioner -> Text,
         source -> Jsonb,
         created_at -> Timestamptz,
+        provisioner_tags -> Jsonb,
+        prebuild_tags -> Jsonb,
     }
 }
 
@@ -132,6 +134,8 @@ diesel::table! {
         queue_priority -> Int2,
         /// Why a failed job failed (`FailureKind`); NULL unless failed.
         failure_kind -> Nullable<Text>,
+        /// rules §6: set from the build's version by a trigger; never insert it.
+        tags -> Jsonb,
     }
 }
 

@@ -90,6 +90,7 @@ impl Machinery {
         }
         for index in 0..config.workers.max(1) {
             let worker = WorkerConfig {
+                tags: Default::default(),
                 worker_id: format!("demo-provisioner-{}", index + 1),
                 poll_interval: Duration::from_millis(500),
                 heartbeat_interval: Duration::from_secs(1),

@@ -9,19 +9,36 @@ use super::ProvisionerError;
 use crate::db::enums::JobStatus;
 use crate::db::models::ProvisionerJob;
 use crate::db::schema::provisioner_jobs;
+use poolkeeper_core::tags::Tags;
 
-/// Take the next pending job, if any, for `worker_id`: one transaction, the row locked with
-/// `SKIP LOCKED` so concurrent workers each get a different job (or none) without waiting.
-/// Only committed jobs are visible, so a job inserted by an open transaction is never taken.
+/// Take the next pending untagged job, if any, for an untagged worker (see
+/// [`acquire_next_tagged_job`]).
 pub async fn acquire_next_job(
     conn: &mut AsyncPgConnection,
     worker_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<ProvisionerJob>, ProvisionerError> {
+    acquire_next_tagged_job(conn, worker_id, &Tags::new(), now).await
+}
+
+/// Take the next pending job whose tags `tags` cover (rules §6), if any, for `worker_id`: one
+/// transaction, the row locked with `SKIP LOCKED` so concurrent workers each get a different
+/// job (or none) without waiting. Only committed jobs are visible, so a job inserted by an
+/// open transaction is never taken. The tag test (`tags <@ worker`) is part of the locking
+/// statement, served by `provisioner_jobs_pending_tags_idx`, so a job a worker may not take
+/// is never locked by it.
+pub async fn acquire_next_tagged_job(
+    conn: &mut AsyncPgConnection,
+    worker_id: &str,
+    tags: &Tags,
+    now: DateTime<Utc>,
+) -> Result<Option<ProvisionerJob>, ProvisionerError> {
     let worker_id = worker_id.to_owned();
+    let worker_tags = serde_json::json!(tags);
     conn.transaction(async move |conn| {
         let next: Option<Uuid> = provisioner_jobs::table
             .filter(provisioner_jobs::status.eq(JobStatus::Pending))
+            .filter(provisioner_jobs::tags.is_contained_by(&worker_tags))
             .order((
                 provisioner_jobs::queue_priority,
                 provisioner_jobs::created_at,

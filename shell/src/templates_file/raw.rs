@@ -57,6 +57,12 @@ pub struct RawVersion {
     /// Checked against the provisioner's shape in `validate`.
     #[serde(default)]
     pub source: serde_json::Map<String, serde_json::Value>,
+    /// rules §6: the tags of this version's jobs; a worker takes them only if it has them.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// rules §6: tags of this version's prebuilds' jobs, over `tags` on the same key.
+    #[serde(default)]
+    pub prebuild_tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -45,6 +45,11 @@ pub struct VersionSpec {
     pub message: String,
     pub provisioner: ProvisionerKind,
     pub source: serde_json::Value,
+    /// Left out of the content hash when empty, so that files without tags keep their hash.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub prebuild_tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -144,9 +149,23 @@ fn template_options(t: &RawTemplate) -> Result<TemplateOptions, FieldError> {
     })
 }
 
+/// rules §6 tags, each checked by the core, errors at `field.<key>`.
+fn tags(
+    field: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, FieldError> {
+    for (key, value) in tags {
+        poolkeeper_core::tags::check_tag(key, value)
+            .map_err(|err| FieldError::new(format!("{field}.{key}"), err))?;
+    }
+    Ok(tags.clone())
+}
+
 fn version(raw: &RawFile) -> Result<VersionSpec, FieldError> {
     let v = &raw.version;
     let name = non_empty("version.name", &v.name)?;
+    let job_tags = tags("version.tags", &v.tags)?;
+    let prebuild_tags = tags("version.prebuild_tags", &v.prebuild_tags)?;
     let provisioner: ProvisionerKind = v
         .provisioner
         .parse()
@@ -183,7 +202,14 @@ fn version(raw: &RawFile) -> Result<VersionSpec, FieldError> {
             names("version.source.agents", s.agents.as_deref().unwrap_or_default())?;
         }
     }
-    Ok(VersionSpec { name, message: v.message.clone(), provisioner, source })
+    Ok(VersionSpec {
+        name,
+        message: v.message.clone(),
+        provisioner,
+        source,
+        tags: job_tags,
+        prebuild_tags,
+    })
 }
 
 /// Names that are neither empty nor repeated.
