@@ -204,20 +204,24 @@ name = "a"
     bad("min = 1\nmax = 2\nwindow_secs = 60\nspeed = 3", "presets[0].autoscale.speed");
 }
 
-/// An autoscaled preset is stored and loaded into the snapshot as the file says; a file
-/// without autoscale keeps its content hash (re-applying the example is still a no-op).
+/// An autoscaled preset is stored and loaded into the snapshot as the file says, and a
+/// change of its settings is a change of the version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autoscale_is_stored_and_loaded() {
     use poolkeeper_core::prebuilds::Autoscale;
     let db = TestDatabase::new().await;
     let example = parse_toml(EXAMPLE).expect("valid example");
-    assert!(example.presets.iter().all(|p| p.autoscale.is_none()));
     let file = EXAMPLE.replace(
-        "lead_secs = 600",
-        "lead_secs = 600\nautoscale = { min = 1, max = 8, window_secs = 900, headroom = 2.0 }",
+        "autoscale = { min = 1, max = 6, window_secs = 300, headroom = 3.0 }",
+        "autoscale = { min = 1, max = 8, window_secs = 900, headroom = 2.0 }",
     );
     let spec = parse_toml(&file).expect("valid");
     assert_ne!(spec.content_hash(), example.content_hash());
+    let plain = parse_toml(
+        &file.replace("autoscale = { min = 1, max = 8, window_secs = 900, headroom = 2.0 }", ""),
+    )
+    .expect("valid without autoscale");
+    assert!(plain.presets.iter().all(|p| p.autoscale.is_none()));
     apply(db.pool(), &spec).await.expect("apply");
     let mut conn = db.conn().await;
     let now = chrono::Utc::now();
