@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use poolkeeper_core::build::Transition;
 use poolkeeper_core::prebuilds::{
-    self, FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset,
-    PresetSchedule, PresetStatus, RecentBuild, ReconcilerConfig, RunningPrebuild,
+    self, Autoscale, Claim, FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot,
+    Preset, PresetSchedule, PresetStatus, RecentBuild, ReconcilerConfig, RunningPrebuild,
 };
 use uuid::Uuid;
 
@@ -53,6 +53,12 @@ fn snapshot(presets: u128) -> PrebuildSnapshot {
             schedule_lead_secs: if p % 4 == 0 { 900 } else { 0 },
             invalidated_at: (p % 11 == 0).then(|| now - TimeDelta::hours(3)),
             status: if p % 13 == 0 { PresetStatus::HardLimited } else { PresetStatus::Healthy },
+            autoscale: (p % 5 == 0).then_some(Autoscale {
+                min: 1,
+                max: 12,
+                window_secs: 900,
+                headroom: 1.5,
+            }),
         })
         .collect();
     let running = (0..RUNNING_ROWS)
@@ -101,11 +107,22 @@ fn snapshot(presets: u128) -> PrebuildSnapshot {
             backoff_lookback_secs: 3600,
             failure_hard_limit: 3,
             max_pending_creates_per_preset: 5,
+            failed_keep: 3,
+            failed_grace_secs: 3600,
         },
         presets: presets_list,
         running,
         in_progress,
         recent_builds,
+        failed: Vec::new(),
+        // A claim a second over the last half hour, on the autoscaled presets.
+        claims: (0..1800u128)
+            .map(|i| Claim {
+                workspace_id: Uuid::from_u128(0x9000_0000 + i),
+                preset_id: preset_id(mix(i) % presets / 5 * 5),
+                at: now - TimeDelta::seconds(i64::try_from(i).expect("bench input")),
+            })
+            .collect(),
     }
 }
 

@@ -11,7 +11,9 @@ pub mod lifecycle;
 pub mod notifications;
 pub mod prebuilds;
 pub mod replay;
+pub mod retention;
 pub mod schedule;
 mod serde_util;
+pub mod tags;
 
 pub use replay::{parse_replay, run_replay, ReplayError, ReplayInput, ReplayOutput};

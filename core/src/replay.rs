@@ -119,6 +119,12 @@ pub fn validate(input: &ReplayInput) -> Result<(), ReplayError> {
                     format!("duplicate preset id {}", preset.id),
                 ));
             }
+            if let Some(Err((field, message))) = preset.autoscale.map(|a| a.check()) {
+                return Err(ReplayError::at(
+                    format!("prebuilds.presets[{index}].autoscale.{field}"),
+                    message,
+                ));
+            }
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `poolkeeper demo --exit-after scenario` end to end: a throw-away PostgreSQL, the pools
-//! filling, claims, and a template version rollout, all within a bounded time.
+//! filling, claims (and the claimed pool growing with them), and a template version rollout,
+//! all within a bounded time.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -72,6 +73,9 @@ fn demo_scenario_fills_pools_claims_and_rolls_out() {
     let full = position(&pool_is_full).unwrap_or_else(|| panic!("no full pool\n{context}"));
     let claim = position(&|l| l.starts_with("claim: ") && l.contains("prebuild claimed"))
         .unwrap_or_else(|| panic!("no prebuild claimed\n{context}"));
+    // The claimed pool follows its demand (rules §4 "Autoscale"): it grew after the burst.
+    let grown = position(&|l| l.starts_with("autoscale: ") && l.contains(" grew from "))
+        .unwrap_or_else(|| panic!("the claimed pool did not grow\n{context}"));
     let rollout = position(&|l| l.starts_with("rollout: ") && l.contains("is now active"))
         .unwrap_or_else(|| panic!("no rollout started\n{context}"));
     let old_pool = position(&|l| l.starts_with("pool ") && l.contains("old]"))
@@ -81,7 +85,12 @@ fn demo_scenario_fills_pools_claims_and_rolls_out() {
     let complete = position(&|l| l == "scenario complete")
         .unwrap_or_else(|| panic!("no 'scenario complete'\n{context}"));
     assert!(
-        full < claim && claim < rollout && rollout < old_pool && old_pool < done && done < complete,
+        full < claim
+            && claim < grown
+            && grown < rollout
+            && rollout < old_pool
+            && old_pool < done
+            && done < complete,
         "events out of order\n{context}"
     );
     // Each pool of the new version is full in its last report before "rollout: complete".

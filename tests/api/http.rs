@@ -635,6 +635,8 @@ async fn invalidating_a_preset_replaces_its_pool() {
             backoff_lookback_secs: 3600,
             failure_hard_limit: 3,
             max_pending_creates_per_preset: 0,
+            failed_keep: 3,
+            failed_grace_secs: 3600,
         },
         2,
     );
@@ -724,6 +726,8 @@ async fn the_api_the_metric_and_the_core_agree_on_what_is_ready() {
         backoff_lookback_secs: 3600,
         failure_hard_limit: 3,
         max_pending_creates_per_preset: 0,
+        failed_keep: 3,
+        failed_grace_secs: 0,
     };
     let mut conn = api.db.conn().await;
     let loaded = poolkeeper::store::prebuilds::load_prebuild_snapshot(&mut conn, now, config)

@@ -25,6 +25,8 @@ const CONFIG: ReconcilerConfig = ReconcilerConfig {
     backoff_lookback_secs: 90,
     failure_hard_limit: 0,
     max_pending_creates_per_preset: 0,
+    failed_keep: 3,
+    failed_grace_secs: 3600,
 };
 const REPLICAS: usize = 3;
 const ROUND: TimeDelta = TimeDelta::seconds(60);

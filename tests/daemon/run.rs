@@ -136,3 +136,121 @@ async fn the_prebuild_loop_wakes_when_a_backoff_ends() {
         took.as_secs_f64()
     );
 }
+
+/// rules §6 against the database: a purge (batches of one workspace or row, so the cursor
+/// and the batch loop are exercised) deletes old builds with their jobs and agents, old
+/// audit entries; it keeps every build a rule reads, so the
+/// lifecycle and prebuild snapshots are the same before and after; a second purge finds
+/// nothing; another replica's purge does nothing while this one leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_old_history_but_nothing_a_rule_reads() {
+    use diesel_async::RunQueryDsl;
+    use poolkeeper::daemon::{Purger, RetentionSettings};
+    use poolkeeper::db::enums::JobStatus;
+    use poolkeeper::store::retention::Purged;
+    use poolkeeper_core::retention::Retention;
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let preset_id = seed::preset(&mut conn, version_id, "small", 1).await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let now = t("2025-06-02T09:00:00Z");
+    let old = |day: u32| t(&format!("2025-03-{day:02}T09:00:00Z"));
+    // Alice's workspace: start, stop, start, stop, all old. 4 is the latest, 3 the newest
+    // finished start: 1 and 2 may go.
+    let step = |transition, day| {
+        WorkspaceSeed::owned(alice, template_id, version_id, transition, old(day))
+    };
+    let mine = seed::workspace(&mut conn, step(Transition::Start, 1)).await;
+    for (number, transition) in
+        [(2, Transition::Stop), (3, Transition::Start), (4, Transition::Stop)]
+    {
+        seed::build(&mut conn, mine, number, &step(transition, number as u32)).await;
+    }
+    // A failed prebuild being deleted: its failed start is what the backoff reads, kept.
+    let failed = WorkspaceSeed {
+        status: JobStatus::Failed,
+        ..WorkspaceSeed::prebuild(template_id, version_id, preset_id, old(1))
+    };
+    let prebuild = seed::workspace(&mut conn, failed).await;
+    let deleting = WorkspaceSeed {
+        transition: Transition::Delete,
+        status: JobStatus::Pending,
+        ..WorkspaceSeed::prebuild(template_id, version_id, preset_id, old(2))
+    };
+    seed::build(&mut conn, prebuild, 2, &deleting).await;
+    // A recent workspace: nothing of it is old enough.
+    let recent = WorkspaceSeed::owned(alice, template_id, version_id, Transition::Start, now);
+    seed::workspace(&mut conn, recent).await;
+    diesel::sql_query(
+        "INSERT INTO audit_log (at, actor, action, resource_type, diff) VALUES
+           ($1, 'cli', 'old', 'workspace', '{}'), ($1, 'cli', 'old', 'workspace', '{}'),
+           ($2, 'cli', 'new', 'workspace', '{}')",
+    )
+    .bind::<diesel::sql_types::Timestamptz, _>(t("2024-05-01T00:00:00Z"))
+    .bind::<diesel::sql_types::Timestamptz, _>(now)
+    .execute(&mut conn)
+    .await
+    .expect("audit entries");
+    let snapshots = async |conn: &mut diesel_async::AsyncPgConnection| {
+        let lifecycle = poolkeeper::store::lifecycle::load_lifecycle_snapshot(conn, now)
+            .await
+            .expect("lifecycle snapshot");
+        let prebuilds =
+            poolkeeper::store::prebuilds::load_prebuild_snapshot(conn, now, seed::CONFIG)
+                .await
+                .expect("prebuild snapshot")
+                .snapshot;
+        (lifecycle, prebuilds)
+    };
+    let before = snapshots(&mut conn).await;
+    let settings = RetentionSettings {
+        retention: Retention { builds_secs: 30 * 86_400, audit_secs: 365 * 86_400 },
+        interval: Duration::from_secs(3600),
+        batch: 1,
+    };
+    let mut purger = Purger::new(db.pool().clone(), db.url(), settings);
+    let mut other = Purger::new(db.pool().clone(), db.url(), settings);
+    let purged = purger.purge(now).await.expect("purge").expect("the first purger leads");
+    assert_eq!(purged, Purged { builds: 2, agents: 2, audit: 2 });
+    assert_eq!(other.purge(now).await.expect("second replica"), None, "one leader");
+    let builds =
+        format!("SELECT count(*) AS n FROM workspace_builds WHERE workspace_id = '{mine}'");
+    assert_eq!(seed::count(&mut conn, &builds).await, 2);
+    let orphans = "SELECT count(*) AS n FROM provisioner_jobs j
+        WHERE NOT EXISTS (SELECT 1 FROM workspace_builds b WHERE b.job_id = j.id)";
+    assert_eq!(seed::count(&mut conn, orphans).await, 0, "each purged build's job went with it");
+    assert_eq!(snapshots(&mut conn).await, before, "the rules read the same rows");
+    let again = purger.purge(now).await.expect("purge").expect("still the leader");
+    assert_eq!(again, Purged::default());
+}
+
+/// A purge batch made with a fence whose lease moved to another replica deletes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_purger_deletes_nothing() {
+    use diesel_async::RunQueryDsl;
+    use poolkeeper::store::leases::acquire_or_renew;
+    use poolkeeper::store::retention::purge_audit;
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    diesel::sql_query(
+        "INSERT INTO audit_log (at, actor, action, resource_type, diff)
+         VALUES ('2020-01-01T00:00:00Z', 'cli', 'old', 'workspace', '{}')",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("audit entry");
+    let stale = seed::lead(&db, "retention").await;
+    diesel::sql_query("UPDATE leader_leases SET expires_at = now() - interval '1 second'")
+        .execute(&mut conn)
+        .await
+        .expect("expire the lease");
+    acquire_or_renew(&mut conn, "retention", "another", Duration::from_secs(60))
+        .await
+        .expect("lease query")
+        .expect("taken over");
+    let cutoff = t("2025-01-01T00:00:00Z");
+    let err = purge_audit(db.pool(), &stale, cutoff, 10).await.expect_err("fenced");
+    assert_eq!(err.label(), "fenced");
+    assert_eq!(seed::count(&mut conn, "SELECT count(*) AS n FROM audit_log").await, 1);
+}

@@ -134,3 +134,153 @@ async fn stale_jobs_are_reaped_with_a_reason() {
     let short = ReaperConfig { heartbeat_timeout: Duration::from_secs(60), ..config };
     assert_eq!(reap_stale_jobs(db.pool(), wall, &short).await.expect("reap"), 1);
 }
+
+/// Every combination of a `pool` and a `region` tag (each possibly absent), as job tags.
+fn tag_combinations() -> Vec<poolkeeper_core::tags::Tags> {
+    let mut all = Vec::new();
+    for pool in [None, Some("people"), Some("prebuilds")] {
+        for region in [None, Some("eu"), Some("us")] {
+            let mut tags = poolkeeper_core::tags::Tags::new();
+            if let Some(pool) = pool {
+                tags.insert("pool".to_owned(), pool.to_owned());
+            }
+            if let Some(region) = region {
+                tags.insert("region".to_owned(), region.to_owned());
+            }
+            all.push(tags);
+        }
+    }
+    all
+}
+
+fn tags_of(pairs: &[(&str, &str)]) -> poolkeeper_core::tags::Tags {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+/// rules §6 against the database: workers with different tags drain the queue in turn; each
+/// takes exactly the pending jobs its tags cover (as the core's `covers` says, never one
+/// more), in queue order, and the jobs no worker covers stay pending.
+#[tokio::test]
+async fn a_tagged_worker_takes_only_the_jobs_its_tags_cover() {
+    use poolkeeper::provisioner::acquire_next_tagged_job;
+    use poolkeeper_core::tags::{covers, Tags};
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let mut jobs: Vec<(uuid::Uuid, Tags)> = Vec::new();
+    for (i, tags) in tag_combinations().into_iter().cycle().take(27).enumerate() {
+        let created = now() + TimeDelta::seconds(i as i64);
+        let id = seed::job(&mut conn, Transition::Start, i % 2 == 0, Some(created)).await;
+        diesel::update(provisioner_jobs::table.find(id))
+            .set(provisioner_jobs::tags.eq(serde_json::json!(tags)))
+            .execute(&mut conn)
+            .await
+            .expect("tag the job");
+        jobs.push((id, tags));
+    }
+    let workers = [
+        ("untagged", Tags::new()),
+        ("prebuild-fleet", tags_of(&[("pool", "prebuilds"), ("region", "eu")])),
+        ("people-eu", tags_of(&[("pool", "people"), ("region", "eu"), ("gpu", "yes")])),
+    ];
+    let mut taken_by_anyone = HashSet::new();
+    for (name, worker_tags) in &workers {
+        let mut taken = Vec::new();
+        while let Some(job) =
+            acquire_next_tagged_job(&mut conn, name, worker_tags, now()).await.expect("acquire")
+        {
+            taken.push(job.id);
+        }
+        let expected: Vec<uuid::Uuid> = jobs
+            .iter()
+            .filter(|(id, tags)| !taken_by_anyone.contains(id) && covers(worker_tags, tags))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut in_order = expected.clone();
+        // Queue order: people's jobs first, then the oldest (the seeded jobs are all starts).
+        in_order.sort_by_key(|id| {
+            let i = jobs.iter().position(|(j, _)| j == id).expect("seeded");
+            (i % 2 == 0, i)
+        });
+        assert_eq!(taken, in_order, "{name} took exactly the jobs it covers, in queue order");
+        assert!(!taken.is_empty(), "{name} had work");
+        taken_by_anyone.extend(taken);
+    }
+    let left: Vec<&Tags> =
+        jobs.iter().filter(|(id, _)| !taken_by_anyone.contains(id)).map(|(_, t)| t).collect();
+    assert!(!left.is_empty());
+    assert!(left.iter().all(|tags| workers.iter().all(|(_, w)| !covers(w, tags))));
+    let pending = "SELECT count(*) AS n FROM provisioner_jobs WHERE status = 'pending'";
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count: Count = diesel::sql_query(pending).get_result(&mut conn).await.expect("count");
+    assert_eq!(count.n as usize, left.len());
+}
+
+/// rules §6: a job gets its tags from the version of its build, whichever path wrote the
+/// two rows (a trigger of the database), as the core's `job_tags` says: the version's tags,
+/// and a prebuild's job the prebuild tags over them; a job of an untagged version has none.
+#[tokio::test]
+async fn jobs_carry_the_tags_of_their_version() {
+    use diesel_async::AsyncConnection;
+    use poolkeeper::db::enums::BuildReason;
+    use poolkeeper::db::models::NewWorkspaceBuild;
+    use poolkeeper::db::schema::{template_versions, workspace_builds};
+    use poolkeeper_core::tags::job_tags;
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let owner = seed::user(&mut conn, "alice", None).await;
+    let (template, version) = seed::template(&mut conn, "go", seed::TemplateSpec::default()).await;
+    let (_, untagged) = seed::template(&mut conn, "plain", seed::TemplateSpec::default()).await;
+    let version_tags = tags_of(&[("pool", "people"), ("region", "eu")]);
+    let prebuild_tags = tags_of(&[("pool", "prebuilds")]);
+    diesel::update(template_versions::table.find(version))
+        .set((
+            template_versions::provisioner_tags.eq(serde_json::json!(version_tags)),
+            template_versions::prebuild_tags.eq(serde_json::json!(prebuild_tags)),
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("tag the version");
+    let workspace = seed::workspace(&mut conn, owner, template, "dev", 0, None).await;
+    let (_, person_job) =
+        seed::build(&mut conn, workspace, version, owner, 1, Transition::Start, None).await;
+    let (_, plain_job) =
+        seed::build(&mut conn, workspace, untagged, owner, 2, Transition::Stop, None).await;
+    // A prebuild's job, and its build, in one transaction as the store writes them.
+    let prebuild_job = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            let job = seed::job(conn, Transition::Start, true, None).await;
+            diesel::insert_into(workspace_builds::table)
+                .values(&NewWorkspaceBuild {
+                    id: uuid::Uuid::new_v4(),
+                    workspace_id: workspace,
+                    build_number: 3,
+                    template_version_id: version,
+                    preset_id: None,
+                    transition: Transition::Start,
+                    reason: BuildReason::Prebuild,
+                    initiator_id: owner,
+                    job_id: job,
+                    deadline: None,
+                    max_deadline: None,
+                    provisioner_state: None,
+                    created_at: None,
+                })
+                .execute(conn)
+                .await?;
+            Ok(job)
+        })
+        .await
+        .expect("a prebuild's build and job");
+    let tags = async |conn: &mut diesel_async::AsyncPgConnection, id| {
+        let job = seed::job_row(conn, id).await;
+        serde_json::from_value::<poolkeeper_core::tags::Tags>(job.tags).expect("tags")
+    };
+    let none = poolkeeper_core::tags::Tags::new();
+    assert_eq!(tags(&mut conn, person_job).await, job_tags(&version_tags, &prebuild_tags, false));
+    assert_eq!(tags(&mut conn, prebuild_job).await, job_tags(&version_tags, &prebuild_tags, true));
+    assert_eq!(tags(&mut conn, plain_job).await, none);
+}

@@ -203,6 +203,7 @@ async fn a_worker_runs_simulated_jobs_and_stops_cancelled_ones() {
 
     let shutdown = CancellationToken::new();
     let config = WorkerConfig {
+        tags: Default::default(),
         worker_id: "sim-worker".to_owned(),
         // NOTIFY wakes the worker at once; the poll and the heartbeat (which also reads the
         // job's status) are the fallback when a notification is lost, so the waits below are

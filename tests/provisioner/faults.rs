@@ -52,6 +52,7 @@ fn temp_dir(label: &str) -> PathBuf {
 
 fn worker_config(id: &str, work_dir: &Path, heartbeat: Duration) -> WorkerConfig {
     WorkerConfig {
+        tags: Default::default(),
         worker_id: id.to_owned(),
         poll_interval: Duration::from_millis(200),
         heartbeat_interval: heartbeat,

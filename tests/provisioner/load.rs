@@ -159,6 +159,7 @@ async fn four_workers_fill_a_pool_without_reaping_a_live_job() {
         )
         .expect("worker pool");
         let config = WorkerConfig {
+            tags: Default::default(),
             worker_id: format!("load-{n}"),
             poll_interval: Duration::from_secs(2),
             heartbeat_interval: scenario.heartbeat,

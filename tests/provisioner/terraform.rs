@@ -213,6 +213,7 @@ async fn cancelling_a_running_terraform_apply_stops_it() {
 
     let shutdown = CancellationToken::new();
     let config = WorkerConfig {
+        tags: Default::default(),
         worker_id: "tf-worker".to_owned(),
         poll_interval: std::time::Duration::from_millis(200),
         heartbeat_interval: std::time::Duration::from_secs(60),

@@ -6,10 +6,11 @@ use std::collections::HashSet;
 use chrono::{DateTime, TimeDelta, Utc};
 use poolkeeper_core::build::Transition;
 use poolkeeper_core::prebuilds::{
-    self, choose_claim, Action, FinishedStatus, InFlightStatus, InProgressPrebuild,
-    PrebuildSnapshot, Preset, PresetPlan, PresetSchedule, PresetStatus, RecentBuild,
-    ReconcilerConfig, RunningPrebuild,
+    self, choose_claim, Action, Autoscale, Claim, FailedPrebuild, FinishedStatus, InFlightStatus,
+    InProgressPrebuild, PrebuildSnapshot, Preset, PresetPlan, PresetSchedule, PresetStatus,
+    RecentBuild, ReconcilerConfig, RunningPrebuild,
 };
+use poolkeeper_core::retention::{purgeable_builds, BuildHistory};
 use poolkeeper_tests::proptest_config;
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -45,12 +46,15 @@ fn config_strategy() -> impl Strategy<Value = ReconcilerConfig> {
         prop_oneof![Just(0u64), Just(600), Just(3600)],
         0u32..4,
         0u32..4,
+        (0u32..4, prop_oneof![Just(0u64), Just(600), Just(3600)]),
     )
-        .prop_map(|(interval, lookback, k, m)| ReconcilerConfig {
+        .prop_map(|(interval, lookback, k, m, (keep, grace))| ReconcilerConfig {
             backoff_interval_secs: interval,
             backoff_lookback_secs: lookback,
             failure_hard_limit: k,
             max_pending_creates_per_preset: m,
+            failed_keep: keep,
+            failed_grace_secs: grace,
         })
 }
 
@@ -68,10 +72,19 @@ fn preset_strategy(n: u128) -> impl Strategy<Value = Preset> {
         (0u8..8, 0u32..6),
         (prop_oneof![Just(0u64), Just(600), Just(3600)], proptest::option::of(-7200i64..=0)),
         (0usize..ZONES.len(), proptest::collection::vec((0usize..CRONS.len(), 0u32..8), 0..3)),
-        (prop_oneof![Just(0u64), Just(900)], status_strategy()),
+        (
+            prop_oneof![Just(0u64), Just(900)],
+            status_strategy(),
+            proptest::option::weighted(0.4, autoscale_strategy()),
+        ),
     )
         .prop_map(
-            move |((activity, desired), (ttl, invalidated), (zone, schedules), (lead, status))| {
+            move |(
+                (activity, desired),
+                (ttl, invalidated),
+                (zone, schedules),
+                (lead, status, autoscale),
+            )| {
                 Preset {
                     id: preset_id(n),
                     name: format!("preset-{n}"),
@@ -93,9 +106,26 @@ fn preset_strategy(n: u128) -> impl Strategy<Value = Preset> {
                     schedule_lead_secs: lead,
                     invalidated_at: invalidated.map(|offset| base_now() + secs(offset)),
                     status,
+                    autoscale,
                 }
             },
         )
+}
+
+/// rules §4 "Autoscale" settings, valid ones (`min ≤ max`, a window, headroom ≥ 0).
+fn autoscale_strategy() -> impl Strategy<Value = Autoscale> {
+    (
+        0u32..4,
+        0u32..8,
+        prop_oneof![Just(60u64), Just(600), Just(3600)],
+        prop_oneof![Just(0.5), Just(1.0), Just(1.5), Just(2.0)],
+    )
+        .prop_map(|(min, extra, window_secs, headroom)| Autoscale {
+            min,
+            max: min + extra,
+            window_secs,
+            headroom,
+        })
 }
 
 fn case_strategy() -> impl Strategy<Value = Case> {
@@ -104,8 +134,12 @@ fn case_strategy() -> impl Strategy<Value = Case> {
     let in_progress =
         proptest::collection::vec((0..PRESETS + 1, 0usize..3, 0usize..3, 1u32..4), 0..10);
     let recent = proptest::collection::vec((0..PRESETS + 1, 0i64..7200, 0usize..3), 0..14);
-    (0i64..7 * 86_400, config_strategy(), presets, running, in_progress, recent).prop_map(
-        |(shift, config, presets, running, in_progress, recent)| {
+    // Failed prebuilds; some share a workspace with a recent build (the hard limit reads it).
+    let failed = proptest::collection::vec((0..PRESETS + 1, 0i64..10_000, 0u128..20), 0..12);
+    // Claims, some dated after `now` (a file may hold them), some of one workspace twice.
+    let claims = proptest::collection::vec((0..PRESETS + 1, -600i64..8000, 0u128..30), 0..16);
+    (0i64..7 * 86_400, config_strategy(), presets, running, in_progress, (recent, failed, claims))
+        .prop_map(|(shift, config, presets, running, in_progress, (recent, failed, claims))| {
             let now = base_now() + secs(shift);
             let version = |p: u128| Uuid::from_u128(0x3000 + p);
             let running = running
@@ -151,12 +185,36 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                     ][status],
                 })
                 .collect();
+            let failed = failed
+                .into_iter()
+                .map(|(p, age, ws)| FailedPrebuild {
+                    // Ids 0x30_0000.. are those of the recent builds.
+                    workspace_id: Uuid::from_u128(0x30_0000 + ws),
+                    preset_id: preset_id(p),
+                    created_at: now - secs(age / 600 * 600),
+                })
+                .collect();
+            let claims = claims
+                .into_iter()
+                .map(|(p, age, ws)| Claim {
+                    workspace_id: Uuid::from_u128(0x50_0000 + ws),
+                    preset_id: preset_id(p),
+                    at: now - secs(age / 60 * 60),
+                })
+                .collect();
             Case {
                 now,
-                snapshot: PrebuildSnapshot { config, presets, running, in_progress, recent_builds },
+                snapshot: PrebuildSnapshot {
+                    config,
+                    presets,
+                    running,
+                    in_progress,
+                    recent_builds,
+                    failed,
+                    claims,
+                },
             }
-        },
-    )
+        })
 }
 
 /// A case and a permutation of each of its row lists.
@@ -168,12 +226,15 @@ fn shuffled_case_strategy() -> impl Strategy<Value = (Case, Case)> {
             Just(s.running.clone()).prop_shuffle(),
             Just(s.in_progress.clone()).prop_shuffle(),
             Just(s.recent_builds.clone()).prop_shuffle(),
+            (Just(s.failed.clone()).prop_shuffle(), Just(s.claims.clone()).prop_shuffle()),
         )
-            .prop_map(|(case, running, in_progress, recent_builds)| {
+            .prop_map(|(case, running, in_progress, recent_builds, (failed, claims))| {
                 let mut other = case.clone();
                 other.snapshot.running = running;
                 other.snapshot.in_progress = in_progress;
                 other.snapshot.recent_builds = recent_builds;
+                other.snapshot.failed = failed;
+                other.snapshot.claims = claims;
                 (case, other)
             })
     })
@@ -199,6 +260,23 @@ fn deletes(plan: &PresetPlan) -> Vec<Uuid> {
         })
         .flatten()
         .collect()
+}
+
+/// The deleted ids that are running rows of the plan's preset.
+fn running_deletes(snapshot: &PrebuildSnapshot, plan: &PresetPlan) -> HashSet<Uuid> {
+    let rows: HashSet<Uuid> = snapshot
+        .running
+        .iter()
+        .filter(|r| r.preset_id == plan.preset_id)
+        .map(|r| r.workspace_id)
+        .collect();
+    deletes(plan).into_iter().filter(|id| rows.contains(id)).collect()
+}
+
+/// The deleted ids that are failed rows (and not running rows) of the plan's preset.
+fn failed_deletes(snapshot: &PrebuildSnapshot, plan: &PresetPlan) -> Vec<Uuid> {
+    let running = running_deletes(snapshot, plan);
+    deletes(plan).into_iter().filter(|id| !running.contains(id)).collect()
 }
 
 fn creates(plan: &PresetPlan) -> u32 {
@@ -227,7 +305,8 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 
-    // Every id a plan deletes is a running row of that preset, and no id is deleted twice.
+    // Every id a plan deletes is a running or failed row of that preset, and no id is
+    // deleted twice.
     #[test]
     fn delete_ids_are_distinct_rows_of_the_preset(case in case_strategy()) {
         for plan in prebuilds::plan(case.now, &case.snapshot) {
@@ -235,8 +314,11 @@ proptest! {
             let distinct: HashSet<Uuid> = ids.iter().copied().collect();
             prop_assert_eq!(distinct.len(), ids.len(), "duplicate delete in {:?}", plan);
             for id in ids {
-                prop_assert!(case.snapshot.running.iter().any(|r| r.workspace_id == id
-                    && r.preset_id == plan.preset_id), "{} is not a row of {}", id, plan.preset_id);
+                let running = case.snapshot.running.iter().any(|r| r.workspace_id == id
+                    && r.preset_id == plan.preset_id);
+                let failed = case.snapshot.failed.iter().any(|r| r.workspace_id == id
+                    && r.preset_id == plan.preset_id);
+                prop_assert!(running || failed, "{} is not a row of {}", id, plan.preset_id);
             }
         }
     }
@@ -271,7 +353,7 @@ proptest! {
                 Action::CancelPending | Action::Delete { .. })), "{:?}", plan);
             let rows: HashSet<Uuid> = case.snapshot.running.iter()
                 .filter(|r| r.preset_id == preset.id).map(|r| r.workspace_id).collect();
-            prop_assert_eq!(deletes(plan).into_iter().collect::<HashSet<_>>(), rows);
+            prop_assert_eq!(running_deletes(&case.snapshot, plan), rows);
         }
     }
 
@@ -291,6 +373,7 @@ proptest! {
         let mut next = snapshot.clone();
         let gone: HashSet<Uuid> = plans.iter().flat_map(deletes).collect();
         next.running.retain(|r| !gone.contains(&r.workspace_id));
+        next.failed.retain(|r| !gone.contains(&r.workspace_id));
         let mut fresh_id = 0x90_0000u128;
         for (preset, plan) in snapshot.presets.iter().zip(&plans) {
             for _ in 0..creates(plan) {
@@ -311,8 +394,9 @@ proptest! {
         }
     }
 
-    // Backoff, the hard limit and validation_failed withhold creates only: the deletes are
-    // exactly those of the same snapshot without failures and with healthy presets.
+    // Backoff, the hard limit and validation_failed withhold creates only: the deletes of
+    // running rows are exactly those of the same snapshot without failures and with healthy
+    // presets (the failed prebuilds' cleanup reads the hard limit's rows on purpose).
     #[test]
     fn failures_never_withhold_a_delete(case in case_strategy()) {
         let mut calm = case.snapshot.clone();
@@ -323,8 +407,71 @@ proptest! {
         let with = prebuilds::plan(case.now, &case.snapshot);
         let without = prebuilds::plan(case.now, &calm);
         for (a, b) in with.iter().zip(&without) {
-            prop_assert_eq!(deletes(a), deletes(b));
+            prop_assert_eq!(running_deletes(&case.snapshot, a), running_deletes(&calm, b));
             prop_assert!(creates(a) <= creates(b));
+        }
+    }
+
+    // Deleting failed prebuilds never changes what the backoff and the hard limit decide:
+    // the same snapshot without the deleted failed prebuilds (and without their builds, as
+    // once the delete has run) gives the same backoff, hard limit, desired count and creates.
+    #[test]
+    fn failed_cleanup_never_moves_backoff_or_the_hard_limit(case in case_strategy()) {
+        let plans = prebuilds::plan(case.now, &case.snapshot);
+        // (A workspace belongs to one preset: the strategy reuses ids across presets.)
+        let gone: HashSet<(Uuid, Uuid)> = plans.iter()
+            .flat_map(|p| failed_deletes(&case.snapshot, p).into_iter().map(|id| (p.preset_id, id)))
+            .collect();
+        let mut after = case.snapshot.clone();
+        after.failed.retain(|r| !gone.contains(&(r.preset_id, r.workspace_id)));
+        after.recent_builds.retain(|b| !gone.contains(&(b.preset_id, b.workspace_id)));
+        let replanned = prebuilds::plan(case.now, &after);
+        for (a, b) in plans.iter().zip(&replanned) {
+            prop_assert_eq!(a.hard_limited, b.hard_limited, "{:?} then {:?}", a, b);
+            prop_assert_eq!(a.actions.first().filter(|x| matches!(x, Action::Backoff { .. })),
+                b.actions.first().filter(|x| matches!(x, Action::Backoff { .. })));
+            prop_assert_eq!(a.state, b.state);
+            prop_assert_eq!(creates(a), creates(b));
+            prop_assert!(failed_deletes(&after, b).is_empty(), "a second cleanup: {:?}", b);
+        }
+    }
+
+    // The cleanup keeps the `failed_keep` newest failed prebuilds of every preset, deletes
+    // none younger than the grace period (none at all when it is 0), and once the failures
+    // are older than the grace period and the lookback, at most `failed_keep` +
+    // `failure_hard_limit` failed prebuilds of a preset are left.
+    #[test]
+    fn failed_prebuilds_are_bounded_and_the_newest_kept(case in case_strategy()) {
+        let config = case.snapshot.config;
+        let grace = secs(config.failed_grace_secs as i64);
+        let late = case.now + grace + secs(config.backoff_lookback_secs as i64 + 1);
+        for now in [case.now, late] {
+            for plan in prebuilds::plan(now, &case.snapshot) {
+                // (The strategy's failed ids never name a running or in-progress row.)
+                // One row per workspace, its newest copy; newest first, ties by id.
+                let mut rows: Vec<&FailedPrebuild> = case.snapshot.failed.iter()
+                    .filter(|r| r.preset_id == plan.preset_id)
+                    .collect();
+                rows.sort_by_key(|r| (r.workspace_id, std::cmp::Reverse(r.created_at)));
+                rows.dedup_by_key(|r| r.workspace_id);
+                rows.sort_by_key(|r| (std::cmp::Reverse(r.created_at), r.workspace_id));
+                let deleted: HashSet<Uuid> =
+                    failed_deletes(&case.snapshot, &plan).into_iter().collect();
+                for row in rows.iter().take(config.failed_keep as usize) {
+                    prop_assert!(!deleted.contains(&row.workspace_id), "kept row deleted: {:?}", plan);
+                }
+                for row in &rows {
+                    if deleted.contains(&row.workspace_id) {
+                        prop_assert!(config.failed_grace_secs > 0);
+                        prop_assert!(now - row.created_at > grace, "{:?} within grace", row);
+                    }
+                }
+                if now == late && config.failed_grace_secs > 0 {
+                    let left = rows.len() - deleted.len();
+                    let bound = (config.failed_keep + config.failure_hard_limit) as usize;
+                    prop_assert!(left <= bound, "{} left of {:?}", left, plan);
+                }
+            }
         }
     }
 
@@ -373,6 +520,8 @@ proptest! {
             backoff_lookback_secs: lookback,
             failure_hard_limit: k,
             max_pending_creates_per_preset: m,
+            failed_keep: 3,
+            failed_grace_secs: 0,
         };
         for preset in &mut snapshot.presets {
             preset.expiration_ttl_secs = ttl;
@@ -512,6 +661,7 @@ fn model_case_strategy() -> impl Strategy<Value = ModelCase> {
                     schedule_lead_secs: lead,
                     invalidated_at: invalidated.map(|offset| now + secs(offset)),
                     status,
+                    autoscale: None,
                 };
                 let mut snapshot = PrebuildSnapshot {
                     config: ReconcilerConfig {
@@ -519,11 +669,15 @@ fn model_case_strategy() -> impl Strategy<Value = ModelCase> {
                         backoff_lookback_secs: lookback,
                         failure_hard_limit: k,
                         max_pending_creates_per_preset: 0,
+                        failed_keep: 3,
+                        failed_grace_secs: 0,
                     },
                     presets: vec![preset],
                     running: Vec::new(),
                     in_progress: Vec::new(),
                     recent_builds: Vec::new(),
+                    failed: Vec::new(),
+                    claims: Vec::new(),
                 };
                 for (i, (p, age, ready, copies)) in running.into_iter().enumerate() {
                     let row = RunningPrebuild {
@@ -834,5 +988,209 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config("prebuild_autoscale_props", 400))]
+
+    // rules §4 "Autoscale": an autoscaled active preset never wants fewer than `min`, nor
+    // more than `max` unless its schedule or default count asks for more: that count is a
+    // floor (what the same preset wants without autoscale), never lowered by the demand.
+    #[test]
+    fn autoscale_stays_within_min_and_max_above_the_floor(case in case_strategy()) {
+        let mut fixed = case.snapshot.clone();
+        for preset in &mut fixed.presets {
+            preset.autoscale = None;
+        }
+        let plans = prebuilds::plan(case.now, &case.snapshot);
+        let floors = prebuilds::plan(case.now, &fixed);
+        for ((preset, plan), floor) in case.snapshot.presets.iter().zip(&plans).zip(&floors) {
+            let Some(a) = preset.autoscale.filter(|_| is_active(preset)) else {
+                prop_assert_eq!(plan.state.desired, floor.state.desired);
+                continue;
+            };
+            let desired = plan.state.desired;
+            prop_assert!(desired >= a.min, "{:?}", plan);
+            prop_assert!(desired >= floor.state.desired, "{:?} below {:?}", plan, floor);
+            prop_assert!(desired <= a.max.max(floor.state.desired), "{:?}", plan);
+        }
+    }
+
+    // Under a constant claim rate (one claim every `period` ≤ window seconds, for longer
+    // than two windows) the autoscaled count never changes: no flapping between the two
+    // counts a window can hold depending on its phase.
+    #[test]
+    fn autoscale_never_flaps_under_a_constant_rate(
+        a in autoscale_strategy(),
+        period_fraction in 0.05f64..=1.0,
+        phase in 0i64..3600,
+        probes in proptest::collection::vec(0i64..7200, 8),
+    ) {
+        let window = a.window_secs as i64;
+        let period = ((window as f64 * period_fraction) as i64).max(1);
+        let now = base_now();
+        let preset = Preset {
+            id: preset_id(0),
+            name: "scaled".to_owned(),
+            template_id: Uuid::from_u128(0x2000),
+            template_version_id: Uuid::from_u128(0x3000),
+            using_active_version: true,
+            template_deleted: false,
+            template_deprecated: false,
+            desired_instances: 0,
+            expiration_ttl_secs: 0,
+            scheduling_timezone: String::new(),
+            schedules: Vec::new(),
+            schedule_lead_secs: 0,
+            invalidated_at: None,
+            status: PresetStatus::Healthy,
+            autoscale: Some(a),
+        };
+        let start = now - secs(3 * window + phase % period);
+        let end = now + secs(2 * window + 7200);
+        let claims: Vec<Claim> = (0..)
+            .map(|i| start + secs(i * period))
+            .take_while(|at| *at <= end)
+            .enumerate()
+            .map(|(i, at)| Claim {
+                workspace_id: Uuid::from_u128(0x50_0000 + i as u128),
+                preset_id: preset.id,
+                at,
+            })
+            .collect();
+        let snapshot = PrebuildSnapshot {
+            config: ReconcilerConfig {
+                backoff_interval_secs: 0,
+                backoff_lookback_secs: 0,
+                failure_hard_limit: 0,
+                max_pending_creates_per_preset: 0,
+                failed_keep: 0,
+                failed_grace_secs: 0,
+            },
+            presets: vec![preset],
+            running: Vec::new(),
+            in_progress: Vec::new(),
+            recent_builds: Vec::new(),
+            failed: Vec::new(),
+            claims,
+        };
+        let first = prebuilds::plan(now, &snapshot)[0].state.desired;
+        for probe in probes {
+            let at = now + secs(probe);
+            let desired = prebuilds::plan(at, &snapshot)[0].state.desired;
+            prop_assert_eq!(desired, first, "at {} (period {} s)", at, period);
+        }
+    }
+
+    // The demand only ever raises the count at once: one more claim at `now` never lowers
+    // the desired count of any preset.
+    #[test]
+    fn a_new_claim_never_lowers_the_count(case in case_strategy(), preset in 0..PRESETS) {
+        let before = prebuilds::plan(case.now, &case.snapshot);
+        let mut more = case.snapshot.clone();
+        more.claims.push(Claim {
+            workspace_id: Uuid::from_u128(0x60_0000),
+            preset_id: preset_id(preset),
+            at: case.now,
+        });
+        for (a, b) in before.iter().zip(prebuilds::plan(case.now, &more)) {
+            prop_assert!(b.state.desired >= a.state.desired, "{:?} then {:?}", a, b);
+        }
+    }
+}
+
+/// What the rules read of one workspace's builds (rules §5 "Builds"): the latest build, the
+/// newest finished start, the newest one counting as a build, the newest naming a preset.
+fn read_by_rules(builds: &[BuildHistory]) -> [Option<u32>; 4] {
+    let mut sorted: Vec<&BuildHistory> = builds.iter().collect();
+    sorted.sort_by_key(|b| b.build_number);
+    let newest = |pick: &dyn Fn(&BuildHistory) -> bool| {
+        sorted.iter().rev().find(|b| pick(b)).map(|b| b.build_number)
+    };
+    let start = |b: &BuildHistory| b.transition == Transition::Start && b.finished_at.is_some();
+    [
+        sorted.last().map(|b| b.build_number),
+        newest(&start),
+        newest(&|b| start(b) && !b.failed_outside_template),
+        newest(&|b| b.preset_named),
+    ]
+}
+
+proptest! {
+    #![proptest_config(proptest_config("retention_props", 500))]
+
+    // rules §5: purging a workspace's purgeable builds never changes what a rule reads of
+    // it; every purged build, and the build after it, finished before the cutoff; purging
+    // again at the same cutoff finds nothing more (the daemon's second purge is a no-op).
+    #[test]
+    fn purging_changes_nothing_a_rule_reads(
+        steps in proptest::collection::vec(
+            (0usize..3, any::<bool>(), proptest::option::weighted(0.9, 0i64..120), any::<bool>()),
+            1..12,
+        ),
+        cutoff_days in 0i64..120,
+    ) {
+        let origin = base_now();
+        let builds: Vec<BuildHistory> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, (transition, preset, finished_day, outside))| BuildHistory {
+                build_number: i as u32 + 1,
+                transition: [Transition::Start, Transition::Stop, Transition::Delete][*transition],
+                preset_named: *preset,
+                finished_at: finished_day.map(|d| origin + TimeDelta::days(d)),
+                failed_outside_template: *outside,
+            })
+            .collect();
+        let cutoff = origin + TimeDelta::days(cutoff_days);
+        let purged = purgeable_builds(&builds, cutoff);
+        let kept: Vec<BuildHistory> =
+            builds.iter().filter(|b| !purged.contains(&b.build_number)).cloned().collect();
+        prop_assert_eq!(read_by_rules(&kept), read_by_rules(&builds));
+        for number in &purged {
+            let at = |n: u32| builds.iter().find(|b| b.build_number == n).and_then(|b| b.finished_at);
+            prop_assert!(at(*number).is_some_and(|t| t < cutoff));
+            prop_assert!(at(number + 1).is_some_and(|t| t < cutoff), "the next build is old too");
+        }
+        // What was kept was kept for good: a second pass at the same cutoff purges nothing.
+        prop_assert_eq!(purgeable_builds(&kept, cutoff), Vec::<u32>::new());
+    }
+}
+
+fn tags_strategy() -> impl Strategy<Value = poolkeeper_core::tags::Tags> {
+    proptest::collection::btree_map(
+        prop_oneof![Just("pool".to_owned()), Just("region".to_owned()), Just("gpu".to_owned())],
+        prop_oneof![Just("a".to_owned()), Just("b".to_owned())],
+        0..3,
+    )
+}
+
+proptest! {
+    #![proptest_config(proptest_config("tags_props", 300))]
+
+    // rules §6: a worker covers a job iff each of the job's tags is one of its own; so every
+    // worker covers untagged jobs, covering is kept when a worker gains a tag it lacked, and
+    // a prebuild fleet tagged with a version's prebuild tags over its tags takes that
+    // version's prebuild jobs.
+    #[test]
+    fn covering_is_inclusion_of_tags(
+        worker in tags_strategy(),
+        job in tags_strategy(),
+        version in tags_strategy(),
+        prebuild in tags_strategy(),
+        extra in ("[x-z]", "[ab]"),
+    ) {
+        use poolkeeper_core::tags::{covers, job_tags, Tags};
+        let included = job.iter().all(|(k, v)| worker.get(k) == Some(v));
+        prop_assert_eq!(covers(&worker, &job), included);
+        prop_assert!(covers(&worker, &Tags::new()));
+        prop_assert!(covers(&job, &job));
+        let mut more = worker.clone();
+        more.entry(extra.0).or_insert(extra.1);
+        prop_assert!(!covers(&worker, &job) || covers(&more, &job));
+        let fleet = job_tags(&version, &prebuild, true);
+        prop_assert!(covers(&fleet, &job_tags(&version, &prebuild, true)));
+        prop_assert!(prebuild.iter().all(|(k, v)| fleet.get(k) == Some(v)));
     }
 }

@@ -227,7 +227,8 @@ async fn claim_across_a_change(
     });
     let mut conn = db.conn().await;
     let waiting = "SELECT count(*) AS n FROM pg_stat_activity
-                   WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF w SKIP LOCKED%'";
+                   WHERE wait_event_type = 'Lock' AND datname = current_database()
+                     AND query LIKE '%FOR UPDATE OF w SKIP LOCKED%'";
     let mut waits = 0;
     for _ in 0..600 {
         waits = seed::count(&mut conn, waiting).await;

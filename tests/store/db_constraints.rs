@@ -81,6 +81,10 @@ impl Fixture {
             schedule_lead_secs: 300,
             invalidated_at: None,
             prebuild_status: PrebuildStatus::Healthy,
+            autoscale_min: Some(1),
+            autoscale_max: Some(4),
+            autoscale_window_secs: Some(600),
+            autoscale_headroom: Some(1.5),
         };
         let workspace = NewWorkspace {
             id: Uuid::new_v4(),
@@ -394,6 +398,33 @@ async fn a_negative_desired_instances_is_refused() {
         .execute(&mut db.conn().await)
         .await;
     assert_violates(result, DatabaseErrorKind::CheckViolation, "presets_desired_instances_check");
+}
+
+/// rules §4 "Autoscale" settings are all set or none, with `max ≥ min`.
+#[tokio::test]
+async fn an_incomplete_or_inverted_autoscale_is_refused() {
+    let (db, f) = setup().await;
+    let mut conn = db.conn().await;
+    let result = diesel::update(presets::table.find(f.preset.id))
+        .set(presets::autoscale_headroom.eq(None::<f64>))
+        .execute(&mut conn)
+        .await;
+    assert_violates(result, DatabaseErrorKind::CheckViolation, "presets_autoscale_complete");
+    let result = diesel::update(presets::table.find(f.preset.id))
+        .set(presets::autoscale_max.eq(Some(0)))
+        .execute(&mut conn)
+        .await;
+    assert_violates(result, DatabaseErrorKind::CheckViolation, "presets_autoscale_complete");
+    let none = diesel::update(presets::table.find(f.preset.id))
+        .set((
+            presets::autoscale_min.eq(None::<i32>),
+            presets::autoscale_max.eq(None::<i32>),
+            presets::autoscale_window_secs.eq(None::<i64>),
+            presets::autoscale_headroom.eq(None::<f64>),
+        ))
+        .execute(&mut conn)
+        .await;
+    assert_eq!(none.expect("a fixed pool"), 1);
 }
 
 #[tokio::test]

@@ -243,6 +243,129 @@ async fn hard_limit_status_is_stored() {
     assert_eq!(status, "hard_limited");
 }
 
+/// rules §4 "Failed prebuilds" against the database: of five failed prebuilds and one
+/// running one, the newest failed one is kept (keep 1), the one the hard limit still reads
+/// stays, and the three older ones get delete builds, once; after the deletes ran the plan
+/// is a fixed point, and later too (the hard limit still reads the one it kept).
+#[tokio::test]
+async fn old_failed_prebuilds_are_deleted_and_the_newest_kept() {
+    use poolkeeper_core::prebuilds::ReconcilerConfig;
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let preset_id = seed::preset(&mut conn, version_id, "small", 1).await;
+    let config = ReconcilerConfig { failed_keep: 1, failed_grace_secs: 1800, ..CONFIG };
+    let at = |time: &str| t(&format!("2025-06-02T{time}:00Z"));
+    seed::workspace(
+        &mut conn,
+        WorkspaceSeed::prebuild(template_id, version_id, preset_id, at("08:00")),
+    )
+    .await;
+    let mut failed = Vec::new();
+    for time in ["08:30", "07:30", "05:00", "04:00", "03:00"] {
+        let seed = WorkspaceSeed {
+            status: JobStatus::Failed,
+            ..WorkspaceSeed::prebuild(template_id, version_id, preset_id, at(time))
+        };
+        failed.push(seed::workspace(&mut conn, seed).await);
+    }
+    let cycle = async |conn: &mut AsyncPgConnection, now: DateTime<Utc>| {
+        let snap = load_prebuild_snapshot(conn, now, config).await.expect("load").snapshot;
+        let plans = plan(now, &snap);
+        let fence = seed::lead(&db, "prebuilds").await;
+        let mut jobs = Vec::new();
+        for (preset, preset_plan) in snap.presets.iter().zip(&plans) {
+            jobs.extend(
+                apply_preset_plan(db.pool(), &fence, now, preset, preset_plan)
+                    .await
+                    .expect("apply"),
+            );
+        }
+        (snap, plans, jobs)
+    };
+
+    let (snap, plans, jobs) = cycle(&mut conn, now()).await;
+    assert_eq!(snap.failed.len(), 5, "every failed prebuild is loaded");
+    assert_eq!(plans[0].actions, vec![Action::Delete { workspace_ids: failed[2..].to_vec() }]);
+    assert_eq!(jobs.len(), 3);
+    let deletes = "SELECT count(*) AS n FROM workspace_builds WHERE transition = 'delete'";
+    assert_eq!(seed::count(&mut conn, deletes).await, 3);
+    // While the deletes are in flight, nothing is deleted twice.
+    assert!(cycle(&mut conn, now()).await.2.is_empty());
+
+    seed::complete_pending_jobs(&mut conn, now()).await;
+    assert_eq!(seed::count(&mut conn, LIVE_PREBUILDS).await, 3, "one running, two failed kept");
+    let (snap, plans, jobs) = cycle(&mut conn, now()).await;
+    assert_eq!(snap.failed.iter().map(|f| f.workspace_id).collect::<Vec<_>>().len(), 2);
+    assert!(jobs.is_empty(), "{:?}", plans[0]);
+    // Hours later, 07:30 is outside the lookback but still among the hard limit's 3 newest.
+    assert!(cycle(&mut conn, t("2025-06-02T12:00:00Z")).await.2.is_empty());
+}
+
+/// rules §4 "Autoscale" against the database: the claims of an autoscaled preset are the
+/// hand-over build of a claimed prebuild and the first build of a fresh workspace of it, not
+/// a later start of the same workspace, a claim two windows old, nor another preset's; the
+/// pool grows at once to ceil(2 × 1.5) = 3 and comes down a window after the burst.
+#[tokio::test]
+async fn claims_of_an_autoscaled_preset_size_its_pool() {
+    use diesel::sql_types::Uuid as SqlUuid;
+    use poolkeeper::db::enums::Transition;
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let scaled = seed::preset(&mut conn, version_id, "scaled", 0).await;
+    let fixed = seed::preset(&mut conn, version_id, "fixed", 0).await;
+    diesel::sql_query(
+        "UPDATE presets SET autoscale_min = 1, autoscale_max = 5, autoscale_window_secs = 600,
+           autoscale_headroom = 1.5 WHERE id = $1",
+    )
+    .bind::<SqlUuid, _>(scaled)
+    .execute(&mut conn)
+    .await
+    .expect("autoscale");
+    let alice = seed::user(&mut conn, "alice").await;
+    let at = |time: &str| t(&format!("2025-06-02T{time}:00Z"));
+    let fresh_of = |preset_id: Uuid, created_at| WorkspaceSeed {
+        preset_id: Some(preset_id),
+        ..WorkspaceSeed::owned(alice, template_id, version_id, Transition::Start, created_at)
+    };
+    // A fresh workspace (a claim), later stopped and started again (not claims).
+    let fresh = seed::workspace(&mut conn, fresh_of(scaled, at("08:55"))).await;
+    let again = |transition| WorkspaceSeed { transition, ..fresh_of(scaled, at("08:58")) };
+    seed::build(&mut conn, fresh, 2, &again(Transition::Stop)).await;
+    seed::build(&mut conn, fresh, 3, &again(Transition::Start)).await;
+    // A claimed prebuild: built by the system user, handed over at 08:57.
+    let claimed = seed::workspace(
+        &mut conn,
+        WorkspaceSeed::prebuild(template_id, version_id, scaled, at("08:00")),
+    )
+    .await;
+    seed::build(&mut conn, claimed, 2, &fresh_of(scaled, at("08:57"))).await;
+    diesel::update(workspaces::table.find(claimed))
+        .set(workspaces::owner_id.eq(alice))
+        .execute(&mut conn)
+        .await
+        .expect("hand over");
+    // Two windows old, and of a preset without autoscale: not loaded.
+    seed::workspace(&mut conn, fresh_of(scaled, at("08:39"))).await;
+    seed::workspace(&mut conn, fresh_of(fixed, at("08:59"))).await;
+
+    let (snap, planned) = plan_of(&mut conn, now(), scaled).await;
+    let mut claims: Vec<(Uuid, DateTime<Utc>)> =
+        snap.claims.iter().map(|c| (c.workspace_id, c.at)).collect();
+    claims.sort();
+    let mut expected = vec![(fresh, at("08:55")), (claimed, at("08:57"))];
+    expected.sort();
+    assert_eq!(claims, expected);
+    assert_eq!(planned.state.desired, 3, "{planned:?}");
+    assert!(planned.target.starts_with("autoscale (peak 2 claims"), "{}", planned.target);
+    assert_eq!(planned.actions, vec![Action::Create { count: 3 }]);
+    assert_eq!(planned.next_check_at, Some(at("09:15")), "the first claim leaves the hysteresis");
+    assert_eq!(plan_of(&mut conn, at("09:15"), scaled).await.1.state.desired, 2);
+    assert_eq!(plan_of(&mut conn, at("09:17"), scaled).await.1.state.desired, 1);
+    assert_eq!(plan_of(&mut conn, now(), fixed).await.1.state.desired, 0);
+}
+
 /// Counts the statements a connection sends.
 #[derive(Clone, Default)]
 struct QueryCounter(Arc<AtomicUsize>);
@@ -308,7 +431,7 @@ async fn a_fill_beyond_one_statements_parameter_limit_is_created_in_chunks() {
 /// deprecation, and whether the version is the active one.
 #[tokio::test]
 async fn every_preset_field_the_loader_reads_is_loaded() {
-    use poolkeeper_core::prebuilds::{Preset, PresetSchedule, PresetStatus};
+    use poolkeeper_core::prebuilds::{Autoscale, Preset, PresetSchedule, PresetStatus};
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
     let (template_id, v1) = seed::template(&mut conn, "go").await;
@@ -320,7 +443,9 @@ async fn every_preset_field_the_loader_reads_is_loaded() {
     let invalidated = t("2025-06-01T12:00:00Z");
     diesel::sql_query(
         "UPDATE presets SET expiration_ttl_secs = 7200, scheduling_timezone = 'Europe/Berlin',
-           schedule_lead_secs = 600, invalidated_at = $2, prebuild_status = 'hard_limited'
+           schedule_lead_secs = 600, invalidated_at = $2, prebuild_status = 'hard_limited',
+           autoscale_min = 2, autoscale_max = 9, autoscale_window_secs = 1800,
+           autoscale_headroom = 1.25
          WHERE id = $1",
     )
     .bind::<diesel::sql_types::Uuid, _>(full)
@@ -374,6 +499,7 @@ async fn every_preset_field_the_loader_reads_is_loaded() {
         schedule_lead_secs: 600,
         invalidated_at: Some(invalidated),
         status: PresetStatus::HardLimited,
+        autoscale: Some(Autoscale { min: 2, max: 9, window_secs: 1800, headroom: 1.25 }),
     };
     assert_eq!(loaded(full), Some(expected_full));
     let old_loaded = loaded(old).expect("a preset of an old version with a pool is loaded");

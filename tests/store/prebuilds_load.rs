@@ -15,8 +15,8 @@ use poolkeeper::db::PREBUILDS_USER_ID;
 use poolkeeper::store::prebuilds::load_prebuild_snapshot;
 use poolkeeper_core::build;
 use poolkeeper_core::prebuilds::{
-    FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, RecentBuild,
-    ReconcilerConfig, RunningPrebuild,
+    FailedPrebuild, FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot,
+    RecentBuild, ReconcilerConfig, RunningPrebuild,
 };
 use rng::Rng;
 use seed::{t, WorkspaceSeed};
@@ -30,7 +30,7 @@ fn now() -> DateTime<Utc> {
 const REFERENCE_PREBUILDS_SQL: &str = "
 WITH lb AS (
   SELECT DISTINCT ON (b.workspace_id) b.workspace_id, w.created_at, b.id,
-         b.template_version_id, b.transition, b.build_number, b.job_id, b.preset_id
+         b.created_at AS build_created_at, b.template_version_id, b.transition, b.build_number, b.job_id, b.preset_id
   FROM workspaces w JOIN workspace_builds b ON b.workspace_id = w.id
   WHERE w.owner_id = $1 AND NOT w.deleted
   ORDER BY b.workspace_id, b.build_number DESC
@@ -39,7 +39,7 @@ WITH lb AS (
   FROM workspace_agents a JOIN lb ON lb.id = a.build_id
   GROUP BY a.build_id
 )
-SELECT lb.workspace_id, lb.created_at,
+SELECT lb.workspace_id, lb.created_at, lb.build_created_at,
        COALESCE(lb.preset_id,
                 (SELECT b2.preset_id FROM workspace_builds b2
                   WHERE b2.workspace_id = lb.workspace_id AND b2.preset_id IS NOT NULL
@@ -77,6 +77,8 @@ struct ReferencePrebuild {
     workspace_id: Uuid,
     #[diesel(sql_type = Timestamptz)]
     created_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    build_created_at: DateTime<Utc>,
     #[diesel(sql_type = Nullable<SqlUuid>)]
     preset_id: Option<Uuid>,
     #[diesel(sql_type = SqlUuid)]
@@ -103,11 +105,11 @@ struct ReferenceRecent {
     job_status: String,
 }
 
-/// (running, in progress, recent builds) as the reference queries see them.
+/// (running, in progress, recent builds, failed) as the reference queries see them.
 async fn reference(
     conn: &mut AsyncPgConnection,
     config: ReconcilerConfig,
-) -> (Vec<RunningPrebuild>, Vec<InProgressPrebuild>, Vec<RecentBuild>) {
+) -> (Vec<RunningPrebuild>, Vec<InProgressPrebuild>, Vec<RecentBuild>, Vec<FailedPrebuild>) {
     let lookback_start = now() - Duration::seconds(config.backoff_lookback_secs as i64);
     let prebuilds: Vec<ReferencePrebuild> = diesel::sql_query(REFERENCE_PREBUILDS_SQL)
         .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
@@ -123,6 +125,7 @@ async fn reference(
         .expect("reference recent builds");
     let mut running = Vec::new();
     let mut in_progress = Vec::new();
+    let mut failed = Vec::new();
     for row in prebuilds {
         let Some(preset_id) = row.preset_id else { continue };
         let transition: build::Transition = row.transition.parse().expect("transition");
@@ -135,6 +138,15 @@ async fn reference(
                     template_version_id: row.template_version_id,
                     created_at: row.created_at,
                     ready: row.ready,
+                });
+                continue;
+            }
+            // A failed start, whatever failed it: rules §4 "Failed prebuilds".
+            build::JobStatus::Failed if transition == build::Transition::Start => {
+                failed.push(FailedPrebuild {
+                    workspace_id: row.workspace_id,
+                    preset_id,
+                    created_at: row.build_created_at,
                 });
                 continue;
             }
@@ -166,7 +178,7 @@ async fn reference(
             },
         })
         .collect();
-    (running, in_progress, recent)
+    (running, in_progress, recent, failed)
 }
 
 const TRANSITIONS: [Transition; 3] = [Transition::Start, Transition::Stop, Transition::Delete];
@@ -246,16 +258,21 @@ async fn the_snapshot_matches_the_reference_queries() {
             backoff_lookback_secs: lookback,
             failure_hard_limit: hard_limit,
             max_pending_creates_per_preset: 0,
+            failed_keep: 3,
+            failed_grace_secs: 3600,
         };
         let loaded = load_prebuild_snapshot(&mut conn, now(), config).await.expect("load");
-        let PrebuildSnapshot { presets, running, in_progress, recent_builds, .. } = loaded.snapshot;
+        let PrebuildSnapshot { presets, running, in_progress, recent_builds, failed, .. } =
+            loaded.snapshot;
         let ids: Vec<Uuid> = presets.iter().map(|p| p.id).collect();
         assert!(ids.contains(&old), "a preset owning a live prebuild is loaded");
         let lookback = lookback.min(10 * 365 * 86_400);
-        let (want_running, want_in_progress, want_recent) =
+        let (want_running, want_in_progress, want_recent, want_failed) =
             reference(&mut conn, ReconcilerConfig { backoff_lookback_secs: lookback, ..config })
                 .await;
         assert!(!want_running.is_empty() && !want_in_progress.is_empty());
+        assert!(!want_failed.is_empty());
+        assert_eq!(failed, want_failed, "failed ({lookback} s, limit {hard_limit})");
         assert_eq!(running, want_running, "running ({lookback} s, limit {hard_limit})");
         assert_eq!(in_progress, want_in_progress, "in progress ({lookback} s, limit {hard_limit})");
         assert_eq!(recent_builds, want_recent, "recent ({lookback} s, limit {hard_limit})");

@@ -171,3 +171,114 @@ async fn apply_is_idempotent_and_a_change_makes_a_new_active_version() {
     assert_eq!(back.active_version_id, first.active_version_id);
     assert!(back.template_updated && !back.version_created, "{back:?}");
 }
+
+/// rules §4 "Autoscale" in a templates file: a preset may size its pool by demand alone (no
+/// `instances`); every bad setting is refused at its field.
+#[test]
+fn autoscale_is_validated_field_by_field() {
+    let base = r#"
+[template]
+name = "t"
+[version]
+name = "v1"
+provisioner = "simulated"
+[[presets]]
+name = "a"
+"#;
+    let spec = parse_toml(&format!(
+        "{base}[presets.autoscale]\nmin = 1\nmax = 6\nwindow_secs = 600\nheadroom = 1.5\n"
+    ))
+    .expect("valid");
+    let autoscale = spec.presets[0].autoscale.expect("autoscale");
+    assert_eq!((autoscale.min, autoscale.max, autoscale.window_secs), (1, 6, 600));
+    assert_eq!(spec.presets[0].desired_instances, Some(0), "a pool without a fixed count");
+    let bad = |body: &str, field: &str| {
+        check_invalid(&format!("{base}[presets.autoscale]\n{body}\n"), field);
+    };
+    bad("min = 3\nmax = 2\nwindow_secs = 600", "presets[0].autoscale.max");
+    bad("min = -1\nmax = 2\nwindow_secs = 600", "presets[0].autoscale.min");
+    bad("min = 1\nmax = 2\nwindow_secs = 0", "presets[0].autoscale.window_secs");
+    bad("min = 1\nmax = 2\nwindow_secs = 60\nheadroom = -0.5", "presets[0].autoscale.headroom");
+    bad("min = 1\nmax = 2\nwindow_secs = 60\nheadroom = inf", "presets[0].autoscale.headroom");
+    bad("min = 1\nmax = 2", "presets[0].autoscale.window_secs");
+    bad("min = 1\nmax = 2\nwindow_secs = 60\nspeed = 3", "presets[0].autoscale.speed");
+}
+
+/// An autoscaled preset is stored and loaded into the snapshot as the file says, and a
+/// change of its settings is a change of the version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscale_is_stored_and_loaded() {
+    use poolkeeper_core::prebuilds::Autoscale;
+    let db = TestDatabase::new().await;
+    let example = parse_toml(EXAMPLE).expect("valid example");
+    let file = EXAMPLE.replace(
+        "autoscale = { min = 1, max = 6, window_secs = 300, headroom = 3.0 }",
+        "autoscale = { min = 1, max = 8, window_secs = 900, headroom = 2.0 }",
+    );
+    let spec = parse_toml(&file).expect("valid");
+    assert_ne!(spec.content_hash(), example.content_hash());
+    let plain = parse_toml(
+        &file.replace("autoscale = { min = 1, max = 8, window_secs = 900, headroom = 2.0 }", ""),
+    )
+    .expect("valid without autoscale");
+    assert!(plain.presets.iter().all(|p| p.autoscale.is_none()));
+    apply(db.pool(), &spec).await.expect("apply");
+    let mut conn = db.conn().await;
+    let now = chrono::Utc::now();
+    let loaded = poolkeeper::store::prebuilds::load_prebuild_snapshot(
+        &mut conn,
+        now,
+        poolkeeper_core::prebuilds::ReconcilerConfig {
+            backoff_interval_secs: 60,
+            backoff_lookback_secs: 3600,
+            failure_hard_limit: 3,
+            max_pending_creates_per_preset: 0,
+            failed_keep: 3,
+            failed_grace_secs: 3600,
+        },
+    )
+    .await
+    .expect("load");
+    let small = loaded.snapshot.presets.iter().find(|p| p.name == "small").expect("small");
+    assert_eq!(
+        small.autoscale,
+        Some(Autoscale { min: 1, max: 8, window_secs: 900, headroom: 2.0 })
+    );
+    let others = loaded.snapshot.presets.iter().filter(|p| p.name != "small");
+    assert!(others.into_iter().all(|p| p.autoscale.is_none()));
+}
+
+/// rules §6 in a templates file: a version's tags and its prebuilds' tags are checked key by
+/// key, stored on the version, and left out of the content hash when absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_tags_are_validated_and_stored() {
+    let base = r#"
+[template]
+name = "t"
+[version]
+name = "v1"
+provisioner = "simulated"
+"#;
+    check_invalid(&format!("{base}tags = {{ \"re gion\" = \"eu\" }}\n"), "version.tags.re gion");
+    check_invalid(
+        &format!("{base}prebuild_tags = {{ pool = \"\" }}\n"),
+        "version.prebuild_tags.pool",
+    );
+    let plain = parse_toml(base).expect("valid");
+    let tagged = parse_toml(&format!(
+        "{base}tags = {{ pool = \"people\", region = \"eu\" }}\nprebuild_tags = {{ pool = \"prebuilds\" }}\n"
+    ))
+    .expect("valid");
+    assert_ne!(plain.content_hash(), tagged.content_hash());
+    assert!(plain.version.tags.is_empty() && plain.version.prebuild_tags.is_empty());
+    let db = TestDatabase::new().await;
+    apply(db.pool(), &tagged).await.expect("apply");
+    let mut conn = db.conn().await;
+    let (tags, prebuild_tags): (serde_json::Value, serde_json::Value) = template_versions::table
+        .select((template_versions::provisioner_tags, template_versions::prebuild_tags))
+        .first(&mut conn)
+        .await
+        .expect("version");
+    assert_eq!(tags, serde_json::json!({ "pool": "people", "region": "eu" }));
+    assert_eq!(prebuild_tags, serde_json::json!({ "pool": "prebuilds" }));
+}

@@ -28,6 +28,8 @@ pub const CONFIG: ReconcilerConfig = ReconcilerConfig {
     backoff_lookback_secs: 3600,
     failure_hard_limit: 3,
     max_pending_creates_per_preset: 0,
+    failed_keep: 3,
+    failed_grace_secs: 3600,
 };
 
 pub fn t(text: &str) -> DateTime<Utc> {
@@ -85,6 +87,10 @@ pub fn new_preset(version_id: Uuid, name: &str, desired: i32) -> NewPreset {
         schedule_lead_secs: 0,
         invalidated_at: None,
         prebuild_status: PrebuildStatus::Healthy,
+        autoscale_min: None,
+        autoscale_max: None,
+        autoscale_window_secs: None,
+        autoscale_headroom: None,
     }
 }
 
@@ -340,5 +346,6 @@ pub fn daemon_settings(
         parallelism: 2,
         recorder: None,
         reaper: None,
+        retention: None,
     }
 }

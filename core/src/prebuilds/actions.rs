@@ -5,7 +5,7 @@ use uuid::Uuid;
 use super::backoff::Backoff;
 use super::counter;
 use super::rows::{InFlight, Split};
-use super::{Action, PresetStatus, RunningPrebuild, Withheld, WithheldReason};
+use super::{Action, FailedPrebuild, PresetStatus, RunningPrebuild, Withheld, WithheldReason};
 
 /// What the rules derived about a preset, from which its actions follow.
 #[derive(Debug)]
@@ -39,7 +39,9 @@ pub(crate) fn extraneous(facts: &Facts<'_>) -> usize {
     }
 }
 
-pub(crate) fn actions(facts: &Facts<'_>) -> Planned {
+/// The actions of `facts`, with `failed` (the failed prebuilds rules §4 "Failed prebuilds"
+/// deletes) deleted after the other rows and before any create; never withheld.
+pub(crate) fn actions(facts: &Facts<'_>, failed: &[&FailedPrebuild]) -> Planned {
     let mut planned = Planned::default();
     if !facts.active {
         // 1. Inactive: cancel pending first builds, then delete every row, expired or not.
@@ -48,6 +50,7 @@ pub(crate) fn actions(facts: &Facts<'_>) -> Planned {
             planned.actions.push(Action::CancelPending);
         }
         push_delete(&mut planned.actions, facts.rows);
+        push_delete_failed(&mut planned.actions, failed);
         return planned;
     }
     // 3. Backoff in force leads the list, whether or not a create is needed.
@@ -57,6 +60,7 @@ pub(crate) fn actions(facts: &Facts<'_>) -> Planned {
     // 2. Expired rows, then the oldest extraneous rows of R (R is oldest first).
     push_delete(&mut planned.actions, &facts.split.expired);
     push_delete(&mut planned.actions, &facts.split.fresh[..extraneous(facts)]);
+    push_delete_failed(&mut planned.actions, failed);
     let (count, withheld) = create_count(facts);
     if count > 0 {
         planned.actions.push(Action::Create { count });
@@ -110,6 +114,13 @@ fn push_delete(actions: &mut Vec<Action>, rows: &[&RunningPrebuild]) {
     }
 }
 
+fn push_delete_failed(actions: &mut Vec<Action>, rows: &[&FailedPrebuild]) {
+    if !rows.is_empty() {
+        let workspace_ids: Vec<Uuid> = rows.iter().map(|row| row.workspace_id).collect();
+        actions.push(Action::Delete { workspace_ids });
+    }
+}
+
 fn to_usize(n: u32) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
@@ -157,9 +168,9 @@ mod tests {
         let split = fresh_split(&all);
         let mut f = facts(&all, &split, 4);
         f.flight.starting = 1;
-        assert_eq!(actions(&f).actions, [Action::Create { count: 2 }]);
+        assert_eq!(actions(&f, &[]).actions, [Action::Create { count: 2 }]);
         f.flight.starting = 5;
-        assert_eq!(actions(&f), Planned::default(), "no create with count 0");
+        assert_eq!(actions(&f, &[]), Planned::default(), "no create with count 0");
     }
 
     #[test]
@@ -169,7 +180,10 @@ mod tests {
         let split = fresh_split(&all);
         let f = facts(&all, &split, 1);
         assert_eq!(extraneous(&f), 2);
-        assert_eq!(actions(&f).actions, [Action::Delete { workspace_ids: vec![id(3), id(2)] }]);
+        assert_eq!(
+            actions(&f, &[]).actions,
+            [Action::Delete { workspace_ids: vec![id(3), id(2)] }]
+        );
     }
 
     #[test]
@@ -179,7 +193,7 @@ mod tests {
         let all: Vec<&RunningPrebuild> = owned.iter().collect();
         let f = facts(&all, &split, 2);
         assert_eq!(
-            actions(&f).actions,
+            actions(&f, &[]).actions,
             [Action::Delete { workspace_ids: vec![id(2)] }, Action::Create { count: 1 }]
         );
     }
@@ -196,7 +210,7 @@ mod tests {
         f.backoff = None;
         f.flight.pending_first_build = true;
         assert_eq!(
-            actions(&f).actions,
+            actions(&f, &[]).actions,
             [Action::CancelPending, Action::Delete { workspace_ids: vec![id(2), id(1)] }]
         );
     }
@@ -209,14 +223,14 @@ mod tests {
         let mut f = facts(&all, &split, 2);
         f.backoff = in_force();
         assert_eq!(
-            actions(&f).actions,
+            actions(&f, &[]).actions,
             [
                 Action::Backoff { until: t("2025-06-02T09:05:00Z") },
                 Action::Delete { workspace_ids: vec![id(3)] }
             ]
         );
         f.desired = 5;
-        let planned = actions(&f);
+        let planned = actions(&f, &[]);
         assert_eq!(planned.actions, [Action::Backoff { until: t("2025-06-02T09:05:00Z") }]);
         assert_eq!(
             planned.withheld,
@@ -231,14 +245,14 @@ mod tests {
         let split = fresh_split(&all);
         let mut f = facts(&all, &split, 3);
         f.hard_limited = true;
-        let planned = actions(&f);
+        let planned = actions(&f, &[]);
         assert_eq!(planned.actions, [Action::SetStatus { status: PresetStatus::HardLimited }]);
         assert_eq!(planned.withheld.map(|w| w.reasons), Some(vec![WithheldReason::HardLimited]));
         // Lifted: create again and go back to healthy.
         f.hard_limited = false;
         f.status = PresetStatus::HardLimited;
         assert_eq!(
-            actions(&f).actions,
+            actions(&f, &[]).actions,
             [Action::Create { count: 2 }, Action::SetStatus { status: PresetStatus::Healthy }]
         );
     }
@@ -251,11 +265,14 @@ mod tests {
         let mut f = facts(&all, &split, 5);
         f.status = PresetStatus::ValidationFailed;
         f.hard_limited = true;
-        let planned = actions(&f);
+        let planned = actions(&f, &[]);
         assert_eq!(planned.actions, []);
         assert_eq!(planned.withheld.map(|w| w.count), Some(2));
         f.desired = 1;
-        assert_eq!(actions(&f).actions, [Action::Delete { workspace_ids: vec![id(3), id(2)] }]);
+        assert_eq!(
+            actions(&f, &[]).actions,
+            [Action::Delete { workspace_ids: vec![id(3), id(2)] }]
+        );
     }
 
     #[test]
@@ -265,13 +282,13 @@ mod tests {
         let mut f = facts(&all, &split, 10);
         f.max_pending_creates = 3;
         f.flight.starting = 1;
-        let planned = actions(&f);
+        let planned = actions(&f, &[]);
         assert_eq!(planned.actions, [Action::Create { count: 2 }]);
         assert_eq!(
             planned.withheld,
             Some(Withheld { count: 7, reasons: vec![WithheldReason::PendingCap] })
         );
         f.flight.starting = 4;
-        assert_eq!(actions(&f).actions, [], "max(m − starting, 0) = 0");
+        assert_eq!(actions(&f, &[]).actions, [], "max(m − starting, 0) = 0");
     }
 }

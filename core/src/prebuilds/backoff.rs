@@ -27,8 +27,11 @@ pub(crate) fn backoff(
 ) -> Option<Backoff> {
     // N covers the largest pool the preset ever asks for, so one failure in a big scheduled
     // pool is not hidden behind older successes.
+    // An autoscaled pool may grow to its max.
     let largest_schedule = preset.schedules.iter().map(|s| s.instances).max().unwrap_or(0);
-    let n = usize::try_from(preset.desired_instances.max(largest_schedule)).unwrap_or(usize::MAX);
+    let largest_autoscale = preset.autoscale.map_or(0, |a| a.max);
+    let largest = preset.desired_instances.max(largest_schedule).max(largest_autoscale);
+    let n = usize::try_from(largest).unwrap_or(usize::MAX);
     // A lookback reaching before the first instant covers every build.
     let window_start = minus_secs(now, config.backoff_lookback_secs);
     let failed_in_window = |b: &&&RecentBuild| {
@@ -83,6 +86,8 @@ mod tests {
             backoff_lookback_secs: 3600,
             failure_hard_limit: 3,
             max_pending_creates_per_preset: 0,
+            failed_keep: 3,
+            failed_grace_secs: 0,
         }
     }
 

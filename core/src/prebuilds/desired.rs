@@ -1,8 +1,10 @@
-//! `active(P)` and the desired count `D` (rules §4 "Desired", rules §1 windows).
+//! `active(P)` and the desired count `D` (rules §4 "Desired" and "Autoscale", rules §1
+//! windows).
 
 use chrono::{DateTime, Utc};
 
-use super::Preset;
+use super::autoscale;
+use super::{Claim, Preset};
 use crate::schedule::PrebuildWindows;
 
 /// Why a preset is not active (rules §4 `active(P)`); empty = active.
@@ -25,25 +27,58 @@ pub(crate) fn inactive_reasons(preset: &Preset) -> Vec<&'static str> {
 pub(crate) struct Desired {
     pub count: u32,
     /// Explanation: `inactive (...)`, `default`, `schedule[i]` or
-    /// `default (invalid schedules: ...)`.
+    /// `default (invalid schedules: ...)`, or `autoscale (...)` when the demand asks for more.
     pub target: String,
     /// The validated windows of an active preset, for the next edge.
     pub windows: Option<PrebuildWindows>,
+    /// When the autoscaled count may change without new data (rules §4 "Autoscale").
+    pub autoscale_changes_at: Option<DateTime<Utc>>,
+}
+
+/// rules §4 "Desired": the schedule or default count, raised to the autoscaled count when
+/// the preset has one and it is larger (a schedule window is a floor under the demand); 0
+/// when inactive.
+pub(crate) fn desired(
+    preset: &Preset,
+    inactive: &[&str],
+    claims: &[&Claim],
+    now: DateTime<Utc>,
+) -> Desired {
+    let mut desired = scheduled(preset, inactive, now);
+    let Some(rule) = preset.autoscale.filter(|_| inactive.is_empty()) else { return desired };
+    let scaled = autoscale::scale(&rule, claims, now);
+    desired.autoscale_changes_at = scaled.changes_at;
+    let how = format!(
+        "peak {} claims per {} s × {} within [{}, {}] = {}",
+        scaled.peak, rule.window_secs, rule.headroom, rule.min, rule.max, scaled.count
+    );
+    if scaled.count > desired.count {
+        desired.count = scaled.count;
+        desired.target = format!("autoscale ({how})");
+    } else {
+        desired.target = format!("{} (autoscale: {how})", desired.target);
+    }
+    desired
 }
 
 /// rules §4: the `instances` of the first schedule whose window (opened `schedule_lead_secs`
 /// early) contains `now`, else `desired_instances`; 0 when inactive. An invalid schedule set
 /// falls back to the default count and says why.
-pub(crate) fn desired(preset: &Preset, inactive: &[&str], now: DateTime<Utc>) -> Desired {
+fn scheduled(preset: &Preset, inactive: &[&str], now: DateTime<Utc>) -> Desired {
     if !inactive.is_empty() {
         return Desired {
             count: 0,
             target: format!("inactive ({})", inactive.join(", ")),
             windows: None,
+            autoscale_changes_at: None,
         };
     }
-    let default =
-        |target: String| Desired { count: preset.desired_instances, target, windows: None };
+    let default = |target: String| Desired {
+        count: preset.desired_instances,
+        target,
+        windows: None,
+        autoscale_changes_at: None,
+    };
     if preset.schedules.is_empty() {
         return default("default".to_owned());
     }
@@ -55,18 +90,11 @@ pub(crate) fn desired(preset: &Preset, inactive: &[&str], now: DateTime<Utc>) ->
     let open = windows
         .first_open(now, preset.schedule_lead_secs)
         .and_then(|index| preset.schedules.get(index).map(|s| (index, s.instances)));
-    match open {
-        Some((index, instances)) => Desired {
-            count: instances,
-            target: format!("schedule[{index}]"),
-            windows: Some(windows),
-        },
-        None => Desired {
-            count: preset.desired_instances,
-            target: "default".to_owned(),
-            windows: Some(windows),
-        },
-    }
+    let (count, target) = match open {
+        Some((index, instances)) => (instances, format!("schedule[{index}]")),
+        None => (preset.desired_instances, "default".to_owned()),
+    };
+    Desired { count, target, windows: Some(windows), autoscale_changes_at: None }
 }
 
 #[cfg(test)]
@@ -106,7 +134,7 @@ mod tests {
     fn inactive_wants_nothing() {
         let mut p = scheduled("UTC", &[("* 0-23 * * *", 9)]);
         p.template_deprecated = true;
-        let d = desired(&p, &inactive_reasons(&p), t("2025-06-02T09:00:00Z"));
+        let d = desired(&p, &inactive_reasons(&p), &[], t("2025-06-02T09:00:00Z"));
         assert_eq!(d.count, 0);
         assert_eq!(d.target, "inactive (template deprecated)");
     }
@@ -114,37 +142,64 @@ mod tests {
     #[test]
     fn no_schedules_gives_the_default() {
         let p = scheduled("", &[]);
-        let d = desired(&p, &[], t("2025-06-02T09:00:00Z"));
+        let d = desired(&p, &[], &[], t("2025-06-02T09:00:00Z"));
         assert_eq!((d.count, d.target.as_str()), (2, "default"));
     }
 
     #[test]
     fn invalid_schedules_fall_back_to_the_default_and_say_why() {
         let p = scheduled("Mars/Olympus_Mons", &[("* 9-18 * * 1-5", 5)]);
-        let d = desired(&p, &[], t("2025-06-02T10:00:00Z"));
+        let d = desired(&p, &[], &[], t("2025-06-02T10:00:00Z"));
         assert_eq!(d.count, 2);
         assert!(d.target.starts_with("default (invalid schedules: "), "{}", d.target);
         let p = scheduled("UTC", &[("0 9-18 * * 1-5", 5)]);
-        assert!(desired(&p, &[], t("2025-06-02T10:00:00Z")).target.starts_with("default (invalid"));
+        assert!(desired(&p, &[], &[], t("2025-06-02T10:00:00Z"))
+            .target
+            .starts_with("default (invalid"));
     }
 
     #[test]
     fn first_open_window_wins() {
         // 2025-06-02 is a Monday.
         let p = scheduled("UTC", &[("* 9-11 * * 1-5", 5), ("* 12-18 * * 1-5", 7)]);
-        let d = desired(&p, &[], t("2025-06-02T09:00:00Z"));
+        let d = desired(&p, &[], &[], t("2025-06-02T09:00:00Z"));
         assert_eq!((d.count, d.target.as_str()), (5, "schedule[0]"));
-        let d = desired(&p, &[], t("2025-06-02T12:30:00Z"));
+        let d = desired(&p, &[], &[], t("2025-06-02T12:30:00Z"));
         assert_eq!((d.count, d.target.as_str()), (7, "schedule[1]"));
-        let d = desired(&p, &[], t("2025-06-02T08:59:59Z"));
+        let d = desired(&p, &[], &[], t("2025-06-02T08:59:59Z"));
         assert_eq!((d.count, d.target.as_str()), (2, "default"));
+    }
+
+    #[test]
+    fn autoscale_raises_the_count_and_a_window_is_a_floor() {
+        use crate::prebuilds::rows::tests::id;
+        use crate::prebuilds::{Autoscale, Claim};
+        let mut p = scheduled("UTC", &[("* 9-11 * * 1-5", 5)]);
+        p.autoscale = Some(Autoscale { min: 1, max: 8, window_secs: 600, headroom: 2.0 });
+        let claims: Vec<Claim> = (0..3)
+            .map(|i| Claim {
+                workspace_id: id(50 + i),
+                preset_id: id(1),
+                at: t("2025-06-02T08:55:00Z"),
+            })
+            .collect();
+        let refs: Vec<&Claim> = claims.iter().collect();
+        let d = desired(&p, &[], &refs, t("2025-06-02T09:00:00Z"));
+        assert_eq!(d.count, 6, "3 claims × 2 beats the window's 5");
+        assert!(d.target.starts_with("autoscale (peak 3 claims"), "{}", d.target);
+        let d = desired(&p, &[], &refs[..1], t("2025-06-02T09:00:00Z"));
+        assert_eq!((d.count, d.target.starts_with("schedule[0] (autoscale: ")), (5, true));
+        let d = desired(&p, &[], &[], t("2025-06-02T08:00:00Z"));
+        assert_eq!(d.count, 2, "the default 2 beats min 1");
+        p.template_deprecated = true;
+        assert_eq!(desired(&p, &inactive_reasons(&p), &refs, t("2025-06-02T09:00:00Z")).count, 0);
     }
 
     #[test]
     fn lead_time_opens_windows_early() {
         let mut p = scheduled("UTC", &[("* 9-18 * * 1-5", 5)]);
         p.schedule_lead_secs = 600;
-        assert_eq!(desired(&p, &[], t("2025-06-02T08:50:00Z")).count, 5);
-        assert_eq!(desired(&p, &[], t("2025-06-02T08:49:59Z")).count, 2);
+        assert_eq!(desired(&p, &[], &[], t("2025-06-02T08:50:00Z")).count, 5);
+        assert_eq!(desired(&p, &[], &[], t("2025-06-02T08:49:59Z")).count, 2);
     }
 }

@@ -5,19 +5,23 @@
 //! the same snapshot gives the same bytes whatever the order of its rows.
 
 mod actions;
+mod autoscale;
 mod backoff;
 mod claim;
 mod desired;
+mod failed;
 mod next_check;
 mod plan;
 mod rows;
 mod snapshot;
 
 pub use claim::{choose_claim, ClaimChoice};
+pub use failed::FailedCleanup;
 pub use plan::{Action, PresetState, Withheld, WithheldReason};
 pub use snapshot::{
-    FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset, PresetSchedule,
-    PresetStatus, RecentBuild, ReconcilerConfig, RunningPrebuild,
+    Autoscale, Claim, FailedPrebuild, FinishedStatus, InFlightStatus, InProgressPrebuild,
+    PrebuildSnapshot, Preset, PresetSchedule, PresetStatus, RecentBuild, ReconcilerConfig,
+    RunningPrebuild, DEFAULT_FAILED_KEEP,
 };
 
 use chrono::{DateTime, Utc};
@@ -42,6 +46,10 @@ pub struct PresetPlan {
     /// Explanation: creates needed but withheld this cycle, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub withheld: Option<Withheld>,
+    /// Explanation: the preset's failed prebuilds and how many this plan deletes; left out
+    /// when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<FailedCleanup>,
 }
 
 /// A row count as a state counter.
@@ -80,7 +88,7 @@ fn plan_preset(
     let active = inactive.is_empty();
     let split = rows::split(&rows.running, preset, now);
     let flight = InFlight::count(&rows.in_progress);
-    let desired = desired::desired(preset, &inactive, now);
+    let desired = desired::desired(preset, &inactive, &rows.claims, now);
     // Backoff and the hard limit apply to active presets only.
     let (backoff, hard_limited) = if active {
         (
@@ -112,9 +120,14 @@ fn plan_preset(
         stopping: counter(flight.stopping),
         deleting: counter(flight.deleting),
     };
-    let planned = actions::actions(&facts);
+    let cleanup = failed::cleanup(rows, config, active, now);
+    let planned = actions::actions(&facts, &cleanup.delete);
     let next_check_at =
-        next_check::next_check_at(preset, now, backoff, desired.windows.as_ref(), &split.fresh);
+        next_check::next_check_at(preset, now, backoff, desired.windows.as_ref(), &split.fresh)
+            .into_iter()
+            .chain(cleanup.next_at)
+            .chain(desired.autoscale_changes_at)
+            .min();
     PresetPlan {
         preset_id: preset.id,
         state,
@@ -123,6 +136,7 @@ fn plan_preset(
         actions: planned.actions,
         target: desired.target,
         withheld: planned.withheld,
+        failed: cleanup.explanation,
     }
 }
 

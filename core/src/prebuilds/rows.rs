@@ -13,7 +13,8 @@ type IdHashState = rustc_hash::FxBuildHasher;
 
 use super::just_after;
 use super::{
-    InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset, RecentBuild, RunningPrebuild,
+    Claim, FailedPrebuild, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset,
+    RecentBuild, RunningPrebuild,
 };
 use crate::build::Transition;
 use crate::instant::plus_secs;
@@ -28,6 +29,10 @@ pub(crate) struct PresetRows<'a> {
     pub in_progress: Vec<&'a InProgressPrebuild>,
     /// Newest first: `created_at` descending, ties by workspace id ascending.
     pub recent: Vec<&'a RecentBuild>,
+    /// Newest first: `created_at` descending, ties by workspace id ascending.
+    pub failed: Vec<&'a FailedPrebuild>,
+    /// Oldest first, ties by workspace id; one claim per workspace.
+    pub claims: Vec<&'a Claim>,
 }
 
 /// Every preset's rows, found by preset id.
@@ -68,15 +73,21 @@ pub(crate) fn group_by_preset(snapshot: &PrebuildSnapshot) -> Groups<'_> {
     let running = by_group(&snapshot.running, index.len(), |row| group_of(row.preset_id));
     let in_progress = by_group(&snapshot.in_progress, index.len(), |row| group_of(row.preset_id));
     let recent = by_group(&snapshot.recent_builds, index.len(), |row| group_of(row.preset_id));
+    let failed = by_group(&snapshot.failed, index.len(), |row| group_of(row.preset_id));
+    let claims = by_group(&snapshot.claims, index.len(), |row| group_of(row.preset_id));
     let rows = running
         .into_iter()
         .zip(in_progress)
         .zip(recent)
-        .map(|((mut running, mut in_progress), mut recent)| {
+        .zip(failed)
+        .zip(claims)
+        .map(|((((mut running, mut in_progress), mut recent), mut failed), mut claims)| {
             order_running(&mut running);
             order_in_progress(&mut in_progress);
             order_recent(&mut recent);
-            PresetRows { running, in_progress, recent }
+            order_failed(&mut failed);
+            order_claims(&mut claims);
+            PresetRows { running, in_progress, recent, failed, claims }
         })
         .collect();
     Groups { index, rows }
@@ -135,6 +146,20 @@ fn order_recent(rows: &mut Vec<&RecentBuild>) {
     rows.sort_unstable_by_key(|r| (r.workspace_id.as_u128(), Reverse(r.created_at), r.job_status));
     rows.dedup_by_key(|r| r.workspace_id);
     rows.sort_unstable_by_key(|r| (Reverse(r.created_at), r.workspace_id.as_u128()));
+}
+
+/// Newest first, ties by workspace id; one row per workspace (its newest copy).
+fn order_failed(rows: &mut Vec<&FailedPrebuild>) {
+    rows.sort_unstable_by_key(|r| (r.workspace_id.as_u128(), Reverse(r.created_at)));
+    rows.dedup_by_key(|r| r.workspace_id);
+    rows.sort_unstable_by_key(|r| (Reverse(r.created_at), r.workspace_id.as_u128()));
+}
+
+/// Oldest first, ties by workspace id; one claim per workspace (its oldest copy).
+fn order_claims(rows: &mut Vec<&Claim>) {
+    rows.sort_unstable_by_key(|r| (r.workspace_id.as_u128(), r.at));
+    rows.dedup_by_key(|r| r.workspace_id);
+    rows.sort_unstable_by_key(|r| (r.at, r.workspace_id.as_u128()));
 }
 
 /// rules §4: expired iff `now − created_at > expiration_ttl` (ttl > 0), or the preset was
@@ -228,6 +253,7 @@ pub(crate) mod tests {
             schedule_lead_secs: 0,
             invalidated_at: None,
             status: PresetStatus::Healthy,
+            autoscale: None,
         }
     }
 
@@ -248,11 +274,15 @@ pub(crate) mod tests {
                 backoff_lookback_secs: 3600,
                 failure_hard_limit: 0,
                 max_pending_creates_per_preset: 0,
+                failed_keep: 3,
+                failed_grace_secs: 0,
             },
             presets,
             running,
             in_progress: Vec::new(),
             recent_builds: Vec::new(),
+            failed: Vec::new(),
+            claims: Vec::new(),
         }
     }
 

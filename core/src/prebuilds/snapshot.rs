@@ -14,6 +14,12 @@ pub struct PrebuildSnapshot {
     pub running: Vec<RunningPrebuild>,
     pub in_progress: Vec<InProgressPrebuild>,
     pub recent_builds: Vec<RecentBuild>,
+    /// Optional: prebuilds whose latest build is a failed start (rules §4 "Failed prebuilds").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedPrebuild>,
+    /// Optional: recent claims of autoscaled presets (rules §4 "Autoscale").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<Claim>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +32,21 @@ pub struct ReconcilerConfig {
     /// 0 = no cap on creates in flight per preset.
     #[serde(default)]
     pub max_pending_creates_per_preset: u32,
+    /// Failed prebuilds kept per preset for inspection, newest first (rules §4 "Failed
+    /// prebuilds"). Optional; 3 when left out.
+    #[serde(default = "default_failed_keep")]
+    pub failed_keep: u32,
+    /// A failed prebuild beyond the kept ones is deleted once it is older than this.
+    /// Optional; 0, the default, never deletes one.
+    #[serde(default)]
+    pub failed_grace_secs: u64,
+}
+
+/// `failed_keep` of a replay file that leaves it out, and of `poolkeeper run`.
+pub const DEFAULT_FAILED_KEEP: u32 = 3;
+
+fn default_failed_keep() -> u32 {
+    DEFAULT_FAILED_KEEP
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,6 +110,46 @@ pub struct Preset {
     #[serde(default)]
     pub invalidated_at: Option<DateTime<Utc>>,
     pub status: PresetStatus,
+    /// Optional: the pool follows the demand (rules §4 "Autoscale").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
+}
+
+/// Demand-driven pool size: `clamp(ceil(claims in the last window × headroom), min, max)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    pub window_secs: u64,
+    pub headroom: f64,
+}
+
+impl Autoscale {
+    /// What the types cannot say: `min ≤ max`, a window, a finite headroom ≥ 0. Names the
+    /// offending field.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.max < self.min {
+            return Err(("max", format!("{} is below min {}", self.max, self.min)));
+        }
+        if self.window_secs == 0 {
+            return Err(("window_secs", "must be at least 1".to_owned()));
+        }
+        if !self.headroom.is_finite() || self.headroom < 0.0 {
+            return Err(("headroom", format!("{} is not a finite number ≥ 0", self.headroom)));
+        }
+        Ok(())
+    }
+}
+
+/// A claim of a preset: a user took one of its prebuilds, or got a fresh workspace of it when
+/// none was ready. Either way it is demand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    pub workspace_id: Uuid,
+    pub preset_id: Uuid,
+    pub at: DateTime<Utc>,
 }
 
 /// A prebuild whose latest build is a succeeded start.
@@ -141,4 +202,15 @@ pub struct RecentBuild {
     pub preset_id: Uuid,
     pub created_at: DateTime<Utc>,
     pub job_status: FinishedStatus,
+}
+
+/// A prebuild whose latest build is a start whose job failed: never claimable, kept only for
+/// inspection until rules §4 "Failed prebuilds" deletes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailedPrebuild {
+    pub workspace_id: Uuid,
+    pub preset_id: Uuid,
+    /// When the failed build was created.
+    pub created_at: DateTime<Utc>,
 }

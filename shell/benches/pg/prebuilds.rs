@@ -23,6 +23,8 @@ pub const CONFIG: ReconcilerConfig = ReconcilerConfig {
     backoff_lookback_secs: 3600,
     failure_hard_limit: 3,
     max_pending_creates_per_preset: 0,
+    failed_keep: 3,
+    failed_grace_secs: 3600,
 };
 /// `poolkeeper run`'s default pool size, and its parallelism (half of it).
 const POOL_SIZE: usize = 10;

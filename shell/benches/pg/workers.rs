@@ -70,6 +70,7 @@ pub async fn measure(
     let handles: Vec<_> = (0..workers)
         .map(|i| {
             let config = WorkerConfig {
+                tags: Default::default(),
                 worker_id: format!("bench-{workers}-{i}"),
                 poll_interval: Duration::from_secs(1),
                 heartbeat_interval: Duration::from_secs(15),

@@ -74,6 +74,12 @@ pub struct ReconcilerArgs {
     /// At most this many prebuild creates pending per preset (0 = no cap).
     #[arg(long, env = "POOLKEEPER_MAX_PENDING_CREATES", default_value_t = 0)]
     pub max_pending_creates: u32,
+    /// Failed prebuilds kept per preset for inspection, the newest ones.
+    #[arg(long, env = "POOLKEEPER_FAILED_PREBUILDS_KEEP", default_value_t = poolkeeper_core::prebuilds::DEFAULT_FAILED_KEEP)]
+    pub failed_prebuilds_keep: u32,
+    /// Delete the older failed prebuilds once they are older than this (1h; 0 = never).
+    #[arg(long, env = "POOLKEEPER_FAILED_PREBUILDS_GRACE", value_parser = parse_secs, default_value_t = 3600)]
+    pub failed_prebuilds_grace: u64,
 }
 
 impl ReconcilerArgs {
@@ -83,6 +89,8 @@ impl ReconcilerArgs {
             backoff_lookback_secs: self.backoff_lookback,
             failure_hard_limit: self.failure_hard_limit,
             max_pending_creates_per_preset: self.max_pending_creates,
+            failed_keep: self.failed_prebuilds_keep,
+            failed_grace_secs: self.failed_prebuilds_grace,
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct ProvisionerArgs {
     /// Log lines as text, or as JSON for production.
     #[arg(long, env = "POOLKEEPER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// A tag of this worker, key=value (repeat the flag, or separate with commas): it takes
+    /// only jobs whose tags it has (rules §7); without tags, only untagged jobs.
+    #[arg(long = "tag", env = "POOLKEEPER_TAG", value_delimiter = ',', value_parser = poolkeeper_core::tags::parse_tag)]
+    pub tags: Vec<(String, String)>,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -87,7 +91,12 @@ async fn run(args: &ProvisionerArgs) -> ExitCode {
                 work_dir: args.work_dir.clone().unwrap_or(TerraformConfig::default().work_dir),
             },
         },
+        tags: args.tags.iter().cloned().collect(),
     };
+    if config.tags.len() < args.tags.len() {
+        eprintln!("error: --tag: a key is given twice");
+        return ExitCode::from(EXIT_INVALID_INPUT);
+    }
     if config.worker_id.trim().is_empty() {
         eprintln!("error: --worker-id must not be empty");
         return ExitCode::from(EXIT_INVALID_INPUT);

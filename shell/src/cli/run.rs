@@ -77,6 +77,19 @@ pub struct RunArgs {
     pub pending_job_timeout: u64,
     #[command(flatten)]
     pub notifications: super::notifications::DeliveryArgs,
+    /// Purge builds (with their jobs and agents) finished longer ago than this, except those
+    /// a rule still reads (30d; 0 = keep for ever).
+    #[arg(long, env = "POOLKEEPER_RETENTION_BUILDS", value_parser = super::parse_secs, default_value_t = 30 * 86_400)]
+    pub retention_builds: u64,
+    /// Purge audit entries older than this (365d; 0 = keep for ever).
+    #[arg(long, env = "POOLKEEPER_RETENTION_AUDIT", value_parser = super::parse_secs, default_value_t = 365 * 86_400)]
+    pub retention_audit: u64,
+    /// Time between two retention purges (1h).
+    #[arg(long, env = "POOLKEEPER_RETENTION_INTERVAL", value_parser = super::parse_secs, default_value_t = 3600)]
+    pub retention_interval: u64,
+    /// Rows (or workspaces' builds) deleted per transaction by the purge.
+    #[arg(long, env = "POOLKEEPER_RETENTION_BATCH", default_value_t = 500)]
+    pub retention_batch: u32,
 }
 
 impl RunArgs {
@@ -195,6 +208,14 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
             reaper: Some(crate::provisioner::ReaperConfig {
                 heartbeat_timeout: Duration::from_secs(args.job_heartbeat_timeout.max(1)),
                 pending_timeout: Duration::from_secs(args.pending_job_timeout.max(1)),
+            }),
+            retention: Some(crate::daemon::RetentionSettings {
+                retention: poolkeeper_core::retention::Retention {
+                    builds_secs: args.retention_builds,
+                    audit_secs: args.retention_audit,
+                },
+                interval: Duration::from_secs(args.retention_interval.max(1)),
+                batch: args.retention_batch.max(1),
             }),
         };
         crate::daemon::run(settings, pools, state, shutdown).await;

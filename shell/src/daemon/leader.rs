@@ -20,6 +20,7 @@ use crate::store::leases::{self, Fence};
 /// Lease names, one per loop, so the two loops can be led by different replicas.
 pub const PREBUILDS_LEASE: &str = "prebuilds";
 pub const LIFECYCLE_LEASE: &str = "lifecycle";
+pub const RETENTION_LEASE: &str = "retention";
 
 /// Bound on opening a connection: an unreachable host must not stall a loop.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -14,6 +14,7 @@ mod listen;
 mod pool_metrics;
 pub mod prebuilds;
 pub mod recorder;
+pub mod retention;
 mod run;
 pub mod supervise;
 
@@ -21,4 +22,5 @@ pub use error::DaemonError;
 pub use lifecycle::{LifecycleExecutor, TickStats};
 pub use prebuilds::{CycleOutcome, CycleStats, PrebuildReconciler};
 pub use recorder::Recorder;
+pub use retention::{Purger, RetentionSettings};
 pub use run::{lease_for, run, DaemonPools, DaemonSettings};

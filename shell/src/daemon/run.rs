@@ -13,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 use super::http::HttpState;
 use super::listen::listen_presets;
 use super::supervise::supervise;
-use super::{CycleOutcome, DaemonError, LifecycleExecutor, PrebuildReconciler, Recorder};
+use super::{
+    CycleOutcome, DaemonError, LifecycleExecutor, PrebuildReconciler, Purger, Recorder,
+    RetentionSettings,
+};
 use crate::db::DbPool;
 use crate::provisioner::ReaperConfig;
 
@@ -30,6 +33,8 @@ pub struct DaemonSettings {
     pub recorder: Option<Recorder>,
     /// Reap stale jobs at every lifecycle tick (when provisioners run alongside).
     pub reaper: Option<ReaperConfig>,
+    /// The retention purge (rules §6), on the lifecycle loop's pool; `None` = never purge.
+    pub retention: Option<RetentionSettings>,
 }
 
 /// The loops' connection pools. Each loop has its own, so one loop's applies (or a stuck
@@ -77,6 +82,17 @@ pub async fn run(
             lifecycle_loop(settings.clone(), pool.clone(), state2.clone(), shutdown2.clone())
         })
     };
+    let retention = settings.retention.map(|retention| {
+        let (url, pool, state2, shutdown2) = (
+            settings.database_url.clone(),
+            pools.lifecycle.clone(),
+            state.clone(),
+            shutdown.clone(),
+        );
+        supervise("retention", state.clone(), shutdown.clone(), move || {
+            retention_loop(url.clone(), retention, pool.clone(), state2.clone(), shutdown2.clone())
+        })
+    });
     let prebuilds = {
         let (pool, state2, shutdown2) = (pools.prebuilds.clone(), state.clone(), shutdown.clone());
         supervise("prebuilds", state.clone(), shutdown.clone(), move || {
@@ -89,8 +105,8 @@ pub async fn run(
             )
         })
     };
-    for (name, task) in [("prebuilds", prebuilds), ("lifecycle", lifecycle), ("listener", listener)]
-    {
+    let tasks = [("prebuilds", prebuilds), ("lifecycle", lifecycle), ("listener", listener)];
+    for (name, task) in tasks.into_iter().chain(retention.map(|task| ("retention", task))) {
         if let Err(err) = task.await {
             tracing::error!(task = name, error = %err, "supervisor ended abnormally");
         }
@@ -239,4 +255,38 @@ async fn lifecycle_loop(
     }
     executor.release_leadership().await;
     tracing::info!("lifecycle loop stopped");
+}
+
+/// The retention purge every `settings.interval`, on the replica holding its lease; a purge
+/// is cut off when its lease would have run out (what it deleted so far stays deleted).
+async fn retention_loop(
+    url: String,
+    settings: RetentionSettings,
+    pool: DbPool,
+    state: HttpState,
+    shutdown: CancellationToken,
+) {
+    let mut purger = Purger::new(pool, &url, settings)
+        .with_metrics(state.metrics.clone())
+        .with_lease_ttl(lease_for(settings.interval));
+    while !shutdown.is_cancelled() {
+        let bound = purger.lease_ttl();
+        let outcome = tokio::time::timeout(bound, purger.purge(Utc::now()))
+            .await
+            .unwrap_or(Err(DaemonError::CycleTimeout { loop_name: "retention", after: bound }));
+        match outcome {
+            Ok(led) => state.metrics.set_leader("retention", led.is_some()),
+            Err(err) => {
+                state.metrics.count_error("retention", err.label());
+                tracing::warn!(error = %err, kind = err.label(), "retention purge failed");
+            }
+        }
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(settings.interval) => {}
+        }
+    }
+    purger.release_leadership().await;
+    tracing::info!("retention loop stopped");
 }

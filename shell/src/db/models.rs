@@ -142,6 +142,9 @@ pub struct TemplateVersion {
     /// failure rate). Always a JSON object.
     pub source: serde_json::Value,
     pub created_at: DateTime<Utc>,
+    /// rules §7: the tags of this version's jobs, and of its prebuilds' jobs (JSON objects).
+    pub provisioner_tags: serde_json::Value,
+    pub prebuild_tags: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -172,6 +175,11 @@ pub struct Preset {
     pub prebuild_status: PrebuildStatus,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// rules §4 "Autoscale": all four set, or none (a fixed pool).
+    pub autoscale_min: Option<i32>,
+    pub autoscale_max: Option<i32>,
+    pub autoscale_window_secs: Option<i64>,
+    pub autoscale_headroom: Option<f64>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -186,6 +194,10 @@ pub struct NewPreset {
     pub schedule_lead_secs: i64,
     pub invalidated_at: Option<DateTime<Utc>>,
     pub prebuild_status: PrebuildStatus,
+    pub autoscale_min: Option<i32>,
+    pub autoscale_max: Option<i32>,
+    pub autoscale_window_secs: Option<i64>,
+    pub autoscale_headroom: Option<f64>,
 }
 
 #[derive(
@@ -238,6 +250,8 @@ pub struct ProvisionerJob {
     pub queue_priority: i16,
     /// Why the job failed; `None` unless it did (and on failures recorded before the column).
     pub failure_kind: Option<FailureKind>,
+    /// rules §7: the tags a worker must cover to take the job (a JSON object of strings).
+    pub tags: serde_json::Value,
 }
 
 /// A new job is always pending; it becomes visible to provisioners at commit.

@@ -71,6 +71,8 @@ diesel::table! {
         provisioner -> Text,
         source -> Jsonb,
         created_at -> Timestamptz,
+        provisioner_tags -> Jsonb,
+        prebuild_tags -> Jsonb,
     }
 }
 
@@ -87,6 +89,10 @@ diesel::table! {
         prebuild_status -> Text,
         last_error -> Nullable<Text>,
         created_at -> Timestamptz,
+        autoscale_min -> Nullable<Int4>,
+        autoscale_max -> Nullable<Int4>,
+        autoscale_window_secs -> Nullable<Int8>,
+        autoscale_headroom -> Nullable<Float8>,
     }
 }
 
@@ -128,6 +134,8 @@ diesel::table! {
         queue_priority -> Int2,
         /// Why a failed job failed (`FailureKind`); NULL unless failed.
         failure_kind -> Nullable<Text>,
+        /// rules §7: set from the build's version by a trigger; never insert it.
+        tags -> Jsonb,
     }
 }
 

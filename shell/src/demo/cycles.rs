@@ -20,6 +20,8 @@ pub fn reconciler_config() -> ReconcilerConfig {
         backoff_lookback_secs: 3600,
         failure_hard_limit: 3,
         max_pending_creates_per_preset: 0,
+        failed_keep: 3,
+        failed_grace_secs: 3600,
     }
 }
 

@@ -90,6 +90,7 @@ impl Machinery {
         }
         for index in 0..config.workers.max(1) {
             let worker = WorkerConfig {
+                tags: Default::default(),
                 worker_id: format!("demo-provisioner-{}", index + 1),
                 poll_interval: Duration::from_millis(500),
                 heartbeat_interval: Duration::from_secs(1),
@@ -251,6 +252,19 @@ pub async fn scenario(pool: &DbPool, config: &DemoConfig) -> anyhow::Result<Stri
         refilled.claims,
         counts(&refilled, template_id)
     );
+    // The example's pool follows its claims (rules §4 "Autoscale"): the burst grew it.
+    let grown = refilled
+        .pools_of(Some(template_id))
+        .find(|p| p.preset_id == target.preset_id)
+        .map(|p| p.state.desired)
+        .filter(|desired| *desired > target.state.desired);
+    if let Some(desired) = grown {
+        println!(
+            "autoscale: {}/{} grew from {} to {} prebuilds after {} claims; it shrinks back once \
+             the demand has been lower for a whole window",
+            target.template, target.preset, target.state.desired, desired, config.claims
+        );
+    }
 
     let next = next_version(&spec, config);
     let rolled = apply(pool, &next).await.context("rolling out the new template version")?;

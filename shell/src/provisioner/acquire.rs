@@ -8,14 +8,27 @@ use uuid::Uuid;
 use super::ProvisionerError;
 use crate::db::enums::JobStatus;
 use crate::db::models::ProvisionerJob;
+use poolkeeper_core::tags::Tags;
 
-/// Take the next pending job, if any, for `worker_id`, without waiting for another worker's.
+/// Take the next pending untagged job, if any, for an untagged worker (see
+/// [`acquire_next_tagged_job`]).
 pub async fn acquire_next_job(
     conn: &mut AsyncPgConnection,
     worker_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<ProvisionerJob>, ProvisionerError> {
-    Ok(crate::store::jobs::acquire_next(conn, worker_id, now).await?)
+    acquire_next_tagged_job(conn, worker_id, &Tags::new(), now).await
+}
+
+/// Take the next pending job whose tags `tags` cover (rules §7), if any, for `worker_id`,
+/// without waiting for another worker's (`store::jobs::acquire_next`).
+pub async fn acquire_next_tagged_job(
+    conn: &mut AsyncPgConnection,
+    worker_id: &str,
+    tags: &Tags,
+    now: DateTime<Utc>,
+) -> Result<Option<ProvisionerJob>, ProvisionerError> {
+    Ok(crate::store::jobs::acquire_next(conn, worker_id, tags, now).await?)
 }
 
 /// Record that `worker_id` is still working on `job_id`, at the database's time. Returns the

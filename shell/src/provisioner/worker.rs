@@ -17,7 +17,7 @@ use super::complete::{complete_job, Completion, JobResult};
 use super::context::{load_context, JobContext};
 use super::listener::{listen, Wakeups};
 use super::spool::{self, Spooled};
-use super::{acquire_next_job, flip_due_agents, heartbeat, BackendError, ProvisionerError};
+use super::{acquire_next_tagged_job, flip_due_agents, heartbeat, BackendError, ProvisionerError};
 use crate::db::enums::JobStatus;
 use crate::db::models::ProvisionerJob;
 use crate::db::DbPool;
@@ -43,6 +43,8 @@ pub struct WorkerConfig {
     /// How often a running job's heartbeat is written (and cancellation checked).
     pub heartbeat_interval: Duration,
     pub backends: Backends,
+    /// rules §7: this worker takes only jobs whose tags these cover (none: untagged jobs).
+    pub tags: poolkeeper_core::tags::Tags,
 }
 
 impl Default for WorkerConfig {
@@ -52,6 +54,7 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(15),
             backends: Backends::default(),
+            tags: poolkeeper_core::tags::Tags::new(),
         }
     }
 }
@@ -142,7 +145,8 @@ async fn run_next_job(
     // starting the backend must still reach the heartbeat task.
     let announcements = wakeups.jobs.subscribe();
     let mut conn = pool.get().await?;
-    let Some(job) = acquire_next_job(&mut conn, worker, Utc::now()).await? else {
+    let Some(job) = acquire_next_tagged_job(&mut conn, worker, &config.tags, Utc::now()).await?
+    else {
         return Ok(false);
     };
     // No connection (let alone a transaction) is held while the backend runs.

@@ -536,6 +536,8 @@ fn core_preset(template: &Template, preset: &Preset) -> Result<core_prebuilds::P
         invalidated_at: preset.invalidated_at,
         status: preset.prebuild_status,
         schedules: Vec::new(),
+        // Autoscaling sizes the pool; a claim does not read it.
+        autoscale: None,
     })
     .map_err(|why| ClaimError::TemplateUnavailable(format!("the preset is unreadable: {why}")))
 }

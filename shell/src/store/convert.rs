@@ -79,6 +79,7 @@ pub(crate) struct StoredPreset {
     pub invalidated_at: Option<DateTime<Utc>>,
     pub status: PrebuildStatus,
     pub schedules: Vec<PresetSchedule>,
+    pub autoscale: Option<poolkeeper_core::prebuilds::Autoscale>,
 }
 
 /// The core's preset; a negative count or duration (which the schema's CHECKs forbid) is an
@@ -102,6 +103,7 @@ pub(crate) fn core_preset(stored: StoredPreset) -> Result<CorePreset, &'static s
             .map_err(|_| "negative schedule_lead_secs")?,
         invalidated_at: stored.invalidated_at,
         status: stored.status.into(),
+        autoscale: stored.autoscale,
     })
 }
 
@@ -125,6 +127,7 @@ mod tests {
             invalidated_at: None,
             status: PrebuildStatus::HardLimited,
             schedules: Vec::new(),
+            autoscale: None,
         }
     }
 

@@ -16,18 +16,24 @@ use crate::db::enums::{FailureKind, JobStatus};
 use crate::db::models::ProvisionerJob;
 use crate::db::schema::{provisioner_jobs, workspace_builds};
 
-/// Takes the next pending job, if any, for `worker_id`: one transaction, the row locked with
-/// `SKIP LOCKED` so concurrent workers each get a different job (or none) without waiting.
-/// Only committed jobs are visible, so a job inserted by an open transaction is never taken.
+/// Takes the next pending job whose tags `tags` cover (rules §7), if any, for `worker_id`:
+/// one transaction, the row locked with `SKIP LOCKED` so concurrent workers each get a
+/// different job (or none) without waiting. Only committed jobs are visible, so a job
+/// inserted by an open transaction is never taken. The tag test (`tags <@ worker`) is part of
+/// the locking statement, served by `provisioner_jobs_pending_tags_idx`, so a job a worker
+/// may not take is never locked by it.
 pub async fn acquire_next(
     conn: &mut AsyncPgConnection,
     worker_id: &str,
+    tags: &poolkeeper_core::tags::Tags,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<ProvisionerJob>, diesel::result::Error> {
     let worker_id = worker_id.to_owned();
+    let worker_tags = serde_json::json!(tags);
     conn.transaction(async move |conn| {
         let next: Option<Uuid> = provisioner_jobs::table
             .filter(provisioner_jobs::status.eq(JobStatus::Pending))
+            .filter(provisioner_jobs::tags.is_contained_by(&worker_tags))
             .order((
                 provisioner_jobs::queue_priority,
                 provisioner_jobs::created_at,

@@ -25,6 +25,7 @@ pub mod notifications;
 pub mod pools;
 pub mod prebuilds;
 pub mod publish;
+pub mod retention;
 pub mod settings;
 pub mod template_views;
 pub mod templates;

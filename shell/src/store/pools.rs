@@ -77,6 +77,8 @@ const STATUS_CONFIG: ReconcilerConfig = ReconcilerConfig {
     backoff_lookback_secs: 0,
     failure_hard_limit: 0,
     max_pending_creates_per_preset: 0,
+    failed_keep: 0,
+    failed_grace_secs: 0,
 };
 
 /// The pools of the presets of every live template's active version, counted at `now`.

@@ -40,6 +40,13 @@ pub struct TaskLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    /// A table the retention purge deletes from (`builds`, `jobs`, `agents`, `audit_log`,
+    /// `notifications`).
+    pub table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LoopLabels {
     /// `prebuilds` or `lifecycle`.
     pub r#loop: String,
@@ -103,6 +110,8 @@ pub struct Metrics {
     pub notifications_pending: Gauge,
     /// Duration of one send by one method.
     pub notifications_dispatch_seconds: Histogram,
+    /// Rows the retention purge deleted, by table.
+    pub retention_purged: Family<TableLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -147,6 +156,7 @@ impl Metrics {
             "Duration of one notification send by one method",
             notifications_dispatch_seconds.clone(),
         );
+        let retention_purged = Family::<TableLabels, Counter>::default();
         registry.register_collector(Box::new(pool_state.clone()));
         registry.register_collector(Box::new(db_pool.clone()));
         registry.register(
@@ -187,6 +197,11 @@ impl Metrics {
             "1 while this replica holds the loop's leader lease, else 0",
             leader.clone(),
         );
+        registry.register(
+            "retention_purged_rows",
+            "Rows the retention purge deleted, by table",
+            retention_purged.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             pool_state,
@@ -202,6 +217,7 @@ impl Metrics {
             notifications_failed,
             notifications_pending,
             notifications_dispatch_seconds,
+            retention_purged,
         }
     }
 

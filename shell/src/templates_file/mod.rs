@@ -6,9 +6,9 @@
 mod raw;
 mod validate;
 
-pub use raw::{RawFile, RawPreset, RawSchedule, RawTemplate, RawVersion};
+pub use raw::{RawAutoscale, RawFile, RawPreset, RawSchedule, RawTemplate, RawVersion};
 pub use validate::{
-    validate, PresetSpec, ScheduleSpec, TemplateOptions, TemplateSpec, VersionSpec,
+    validate, AutoscaleSpec, PresetSpec, ScheduleSpec, TemplateOptions, TemplateSpec, VersionSpec,
 };
 
 /// Invalid input, located at a field (`presets[1].schedules[0].cron`); `field` is empty when

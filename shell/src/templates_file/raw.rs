@@ -57,6 +57,12 @@ pub struct RawVersion {
     /// Checked against the provisioner's shape in `validate`.
     #[serde(default)]
     pub source: serde_json::Map<String, serde_json::Value>,
+    /// rules §7: the tags of this version's jobs; a worker takes them only if it has them.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// rules §7: tags of this version's prebuilds' jobs, over `tags` on the same key.
+    #[serde(default)]
+    pub prebuild_tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +82,19 @@ pub struct RawPreset {
     pub schedules: Vec<RawSchedule>,
     #[serde(default)]
     pub lead_secs: i64,
+    /// Demand-driven pool size (rules §4 "Autoscale"); absent = a fixed pool.
+    #[serde(default)]
+    pub autoscale: Option<RawAutoscale>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoscale {
+    pub min: i64,
+    pub max: i64,
+    pub window_secs: i64,
+    #[serde(default = "one_f64")]
+    pub headroom: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +143,10 @@ fn default_activity_bump() -> i64 {
 
 fn one() -> i64 {
     1
+}
+
+fn one_f64() -> f64 {
+    1.0
 }
 
 fn yes() -> bool {

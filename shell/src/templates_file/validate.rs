@@ -6,7 +6,9 @@ use poolkeeper_core::schedule::{DayName, PrebuildWindows, ScheduleError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::raw::{RawFile, RawPreset, RawSimulatedSource, RawTemplate, RawTerraformSource};
+use super::raw::{
+    RawAutoscale, RawFile, RawPreset, RawSimulatedSource, RawTemplate, RawTerraformSource,
+};
 use super::FieldError;
 use crate::db::enums::ProvisionerKind;
 
@@ -43,6 +45,11 @@ pub struct VersionSpec {
     pub message: String,
     pub provisioner: ProvisionerKind,
     pub source: serde_json::Value,
+    /// Left out of the content hash when empty, so that files without tags keep their hash.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub prebuild_tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -54,6 +61,18 @@ pub struct PresetSpec {
     pub scheduling_timezone: String,
     pub schedule_lead_secs: i64,
     pub schedules: Vec<ScheduleSpec>,
+    /// Omitted from the content hash when absent, so that files without it keep their hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleSpec>,
+}
+
+/// rules §4 "Autoscale", in the columns' units.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AutoscaleSpec {
+    pub min: i32,
+    pub max: i32,
+    pub window_secs: i64,
+    pub headroom: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -130,9 +149,23 @@ fn template_options(t: &RawTemplate) -> Result<TemplateOptions, FieldError> {
     })
 }
 
+/// rules §7 tags, each checked by the core, errors at `field.<key>`.
+fn tags(
+    field: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, FieldError> {
+    for (key, value) in tags {
+        poolkeeper_core::tags::check_tag(key, value)
+            .map_err(|err| FieldError::new(format!("{field}.{key}"), err))?;
+    }
+    Ok(tags.clone())
+}
+
 fn version(raw: &RawFile) -> Result<VersionSpec, FieldError> {
     let v = &raw.version;
     let name = non_empty("version.name", &v.name)?;
+    let job_tags = tags("version.tags", &v.tags)?;
+    let prebuild_tags = tags("version.prebuild_tags", &v.prebuild_tags)?;
     let provisioner: ProvisionerKind = v
         .provisioner
         .parse()
@@ -169,7 +202,14 @@ fn version(raw: &RawFile) -> Result<VersionSpec, FieldError> {
             names("version.source.agents", s.agents.as_deref().unwrap_or_default())?;
         }
     }
-    Ok(VersionSpec { name, message: v.message.clone(), provisioner, source })
+    Ok(VersionSpec {
+        name,
+        message: v.message.clone(),
+        provisioner,
+        source,
+        tags: job_tags,
+        prebuild_tags,
+    })
 }
 
 /// Names that are neither empty nor repeated.
@@ -193,7 +233,12 @@ fn preset_spec(index: usize, p: &RawPreset) -> Result<PresetSpec, FieldError> {
             return Err(FieldError::new(at("parameters"), "a parameter name must not be empty"));
         }
     }
-    let desired_instances = p.instances.map(|n| count(&at("instances"), n)).transpose()?;
+    let mut desired_instances = p.instances.map(|n| count(&at("instances"), n)).transpose()?;
+    let autoscale = p.autoscale.as_ref().map(|a| autoscale(index, a)).transpose()?;
+    // An autoscaled preset has a pool even without a fixed count: the demand sizes it.
+    if autoscale.is_some() && desired_instances.is_none() {
+        desired_instances = Some(0);
+    }
     let mut schedules = Vec::with_capacity(p.schedules.len());
     for (i, schedule) in p.schedules.iter().enumerate() {
         let instances = count(&at(&format!("schedules[{i}].instances")), schedule.instances)?;
@@ -212,7 +257,36 @@ fn preset_spec(index: usize, p: &RawPreset) -> Result<PresetSpec, FieldError> {
         scheduling_timezone: p.timezone.clone(),
         schedule_lead_secs: non_negative(&at("lead_secs"), p.lead_secs)?,
         schedules,
+        autoscale,
     })
+}
+
+/// The autoscale table: counts and a window the columns hold, then the core's own check
+/// (`min ≤ max`, a window, a finite headroom ≥ 0), each error naming its field.
+fn autoscale(index: usize, a: &RawAutoscale) -> Result<AutoscaleSpec, FieldError> {
+    let at = |field: &str| format!("presets[{index}].autoscale.{field}");
+    let spec = AutoscaleSpec {
+        min: count(&at("min"), a.min)?,
+        max: count(&at("max"), a.max)?,
+        window_secs: non_negative(&at("window_secs"), a.window_secs)?,
+        headroom: a.headroom,
+    };
+    poolkeeper_core::prebuilds::Autoscale::from(spec)
+        .check()
+        .map_err(|(field, message)| FieldError::new(at(field), message))?;
+    Ok(spec)
+}
+
+impl From<AutoscaleSpec> for poolkeeper_core::prebuilds::Autoscale {
+    fn from(spec: AutoscaleSpec) -> Self {
+        // The columns are checked non-negative before this is used.
+        poolkeeper_core::prebuilds::Autoscale {
+            min: u32::try_from(spec.min).unwrap_or(0),
+            max: u32::try_from(spec.max).unwrap_or(0),
+            window_secs: u64::try_from(spec.window_secs).unwrap_or(0),
+            headroom: spec.headroom,
+        }
+    }
 }
 
 /// The core names fields relative to the preset, in its own words (`scheduling_timezone`);

@@ -7,12 +7,14 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Array, BigInt, Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Bool, Double, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use poolkeeper_core::build::{JobStatus, Transition};
 use poolkeeper_core::prebuilds::{
-    FinishedStatus, InFlightStatus, InProgressPrebuild, PrebuildSnapshot, Preset, PresetSchedule,
-    RecentBuild, ReconcilerConfig, RunningPrebuild,
+    Autoscale, FailedPrebuild, FinishedStatus, InFlightStatus, InProgressPrebuild,
+    PrebuildSnapshot, Preset, PresetSchedule, RecentBuild, ReconcilerConfig, RunningPrebuild,
 };
 use uuid::Uuid;
 
@@ -66,6 +68,14 @@ struct PresetRow {
     organization_name: String,
     #[diesel(sql_type = Text)]
     template_name: String,
+    #[diesel(sql_type = Nullable<Int4>)]
+    autoscale_min: Option<i32>,
+    #[diesel(sql_type = Nullable<Int4>)]
+    autoscale_max: Option<i32>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    autoscale_window_secs: Option<i64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    autoscale_headroom: Option<f64>,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -114,7 +124,8 @@ SELECT p.id, p.name, v.template_id, p.template_version_id,
        COALESCE(t.deprecation_message, '') <> '' AS template_deprecated,
        COALESCE(p.desired_instances, 0) AS desired_instances,
        p.expiration_ttl_secs, p.scheduling_timezone, p.schedule_lead_secs, p.invalidated_at,
-       p.prebuild_status, o.name AS organization_name, t.name AS template_name
+       p.prebuild_status, o.name AS organization_name, t.name AS template_name,
+       p.autoscale_min, p.autoscale_max, p.autoscale_window_secs, p.autoscale_headroom
 FROM presets p
 JOIN template_versions v ON v.id = p.template_version_id
 JOIN templates t ON t.id = v.template_id
@@ -164,7 +175,7 @@ pub async fn load_prebuild_snapshot(
         .and_then(chrono::Duration::try_seconds)
         .and_then(|lookback| now.checked_sub_signed(lookback))
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let (presets, schedules, builds) = conn
+    let (presets, schedules, builds, claims) = conn
         .build_transaction()
         .repeatable_read()
         .read_only()
@@ -180,10 +191,29 @@ pub async fn load_prebuild_snapshot(
                 .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
                 .load(conn)
                 .await?;
-            Ok::<_, diesel::result::Error>((presets, schedules, builds))
+            let (scaled, since) = autoscaled(&presets, now);
+            let claims = super::claims::load_claims(conn, scaled, since).await?;
+            Ok::<_, diesel::result::Error>((presets, schedules, builds, claims))
         })
         .await?;
-    Ok(assemble(config, lookback_start, presets, schedules, builds))
+    let mut loaded = assemble(config, lookback_start, presets, schedules, builds);
+    let kept: HashSet<Uuid> = loaded.snapshot.presets.iter().map(|p| p.id).collect();
+    loaded.snapshot.claims = claims.into_iter().filter(|c| kept.contains(&c.preset_id)).collect();
+    Ok(loaded)
+}
+
+/// The autoscaled presets and the oldest claim instant any of them reads: two windows back
+/// (the demand's window and the hysteresis behind it), `MIN_UTC` for an absurd window.
+fn autoscaled(presets: &[PresetRow], now: DateTime<Utc>) -> (Vec<Uuid>, DateTime<Utc>) {
+    let scaled: Vec<&PresetRow> =
+        presets.iter().filter(|p| p.autoscale_window_secs.is_some()).collect();
+    let widest = scaled.iter().filter_map(|p| p.autoscale_window_secs).max().unwrap_or(0);
+    let since = widest
+        .checked_mul(2)
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|back| now.checked_sub_signed(back))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    (scaled.iter().map(|p| p.id).collect(), since)
 }
 
 fn assemble(
@@ -228,6 +258,7 @@ fn assemble(
     let mut running = Vec::new();
     let mut in_progress = Vec::new();
     let mut recent_builds = Vec::new();
+    let mut failed = Vec::new();
     for builds in build_rows.chunk_by(|a, b| a.workspace_id == b.workspace_id) {
         let latest = &builds[0];
         // A delete build may carry no preset: the prebuild's is that of its newest build
@@ -236,6 +267,7 @@ fn assemble(
             match to_prebuild(latest, preset_id) {
                 Ok(Some(Row::Running(r))) => running.push(r),
                 Ok(Some(Row::InProgress(r))) => in_progress.push(r),
+                Ok(Some(Row::Failed(r))) => failed.push(r),
                 Ok(None) => {}
                 Err(why) => skip(&mut bad, preset_id, why),
             }
@@ -249,9 +281,18 @@ fn assemble(
     running.retain(|r| !bad.contains(&r.preset_id));
     in_progress.retain(|r| !bad.contains(&r.preset_id));
     recent_builds.retain(|r| !bad.contains(&r.preset_id));
+    failed.retain(|r| !bad.contains(&r.preset_id));
     names.retain(|id, _| !bad.contains(id));
     LoadedPrebuilds {
-        snapshot: PrebuildSnapshot { config, presets, running, in_progress, recent_builds },
+        snapshot: PrebuildSnapshot {
+            config,
+            presets,
+            running,
+            in_progress,
+            recent_builds,
+            failed,
+            claims: Vec::new(),
+        },
         names,
     }
 }
@@ -300,6 +341,7 @@ fn skip(bad: &mut HashSet<Uuid>, preset_id: Uuid, why: &str) {
 }
 
 fn to_preset(row: PresetRow, schedules: Vec<PresetSchedule>) -> Result<Preset, &'static str> {
+    let autoscale = to_autoscale(&row)?;
     super::super::convert::core_preset(super::super::convert::StoredPreset {
         id: row.id,
         name: row.name,
@@ -315,16 +357,41 @@ fn to_preset(row: PresetRow, schedules: Vec<PresetSchedule>) -> Result<Preset, &
         invalidated_at: row.invalidated_at,
         status: row.prebuild_status.parse().map_err(|_| "unknown prebuild_status")?,
         schedules,
+        autoscale,
     })
+}
+
+/// The autoscale columns: all set (and valid) or none.
+fn to_autoscale(row: &PresetRow) -> Result<Option<Autoscale>, &'static str> {
+    let (min, max, window_secs, headroom) = match (
+        row.autoscale_min,
+        row.autoscale_max,
+        row.autoscale_window_secs,
+        row.autoscale_headroom,
+    ) {
+        (None, None, None, None) => return Ok(None),
+        (Some(min), Some(max), Some(window), Some(headroom)) => (min, max, window, headroom),
+        _ => return Err("incomplete autoscale"),
+    };
+    let autoscale = Autoscale {
+        min: u32::try_from(min).map_err(|_| "negative autoscale_min")?,
+        max: u32::try_from(max).map_err(|_| "negative autoscale_max")?,
+        window_secs: u64::try_from(window_secs).map_err(|_| "negative autoscale_window_secs")?,
+        headroom,
+    };
+    autoscale.check().map_err(|_| "invalid autoscale")?;
+    Ok(Some(autoscale))
 }
 
 enum Row {
     Running(RunningPrebuild),
     InProgress(InProgressPrebuild),
+    Failed(FailedPrebuild),
 }
 
 /// Classifies a live prebuild by its latest build: a succeeded start is running, an
-/// unfinished job is in progress, anything else (stopped, failed) is neither.
+/// unfinished job is in progress, a failed start is failed (rules §4 "Failed prebuilds",
+/// whatever failed it), anything else (stopped, canceled) is none of them.
 fn to_prebuild(row: &BuildRow, preset_id: Uuid) -> Result<Option<Row>, &'static str> {
     let transition: Transition = row.transition.parse().map_err(|_| "unknown transition")?;
     let status: JobStatus = row.job_status.parse().map_err(|_| "unknown job status")?;
@@ -336,6 +403,13 @@ fn to_prebuild(row: &BuildRow, preset_id: Uuid) -> Result<Option<Row>, &'static 
                 template_version_id: row.template_version_id,
                 created_at: row.workspace_created_at,
                 ready: row.ready,
+            })));
+        }
+        JobStatus::Failed if transition == Transition::Start => {
+            return Ok(Some(Row::Failed(FailedPrebuild {
+                workspace_id: row.workspace_id,
+                preset_id,
+                created_at: row.created_at,
             })));
         }
         JobStatus::Pending => InFlightStatus::Pending,

@@ -2,6 +2,7 @@
 //! preset's plan.
 
 mod apply;
+mod claims;
 mod load;
 
 pub use apply::apply_preset_plan;

@@ -277,6 +277,16 @@ async fn insert_version(
         })
         .execute(conn)
         .await?;
+    // rules §7: the tags its jobs will carry (the columns default to none).
+    if !spec.version.tags.is_empty() || !spec.version.prebuild_tags.is_empty() {
+        diesel::update(template_versions::table.find(version_id))
+            .set((
+                template_versions::provisioner_tags.eq(serde_json::json!(spec.version.tags)),
+                template_versions::prebuild_tags.eq(serde_json::json!(spec.version.prebuild_tags)),
+            ))
+            .execute(conn)
+            .await?;
+    }
     for preset in &spec.presets {
         let preset_id = Uuid::new_v4();
         diesel::insert_into(presets::table)
@@ -290,6 +300,10 @@ async fn insert_version(
                 schedule_lead_secs: preset.schedule_lead_secs,
                 invalidated_at: None,
                 prebuild_status: PrebuildStatus::Healthy,
+                autoscale_min: preset.autoscale.map(|a| a.min),
+                autoscale_max: preset.autoscale.map(|a| a.max),
+                autoscale_window_secs: preset.autoscale.map(|a| a.window_secs),
+                autoscale_headroom: preset.autoscale.map(|a| a.headroom),
             })
             .execute(conn)
             .await?;

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY provisioner_jobs_completed_at_idx;

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY provisioner_jobs_pending_tags_idx;
