@@ -43,9 +43,11 @@ fn json_lines(text: &str) -> Vec<Value> {
 async fn list_commands_print_tables_and_json_lines() {
     let db = TestDatabase::new().await;
     let url = db.url().to_owned();
-    apply(db.pool(), &parse_toml(EXAMPLE).expect("example")).await.expect("apply");
+    apply(db.pool(), &parse_toml(EXAMPLE).expect("example"), chrono::Utc::now())
+        .await
+        .expect("apply");
     for (name, role) in [("olga", UserRole::Owner), ("mia", UserRole::Member)] {
-        create_user(db.pool(), name, role).await.expect("user");
+        create_user(db.pool(), name, role, chrono::Utc::now()).await.expect("user");
         create_token(db.pool(), name, "cli", TimeDelta::days(1), Utc::now()).await.expect("token");
     }
 

@@ -257,7 +257,9 @@ async fn killed_daemons_and_provisioners_lose_no_job_and_the_pool_converges() {
     // before the reconciler is counted.
     {
         let mut conn = db.conn().await;
-        set_reconciliation_paused(&mut conn, true).await.expect("pause reconciliation");
+        set_reconciliation_paused(&mut conn, true, chrono::Utc::now())
+            .await
+            .expect("pause reconciliation");
     }
     let mut restart_args = daemon_args(db.url());
     restart_args.extend(args(&["--log-format", "json"]));
@@ -272,7 +274,9 @@ async fn killed_daemons_and_provisioners_lose_no_job_and_the_pool_converges() {
     let resumed = Instant::now();
     {
         let mut conn = db.conn().await;
-        set_reconciliation_paused(&mut conn, false).await.expect("resume reconciliation");
+        set_reconciliation_paused(&mut conn, false, chrono::Utc::now())
+            .await
+            .expect("resume reconciliation");
     }
     let mut queries: Vec<(String, i64)> = presets
         .iter()

@@ -91,9 +91,14 @@ async fn a_claim_gets_a_connection_while_the_prebuild_loop_is_stuck_on_locks() {
         for name in ["a", "b", "c"] {
             seed::preset(&mut conn, version_id, name, 3).await;
         }
-        poolkeeper::store::auth::create_user(db.pool(), "alice", UserRole::Member)
-            .await
-            .expect("user");
+        poolkeeper::store::auth::create_user(
+            db.pool(),
+            "alice",
+            UserRole::Member,
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("user");
         let (token, _) = poolkeeper::store::auth::create_token(
             db.pool(),
             "alice",

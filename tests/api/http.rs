@@ -742,7 +742,9 @@ async fn the_api_the_metric_and_the_core_agree_on_what_is_ready() {
 
     // The metric, from a reconciler cycle (paused first, so that it only observes).
     let metrics = std::sync::Arc::new(poolkeeper::telemetry::Metrics::new());
-    poolkeeper::store::settings::set_reconciliation_paused(&mut conn, true).await.expect("pause");
+    poolkeeper::store::settings::set_reconciliation_paused(&mut conn, true, chrono::Utc::now())
+        .await
+        .expect("pause");
     let mut reconciler = PrebuildReconciler::new(api.db.pool().clone(), api.db.url(), config, 2)
         .with_metrics(metrics.clone());
     assert_eq!(reconciler.cycle(now).await.expect("cycle"), CycleOutcome::Paused);

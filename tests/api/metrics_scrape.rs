@@ -201,13 +201,13 @@ async fn metrics_follow_the_pools_over_real_http() {
     assert_eq!(limited.get("poolkeeper_jobs", &[("status", "failed")]), None, "live only");
 
     // Paused: the switch shows, the pool series stay current.
-    set_reconciliation_paused(&mut conn, true).await.expect("pause");
+    set_reconciliation_paused(&mut conn, true, chrono::Utc::now()).await.expect("pause");
     let paused_at = t("2025-06-02T09:03:00Z");
     assert_eq!(reconciler.cycle(paused_at).await.expect("cycle"), CycleOutcome::Paused);
     let paused = server.scrape().await;
     assert_eq!(paused.get("poolkeeper_reconciliation_paused", &[]), Some(1.0));
     assert_eq!(paused.preset("poolkeeper_prebuilds_running", "go", "small"), Some(3.0));
-    set_reconciliation_paused(&mut conn, false).await.expect("resume");
+    set_reconciliation_paused(&mut conn, false, chrono::Utc::now()).await.expect("resume");
 
     // A deleted template's series disappear at the next cycle; the others stay.
     diesel::sql_query("UPDATE templates SET deleted = true WHERE name = 'rust'")
@@ -325,9 +325,16 @@ async fn a_claim_that_replaces_resources_is_counted_for_its_preset() {
         .await
         .expect("source");
     // Two admins are notified; the replacement still counts once.
-    create_user(db.pool(), "tina", UserRole::TemplateAdmin).await.expect("admin");
-    create_user(db.pool(), "tom", UserRole::TemplateAdmin).await.expect("admin");
-    let member = create_user(db.pool(), "mo", UserRole::Member).await.expect("member").id;
+    create_user(db.pool(), "tina", UserRole::TemplateAdmin, chrono::Utc::now())
+        .await
+        .expect("admin");
+    create_user(db.pool(), "tom", UserRole::TemplateAdmin, chrono::Utc::now())
+        .await
+        .expect("admin");
+    let member = create_user(db.pool(), "mo", UserRole::Member, chrono::Utc::now())
+        .await
+        .expect("member")
+        .id;
     let metrics = Arc::new(Metrics::new());
     let server = Server::start(HttpState::with_metrics(metrics.clone())).await;
     let mut reconciler = PrebuildReconciler::new(db.pool().clone(), db.url(), CONFIG, 2)

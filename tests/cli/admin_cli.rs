@@ -131,7 +131,7 @@ async fn quiet_hours_and_suspension_reach_the_rules() {
 async fn a_revoked_token_stops_working_at_once() {
     let db = TestDatabase::new().await;
     let url = db.url().to_owned();
-    create_user(db.pool(), "ada", UserRole::Member).await.expect("user");
+    create_user(db.pool(), "ada", UserRole::Member, chrono::Utc::now()).await.expect("user");
     let (secret, _) = create_token(db.pool(), "ada", "laptop", TimeDelta::days(1), Utc::now())
         .await
         .expect("token");

@@ -43,7 +43,7 @@ async fn a_pool_fills_settles_rolls_over_and_pauses() {
     seed::complete_pending_jobs(&mut conn, now).await;
     assert_eq!(seed::count(&mut conn, LIVE_PREBUILDS).await, 3);
 
-    set_reconciliation_paused(&mut conn, true).await.expect("pause");
+    set_reconciliation_paused(&mut conn, true, chrono::Utc::now()).await.expect("pause");
     seed::version(&mut conn, template_id, "v3").await;
     assert_eq!(daemon.cycle(now).await.expect("cycle"), CycleOutcome::Paused);
     let pending = "SELECT count(*) AS n FROM provisioner_jobs WHERE status = 'pending'";

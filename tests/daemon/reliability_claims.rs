@@ -33,7 +33,9 @@ const CLAIMS: usize = 200;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_claims_on_fifty_prebuilds() {
     let db = TestDatabase::new().await;
-    apply(db.pool(), &parse_toml(EXAMPLE).expect("example")).await.expect("apply example");
+    apply(db.pool(), &parse_toml(EXAMPLE).expect("example"), chrono::Utc::now())
+        .await
+        .expect("apply example");
     let mut conn = db.conn().await;
     let (preset_id, version_id, template_id): (Uuid, Uuid, Uuid) = presets::table
         .inner_join(
@@ -55,7 +57,8 @@ async fn two_hundred_concurrent_claims_on_fifty_prebuilds() {
     let users: Vec<(Uuid, String)> = futures_util::stream::iter(0..CLAIMS)
         .map(|i| async move {
             let name = format!("user{i}");
-            let user = create_user(pool, &name, UserRole::Member).await.expect("user");
+            let user =
+                create_user(pool, &name, UserRole::Member, chrono::Utc::now()).await.expect("user");
             let (token, _) = create_token(pool, &name, "storm", TimeDelta::days(1), Utc::now())
                 .await
                 .expect("token");

@@ -133,3 +133,27 @@ fn only_the_store_and_db_build_queries() {
     assert!(checked > 20, "only {checked} files outside the store were read");
     assert!(offences.is_empty(), "queries outside the store:\n{}", offences.join("\n"));
 }
+
+/// The store takes `now` from its caller, like the core: it never reads the clock itself, so
+/// a test (or a replay) decides what time it is.
+#[test]
+fn the_store_reads_no_clock() {
+    let store = Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/src/store");
+    let mut files = Vec::new();
+    rust_files(&store, &mut files);
+    assert!(files.len() > 10, "only {} store files were read", files.len());
+    let offences: Vec<String> = files
+        .iter()
+        .flat_map(|file| {
+            let text = std::fs::read_to_string(file).expect("read store source");
+            text.lines()
+                .enumerate()
+                .filter(|(_, line)| {
+                    line.contains("Utc::now()") && !line.trim_start().starts_with("//")
+                })
+                .map(|(number, _)| format!("{}:{}", file.display(), number + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(offences.is_empty(), "the store reads the clock:\n{}", offences.join("\n"));
+}

@@ -15,7 +15,7 @@ use poolkeeper_tests::seed::t;
 async fn a_tokens_last_use_is_written_at_most_once_a_minute() {
     let db = TestDatabase::new().await;
     let start = t("2025-06-02T09:00:00Z");
-    create_user(db.pool(), "alice", UserRole::Member).await.expect("user");
+    create_user(db.pool(), "alice", UserRole::Member, chrono::Utc::now()).await.expect("user");
     let (secret, _) =
         create_token(db.pool(), "alice", "cli", TimeDelta::days(1), start).await.expect("token");
     let last_used = || async {

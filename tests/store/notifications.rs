@@ -180,9 +180,12 @@ async fn reconcile(db: &TestDatabase, at: DateTime<Utc>) {
 async fn hard_limit_notifies_template_admins_once_per_episode() {
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
-    let admin = create_user(db.pool(), "tina", UserRole::TemplateAdmin).await.expect("admin").id;
-    create_user(db.pool(), "olga", UserRole::Owner).await.expect("owner");
-    create_user(db.pool(), "mo", UserRole::Member).await.expect("member");
+    let admin = create_user(db.pool(), "tina", UserRole::TemplateAdmin, chrono::Utc::now())
+        .await
+        .expect("admin")
+        .id;
+    create_user(db.pool(), "olga", UserRole::Owner, chrono::Utc::now()).await.expect("owner");
+    create_user(db.pool(), "mo", UserRole::Member, chrono::Utc::now()).await.expect("member");
     let (template_id, version_id) = seed::template(&mut conn, "go").await;
     let preset_id = seed::preset(&mut conn, version_id, "small", 1).await;
     for minute in 0..3 {
@@ -254,8 +257,14 @@ async fn a_claim_that_replaces_resources_notifies_template_admins_once() {
         .execute(&mut conn)
         .await
         .expect("source");
-    let admin = create_user(db.pool(), "tina", UserRole::TemplateAdmin).await.expect("admin").id;
-    let member = create_user(db.pool(), "mo", UserRole::Member).await.expect("member").id;
+    let admin = create_user(db.pool(), "tina", UserRole::TemplateAdmin, chrono::Utc::now())
+        .await
+        .expect("admin")
+        .id;
+    let member = create_user(db.pool(), "mo", UserRole::Member, chrono::Utc::now())
+        .await
+        .expect("member")
+        .id;
     reconcile(&db, Utc::now()).await;
     let (job, result) = run_next_job(&mut conn).await;
     complete_job(&mut conn, job, "w1", &result, Utc::now()).await.expect("complete").expect("mine");
@@ -366,8 +375,14 @@ async fn terraform_replacements_on_claim_are_detected_from_the_state() {
         .execute(&mut conn)
         .await
         .expect("terraform version");
-    let admin = create_user(db.pool(), "tina", UserRole::TemplateAdmin).await.expect("admin").id;
-    let member = create_user(db.pool(), "mo", UserRole::Member).await.expect("member").id;
+    let admin = create_user(db.pool(), "tina", UserRole::TemplateAdmin, chrono::Utc::now())
+        .await
+        .expect("admin")
+        .id;
+    let member = create_user(db.pool(), "mo", UserRole::Member, chrono::Utc::now())
+        .await
+        .expect("member")
+        .id;
 
     reconcile(&db, Utc::now()).await;
     let prebuilt = run_with(&mut conn, &backends).await;

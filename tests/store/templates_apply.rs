@@ -121,9 +121,9 @@ fn json_is_accepted_too() {
 async fn apply_is_idempotent_and_a_change_makes_a_new_active_version() {
     let db = TestDatabase::new().await;
     let spec = parse_toml(EXAMPLE).expect("valid example");
-    let first = apply(db.pool(), &spec).await.expect("first apply");
+    let first = apply(db.pool(), &spec, chrono::Utc::now()).await.expect("first apply");
     assert!(first.template_created && first.version_created);
-    let second = apply(db.pool(), &spec).await.expect("second apply");
+    let second = apply(db.pool(), &spec, chrono::Utc::now()).await.expect("second apply");
     assert!(second.is_noop(), "{second:?}");
     assert_eq!(second.active_version_id, first.active_version_id);
 
@@ -136,11 +136,11 @@ async fn apply_is_idempotent_and_a_change_makes_a_new_active_version() {
     // Changing a preset without renaming the version is refused, naming the field.
     let changed = EXAMPLE.replace("instances = 2", "instances = 3");
     let spec2 = parse_toml(&changed).expect("valid");
-    let err = apply(db.pool(), &spec2).await.expect_err("same version name");
+    let err = apply(db.pool(), &spec2, chrono::Utc::now()).await.expect_err("same version name");
     assert!(err.to_string().starts_with("version.name:"), "{err}");
 
     let spec3 = parse_toml(&changed.replace("name = \"v1\"", "name = \"v2\"")).expect("valid");
-    let third = apply(db.pool(), &spec3).await.expect("third apply");
+    let third = apply(db.pool(), &spec3, chrono::Utc::now()).await.expect("third apply");
     assert!(third.version_created && !third.template_created);
     assert_ne!(third.active_version_id, first.active_version_id);
     let active: Option<uuid::Uuid> = templates::table
@@ -164,10 +164,10 @@ async fn apply_is_idempotent_and_a_change_makes_a_new_active_version() {
             .replace("failure_ttl_secs = 3600", "failure_ttl_secs = 60"),
     )
     .expect("valid");
-    let fourth = apply(db.pool(), &spec4).await.expect("fourth apply");
+    let fourth = apply(db.pool(), &spec4, chrono::Utc::now()).await.expect("fourth apply");
     assert!(fourth.template_updated && !fourth.version_created, "{fourth:?}");
     // Re-applying the first file rolls back to v1 without a new version.
-    let back = apply(db.pool(), &spec).await.expect("roll back");
+    let back = apply(db.pool(), &spec, chrono::Utc::now()).await.expect("roll back");
     assert_eq!(back.active_version_id, first.active_version_id);
     assert!(back.template_updated && !back.version_created, "{back:?}");
 }
@@ -222,7 +222,7 @@ async fn autoscale_is_stored_and_loaded() {
     )
     .expect("valid without autoscale");
     assert!(plain.presets.iter().all(|p| p.autoscale.is_none()));
-    apply(db.pool(), &spec).await.expect("apply");
+    apply(db.pool(), &spec, chrono::Utc::now()).await.expect("apply");
     let mut conn = db.conn().await;
     let now = chrono::Utc::now();
     let loaded = poolkeeper::store::prebuilds::load_prebuild_snapshot(
@@ -272,7 +272,7 @@ provisioner = "simulated"
     assert_ne!(plain.content_hash(), tagged.content_hash());
     assert!(plain.version.tags.is_empty() && plain.version.prebuild_tags.is_empty());
     let db = TestDatabase::new().await;
-    apply(db.pool(), &tagged).await.expect("apply");
+    apply(db.pool(), &tagged, chrono::Utc::now()).await.expect("apply");
     let mut conn = db.conn().await;
     let (tags, prebuild_tags): (serde_json::Value, serde_json::Value) = template_versions::table
         .select((template_versions::provisioner_tags, template_versions::prebuild_tags))

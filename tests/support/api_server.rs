@@ -33,7 +33,9 @@ pub struct TestApi {
 impl TestApi {
     pub async fn start() -> TestApi {
         let db = TestDatabase::new().await;
-        apply(db.pool(), &parse_toml(EXAMPLE).expect("example")).await.expect("apply");
+        apply(db.pool(), &parse_toml(EXAMPLE).expect("example"), chrono::Utc::now())
+            .await
+            .expect("apply");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let metrics = Arc::new(Metrics::new());
@@ -50,7 +52,8 @@ impl TestApi {
 
     /// A user of `role` and a bearer token for it.
     pub async fn user(&self, username: &str, role: UserRole) -> (Uuid, String) {
-        let user = create_user(self.db.pool(), username, role).await.expect("user");
+        let user =
+            create_user(self.db.pool(), username, role, chrono::Utc::now()).await.expect("user");
         let (token, _) =
             create_token(self.db.pool(), username, "test", TimeDelta::days(1), Utc::now())
                 .await

@@ -60,7 +60,13 @@ pub async fn put_settings(
         return Err(ApiError::forbidden("only owners may pause or resume prebuilds"));
     }
     let mut conn = state.pool.get().await.map_err(StoreError::from)?;
-    set_reconciliation_paused_by(&mut conn, body.reconciliation_paused, &caller.actor()).await?;
+    set_reconciliation_paused_by(
+        &mut conn,
+        body.reconciliation_paused,
+        &caller.actor(),
+        chrono::Utc::now(),
+    )
+    .await?;
     tracing::info!(user = %caller.0.username, paused = body.reconciliation_paused, "prebuild reconciliation switched");
     Ok(Json(body))
 }

@@ -96,7 +96,7 @@ pub async fn put(
     place(&mut value, &organization, &name)?;
     // Parse, then apply: the whole file is validated before the store sees it.
     let spec = from_value(value)?;
-    Ok(Json(apply_by(&state.pool, &spec, &caller.actor()).await?))
+    Ok(Json(apply_by(&state.pool, &spec, &caller.actor(), chrono::Utc::now()).await?))
 }
 
 /// The path names the template: the body may repeat it, but not contradict it.

@@ -95,8 +95,12 @@ async fn execute(
     };
     let mut conn = pool.get().await?;
     match command {
-        PrebuildsCommand::Pause => set_reconciliation_paused(&mut conn, true).await?,
-        PrebuildsCommand::Resume => set_reconciliation_paused(&mut conn, false).await?,
+        PrebuildsCommand::Pause => {
+            set_reconciliation_paused(&mut conn, true, chrono::Utc::now()).await?
+        }
+        PrebuildsCommand::Resume => {
+            set_reconciliation_paused(&mut conn, false, chrono::Utc::now()).await?
+        }
         PrebuildsCommand::Status(_) => {}
     }
     Ok((reconciliation_paused(&mut conn).await?, pools))

@@ -149,7 +149,7 @@ fn apply_file(url: &str, args: &ApplyArgs) -> ExitCode {
     };
     let applied = super::on_database(
         url,
-        async |pool| apply(pool, &spec).await,
+        async |pool| apply(pool, &spec, chrono::Utc::now()).await,
         |err| match err {
             ApplyError::Invalid(err) => Some(format!("{}: {err}", args.file.display())),
             _ => None,

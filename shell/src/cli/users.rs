@@ -85,7 +85,7 @@ pub fn users(args: &UsersArgs) -> ExitCode {
     let done = match &args.command {
         UsersCommand::Create(create) => super::on_database(
             url,
-            async |pool| create_user(pool, &create.username, create.role).await,
+            async |pool| create_user(pool, &create.username, create.role, chrono::Utc::now()).await,
             invalid,
         )
         .map(|user| {

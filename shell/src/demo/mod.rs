@@ -188,7 +188,9 @@ fn counts(progress: &Progress, template_id: Uuid) -> String {
 /// new pools are full and the old ones gone. Returns the demo user's name.
 pub async fn scenario(pool: &DbPool, config: &DemoConfig) -> anyhow::Result<String> {
     let spec = example_spec(config)?;
-    let outcome = apply(pool, &spec).await.context("applying the example templates file")?;
+    let outcome = apply(pool, &spec, chrono::Utc::now())
+        .await
+        .context("applying the example templates file")?;
     let template_id = outcome.template_id;
     println!(
         "templates: {}/{} version {} applied ({outcome})",
@@ -203,7 +205,7 @@ pub async fn scenario(pool: &DbPool, config: &DemoConfig) -> anyhow::Result<Stri
     println!("pools: {} {} full: {}", spec.name, spec.version.name, counts(&full, template_id));
 
     let username = format!("demo{}", config.run_tag);
-    let user = create_user(pool, &username, UserRole::Member)
+    let user = create_user(pool, &username, UserRole::Member, chrono::Utc::now())
         .await
         .with_context(|| format!("creating the demo user {username:?}"))?;
     println!("claim: demo user {username} created");
@@ -267,7 +269,9 @@ pub async fn scenario(pool: &DbPool, config: &DemoConfig) -> anyhow::Result<Stri
     }
 
     let next = next_version(&spec, config);
-    let rolled = apply(pool, &next).await.context("rolling out the new template version")?;
+    let rolled = apply(pool, &next, chrono::Utc::now())
+        .await
+        .context("rolling out the new template version")?;
     println!(
         "rollout: {}/{} version {} is now active ({rolled}); replacing the {} pools",
         next.organization, next.name, next.version.name, spec.version.name

@@ -54,7 +54,7 @@ pub async fn complete_job(
     let completion = finish(conn, job_id, worker_id, result, now).await?;
     if completion.is_none() {
         let (outcome, state) = late_outcome(result);
-        let late = record_late_result(conn, job_id, worker_id, &outcome, state).await?;
+        let late = record_late_result(conn, job_id, worker_id, &outcome, state, now).await?;
         tracing::warn!(%job_id, worker_id, ?late, outcome,
             "the build finished after its job was ended by the reaper");
     }

@@ -250,7 +250,8 @@ async fn load_with_retry(
         if !err.is_transient() {
             tracing::error!(error = %err, label = err.label(), "the job cannot run; failing it");
             let mut conn = pool.get().await?;
-            crate::store::jobs::fail_unrunnable(&mut conn, job_id, worker, &err.to_string())
+            let error = err.to_string();
+            crate::store::jobs::fail_unrunnable(&mut conn, job_id, worker, &error, Utc::now())
                 .await?;
             return Ok(None);
         }

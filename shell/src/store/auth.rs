@@ -62,8 +62,13 @@ pub async fn find_user(pool: &DbPool, username: &str) -> Result<Option<User>, Au
 }
 
 /// Creates an active, non-system user (audited as done from the command line).
-pub async fn create_user(pool: &DbPool, username: &str, role: UserRole) -> Result<User, AuthError> {
-    create_user_by(pool, username, role, &Actor::cli()).await
+pub async fn create_user(
+    pool: &DbPool,
+    username: &str,
+    role: UserRole,
+    now: DateTime<Utc>,
+) -> Result<User, AuthError> {
+    create_user_by(pool, username, role, &Actor::cli(), now).await
 }
 
 /// [`create_user`] on behalf of `actor`, with its audit entry in the same transaction.
@@ -72,6 +77,7 @@ pub async fn create_user_by(
     username: &str,
     role: UserRole,
     actor: &Actor,
+    now: DateTime<Utc>,
 ) -> Result<User, AuthError> {
     if username.trim().is_empty() {
         return Err(AuthError::Invalid("username: must not be empty".to_owned()));
@@ -104,7 +110,7 @@ pub async fn create_user_by(
             resource_id: Some(user.id),
             diff: serde_json::json!({ "new": { "username": user.username, "role": user.role } }),
         };
-        audit::record(conn, Utc::now(), actor, change).await?;
+        audit::record(conn, now, actor, change).await?;
         Ok(user)
     })
     .await

@@ -156,6 +156,7 @@ pub async fn fail_unrunnable(
     job_id: Uuid,
     worker_id: &str,
     error: &str,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<bool, diesel::result::Error> {
     let (worker_id, error) = (worker_id.to_owned(), error.to_owned());
     conn.transaction(async move |conn| {
@@ -182,7 +183,7 @@ pub async fn fail_unrunnable(
             resource_id: Some(job_id),
             diff: serde_json::json!({ "job_id": job_id, "worker_id": worker_id, "error": error }),
         };
-        audit::record(conn, chrono::Utc::now(), &Actor::system("provisioner"), change).await?;
+        audit::record(conn, now, &Actor::system("provisioner"), change).await?;
         Ok(true)
     })
     .await
@@ -232,6 +233,7 @@ pub async fn record_late_result(
     worker_id: &str,
     outcome: &str,
     state: Option<&[u8]>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<LateResult, diesel::result::Error> {
     let (worker_id, outcome) = (worker_id.to_owned(), outcome.to_owned());
     let state = state.map(<[u8]>::to_vec);
@@ -277,7 +279,7 @@ pub async fn record_late_result(
                 "state_saved": save,
             }),
         };
-        audit::record(conn, chrono::Utc::now(), &Actor::system("provisioner"), change).await?;
+        audit::record(conn, now, &Actor::system("provisioner"), change).await?;
         Ok(if save { LateResult::StateSaved } else { LateResult::Noted })
     })
     .await

@@ -1,6 +1,6 @@
 //! The `settings` table: the reconciler's pause switch.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
@@ -28,8 +28,9 @@ pub async fn reconciliation_paused(
 pub async fn set_reconciliation_paused(
     conn: &mut diesel_async::AsyncPgConnection,
     paused: bool,
+    now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    set_reconciliation_paused_by(conn, paused, &Actor::cli()).await
+    set_reconciliation_paused_by(conn, paused, &Actor::cli(), now).await
 }
 
 /// [`set_reconciliation_paused`] on behalf of `actor`, with its audit entry in the same
@@ -38,6 +39,7 @@ pub async fn set_reconciliation_paused_by(
     conn: &mut diesel_async::AsyncPgConnection,
     paused: bool,
     actor: &Actor,
+    now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     conn.transaction::<_, StoreError, _>(async |conn| {
         let old = reconciliation_paused(conn).await?;
@@ -60,7 +62,7 @@ pub async fn set_reconciliation_paused_by(
                     "new": paused,
                 }),
             };
-            audit::record(conn, Utc::now(), actor, change).await?;
+            audit::record(conn, now, actor, change).await?;
         }
         Ok(())
     })

@@ -1,7 +1,7 @@
 //! `templates apply`: write a validated [`TemplateSpec`] in one transaction. An unchanged
 //! file is a no-op; a changed version or preset set becomes a new, active version.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -80,8 +80,12 @@ impl std::fmt::Display for ApplyOutcome {
 
 /// Writes `spec` in one transaction (DESIGN "Principles": validated before, so nothing
 /// half-valid is ever written), audited as done from the command line.
-pub async fn apply(pool: &DbPool, spec: &TemplateSpec) -> Result<ApplyOutcome, ApplyError> {
-    apply_by(pool, spec, &Actor::cli()).await
+pub async fn apply(
+    pool: &DbPool,
+    spec: &TemplateSpec,
+    now: DateTime<Utc>,
+) -> Result<ApplyOutcome, ApplyError> {
+    apply_by(pool, spec, &Actor::cli(), now).await
 }
 
 /// [`apply`] on behalf of `actor`; a change (not a no-op) is audited in the same transaction.
@@ -89,11 +93,12 @@ pub async fn apply_by(
     pool: &DbPool,
     spec: &TemplateSpec,
     actor: &Actor,
+    now: DateTime<Utc>,
 ) -> Result<ApplyOutcome, ApplyError> {
     let mut conn = pool.get().await.map_err(StoreError::from)?;
     let outcome = conn
         .transaction::<_, ApplyError, _>(async |conn| {
-            let outcome = apply_in(conn, spec).await?;
+            let outcome = apply_in(conn, spec, now).await?;
             if !outcome.is_noop() {
                 let change = Change {
                     action: "template_apply",
@@ -106,7 +111,7 @@ pub async fn apply_by(
                         "outcome": outcome,
                     }),
                 };
-                audit::record(conn, Utc::now(), actor, change).await?;
+                audit::record(conn, now, actor, change).await?;
             }
             Ok(outcome)
         })
@@ -123,6 +128,7 @@ pub async fn apply_by(
 async fn apply_in(
     conn: &mut diesel_async::AsyncPgConnection,
     spec: &TemplateSpec,
+    now: DateTime<Utc>,
 ) -> Result<ApplyOutcome, ApplyError> {
     let organization_id: Uuid = organizations::table
         .filter(organizations::name.eq(&spec.organization))
@@ -205,7 +211,7 @@ async fn apply_in(
         !template_created && (version_created || reactivated || options_differ(&existing, &row));
     if template_created || template_updated || existing.deleted {
         diesel::update(templates::table.find(existing.id))
-            .set((&row, templates::deleted.eq(false), templates::updated_at.eq(Utc::now())))
+            .set((&row, templates::deleted.eq(false), templates::updated_at.eq(now)))
             .execute(conn)
             .await?;
     }
