@@ -1,5 +1,5 @@
 //! `GET /api/v1/workspaces` and `workspaces list`: live workspaces a page at a time, each
-//! with its latest build, in one query (`workspace_page.sql`) whatever the page size.
+//! with its latest build, in one query (`sql/workspace_page.sql`) whatever the page size.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -14,7 +14,7 @@ use crate::db::models::{Workspace, WorkspaceBuild};
 use crate::db::schema::workspaces;
 use crate::db::DbPool;
 
-const PAGE_SQL: &str = include_str!("workspace_page.sql");
+const PAGE_SQL: &str = include_str!("sql/workspace_page.sql");
 
 /// Which page: whose workspaces, after which one, how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
