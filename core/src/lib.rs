@@ -16,4 +16,10 @@ pub mod schedule;
 mod serde_util;
 pub mod tags;
 
+/// The unit tests' one way to write an instant: `t("2025-06-02T09:00:00Z")`.
+#[cfg(test)]
+pub(crate) fn t(text: &str) -> chrono::DateTime<chrono::Utc> {
+    text.parse().expect("test instant")
+}
+
 pub use replay::{parse_replay, run_replay, ReplayError, ReplayInput, ReplayOutput};

@@ -75,9 +75,7 @@ pub fn purgeable_builds(builds: &[BuildHistory], cutoff: DateTime<Utc>) -> Vec<u
 mod tests {
     use super::*;
 
-    fn t(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).expect("test instant").with_timezone(&Utc)
-    }
+    use crate::t;
 
     fn build(n: u32, transition: Transition, finished: Option<&str>) -> BuildHistory {
         BuildHistory {

@@ -8,7 +8,7 @@ use poolkeeper_tests::provisioner_seed as seed;
 
 use std::process::ExitCode;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
 use cli::poolkeeper;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -24,9 +24,7 @@ use poolkeeper::store::tokens::list_tokens;
 use poolkeeper_core::lifecycle::OwnerStatus;
 use seed::TemplateSpec;
 
-fn t(text: &str) -> DateTime<Utc> {
-    text.parse().expect("RFC 3339")
-}
+use poolkeeper_tests::seed::t;
 
 async fn audited(db: &TestDatabase, action: &str) -> Vec<String> {
     let mut conn = db.conn().await;

@@ -29,9 +29,7 @@ fn monday_nine() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 6, 2, 9, 0, 0).single().expect("valid instant")
 }
 
-fn t(text: &str) -> DateTime<Utc> {
-    text.parse().expect("RFC 3339")
-}
+use poolkeeper_tests::seed::t;
 
 async fn build_row(conn: &mut AsyncPgConnection, id: Uuid) -> WorkspaceBuild {
     workspace_builds::table

@@ -30,9 +30,7 @@ const VERSIONS: [Uuid; 2] = [Uuid::from_u128(0xA1), Uuid::from_u128(0xA2)];
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
 
-fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).expect("valid instant").with_timezone(&Utc)
-}
+use poolkeeper_tests::seed::t as at;
 
 fn minutes(n: i64) -> TimeDelta {
     TimeDelta::minutes(n)

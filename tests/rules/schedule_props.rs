@@ -53,9 +53,7 @@ const WEEKDAYS: [Weekday; 7] = [
     Weekday::Sat,
 ];
 
-fn t(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).expect("valid instant").with_timezone(&Utc)
-}
+use poolkeeper_tests::seed::t;
 
 /// A random instant with sub-second precision, over 2024–2026.
 fn instant() -> impl Strategy<Value = DateTime<Utc>> {

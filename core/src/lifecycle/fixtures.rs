@@ -1,6 +1,5 @@
 //! Test fixtures: a plain running workspace to modify case by case.
 
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{AutomaticUpdates, LatestBuild, OwnerStatus, Template, Workspace};
@@ -13,9 +12,7 @@ pub const ACTIVE_VERSION: Uuid = Uuid::from_u128(0xA2);
 /// Weekdays at 09:30 Berlin time (07:30Z in summer).
 pub const BERLIN_WEEKDAYS: &str = "CRON_TZ=Europe/Berlin 30 9 * * 1-5";
 
-pub fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).expect("test instant").with_timezone(&Utc)
-}
+pub(crate) use crate::t as at;
 
 /// An active owner's running workspace on an old template version: its start build succeeded
 /// on Monday 2025-06-02 at 08:00Z, no deadline, no schedule, every template option off.

@@ -229,9 +229,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::prebuilds::{PresetStatus, ReconcilerConfig};
 
-    pub fn t(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).expect("test instant").with_timezone(&Utc)
-    }
+    pub(crate) use crate::t;
 
     pub fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)

@@ -94,9 +94,7 @@ pub fn bump_activity(input: &ActivityReport) -> ActivityResult {
 mod tests {
     use super::*;
 
-    fn t(text: &str) -> DateTime<Utc> {
-        text.parse().expect("RFC 3339")
-    }
+    use crate::t;
 
     /// Activity at `at` on a started workspace with deadline `deadline`, a 1 h bump and an
     /// 8 h TTL.

@@ -63,9 +63,7 @@ mod tests {
     use super::*;
     use crate::schedule::DayName;
 
-    fn t(text: &str) -> DateTime<Utc> {
-        text.parse().expect("RFC 3339")
-    }
+    use crate::t;
 
     fn days(days: &[DayName]) -> WeekdaySet {
         WeekdaySet::from_days(days)

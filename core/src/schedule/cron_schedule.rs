@@ -146,9 +146,7 @@ fn bits_from(bits: u64, from: u32) -> impl Iterator<Item = u32> {
 mod tests {
     use super::*;
 
-    fn t(text: &str) -> DateTime<Utc> {
-        text.parse().expect("RFC 3339")
-    }
+    use crate::t;
 
     fn next(schedule: &str, after: &str) -> Option<DateTime<Utc>> {
         CronSchedule::parse(schedule).expect("valid").next_after(t(after))

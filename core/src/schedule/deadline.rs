@@ -246,9 +246,7 @@ mod tests {
     use super::*;
     use crate::schedule::DayName::{self, *};
 
-    fn t(text: &str) -> DateTime<Utc> {
-        text.parse().expect("RFC 3339")
-    }
+    use crate::t;
 
     /// A completion at `completed` with an 8 h workspace TTL and nothing else.
     fn inputs(completed: &str) -> DeadlineInputs<'static> {

@@ -263,9 +263,7 @@ fn longest_month(month: u32) -> u32 {
 mod tests {
     use super::*;
 
-    fn t(text: &str) -> DateTime<Utc> {
-        text.parse().expect("RFC 3339")
-    }
+    use crate::t;
 
     fn windows(zone: &str, crons: &[&str]) -> PrebuildWindows {
         PrebuildWindows::validate(zone, crons.iter().copied())
