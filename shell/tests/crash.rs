@@ -66,27 +66,23 @@ fn ready_prebuilds(preset: Option<Uuid>) -> String {
 }
 
 fn daemon_args(url: &str) -> Vec<String> {
-    args(&[
-        "run",
-        "--database-url",
+    common::daemon_args(
         url,
-        "--listen",
-        &free_addr().to_string(),
-        "--prebuild-interval",
+        free_addr(),
         "1",
-        "--lifecycle-interval",
-        "1",
-        "--max-retry-delay",
-        "1",
-        "--backoff-interval",
-        "1",
-        "--backoff-lookback",
-        "2",
-        "--failure-hard-limit",
-        "0",
-        "--job-heartbeat-timeout",
-        "2",
-    ])
+        &[
+            "--max-retry-delay",
+            "1",
+            "--backoff-interval",
+            "1",
+            "--backoff-lookback",
+            "2",
+            "--failure-hard-limit",
+            "0",
+            "--job-heartbeat-timeout",
+            "2",
+        ],
+    )
 }
 
 fn provisioner_args(url: &str, seed: u64) -> Vec<String> {

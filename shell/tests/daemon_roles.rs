@@ -12,7 +12,7 @@ mod webhook_receiver;
 
 use std::time::Duration;
 
-use common::{args, free_addr, wait_http, wait_until, Proc};
+use common::{free_addr, wait_http, wait_until, Proc};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use poolkeeper::db::enums::UserRole;
 use poolkeeper::db::test_db::TestDatabase;
@@ -36,21 +36,12 @@ async fn every_role_connects_under_its_own_name() {
     let listen = free_addr();
     let mut daemon = Proc::spawn(
         "daemon",
-        &args(&[
-            "run",
-            "--database-url",
+        &common::daemon_args(
             db.url(),
-            "--listen",
-            &listen.to_string(),
-            "--provisioner",
-            "simulated",
-            "--prebuild-interval",
+            listen,
             "1",
-            "--lifecycle-interval",
-            "1",
-            "--lock-timeout",
-            "7",
-        ]),
+            &["--provisioner", "simulated", "--lock-timeout", "7"],
+        ),
     );
     wait_http(listen, "/readyz", 200, LONG).await;
     let ready = "SELECT count(*) AS n FROM workspaces w JOIN workspace_builds b
@@ -118,21 +109,7 @@ async fn a_claim_gets_a_connection_while_the_prebuild_loop_is_stuck_on_locks() {
     let listen = free_addr();
     let mut daemon = Proc::spawn(
         "daemon",
-        &args(&[
-            "run",
-            "--database-url",
-            db.url(),
-            "--listen",
-            &listen.to_string(),
-            "--prebuild-interval",
-            "1",
-            "--lifecycle-interval",
-            "1",
-            "--pool-size",
-            "4",
-            "--lock-timeout",
-            "120",
-        ]),
+        &common::daemon_args(db.url(), listen, "1", &["--pool-size", "4", "--lock-timeout", "120"]),
     );
     wait_http(listen, "/readyz", 200, LONG).await;
     let stuck = "SELECT count(*) AS n FROM pg_stat_activity
@@ -180,19 +157,19 @@ async fn the_daemon_delivers_notifications_from_its_own_task_and_pool() {
     let hook = receiver.url();
     let mut daemon = Proc::spawn(
         "daemon",
-        &args(&[
-            "run",
-            "--database-url",
+        &common::daemon_args(
             db.url(),
-            "--listen",
-            &listen.to_string(),
-            "--notifications-webhook-url",
-            &hook,
-            "--notifications-webhook-secret",
-            "daemon-secret",
-            "--notifications-interval",
-            "200ms",
-        ]),
+            listen,
+            "1",
+            &[
+                "--notifications-webhook-url",
+                &hook,
+                "--notifications-webhook-secret",
+                "daemon-secret",
+                "--notifications-interval",
+                "200ms",
+            ],
+        ),
     );
     wait_http(listen, "/readyz", 200, LONG).await;
     let id = uuid::Uuid::new_v4();

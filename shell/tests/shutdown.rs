@@ -45,23 +45,12 @@ async fn count(pool: &DbPool, sql: &str) -> i64 {
 }
 
 fn daemon_args(url: &str, listen: std::net::SocketAddr, interval: &str) -> Vec<String> {
-    args(&[
-        "run",
-        "--database-url",
+    common::daemon_args(
         url,
-        "--listen",
-        &listen.to_string(),
-        "--prebuild-interval",
+        listen,
         interval,
-        "--lifecycle-interval",
-        interval,
-        "--max-retry-delay",
-        "1",
-        "--backoff-interval",
-        "1",
-        "--job-heartbeat-timeout",
-        "3",
-    ])
+        &["--max-retry-delay", "1", "--backoff-interval", "1", "--job-heartbeat-timeout", "3"],
+    )
 }
 
 fn provisioner_args(url: &str) -> Vec<String> {

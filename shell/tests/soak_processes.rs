@@ -66,29 +66,25 @@ fn ready(preset: Uuid) -> String {
 }
 
 fn replica_args(url: &str) -> Vec<String> {
-    args(&[
-        "run",
-        "--database-url",
+    common::daemon_args(
         url,
-        "--listen",
-        &free_addr().to_string(),
-        "--prebuild-interval",
+        free_addr(),
         "1",
-        "--lifecycle-interval",
-        "1",
-        "--max-retry-delay",
-        "1",
-        "--backoff-interval",
-        "1",
-        "--backoff-lookback",
-        "5",
-        "--failure-hard-limit",
-        "8",
-        "--job-heartbeat-timeout",
-        "5",
-        "--pool-size",
-        "4",
-    ])
+        &[
+            "--max-retry-delay",
+            "1",
+            "--backoff-interval",
+            "1",
+            "--backoff-lookback",
+            "5",
+            "--failure-hard-limit",
+            "8",
+            "--job-heartbeat-timeout",
+            "5",
+            "--pool-size",
+            "4",
+        ],
+    )
 }
 
 fn worker_args(url: &str, seed: u64) -> Vec<String> {

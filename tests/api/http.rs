@@ -2,20 +2,15 @@
 //! database of its own per test.
 
 use crate::api_server;
+use poolkeeper_tests::seed;
 
 use api_server::TestApi as Api;
 use chrono::{TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use poolkeeper::db::enums::{AgentLifecycle, JobStatus, Transition, UserRole};
-use poolkeeper::db::enums::{AutomaticUpdates, BuildReason};
-use poolkeeper::db::models::{
-    NewProvisionerJob, NewWorkspace, NewWorkspaceAgent, NewWorkspaceBuild,
-};
-use poolkeeper::db::schema::{
-    presets, provisioner_jobs, templates, workspace_agents, workspace_builds, workspaces,
-};
-use poolkeeper::db::{DEFAULT_ORGANIZATION_ID, PREBUILDS_USER_ID};
+use poolkeeper::db::enums::{BuildReason, JobStatus, UserRole};
+use poolkeeper::db::schema::{presets, templates, workspace_builds, workspaces};
+use poolkeeper::db::PREBUILDS_USER_ID;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -51,78 +46,8 @@ impl Api {
             .await
             .expect("preset");
         let created = Utc::now() - TimeDelta::seconds(age_secs);
-        let workspace_id = Uuid::new_v4();
-        let job_id = Uuid::new_v4();
-        let build_id = Uuid::new_v4();
-        diesel::insert_into(workspaces::table)
-            .values(NewWorkspace {
-                id: workspace_id,
-                organization_id: DEFAULT_ORGANIZATION_ID,
-                owner_id: PREBUILDS_USER_ID,
-                template_id,
-                name: format!("prebuild-{}", workspace_id.simple()),
-                autostart_schedule: None,
-                ttl_secs: 0,
-                next_start_at: None,
-                automatic_updates: AutomaticUpdates::Never,
-                last_used_at: Some(created),
-                created_at: Some(created),
-            })
-            .execute(&mut conn)
-            .await
-            .expect("workspace");
-        diesel::insert_into(provisioner_jobs::table)
-            .values(NewProvisionerJob {
-                id: job_id,
-                organization_id: DEFAULT_ORGANIZATION_ID,
-                input: json!({}),
-                for_prebuild: true,
-                transition: Transition::Start,
-                created_at: Some(created),
-            })
-            .execute(&mut conn)
-            .await
-            .expect("job");
-        diesel::update(provisioner_jobs::table.find(job_id))
-            .set((
-                provisioner_jobs::status.eq(JobStatus::Succeeded),
-                provisioner_jobs::started_at.eq(created),
-                provisioner_jobs::completed_at.eq(created),
-            ))
-            .execute(&mut conn)
-            .await
-            .expect("job done");
-        diesel::insert_into(workspace_builds::table)
-            .values(NewWorkspaceBuild {
-                id: build_id,
-                workspace_id,
-                build_number: 1,
-                template_version_id: version_id,
-                preset_id: Some(preset_id),
-                transition: Transition::Start,
-                reason: BuildReason::Prebuild,
-                initiator_id: PREBUILDS_USER_ID,
-                job_id,
-                deadline: None,
-                max_deadline: None,
-                provisioner_state: None,
-                created_at: Some(created),
-            })
-            .execute(&mut conn)
-            .await
-            .expect("build");
-        diesel::insert_into(workspace_agents::table)
-            .values(NewWorkspaceAgent {
-                id: Uuid::new_v4(),
-                build_id,
-                name: "main".to_owned(),
-                lifecycle_state: AgentLifecycle::Ready,
-                auth_token_hash: None,
-            })
-            .execute(&mut conn)
-            .await
-            .expect("agent");
-        workspace_id
+        let prebuild = seed::WorkspaceSeed::prebuild(template_id, version_id, preset_id, created);
+        seed::workspace(&mut conn, prebuild).await
     }
 }
 
@@ -573,15 +498,7 @@ async fn activity_bumps_a_near_deadline_and_last_used_at() {
         .first(&mut conn)
         .await
         .expect("job");
-    diesel::update(provisioner_jobs::table.find(job))
-        .set((
-            provisioner_jobs::status.eq(JobStatus::Succeeded),
-            provisioner_jobs::started_at.eq(now),
-            provisioner_jobs::completed_at.eq(now),
-        ))
-        .execute(&mut conn)
-        .await
-        .expect("job done");
+    seed::set_job_status(&mut conn, job, JobStatus::Succeeded, now).await;
     diesel::update(workspace_builds::table.find(build))
         .set(workspace_builds::deadline.eq(now + TimeDelta::minutes(10)))
         .execute(&mut conn)

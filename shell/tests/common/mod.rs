@@ -188,6 +188,25 @@ pub async fn wait_http(addr: SocketAddr, path: &str, expected: u16, timeout: Dur
     .await;
 }
 
+/// `poolkeeper run` against `url`, serving on `listen`, both loops every `interval`, then
+/// `extra` (a flag may be given once only).
+pub fn daemon_args(url: &str, listen: SocketAddr, interval: &str, extra: &[&str]) -> Vec<String> {
+    let listen = listen.to_string();
+    let mut all = args(&[
+        "run",
+        "--database-url",
+        url,
+        "--listen",
+        &listen,
+        "--prebuild-interval",
+        interval,
+        "--lifecycle-interval",
+        interval,
+    ]);
+    all.extend(args(extra));
+    all
+}
+
 /// `s` as an owned argument list.
 pub fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
