@@ -11,5 +11,6 @@ mod db_tls;
 mod lifecycle;
 mod notifications;
 mod prebuilds;
+mod prebuilds_feed;
 mod prebuilds_load;
 mod templates_apply;

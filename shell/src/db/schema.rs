@@ -261,6 +261,16 @@ diesel::table! {
 
 // diesel allows one `joinable!` per table pair: templates.active_version_id (the reverse
 // of template_versions.template_id) is joined explicitly with `.on(...)`.
+diesel::table! {
+    /// The prebuild reconciler's change feed (written by triggers only).
+    prebuild_changes (xid, id) {
+        id -> BigInt,
+        xid -> BigInt,
+        kind -> Text,
+        target_id -> Uuid,
+    }
+}
+
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(templates -> organizations (organization_id));
 diesel::joinable!(template_versions -> templates (template_id));
@@ -301,4 +311,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     settings,
     leader_leases,
+    prebuild_changes,
 );
