@@ -76,8 +76,6 @@ pub struct PrebuildReconciler {
     plans: KeptPlans,
     resync_interval: Duration,
     last_full_reload: Option<Instant>,
-    /// Change rows were read since the last prune found none to delete.
-    prune_due: bool,
 }
 
 impl PrebuildReconciler {
@@ -94,7 +92,6 @@ impl PrebuildReconciler {
             plans: KeptPlans::default(),
             resync_interval: DEFAULT_RESYNC_INTERVAL,
             last_full_reload: None,
-            prune_due: false,
         }
     }
 
@@ -182,16 +179,14 @@ impl PrebuildReconciler {
             // Refreshed even while paused when metrics are kept: they still show the pool.
             let full = self.last_full_reload.is_none_or(|at| at.elapsed() >= self.resync_interval);
             let refreshed = self.feed.refresh(&mut conn, now, full).await?;
-            if !paused && self.prune_due {
-                self.prune_due = self.feed.prune(&mut conn, &fence).await? > 0;
+            if !paused {
+                self.feed.prune(&mut conn, &fence).await?;
             }
             (paused, refreshed)
         };
         let full_reload = refreshed == Refreshed::Full;
         if full_reload {
             self.last_full_reload = Some(Instant::now());
-        } else if refreshed != Refreshed::Presets(Default::default()) {
-            self.prune_due = true;
         }
         let (loaded, plans) = self.plans.replan(self.feed.kept(), refreshed, now);
         let snapshot = loaded.snapshot;

@@ -38,6 +38,9 @@ SELECT s.xmin, c.id, c.xid, c.kind, c.target_id
 FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) s
 LEFT JOIN prebuild_changes c ON c.xid >= LEAST($1, s.xmin)";
 
+/// Change rows deleted by one prune at most.
+const PRUNE_BATCH: usize = 10_000;
+
 /// Change rows no reader needs any more, a bounded batch at a time. Binds: $1 watermark.
 const PRUNE_SQL: &str = "
 DELETE FROM prebuild_changes WHERE (xid, id) IN (
@@ -77,6 +80,8 @@ pub struct PrebuildFeed {
     watermark: i64,
     /// Changes at or above the watermark already applied, as (xid, id).
     applied: BTreeSet<(i64, i64)>,
+    /// Rows below the watermark may be left to delete.
+    prune_due: bool,
 }
 
 /// What one read found.
@@ -85,12 +90,21 @@ struct Read {
     refreshed: Refreshed,
     watermark: i64,
     applied: Vec<(i64, i64)>,
+    /// Some row read is below the new watermark: it can be pruned.
+    read_below_watermark: bool,
 }
 
 impl PrebuildFeed {
     pub fn new(config: ReconcilerConfig) -> Self {
         let kept = KeptSnapshot::new(config);
-        Self { config, kept, valid: false, watermark: 0, applied: BTreeSet::new() }
+        Self {
+            config,
+            kept,
+            valid: false,
+            watermark: 0,
+            applied: BTreeSet::new(),
+            prune_due: false,
+        }
     }
 
     /// The kept rows of the last successful refresh (none before it).
@@ -130,28 +144,35 @@ impl PrebuildFeed {
         self.valid = true;
         self.watermark = read.watermark;
         self.applied = read.applied.into_iter().filter(|(xid, _)| *xid >= read.watermark).collect();
+        // After a full reload, rows left below the watermark by an earlier leader may remain.
+        self.prune_due |= read.read_below_watermark || read.refreshed == Refreshed::Full;
         Ok(read.refreshed)
     }
 
     /// Deletes a batch of change rows below the watermark, under the leader's `fence` (a
     /// replica that lost the lease must not delete rows the new leader has yet to read).
-    /// Returns how many went.
+    /// Returns how many went; no statement at all when no row read since the last prune
+    /// can be below the watermark.
     pub async fn prune(
-        &self,
+        &mut self,
         conn: &mut AsyncPgConnection,
         fence: &Fence,
     ) -> Result<usize, StoreError> {
-        if !self.valid {
+        if !self.valid || !self.prune_due {
             return Ok(0);
         }
         let watermark = self.watermark;
-        conn.transaction(async |conn| {
-            fence.check(conn).await?;
-            let deleted =
-                diesel::sql_query(PRUNE_SQL).bind::<BigInt, _>(watermark).execute(conn).await?;
-            Ok::<_, StoreError>(deleted)
-        })
-        .await
+        let deleted = conn
+            .transaction(async |conn| {
+                fence.check(conn).await?;
+                let deleted =
+                    diesel::sql_query(PRUNE_SQL).bind::<BigInt, _>(watermark).execute(conn).await?;
+                Ok::<_, StoreError>(deleted)
+            })
+            .await?;
+        // A full batch may have left more.
+        self.prune_due = deleted >= PRUNE_BATCH;
+        Ok(deleted)
     }
 }
 
@@ -173,6 +194,7 @@ async fn read(
     let mut presets = HashSet::new();
     let mut template_changed = false;
     let mut newly_applied = Vec::new();
+    let read_below_watermark = changes.iter().any(|c| c.xid.is_some_and(|xid| xid < xmin));
     for change in changes {
         let (Some(id), Some(xid), Some(kind), Some(target)) =
             (change.id, change.xid, change.kind, change.target_id)
@@ -208,12 +230,19 @@ async fn read(
                 refreshed: Refreshed::Full,
                 watermark: xmin,
                 applied: all_applied,
+                read_below_watermark,
             });
         }
     };
     let mut kept = kept;
     let touched = apply_changes(conn, now, &mut kept, workspaces, presets).await?;
-    Ok(Read { kept, refreshed: Refreshed::Presets(touched), watermark: xmin, applied: all_applied })
+    Ok(Read {
+        kept,
+        refreshed: Refreshed::Presets(touched),
+        watermark: xmin,
+        applied: all_applied,
+        read_below_watermark,
+    })
 }
 
 /// Reloads what the changes name into `kept`; returns the presets whose inputs may differ.
