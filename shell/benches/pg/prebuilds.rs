@@ -75,6 +75,7 @@ pub async fn prepare(
         bail!("cold start: expected {expected} creates, got {stats:?}");
     }
     complete_all(&url).await?;
+    reconciler.release_leadership().await;
     drop(reconciler);
     pool.close();
     Ok((Scenario { name, url, presets, prebuilds: expected }, expected, elapsed))
@@ -190,6 +191,7 @@ pub async fn measure(
         at_target_size(scenario, cycle, NO_OP_TARGET),
         refs.in_transactions(cycle),
     );
+    reconciler.release_leadership().await;
     drop(reconciler);
     pool.close();
     Ok(())
