@@ -41,6 +41,24 @@ BEGIN
 END
 $$;
 
+-- Inserts are recorded once per statement: a cold start inserts tens of thousands of
+-- workspaces, builds and agents in a few statements.
+CREATE FUNCTION poolkeeper_change_workspaces_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'workspaces' THEN
+        INSERT INTO prebuild_changes (kind, target_id) SELECT 'workspace', id FROM new_rows;
+    ELSIF TG_TABLE_NAME = 'workspace_builds' THEN
+        INSERT INTO prebuild_changes (kind, target_id)
+        SELECT DISTINCT 'workspace', workspace_id FROM new_rows;
+    ELSIF TG_TABLE_NAME = 'workspace_agents' THEN
+        INSERT INTO prebuild_changes (kind, target_id)
+        SELECT DISTINCT 'workspace', b.workspace_id
+        FROM new_rows a JOIN workspace_builds b ON b.id = a.build_id;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 CREATE FUNCTION poolkeeper_change_preset() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     row_ record;
@@ -64,21 +82,33 @@ $$;
 
 -- Only the columns the snapshot reads: activity, deadlines and heartbeats write no change.
 CREATE TRIGGER workspaces_prebuild_change
-    AFTER INSERT OR DELETE OR UPDATE OF owner_id, deleted, created_at ON workspaces
+    AFTER DELETE OR UPDATE OF owner_id, deleted, created_at ON workspaces
     FOR EACH ROW EXECUTE FUNCTION poolkeeper_change_workspace();
 
+CREATE TRIGGER workspaces_prebuild_insert
+    AFTER INSERT ON workspaces REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION poolkeeper_change_workspaces_inserted();
+
 CREATE TRIGGER workspace_builds_prebuild_change
-    AFTER INSERT OR DELETE OR UPDATE OF workspace_id, build_number, template_version_id,
+    AFTER DELETE OR UPDATE OF workspace_id, build_number, template_version_id,
         preset_id, transition, created_at, job_id, initiator_id ON workspace_builds
     FOR EACH ROW EXECUTE FUNCTION poolkeeper_change_workspace();
+
+CREATE TRIGGER workspace_builds_prebuild_insert
+    AFTER INSERT ON workspace_builds REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION poolkeeper_change_workspaces_inserted();
 
 CREATE TRIGGER provisioner_jobs_prebuild_change
     AFTER DELETE OR UPDATE OF status, failure_kind ON provisioner_jobs
     FOR EACH ROW EXECUTE FUNCTION poolkeeper_change_workspace();
 
 CREATE TRIGGER workspace_agents_prebuild_change
-    AFTER INSERT OR DELETE OR UPDATE OF lifecycle_state, build_id ON workspace_agents
+    AFTER DELETE OR UPDATE OF lifecycle_state, build_id ON workspace_agents
     FOR EACH ROW EXECUTE FUNCTION poolkeeper_change_workspace();
+
+CREATE TRIGGER workspace_agents_prebuild_insert
+    AFTER INSERT ON workspace_agents REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION poolkeeper_change_workspaces_inserted();
 
 CREATE TRIGGER presets_prebuild_change
     AFTER INSERT OR DELETE OR UPDATE ON presets
