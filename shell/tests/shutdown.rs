@@ -89,7 +89,11 @@ async fn sigterm_mid_cycle_exits_zero_and_leaves_no_partial_state() {
         .await
         .expect("lock the held template");
     let listen = free_addr();
-    let mut daemon = Proc::spawn("daemon", &daemon_args(db.url(), listen, "600"));
+    // One preset per create transaction, so that the held preset's transaction is the only
+    // one that blocks.
+    let mut args = daemon_args(db.url(), listen, "600");
+    args.extend(["--prebuild-create-batch".to_owned(), "5".to_owned()]);
+    let mut daemon = Proc::spawn("daemon", &args);
     let blocked = "SELECT count(*) AS n FROM pg_stat_activity
         WHERE datname = current_database() AND wait_event_type = 'Lock'";
     wait_until("every unheld create to commit and the held one to block", LONG, || async {

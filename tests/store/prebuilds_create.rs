@@ -28,7 +28,8 @@ async fn creates_of_many_presets_are_batched_with_one_audit_entry_per_workspace(
     let creates: Vec<Creates> =
         snapshot.presets.iter().map(|p| Creates { preset: p.clone(), count: 9 }).collect();
     let fence = seed::lead(&db, "prebuilds").await;
-    let batches = create_prebuilds(db.pool(), &fence, now(), creates, 2).await;
+    let batches =
+        create_prebuilds(db.pool(), &fence, now(), creates, CREATES_PER_TRANSACTION, 2).await;
     // 4,500 prebuilds: a few transactions, none split a preset.
     let expected_batches = 4_500usize.div_ceil(CREATES_PER_TRANSACTION);
     assert!(
@@ -76,7 +77,8 @@ async fn batched_creates_under_a_lost_lease_write_nothing() {
         snapshot.presets.iter().map(|p| Creates { preset: p.clone(), count: 2 }).collect();
     let stale = seed::lead(&db, "prebuilds").await;
     leases::release(&mut conn, &stale).await.expect("release");
-    let batches = create_prebuilds(db.pool(), &stale, now(), creates, 2).await;
+    let batches =
+        create_prebuilds(db.pool(), &stale, now(), creates, CREATES_PER_TRANSACTION, 2).await;
     assert_eq!(batches.len(), 1);
     assert!(matches!(batches[0].jobs, Err(StoreError::Fenced { .. })), "{:?}", batches[0].jobs);
     assert_eq!(batches[0].presets.len(), 3);

@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// what changed (its change feed).
     #[arg(long, env = "POOLKEEPER_PREBUILD_RESYNC_INTERVAL", value_parser = super::parse_secs, default_value_t = 300)]
     pub prebuild_resync_interval: u64,
+    /// About how many new prebuilds one transaction creates: the creates of many presets are
+    /// packed into transactions of this size (a preset's creates are never split).
+    #[arg(long, env = "POOLKEEPER_PREBUILD_CREATE_BATCH", default_value_t = 2000)]
+    pub prebuild_create_batch: usize,
     #[command(flatten)]
     pub reconciler: super::ReconcilerArgs,
     /// Maximum database connections of each pool: the API's, and each loop's (a loop applies
@@ -204,6 +208,7 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
             lifecycle_interval: Duration::from_secs(args.lifecycle_interval.max(1)),
             prebuild_interval: Duration::from_secs(args.prebuild_interval.max(1)),
             prebuild_resync_interval: Duration::from_secs(args.prebuild_resync_interval.max(1)),
+            prebuild_create_batch: args.prebuild_create_batch.max(1),
             max_retry_delay: Duration::from_secs(args.max_retry_delay.max(1)),
             reconciler: args.reconciler.config(),
             parallelism: (loop_size / 2).max(1),

@@ -22,7 +22,7 @@ use super::DaemonError;
 use crate::db::DbPool;
 use crate::store::metrics::{load_metrics_figures, MetricsFigures};
 use crate::store::prebuilds::{
-    apply_preset_plan, create_prebuilds, Creates, PrebuildFeed, Refreshed,
+    apply_preset_plan, create_prebuilds, Creates, PrebuildFeed, Refreshed, CREATES_PER_TRANSACTION,
 };
 use crate::store::publish::publish_jobs;
 use crate::store::settings::reconciliation_paused;
@@ -75,6 +75,7 @@ pub struct PrebuildReconciler {
     feed: PrebuildFeed,
     plans: KeptPlans,
     resync_interval: Duration,
+    creates_per_transaction: usize,
     last_full_reload: Option<Instant>,
 }
 
@@ -91,6 +92,7 @@ impl PrebuildReconciler {
             feed: PrebuildFeed::new(config),
             plans: KeptPlans::default(),
             resync_interval: DEFAULT_RESYNC_INTERVAL,
+            creates_per_transaction: CREATES_PER_TRANSACTION,
             last_full_reload: None,
         }
     }
@@ -98,6 +100,12 @@ impl PrebuildReconciler {
     /// How often the kept snapshot is reloaded whole (see [`DEFAULT_RESYNC_INTERVAL`]).
     pub fn with_resync_interval(mut self, every: Duration) -> Self {
         self.resync_interval = every;
+        self
+    }
+
+    /// About how many new prebuilds one transaction creates (whole presets are never split).
+    pub fn with_creates_per_transaction(mut self, creates: usize) -> Self {
+        self.creates_per_transaction = creates.max(1);
         self
     }
 
@@ -266,7 +274,11 @@ impl PrebuildReconciler {
                 }
             }
         }
-        for batch in create_prebuilds(&self.pool, &fence, now, creates, self.parallelism).await {
+        let per_transaction = self.creates_per_transaction;
+        let batches =
+            create_prebuilds(&self.pool, &fence, now, creates, per_transaction, self.parallelism)
+                .await;
+        for batch in batches {
             match batch.jobs {
                 Ok(jobs) => {
                     for jobs in jobs.values() {

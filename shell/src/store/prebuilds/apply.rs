@@ -63,7 +63,10 @@ async fn create_prebuilds(
 ) -> Result<Vec<Uuid>, StoreError> {
     let creates = vec![Creates { preset: preset.clone(), count }];
     let mut jobs = Vec::new();
-    for batch in super::create::create_prebuilds(pool, fence, now, creates, 1).await {
+    let per_transaction = count as usize;
+    for batch in
+        super::create::create_prebuilds(pool, fence, now, creates, per_transaction, 1).await
+    {
         jobs.extend(batch.jobs?.into_values().flatten());
     }
     Ok(jobs)

@@ -24,8 +24,9 @@ use crate::store::StoreError;
 /// The audit actor of the prebuild loop.
 const LOOP: &str = "prebuilds";
 
-/// Workspaces per transaction: large enough that a cold start of 90,000 prebuilds is a few
-/// dozen transactions, small enough that one holds its locks for well under a second.
+/// Workspaces per transaction by default (`--prebuild-create-batch`): large enough that a
+/// cold start of 90,000 prebuilds is a few dozen transactions, small enough that one holds
+/// its locks for well under a second.
 pub const CREATES_PER_TRANSACTION: usize = 2_000;
 
 /// One preset's creates.
@@ -45,16 +46,17 @@ pub struct CreateBatch {
 }
 
 /// Creates every preset's prebuilds, whole presets packed into transactions of about
-/// [`CREATES_PER_TRANSACTION`] workspaces, up to `parallelism` transactions at once. A
-/// failed transaction fails the presets in it only.
+/// `per_transaction` workspaces, up to `parallelism` transactions at once. A failed
+/// transaction fails the presets in it only.
 pub async fn create_prebuilds(
     pool: &DbPool,
     fence: &Fence,
     now: DateTime<Utc>,
     creates: Vec<Creates>,
+    per_transaction: usize,
     parallelism: usize,
 ) -> Vec<CreateBatch> {
-    let batches = pack(creates.into_iter().filter(|c| c.count > 0).collect());
+    let batches = pack(creates.into_iter().filter(|c| c.count > 0).collect(), per_transaction);
     stream::iter(batches)
         .map(|batch| async move {
             let presets = batch.iter().map(|c| c.preset.id).collect();
@@ -67,15 +69,15 @@ pub async fn create_prebuilds(
         .await
 }
 
-/// Whole presets into batches of about [`CREATES_PER_TRANSACTION`] workspaces.
-fn pack(creates: Vec<Creates>) -> Vec<Vec<Creates>> {
+/// Whole presets into batches of about `per_transaction` workspaces.
+fn pack(creates: Vec<Creates>, per_transaction: usize) -> Vec<Vec<Creates>> {
     let mut batches = Vec::new();
     let mut batch = Vec::new();
     let mut rows = 0;
     for create in creates {
         rows += create.count as usize;
         batch.push(create);
-        if rows >= CREATES_PER_TRANSACTION {
+        if rows >= per_transaction.max(1) {
             batches.push(std::mem::take(&mut batch));
             rows = 0;
         }
@@ -182,7 +184,7 @@ mod tests {
         let preset: Preset = serde_json::from_value(serde_json::json!({
             "id": Uuid::nil(), "name": "p", "template_id": Uuid::nil(),
             "template_version_id": Uuid::nil(), "using_active_version": true,
-            "template_deleted": false, "desired_instances": 1, "expiration_ttl_secs": 0,
+            "template_deleted": false, "template_deprecated": false, "desired_instances": 1, "expiration_ttl_secs": 0,
             "scheduling_timezone": "", "schedules": [], "schedule_lead_secs": 0,
             "invalidated_at": null, "status": "healthy"
         }))
@@ -193,7 +195,10 @@ mod tests {
     #[test]
     fn whole_presets_are_packed_up_to_the_batch_size() {
         let sizes = |counts: &[u32]| -> Vec<usize> {
-            pack(creates(counts)).iter().map(|b| b.iter().map(|c| c.count as usize).sum()).collect()
+            pack(creates(counts), CREATES_PER_TRANSACTION)
+                .iter()
+                .map(|b| b.iter().map(|c| c.count as usize).sum())
+                .collect()
         };
         assert_eq!(sizes(&[]), Vec::<usize>::new());
         assert_eq!(sizes(&[9, 9]), vec![18]);
@@ -203,5 +208,7 @@ mod tests {
         let batches = sizes(&many);
         assert_eq!(batches.iter().sum::<usize>(), 9_000);
         assert!(batches.iter().all(|n| *n <= CREATES_PER_TRANSACTION + 8), "{batches:?}");
+        let one_each = pack(creates(&[5, 5, 5]), 5);
+        assert_eq!(one_each.len(), 3, "a batch of 5 holds one preset of 5");
     }
 }
