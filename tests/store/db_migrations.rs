@@ -213,6 +213,8 @@ async fn diesel_schema_matches_the_migrated_database() {
         audit_log,
         settings,
         leader_leases,
+        pool_samples,
+        dashboard_sessions,
     );
     in_schema_rs.sort();
     assert_eq!(in_schema_rs, in_database);

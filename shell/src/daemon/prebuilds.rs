@@ -16,6 +16,7 @@ use super::recorder::{cycle_name, Recorder};
 use super::DaemonError;
 use crate::db::DbPool;
 use crate::store::metrics::{load_metrics_figures, MetricsFigures};
+use crate::store::pool_samples::record_pool_samples;
 use crate::store::prebuilds::{apply_preset_plan, load_prebuild_snapshot};
 use crate::store::publish::publish_jobs;
 use crate::store::settings::reconciliation_paused;
@@ -207,6 +208,11 @@ impl PrebuildReconciler {
             failures = stats.failures,
             "prebuild cycle done"
         );
+        // The dashboard's 24-hour chart: one sample per preset and cycle, fenced, best effort.
+        let samples: Vec<_> = series.iter().map(|(id, s)| (*id, s.desired, s.eligible)).collect();
+        if let Err(err) = record_pool_samples(&self.pool, &fence, now, &samples).await {
+            tracing::warn!(error = %err, kind = err.label(), "cannot record the pool samples");
+        }
         self.observe(false, series).await;
         Ok(CycleOutcome::Ran(stats))
     }
