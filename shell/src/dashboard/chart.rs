@@ -22,10 +22,21 @@ pub fn pool_chart(samples: &[PoolSample], now: DateTime<Utc>) -> Markup {
         let y = HEIGHT - 2.0 - f64::from(value) / f64::from(top) * (HEIGHT - 4.0);
         format!("{x:.1},{y:.1}")
     };
-    let line = |pick: fn(&PoolSample) -> i32| {
-        samples.iter().map(|s| point(s.sampled_at, pick(s))).collect::<Vec<_>>().join(" ")
-    };
     let last = samples.last().map(|s| (s.desired, s.eligible)).unwrap_or_default();
+    // Each line runs on to now at its last value (a pool holds it until the next sample),
+    // and ends in a dot, so that a pool sampled for minutes only still shows.
+    let line = |pick: fn(&PoolSample) -> i32, now_value: i32| {
+        let mut points: Vec<String> =
+            samples.iter().map(|s| point(s.sampled_at, pick(s))).collect();
+        points.push(point(now, now_value));
+        points.join(" ")
+    };
+    let end = |value: i32| {
+        let xy = point(now, value);
+        let (x, y) = xy.split_once(',').unwrap_or(("0", "0"));
+        (x.to_owned(), y.to_owned())
+    };
+    let (desired_end, eligible_end) = (end(last.0), end(last.1));
     let label = format!(
         "last 24 hours, {} samples; now desired {}, eligible {}; peak {}",
         samples.len(),
@@ -37,9 +48,14 @@ pub fn pool_chart(samples: &[PoolSample], now: DateTime<Utc>) -> Markup {
         svg.chart viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) width=(WIDTH) height=(HEIGHT)
             role="img" aria-label=(label) {
             title { (label) }
-            polyline.desired points=(line(|s| s.desired)) fill="none" stroke-dasharray="3 2";
-            polyline.eligible points=(line(|s| s.eligible)) fill="none";
+            rect.frame x="0" y="0" width=(WIDTH) height=(HEIGHT);
+            polyline.desired points=(line(|s| s.desired, last.0)) fill="none" stroke-dasharray="3 2";
+            polyline.eligible points=(line(|s| s.eligible, last.1)) fill="none";
+            circle.desired cx=(desired_end.0) cy=(desired_end.1) r="2.5";
+            circle.eligible cx=(eligible_end.0) cy=(eligible_end.1) r="2";
         }
+        br;
+        span.legend { "desired " (last.0) " · eligible " (last.1) " · peak " (top) }
     }
 }
 
@@ -62,9 +78,18 @@ mod tests {
         let samples = [sample("2025-06-01T12:00:00Z", 4, 0), sample("2025-06-02T12:00:00Z", 4, 4)];
         let svg = pool_chart(&samples, now).into_string();
         // Desired stays at the top; eligible climbs from the bottom to the top.
-        assert!(svg.contains(r#"points="0.0,2.0 144.0,2.0""#), "{svg}");
-        assert!(svg.contains(r#"points="0.0,34.0 144.0,2.0""#), "{svg}");
+        assert!(svg.contains(r#"points="0.0,2.0 144.0,2.0 144.0,2.0""#), "{svg}");
+        assert!(svg.contains(r#"points="0.0,34.0 144.0,2.0 144.0,2.0""#), "{svg}");
         assert!(svg.contains("now desired 4, eligible 4"), "{svg}");
+    }
+
+    #[test]
+    fn a_single_sample_runs_on_to_now_and_ends_in_a_dot() {
+        let now: DateTime<Utc> = "2025-06-02T12:00:00Z".parse().expect("now");
+        let svg = pool_chart(&[sample("2025-06-02T06:00:00Z", 2, 1)], now).into_string();
+        assert!(svg.contains(r#"points="108.0,18.0 144.0,18.0""#), "{svg}");
+        assert!(svg.contains(r#"<circle class="desired" cx="144.0" cy="2.0""#), "{svg}");
+        assert!(svg.contains("desired 2 · eligible 1 · peak 2"), "{svg}");
     }
 
     #[test]

@@ -63,7 +63,9 @@ pub fn router(state: DashboardState) -> Router {
 }
 
 /// Headers on every dashboard answer: nothing but our own script and styles runs, the pages
-/// are never framed (clickjacking), cached or sniffed, and no address leaks in a referrer.
+/// are never framed (clickjacking), cached or sniffed, and no address leaks to another site
+/// in a referrer. (`same-origin`, not `no-referrer`: under the latter a browser sends
+/// `Origin: null` with our own forms, which the origin check must refuse.)
 async fn protect(mut response: Response) -> Response {
     let headers = response.headers_mut();
     let fixed = [
@@ -74,7 +76,7 @@ async fn protect(mut response: Response) -> Response {
         ),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
     ];
     for (name, value) in fixed {
         headers.insert(name, HeaderValue::from_static(value));

@@ -99,8 +99,7 @@ fn render(
                     tr {
                         th { "Pool" } th { "Status" }
                         th { "Desired" } th { "Running" } th { "Eligible" } th { "Starting" } th { "Deleting" }
-                        th { "Created 1 h / 24 h" } th { "Failed 1 h / 24 h" } th { "Claimed 1 h / 24 h" }
-                        th { "Why this target" } th { "Withheld" } th { "Last failure" }
+                        th { "Last 1 h / 24 h" } th { "Explanation" } th { "Last failure" }
                         th { "Desired vs eligible, 24 h" } th { "" }
                     }
                 }
@@ -129,10 +128,12 @@ fn pool_row(
         tr data-preset=(row.preset) data-template=(row.template) data-version=(row.version)
             data-active=(row.active_version) {
             td data-label="Pool" {
-                strong { (row.template) " / " (row.preset) }
-                br;
-                span.muted { (row.organization) ", version " (row.version) }
-                @if !row.active_version { " " span.badge.draining { "old version, draining" } }
+                div {
+                    strong { (row.template) " / " (row.preset) }
+                    br;
+                    span.muted { (row.organization) ", version " (row.version) }
+                    @if !row.active_version { " " span.badge.draining { "old version, draining" } }
+                }
             }
             td.status data-label="Status" { span class=(format!("badge {}", status.replace(' ', "-"))) { (status) } }
             td.desired data-label="Desired" { (row.state.desired) }
@@ -140,18 +141,28 @@ fn pool_row(
             td.eligible data-label="Eligible" { (row.state.eligible) }
             td.starting data-label="Starting" { (row.state.starting) }
             td.deleting data-label="Deleting" { (row.state.deleting + row.state.stopping) }
-            td.created data-label="Created 1 h / 24 h" { (activity(|a| a.created)) }
-            td.failed data-label="Failed 1 h / 24 h" { (activity(|a| a.failed)) }
-            td.claimed data-label="Claimed 1 h / 24 h" { (activity(|a| a.claimed)) }
-            td.target data-label="Why this target" { code { (row.target) } }
-            td.withheld data-label="Withheld" { (withheld_text(row.withheld.as_ref())) }
-            td.last-failure data-label="Last failure" {
-                @match &row.last_failure {
-                    Some((at, error)) => { span.muted { (at.format("%m-%d %H:%M")) } " " (error) }
-                    None => { span.muted { "none in 24 h" } }
+            td.activity data-label="Last 1 h / 24 h" {
+                div {
+                    span.created { "created " (activity(|a| a.created)) } br;
+                    span.failed { "failed " (activity(|a| a.failed)) } br;
+                    span.claimed { "claimed " (activity(|a| a.claimed)) }
                 }
             }
-            td.chart-cell data-label="Desired vs eligible, 24 h" { (pool_chart(samples, now)) }
+            td.explanation data-label="Explanation" {
+                div {
+                    span.muted { "target: " } code.target { (row.target) } br;
+                    span.muted { "withheld: " } span.withheld { (withheld_text(row.withheld.as_ref())) }
+                }
+            }
+            td.last-failure data-label="Last failure" {
+                div {
+                    @match &row.last_failure {
+                        Some((at, error)) => { span.muted { (at.format("%m-%d %H:%M")) } " " (error) }
+                        None => { span.muted { "none in 24 h" } }
+                    }
+                }
+            }
+            td.chart-cell data-label="Desired vs eligible, 24 h" { div { (pool_chart(samples, now)) } }
             td.actions {
                 @if row.active_version {
                     form method="post" action=(format!("/dashboard/presets/{}/invalidate", row.preset_id)) {
