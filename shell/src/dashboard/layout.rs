@@ -10,15 +10,24 @@ use super::session::Operator;
 /// The request header the page's script sends when it asks for the live region alone.
 pub const LIVE_HEADER: &str = "x-dashboard-live";
 
-/// How often a page refreshes its live region, milliseconds.
-const REFRESH_MS: u32 = 2000;
-
 /// The pages of the navigation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
     Pools,
     Lifecycle,
     Workspace,
+}
+
+impl Nav {
+    /// How often the page refreshes its live region, milliseconds: the pools change every
+    /// cycle; the lifecycle lists ask the core about every workspace, and change by the minute.
+    fn refresh_ms(self) -> u32 {
+        match self {
+            Nav::Pools => 3_000,
+            Nav::Lifecycle => 15_000,
+            Nav::Workspace => 10_000,
+        }
+    }
 }
 
 fn head(title: &str) -> Markup {
@@ -84,7 +93,7 @@ pub fn respond(
                     }
                     main {
                         h1 { (title) }
-                        div #live data-refresh-ms=(REFRESH_MS) { (live) }
+                        div #live data-refresh-ms=(nav.refresh_ms()) { (live) }
                     }
                 }
             }

@@ -7,7 +7,7 @@
   if (!live) {
     return;
   }
-  var every = Number(live.getAttribute("data-refresh-ms")) || 2000;
+  var every = Number(live.getAttribute("data-refresh-ms")) || 3000;
   var refreshes = 0;
 
   function refresh() {
