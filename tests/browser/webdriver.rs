@@ -2,8 +2,11 @@
 //! need, against Debian's `chromedriver` driving headless `chromium`. The driver process is
 //! started on a free loopback port and killed when the test ends.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -30,19 +33,43 @@ pub fn browser_programs() -> Option<(PathBuf, PathBuf)> {
     Some((driver, browser))
 }
 
-/// A running `chromedriver`, killed on drop.
+/// A running `chromedriver`, stopped on drop with the browsers it started.
 pub struct Driver {
     child: Child,
+    port: u16,
     base: String,
     http: reqwest::Client,
+    /// Every session opened, so that a failing test still quits its browser.
+    sessions: Mutex<Vec<String>>,
 }
 
 impl Drop for Driver {
+    /// A browser outlives a killed `chromedriver`: each session is deleted first (a plain
+    /// blocking request, as drop cannot wait on the runtime; a session already closed just
+    /// answers an error), then the driver, the child process this test started, is ended.
     fn drop(&mut self) {
-        // Ours to end: the child process this test started.
+        let sessions =
+            std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|p| p.into_inner()));
+        for id in sessions {
+            let _ = delete_session_blocking(self.port, &id);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `DELETE /session/{id}` over a bare HTTP/1.1 connection, waiting at most 10 s.
+fn delete_session_blocking(port: u16, id: &str) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "DELETE /session/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    Ok(())
 }
 
 impl Driver {
@@ -61,7 +88,13 @@ impl Driver {
             .expect("start chromedriver");
         let http =
             reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        let driver = Driver { child, base: format!("http://127.0.0.1:{port}"), http };
+        let driver = Driver {
+            child,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            http,
+            sessions: Mutex::new(Vec::new()),
+        };
         let started = Instant::now();
         loop {
             let ready = driver.http.get(format!("{}/status", driver.base)).send().await;
@@ -100,6 +133,7 @@ impl Driver {
         )
         .await;
         let id = answer["sessionId"].as_str().expect("a session id").to_owned();
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).push(id.clone());
         Session { http: self.http.clone(), base: format!("{}/session/{id}", self.base) }
     }
 }
