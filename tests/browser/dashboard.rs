@@ -82,7 +82,7 @@ async fn an_operator_watches_the_pools_fill_pauses_resumes_and_invalidates() {
 
     // Signed out, the pools send the browser to the sign-in form.
     browser.goto(&format!("{base}/dashboard/pools")).await;
-    assert!(browser.current_url().await.ends_with("/dashboard/sign-in"));
+    assert!(browser.current_url().await.ends_with("/dashboard/sign-in"), "signed out");
     browser.type_into("#token", &token).await;
     browser.click("#sign-in").await;
     browser
@@ -168,10 +168,11 @@ async fn an_operator_watches_the_pools_fill_pauses_resumes_and_invalidates() {
     browser.screenshot(&dir.join("dashboard-pools-phone.png")).await;
     println!("browser: screenshots in {}", dir.display());
 
+    let on_sign_in = "return location.pathname === '/dashboard/sign-in' ? true : location.href";
     browser.click("#sign-out").await;
-    assert!(browser.current_url().await.ends_with("/dashboard/sign-in"), "signed out");
+    browser.wait_for("the sign-in form after signing out", WAIT, on_sign_in).await;
     browser.goto(&format!("{base}/dashboard/pools")).await;
-    assert!(browser.current_url().await.ends_with("/dashboard/sign-in"), "the session is over");
+    browser.wait_for("the sign-in form: the session is over", WAIT, on_sign_in).await;
 
     browser.close().await;
     stop.store(true, Ordering::Relaxed);
