@@ -70,6 +70,9 @@ pub async fn prepare(
         bail!("cold start: expected {expected} creates, got {stats:?}");
     }
     complete_all(&url).await?;
+    // Hand the lease back: the steady state is measured by a reconciler of its own, which
+    // would otherwise wait out this one's lease and not run.
+    reconciler.release_leadership().await;
     drop(reconciler);
     pool.close();
     Ok((Scenario { name, url, presets, prebuilds: expected }, expected, elapsed))
