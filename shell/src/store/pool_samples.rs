@@ -37,14 +37,17 @@ pub fn bucket_of(now: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Presets that are gone by the time of the write (a template deleted meanwhile) are left
-/// out rather than failing the foreign key.
+/// out rather than failing the foreign key. A row whose figures did not change since the
+/// bucket's last cycle is left alone: a steady pool writes one row per bucket, not one per
+/// cycle.
 const RECORD_SQL: &str = "
-INSERT INTO pool_samples (sampled_at, preset_id, desired, eligible)
+INSERT INTO pool_samples AS old (sampled_at, preset_id, desired, eligible)
 SELECT $1, s.preset_id, s.desired, s.eligible
 FROM unnest($2::uuid[], $3::int[], $4::int[]) AS s (preset_id, desired, eligible)
 WHERE EXISTS (SELECT 1 FROM presets p WHERE p.id = s.preset_id)
 ON CONFLICT (sampled_at, preset_id)
-DO UPDATE SET desired = EXCLUDED.desired, eligible = EXCLUDED.eligible";
+DO UPDATE SET desired = EXCLUDED.desired, eligible = EXCLUDED.eligible
+WHERE (old.desired, old.eligible) IS DISTINCT FROM (EXCLUDED.desired, EXCLUDED.eligible)";
 
 /// Records `(preset, desired, eligible)` for the bucket of `now` and prunes samples older than
 /// [`SAMPLES_KEPT`], as the leader of `fence` (a deposed leader writes nothing). Negative
