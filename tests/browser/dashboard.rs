@@ -64,7 +64,9 @@ async fn an_operator_watches_the_pools_fill_pauses_resumes_and_invalidates() {
     let machinery = {
         let (pool, url, stop) = (db.pool().clone(), db.url().to_owned(), stop.clone());
         tokio::spawn(async move {
-            let mut reconciler = PrebuildReconciler::new(pool.clone(), &url, seed::CONFIG, 2);
+            let metrics = Arc::new(poolkeeper::telemetry::Metrics::new());
+            let mut reconciler =
+                PrebuildReconciler::new(pool.clone(), &url, seed::CONFIG, 2).with_metrics(metrics);
             let mut conn = pool.get().await.expect("connection");
             while !stop.load(Ordering::Relaxed) {
                 let now = Utc::now();
@@ -147,6 +149,13 @@ async fn an_operator_watches_the_pools_fill_pauses_resumes_and_invalidates() {
     // The invalidated prebuilds are replaced and the pool is full again.
     browser.wait_for("the pools to refill", WAIT, POOLS_FULL).await;
 
+    browser
+        .wait_for(
+            "a chart per pool",
+            WAIT,
+            "return document.querySelectorAll('tr[data-template=\"python-dev\"] svg.chart polyline.eligible').length > 0",
+        )
+        .await;
     let dir = artifacts();
     browser
         .wait_for(

@@ -90,3 +90,58 @@ async fn only_the_leading_replica_exports_the_pool() {
     assert_eq!(other_metrics.pool_state(), None);
     assert!(!other_metrics.encode().contains("preset=\"small\""));
 }
+
+fn stats(outcome: CycleOutcome) -> CycleStats {
+    match outcome {
+        CycleOutcome::Ran(stats) => stats,
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+/// Rules §8: after the first cycle, a cycle plans only the presets whose rows changed (or
+/// whose plan is due or unfinished); a quiet cycle plans none; `forget` and the resync
+/// interval bring back a full reload.
+#[tokio::test]
+async fn cycles_plan_only_what_changed_until_a_resync() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (_, version_id) = seed::template(&mut conn, "feed").await;
+    let first = seed::preset(&mut conn, version_id, "first", 2).await;
+    seed::preset(&mut conn, version_id, "second", 2).await;
+    seed::preset(&mut conn, version_id, "third", 2).await;
+    let mut daemon = reconciler(&db);
+    let now = t("2025-06-02T09:00:00Z");
+
+    let cold = stats(daemon.cycle(now).await.expect("cycle"));
+    assert!(cold.full_reload);
+    assert_eq!((cold.presets, cold.planned, cold.jobs), (3, 3, 6));
+    // The creates were work: the next cycle plans all three again, and sees their rows.
+    seed::complete_pending_jobs(&mut conn, now).await;
+    let settled = stats(daemon.cycle(now).await.expect("cycle"));
+    assert!(!settled.full_reload);
+    assert_eq!((settled.planned, settled.jobs), (3, 0));
+    let quiet = stats(daemon.cycle(now).await.expect("cycle"));
+    assert_eq!((quiet.presets, quiet.planned, quiet.jobs), (3, 0, 0), "nothing changed");
+
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query("UPDATE presets SET desired_instances = 3 WHERE id = $1")
+            .bind::<diesel::sql_types::Uuid, _>(first),
+        &mut conn,
+    )
+    .await
+    .expect("raise the desired count");
+    let one = stats(daemon.cycle(now).await.expect("cycle"));
+    assert!(!one.full_reload);
+    assert_eq!((one.planned, one.jobs), (1, 1), "only the changed preset is planned");
+
+    daemon.forget();
+    let again = stats(daemon.cycle(now).await.expect("cycle"));
+    assert!(again.full_reload);
+    assert_eq!(again.planned, 3);
+
+    daemon.release_leadership().await;
+    let mut always = reconciler(&db).with_resync_interval(std::time::Duration::ZERO);
+    for _ in 0..2 {
+        assert!(stats(always.cycle(now).await.expect("cycle")).full_reload);
+    }
+}

@@ -180,21 +180,32 @@ async fn a_deposed_leader_records_no_sample() {
 }
 
 #[tokio::test]
-async fn every_reconciler_cycle_samples_its_pools() {
+async fn the_first_reconciler_cycle_of_each_bucket_samples_its_pools() {
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
     let (_, version_id) = seed::template(&mut conn, "go").await;
     let preset = seed::preset(&mut conn, version_id, "small", 3).await;
-    let mut reconciler = PrebuildReconciler::new(db.pool().clone(), db.url(), seed::CONFIG, 2);
-    let now = Utc::now();
+    // The samples are the exported series' figures: the daemon's reconciler always has metrics.
+    let metrics = std::sync::Arc::new(poolkeeper::telemetry::Metrics::new());
+    let mut reconciler =
+        PrebuildReconciler::new(db.pool().clone(), db.url(), seed::CONFIG, 2).with_metrics(metrics);
+    let now = t("2025-06-02T10:00:10Z");
     assert!(matches!(reconciler.cycle(now).await.expect("cycle"), CycleOutcome::Ran(_)));
     seed::complete_pending_jobs(&mut conn, now).await;
-    let later = now + TimeDelta::minutes(5);
+    let later = t("2025-06-02T10:05:10Z");
     assert!(matches!(reconciler.cycle(later).await.expect("cycle"), CycleOutcome::Ran(_)));
-    let samples = pool_samples_since(db.pool(), now - TimeDelta::hours(1)).await.expect("read");
+    let since = t("2025-06-02T09:00:00Z");
+    let samples = pool_samples_since(db.pool(), since).await.expect("read");
     let figures: Vec<(uuid::Uuid, i32, i32)> =
         samples.iter().map(|s| (s.preset_id, s.desired, s.eligible)).collect();
     assert_eq!(figures, vec![(preset, 3, 0), (preset, 3, 3)]);
+    // Later cycles of the same bucket write nothing; the next bucket's first one does.
+    let only_count = "SELECT count(*) AS n FROM pool_samples";
+    diesel::sql_query("DELETE FROM pool_samples").execute(&mut conn).await.expect("clear");
+    reconciler.cycle(t("2025-06-02T10:09:59Z")).await.expect("cycle");
+    assert_eq!(seed::count(&mut conn, only_count).await, 0);
+    reconciler.cycle(t("2025-06-02T10:10:00Z")).await.expect("cycle");
+    assert_eq!(seed::count(&mut conn, only_count).await, 1);
 }
 
 #[tokio::test]

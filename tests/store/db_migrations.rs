@@ -215,6 +215,7 @@ async fn diesel_schema_matches_the_migrated_database() {
         leader_leases,
         pool_samples,
         dashboard_sessions,
+        prebuild_changes,
     );
     in_schema_rs.sort();
     assert_eq!(in_schema_rs, in_database);

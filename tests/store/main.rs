@@ -12,5 +12,7 @@ mod db_tls;
 mod lifecycle;
 mod notifications;
 mod prebuilds;
+mod prebuilds_create;
+mod prebuilds_feed;
 mod prebuilds_load;
 mod templates_apply;

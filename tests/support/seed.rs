@@ -342,6 +342,7 @@ pub fn daemon_settings(
         database_url: url.to_owned(),
         lifecycle_interval: interval,
         prebuild_interval: interval,
+        prebuild_resync_interval: std::time::Duration::from_secs(300),
         max_retry_delay: std::time::Duration::from_secs(1),
         reconciler: CONFIG,
         parallelism: 2,

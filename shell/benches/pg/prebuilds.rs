@@ -30,8 +30,13 @@ pub const CONFIG: ReconcilerConfig = ReconcilerConfig {
 const POOL_SIZE: usize = 10;
 const PARALLELISM: usize = POOL_SIZE / 2;
 const PRESETS_PER_TEMPLATE: u32 = 100;
-const NO_OP_TARGET: Duration = Duration::from_millis(300);
-/// The no-op target is stated at this many prebuilds.
+/// A cycle with nothing to do reads only the change feed and plans only due presets.
+const NO_OP_TARGET: Duration = Duration::from_millis(20);
+/// A cycle that reloads and plans everything (the first, and every resync interval).
+const FULL_RESYNC_TARGET: Duration = Duration::from_millis(300);
+/// Creates per second of a cold start: creates are batched across presets.
+const COLD_START_TARGET: f64 = 10_000.0;
+/// The no-op, resync and cold start targets are stated at this many prebuilds.
 const NO_OP_TARGET_AT: u64 = 90_000;
 
 /// A scenario's database after its cold start, left for the claim benchmark.
@@ -70,8 +75,6 @@ pub async fn prepare(
         bail!("cold start: expected {expected} creates, got {stats:?}");
     }
     complete_all(&url).await?;
-    // Hand the lease back: the steady state is measured by a reconciler of its own, which
-    // would otherwise wait out this one's lease and not run.
     reconciler.release_leadership().await;
     drop(reconciler);
     pool.close();
@@ -94,10 +97,15 @@ pub async fn measure(
     );
     let (creates, elapsed) = cold;
     let per_sec = creates as f64 / elapsed.as_secs_f64();
+    let target = if scenario.prebuilds == NO_OP_TARGET_AT {
+        report::rate_verdict(per_sec, COLD_START_TARGET)
+    } else {
+        "-".to_owned()
+    };
     report.row(
         format!("Cold start: creates/s ({label})"),
         format!("{} ({} in {})", report::rate(per_sec), thousands(creates), show(elapsed)),
-        "-",
+        target,
         refs.rate_ratio(per_sec, 1),
     );
 
@@ -143,32 +151,66 @@ pub async fn measure(
         "-",
     );
 
-    // The steady state: a cycle with nothing to do.
+    // The steady state: a cycle with nothing to do, first reloading everything (a resync),
+    // then reading only the change feed.
     let pool = server::pool(&scenario.url, POOL_SIZE)?;
     let mut reconciler = PrebuildReconciler::new(pool.clone(), &scenario.url, CONFIG, PARALLELISM);
     expect_no_op(reconciler.cycle(Utc::now()).await?)?;
+    let mut resyncs = Vec::with_capacity(repeat);
+    for _ in 0..repeat {
+        reconciler.forget();
+        let started = Instant::now();
+        let outcome = reconciler.cycle(Utc::now()).await?;
+        resyncs.push(started.elapsed());
+        expect_full(&outcome)?;
+        expect_no_op(outcome)?;
+    }
+    let resync = median(&mut resyncs);
+    report.row(
+        format!("Full resync cycle ({label})"),
+        format!("{} median of {repeat}", show(resync)),
+        at_target_size(scenario, resync, FULL_RESYNC_TARGET),
+        refs.in_transactions(resync),
+    );
     let mut cycles = Vec::with_capacity(repeat);
     for _ in 0..repeat {
         let started = Instant::now();
         let outcome = reconciler.cycle(Utc::now()).await?;
         cycles.push(started.elapsed());
+        if let CycleOutcome::Ran(stats) = &outcome {
+            if stats.full_reload || stats.planned > 0 {
+                bail!("a steady-state cycle reloaded or planned: {stats:?}");
+            }
+        }
         expect_no_op(outcome)?;
     }
     let cycle = median(&mut cycles);
-    let target = if scenario.prebuilds == NO_OP_TARGET_AT {
-        verdict(cycle, NO_OP_TARGET)
-    } else {
-        "-".to_owned()
-    };
     report.row(
         format!("No-op cycle ({label})"),
         format!("{} median of {repeat}", show(cycle)),
-        target,
+        at_target_size(scenario, cycle, NO_OP_TARGET),
         refs.in_transactions(cycle),
     );
+    reconciler.release_leadership().await;
     drop(reconciler);
     pool.close();
     Ok(())
+}
+
+/// The verdict against `target` at the size targets are stated at, else "-".
+fn at_target_size(scenario: &Scenario, took: Duration, target: Duration) -> String {
+    if scenario.prebuilds == NO_OP_TARGET_AT {
+        verdict(took, target)
+    } else {
+        "-".to_owned()
+    }
+}
+
+fn expect_full(outcome: &CycleOutcome) -> Result<()> {
+    match outcome {
+        CycleOutcome::Ran(stats) if stats.full_reload => Ok(()),
+        other => bail!("the resync cycle did not reload everything: {other:?}"),
+    }
 }
 
 fn ran(outcome: CycleOutcome) -> Result<CycleStats> {

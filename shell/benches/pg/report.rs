@@ -132,6 +132,16 @@ pub fn verdict(value: Duration, target: Duration) -> String {
     }
 }
 
+/// A rate against a floor: "≥ 10,000/s: met (123% of target)" or "MISSED".
+pub fn rate_verdict(per_sec: f64, floor: f64) -> String {
+    let pct = per_sec / floor * 100.0;
+    if per_sec >= floor {
+        format!("≥ {}: met ({pct:.0}% of target)", rate(floor))
+    } else {
+        format!("≥ {}: MISSED ({pct:.0}% of target)", rate(floor))
+    }
+}
+
 /// The median of `samples` (sorted in place).
 pub fn median(samples: &mut [Duration]) -> Duration {
     percentile(samples, 0.5)

@@ -60,6 +60,7 @@ pub async fn measure(
         CycleOutcome::Ran(stats) if stats.jobs == jobs as usize => {}
         other => bail!("workers: expected {jobs} jobs queued, got {other:?}"),
     }
+    reconciler.release_leadership().await;
     drop(reconciler);
     server::execute(&url, "ANALYZE").await?;
 

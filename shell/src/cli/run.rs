@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// Seconds between prebuild cycles (a preset change also wakes the loop at once).
     #[arg(long, env = "POOLKEEPER_PREBUILD_INTERVAL", value_parser = super::parse_secs, default_value_t = 60)]
     pub prebuild_interval: u64,
+    /// How often the prebuild loop reloads its snapshot whole; between reloads it reads only
+    /// what changed (its change feed).
+    #[arg(long, env = "POOLKEEPER_PREBUILD_RESYNC_INTERVAL", value_parser = super::parse_secs, default_value_t = 300)]
+    pub prebuild_resync_interval: u64,
     #[command(flatten)]
     pub reconciler: super::ReconcilerArgs,
     /// Maximum database connections of each pool: the API's, and each loop's (a loop applies
@@ -204,6 +208,7 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
             database_url: args.database_url.clone(),
             lifecycle_interval: Duration::from_secs(args.lifecycle_interval.max(1)),
             prebuild_interval: Duration::from_secs(args.prebuild_interval.max(1)),
+            prebuild_resync_interval: Duration::from_secs(args.prebuild_resync_interval.max(1)),
             max_retry_delay: Duration::from_secs(args.max_retry_delay.max(1)),
             reconciler: args.reconciler.config(),
             parallelism: (loop_size / 2).max(1),

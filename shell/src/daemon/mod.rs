@@ -11,6 +11,7 @@ pub mod http;
 pub mod leader;
 pub mod lifecycle;
 mod listen;
+pub mod plans;
 mod pool_metrics;
 pub mod prebuilds;
 pub mod recorder;
@@ -20,6 +21,7 @@ pub mod supervise;
 
 pub use error::DaemonError;
 pub use lifecycle::{LifecycleExecutor, TickStats};
+pub use plans::KeptPlans;
 pub use prebuilds::{CycleOutcome, CycleStats, PrebuildReconciler};
 pub use recorder::Recorder;
 pub use retention::{Purger, RetentionSettings};

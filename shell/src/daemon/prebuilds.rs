@@ -1,23 +1,30 @@
-//! One prebuild reconciliation cycle: lead? paused? load, plan (core), apply in parallel.
+//! One prebuild reconciliation cycle: lead? paused? refresh the kept snapshot from the
+//! change feed, plan (core) the presets whose inputs changed or whose plan is due, apply in
+//! parallel. A full reload happens on the first cycle, after any failure or loss of
+//! leadership, and every resync interval.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
-use poolkeeper_core::prebuilds::{plan, Action, Preset, PresetPlan, ReconcilerConfig};
+use poolkeeper_core::prebuilds::{Action, Preset, PresetPlan, ReconcilerConfig};
 use poolkeeper_core::ReplayInput;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::leader::{Leadership, PREBUILDS_LEASE};
+use super::plans::{has_work, KeptPlans};
 use super::pool_metrics::{pool_state, preset_series};
 use super::recorder::{cycle_name, Recorder};
 use super::DaemonError;
 use crate::db::DbPool;
 use crate::store::metrics::{load_metrics_figures, MetricsFigures};
-use crate::store::pool_samples::record_pool_samples;
-use crate::store::prebuilds::{apply_preset_plan, load_prebuild_snapshot};
+use crate::store::pool_samples::{bucket_of, record_pool_samples};
+use crate::store::prebuilds::{
+    apply_preset_plan, create_prebuilds, Creates, PrebuildFeed, Refreshed,
+};
 use crate::store::publish::publish_jobs;
 use crate::store::settings::reconciliation_paused;
 use crate::store::StoreError;
@@ -25,6 +32,11 @@ use crate::telemetry::{Metrics, PresetSeries};
 
 /// This loop's name in metric labels.
 const LOOP: &str = "prebuilds";
+
+/// How often the kept snapshot is reloaded whole by default (`--prebuild-resync-interval`):
+/// a bound on how long a change the feed could not see (a row edited by hand with the
+/// triggers disabled) stays unseen.
+pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 
 /// What one cycle did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +50,13 @@ pub enum CycleOutcome {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CycleStats {
+    /// Presets in the snapshot.
     pub presets: usize,
+    /// Presets planned this cycle: changed inputs, a due `next_check_at`, unfinished work,
+    /// or all of them after a full reload.
+    pub planned: usize,
+    /// Whether the snapshot was reloaded whole.
+    pub full_reload: bool,
     pub presets_with_actions: usize,
     pub jobs: usize,
     pub failures: usize,
@@ -50,12 +68,17 @@ pub struct CycleStats {
 pub struct PrebuildReconciler {
     pool: DbPool,
     leader: Leadership,
-    config: ReconcilerConfig,
     parallelism: usize,
     metrics: Option<Arc<Metrics>>,
     recorder: Option<Recorder>,
     /// The last figures read for the metrics (kept when a read fails).
     figures: Option<MetricsFigures>,
+    feed: PrebuildFeed,
+    plans: KeptPlans,
+    resync_interval: Duration,
+    last_full_reload: Option<Instant>,
+    /// The five-minute bucket of the dashboard's chart this leader last sampled.
+    sampled_bucket: Option<DateTime<Utc>>,
 }
 
 impl PrebuildReconciler {
@@ -64,12 +87,29 @@ impl PrebuildReconciler {
         Self {
             pool,
             leader: Leadership::new(url, PREBUILDS_LEASE),
-            config,
             parallelism: parallelism.max(1),
             metrics: None,
             recorder: None,
             figures: None,
+            feed: PrebuildFeed::new(config),
+            plans: KeptPlans::default(),
+            resync_interval: DEFAULT_RESYNC_INTERVAL,
+            last_full_reload: None,
+            sampled_bucket: None,
         }
+    }
+
+    /// How often the kept snapshot is reloaded whole (see [`DEFAULT_RESYNC_INTERVAL`]).
+    pub fn with_resync_interval(mut self, every: Duration) -> Self {
+        self.resync_interval = every;
+        self
+    }
+
+    /// Forgets the kept snapshot and plans: the next cycle reloads everything.
+    pub fn forget(&mut self) {
+        self.feed.reset();
+        self.plans.clear();
+        self.last_full_reload = None;
     }
 
     /// Also exports this loop's connection pool (the first pool a `Metrics` sees wins).
@@ -107,6 +147,10 @@ impl PrebuildReconciler {
         let span = tracing::info_span!("prebuild_cycle", %now);
         let started = Instant::now();
         let outcome = self.cycle_inner(now).instrument(span.clone()).await;
+        if !matches!(outcome, Ok(CycleOutcome::Ran(_) | CycleOutcome::Paused)) {
+            // Not leading, or some step failed: what is kept may be stale or half-updated.
+            self.forget();
+        }
         if let Some(metrics) = &self.metrics {
             metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
             match &outcome {
@@ -126,7 +170,7 @@ impl PrebuildReconciler {
         let Some(fence) = self.leader.fence().cloned() else {
             return Ok(CycleOutcome::NotLeader);
         };
-        let (paused, loaded) = {
+        let (paused, refreshed) = {
             let mut conn = self.pool.get().await.map_err(StoreError::from)?;
             // Checked at the start of every cycle, so a pause takes effect within one.
             let paused = reconciliation_paused(&mut conn).await?;
@@ -136,42 +180,68 @@ impl PrebuildReconciler {
                     return Ok(CycleOutcome::Paused);
                 }
             }
-            // Loaded even while paused when metrics are kept: they still show the pool.
-            (paused, load_prebuild_snapshot(&mut conn, now, self.config).await?)
+            // Refreshed even while paused when metrics are kept: they still show the pool.
+            let full = self.last_full_reload.is_none_or(|at| at.elapsed() >= self.resync_interval);
+            let refreshed = self.feed.refresh(&mut conn, now, full).await?;
+            if !paused {
+                self.feed.prune(&mut conn, &fence).await?;
+            }
+            (paused, refreshed)
         };
+        let full_reload = refreshed == Refreshed::Full;
+        if full_reload {
+            self.last_full_reload = Some(Instant::now());
+        }
+        let (loaded, plans) = self.plans.replan(self.feed.kept(), refreshed, now);
         let snapshot = loaded.snapshot;
-        let snapshot_presets = snapshot.presets.len();
-        let plans = plan(now, &snapshot);
+        let snapshot_presets = self.plans.len();
         if paused {
-            self.observe(true, preset_series(&snapshot.presets, &plans, &loaded.names)).await;
+            let series = self.all_series();
+            self.observe(true, series).await;
             return Ok(CycleOutcome::Paused);
         }
         if let Some(recorder) = &self.recorder {
+            // The whole snapshot, as a full reload would read it: replays need no feed.
             let mut input = ReplayInput::new(now);
-            input.prebuilds = Some(snapshot.clone());
+            input.prebuilds = Some(self.feed.kept().assemble(None, now).snapshot);
             let output = poolkeeper_core::run_replay(&input);
             if let Err(err) = recorder.record(&cycle_name(now, "prebuilds"), &input, &output) {
                 tracing::warn!(error = %err, "cannot record the cycle");
             }
         }
-        let next_check_at = plans.iter().filter_map(|p| p.next_check_at).min();
+        let next_check_at = self.plans.next_check_at();
         // Exported after the apply, so that its creations count in the totals.
-        let series = preset_series(&snapshot.presets, &plans, &loaded.names);
+        let series = self.all_series();
+        let planned = plans.len();
         // Owned items: borrowed ones make the cycle future not provably `Send` (rustc's
         // higher-ranked lifetime limits), and the loop runs in a spawned task.
-        let work: Vec<(Preset, PresetPlan)> = snapshot
-            .presets
-            .into_iter()
-            .zip(plans)
-            .filter(|(_, p)| p.actions.iter().any(|a| !matches!(a, Action::Backoff { .. })))
-            .collect();
+        let work: Vec<(Preset, PresetPlan)> =
+            snapshot.presets.into_iter().zip(plans).filter(|(_, p)| has_work(p)).collect();
         let mut stats = CycleStats {
             presets: snapshot_presets,
+            planned,
+            full_reload,
             presets_with_actions: work.len(),
             next_check_at,
             ..CycleStats::default()
         };
-        let results: Vec<(uuid::Uuid, Result<Vec<uuid::Uuid>, StoreError>)> = stream::iter(work)
+        // Creates go after each preset's other actions (rules §4: deletes before the
+        // create), batched across presets (a few transactions for thousands of presets).
+        let mut creates = Vec::new();
+        let others: Vec<(Preset, PresetPlan)> = work
+            .into_iter()
+            .filter_map(|(preset, mut preset_plan)| {
+                preset_plan.actions.retain(|action| match action {
+                    Action::Create { count } => {
+                        creates.push(Creates { preset: preset.clone(), count: *count });
+                        false
+                    }
+                    _ => true,
+                });
+                has_work(&preset_plan).then_some((preset, preset_plan))
+            })
+            .collect();
+        let results: Vec<(Uuid, Result<Vec<Uuid>, StoreError>)> = stream::iter(others)
             .map(|(preset, preset_plan)| {
                 let pool = self.pool.clone();
                 let fence = fence.clone();
@@ -186,6 +256,7 @@ impl PrebuildReconciler {
             .buffer_unordered(self.parallelism)
             .collect()
             .await;
+        let mut failed = HashSet::new();
         for (preset_id, result) in results {
             match result {
                 Ok(jobs) => {
@@ -193,28 +264,70 @@ impl PrebuildReconciler {
                     stats.jobs += jobs.len();
                 }
                 Err(err) => {
-                    stats.failures += 1;
-                    if let Some(metrics) = &self.metrics {
-                        metrics.count_error(LOOP, err.label());
-                    }
+                    failed.insert(preset_id);
+                    self.count_error(&err);
                     tracing::warn!(%preset_id, error = %err, kind = err.label(), "preset apply failed");
                 }
             }
         }
+        for batch in create_prebuilds(&self.pool, &fence, now, creates, self.parallelism).await {
+            match batch.jobs {
+                Ok(jobs) => {
+                    for jobs in jobs.values() {
+                        publish_jobs(jobs);
+                        stats.jobs += jobs.len();
+                    }
+                }
+                Err(err) => {
+                    self.count_error(&err);
+                    tracing::warn!(presets = batch.presets.len(), error = %err, kind = err.label(), "prebuild creates failed");
+                    failed.extend(batch.presets);
+                }
+            }
+        }
+        stats.failures = failed.len();
         tracing::info!(
             presets = stats.presets,
+            planned = stats.planned,
+            full_reload = stats.full_reload,
             with_actions = stats.presets_with_actions,
             jobs = stats.jobs,
             failures = stats.failures,
             "prebuild cycle done"
         );
-        // The dashboard's 24-hour chart: one sample per preset and cycle, fenced, best effort.
-        let samples: Vec<_> = series.iter().map(|(id, s)| (*id, s.desired, s.eligible)).collect();
-        if let Err(err) = record_pool_samples(&self.pool, &fence, now, &samples).await {
-            tracing::warn!(error = %err, kind = err.label(), "cannot record the pool samples");
+        // The dashboard's 24-hour chart: the first cycle of each five-minute bucket samples
+        // every pool (fenced, best effort); the other cycles write nothing. The figures are
+        // the exported series', so only a reconciler with metrics (the daemon's) samples.
+        if self.sampled_bucket != Some(bucket_of(now)) {
+            let samples: Vec<_> =
+                series.iter().map(|(id, s)| (*id, s.desired, s.eligible)).collect();
+            match record_pool_samples(&self.pool, &fence, now, &samples).await {
+                Ok(()) => self.sampled_bucket = Some(bucket_of(now)),
+                Err(err) => {
+                    tracing::warn!(error = %err, kind = err.label(), "cannot record the pool samples")
+                }
+            }
         }
         self.observe(false, series).await;
         Ok(CycleOutcome::Ran(stats))
+    }
+
+    fn count_error(&self, err: &StoreError) {
+        if let Some(metrics) = &self.metrics {
+            metrics.count_error(LOOP, err.label());
+        }
+    }
+
+    /// The metric series of every preset, from the kept snapshot's presets and the latest
+    /// plans (empty when no metrics are kept: nothing reads them).
+    fn all_series(&self) -> Vec<(Uuid, PresetSeries)> {
+        if self.metrics.is_none() {
+            return Vec::new();
+        }
+        let (presets, names) = self.feed.kept().presets();
+        let plans: Vec<PresetPlan> =
+            presets.iter().filter_map(|p| self.plans.get(&p.id).cloned()).collect();
+        preset_series(&presets, &plans, &names)
     }
 
     /// Swaps in the pool-wide metrics of this cycle. The totals come from a read-only

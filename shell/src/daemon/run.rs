@@ -25,6 +25,8 @@ pub struct DaemonSettings {
     pub database_url: String,
     pub lifecycle_interval: Duration,
     pub prebuild_interval: Duration,
+    /// How often the prebuild loop reloads its kept snapshot whole (rules §8).
+    pub prebuild_resync_interval: Duration,
     /// Cap of the retry delay while the database is unreachable.
     pub max_retry_delay: Duration,
     pub reconciler: ReconcilerConfig,
@@ -168,7 +170,8 @@ async fn prebuild_loop(
     )
     .with_metrics(state.metrics.clone())
     .with_recorder(settings.recorder.clone())
-    .with_lease_ttl(lease_for(settings.prebuild_interval));
+    .with_lease_ttl(lease_for(settings.prebuild_interval))
+    .with_resync_interval(settings.prebuild_resync_interval);
     let mut retry = Retry::new(settings.max_retry_delay);
     while !shutdown.is_cancelled() {
         let bound = reconciler.lease_ttl();

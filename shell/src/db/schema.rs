@@ -280,6 +280,16 @@ diesel::table! {
 
 // diesel allows one `joinable!` per table pair: templates.active_version_id (the reverse
 // of template_versions.template_id) is joined explicitly with `.on(...)`.
+diesel::table! {
+    /// The prebuild reconciler's change feed (written by triggers only).
+    prebuild_changes (xid, id) {
+        id -> BigInt,
+        xid -> BigInt,
+        kind -> Text,
+        target_id -> Uuid,
+    }
+}
+
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(templates -> organizations (organization_id));
 diesel::joinable!(template_versions -> templates (template_id));
@@ -324,4 +334,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     leader_leases,
     pool_samples,
     dashboard_sessions,
+    prebuild_changes,
 );

@@ -43,8 +43,8 @@ impl LoopKind {
 
 /// One loop's engine: the daemon's reconciler or executor.
 enum Engine {
-    Prebuilds(PrebuildReconciler),
-    Lifecycle(LifecycleExecutor),
+    Prebuilds(Box<PrebuildReconciler>),
+    Lifecycle(Box<LifecycleExecutor>),
 }
 
 impl Engine {
@@ -71,10 +71,10 @@ pub async fn run_loop(
         LoopKind::Prebuilds => {
             let parallelism = pool.status().max_size / 2;
             let reconciler = PrebuildReconciler::new(pool, &url, reconciler_config(), parallelism);
-            Engine::Prebuilds(reconciler.with_metrics(metrics))
+            Engine::Prebuilds(Box::new(reconciler.with_metrics(metrics)))
         }
         LoopKind::Lifecycle => {
-            Engine::Lifecycle(LifecycleExecutor::new(pool, &url).with_metrics(metrics))
+            Engine::Lifecycle(Box::new(LifecycleExecutor::new(pool, &url).with_metrics(metrics)))
         }
     };
     let mut ticker = tokio::time::interval(interval);

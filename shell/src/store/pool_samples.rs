@@ -1,7 +1,8 @@
 //! The dashboard's 24-hour chart of each pool (`pool_samples`): the prebuild leader records
-//! desired and eligible once per preset and cycle, into a five-minute bucket that later
-//! cycles of the same bucket overwrite, and drops what is older than a day in the same short
-//! fenced transaction. The table therefore stays bounded: 288 rows per preset at most.
+//! desired and eligible per preset into five-minute buckets (once per bucket; a second write
+//! to a bucket, after a change of leader, overwrites the figures that changed) and drops what
+//! is older than a day in the same short fenced transaction. The table therefore stays
+//! bounded: 288 rows per preset at most.
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use diesel::sql_types::{Array, Integer, Timestamptz, Uuid as SqlUuid};

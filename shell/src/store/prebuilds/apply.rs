@@ -9,14 +9,14 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use poolkeeper_core::prebuilds::{Action, Preset, PresetPlan, PresetStatus};
 use uuid::Uuid;
 
-use crate::db::enums::{AutomaticUpdates, BuildReason, JobStatus, PrebuildStatus, Transition};
-use crate::db::models::NewWorkspace;
-use crate::db::schema::{presets, provisioner_jobs, templates, workspace_builds, workspaces};
+use super::create::Creates;
+use crate::db::enums::{BuildReason, JobStatus, PrebuildStatus, Transition};
+use crate::db::schema::{presets, provisioner_jobs, workspace_builds, workspaces};
 use crate::db::{DbPool, PREBUILDS_USER_ID};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::leases::Fence;
 use crate::store::notifications::{enqueue, template_admins, Dedupe, Kind};
-use crate::store::rows::{audit, insert_audit, insert_builds, BuildSpec, ROWS_PER_INSERT};
+use crate::store::rows::{audit, insert_audit, insert_builds, BuildSpec};
 use crate::store::StoreError;
 
 /// The audit actor of this loop.
@@ -53,8 +53,7 @@ pub async fn apply_preset_plan(
     Ok(jobs)
 }
 
-/// `count` new prebuilds: workspaces, first start builds and pending jobs, each kind in
-/// one multi-row insert, all in one transaction.
+/// `count` new prebuilds of `preset`, in one transaction (see `create`).
 async fn create_prebuilds(
     pool: &DbPool,
     fence: &Fence,
@@ -62,72 +61,11 @@ async fn create_prebuilds(
     preset: &Preset,
     count: u32,
 ) -> Result<Vec<Uuid>, StoreError> {
-    if count == 0 {
-        return Ok(Vec::new());
+    let creates = vec![Creates { preset: preset.clone(), count }];
+    let mut jobs = Vec::new();
+    for batch in super::create::create_prebuilds(pool, fence, now, creates, 1).await {
+        jobs.extend(batch.jobs?.into_values().flatten());
     }
-    let mut conn = pool.get().await?;
-    let jobs = conn
-        .transaction(async |conn| {
-            fence.check(conn).await?;
-            let organization_id: Uuid = templates::table
-                .find(preset.template_id)
-                .select(templates::organization_id)
-                .first(conn)
-                .await?;
-            let new: Vec<NewWorkspace> = (0..count)
-                .map(|_| {
-                    let id = Uuid::new_v4();
-                    NewWorkspace {
-                        id,
-                        organization_id,
-                        owner_id: PREBUILDS_USER_ID,
-                        template_id: preset.template_id,
-                        name: format!("prebuild-{}", id.simple()),
-                        autostart_schedule: None,
-                        ttl_secs: 0,
-                        next_start_at: None,
-                        automatic_updates: AutomaticUpdates::Never,
-                        last_used_at: Some(now),
-                        created_at: Some(now),
-                    }
-                })
-                .collect();
-            for chunk in new.chunks(ROWS_PER_INSERT) {
-                diesel::insert_into(workspaces::table).values(chunk).execute(conn).await?;
-            }
-            let specs = new
-                .iter()
-                .map(|ws| BuildSpec {
-                    workspace_id: ws.id,
-                    organization_id,
-                    build_number: 1,
-                    template_version_id: preset.template_version_id,
-                    preset_id: Some(preset.id),
-                    transition: Transition::Start,
-                    reason: BuildReason::Prebuild,
-                    initiator_id: PREBUILDS_USER_ID,
-                    for_prebuild: true,
-                    provisioner_state: None,
-                })
-                .collect();
-            let jobs = insert_builds(conn, now, specs).await?;
-            let entries: Vec<_> = new
-                .iter()
-                .map(|ws| {
-                    audit(
-                        now,
-                        LOOP,
-                        "prebuild_create",
-                        ws.id,
-                        serde_json::json!({ "preset_id": preset.id }),
-                    )
-                })
-                .collect();
-            insert_audit(conn, &entries).await?;
-            Ok::<_, StoreError>(jobs)
-        })
-        .await?;
-    tracing::info!(preset_id = %preset.id, created = jobs.len(), "prebuilds created");
     Ok(jobs)
 }
 

@@ -1,0 +1,12 @@
+DROP TRIGGER organizations_prebuild_change ON organizations;
+DROP TRIGGER templates_prebuild_change ON templates;
+DROP TRIGGER preset_schedules_prebuild_change ON preset_schedules;
+DROP TRIGGER presets_prebuild_change ON presets;
+DROP TRIGGER workspace_agents_prebuild_change ON workspace_agents;
+DROP TRIGGER provisioner_jobs_prebuild_change ON provisioner_jobs;
+DROP TRIGGER workspace_builds_prebuild_change ON workspace_builds;
+DROP TRIGGER workspaces_prebuild_change ON workspaces;
+DROP FUNCTION poolkeeper_change_template();
+DROP FUNCTION poolkeeper_change_preset();
+DROP FUNCTION poolkeeper_change_workspace();
+DROP TABLE prebuild_changes;
