@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod dashboard;
 pub mod db;
 pub mod demo;
 pub mod notify;

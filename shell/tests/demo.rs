@@ -111,6 +111,12 @@ fn demo_scenario_fills_pools_claims_and_rolls_out() {
         lines.iter().any(|l| l.starts_with("demo: metrics on http://127.0.0.1:")),
         "the metrics address was not printed\n{context}"
     );
+    // The dashboard's address and an owner's token to paste into its sign-in form.
+    assert!(
+        lines.iter().any(|l| l.starts_with("demo: dashboard on http://127.0.0.1:")
+            && l.contains("/dashboard (sign in with this owner token: pk_")),
+        "the dashboard's address was not printed\n{context}"
+    );
     let example = position(&|l| l.starts_with("api: try  curl -s -X POST http://127.0.0.1:"))
         .unwrap_or_else(|| panic!("no API example\n{context}"));
     assert!(complete < example, "the API example came before the scenario ended\n{context}");

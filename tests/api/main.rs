@@ -7,6 +7,7 @@ mod api_server;
 mod admin;
 mod agents;
 mod audit_log;
+mod dashboard;
 mod hostile_input;
 mod http;
 mod http_access_log;

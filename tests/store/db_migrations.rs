@@ -213,6 +213,8 @@ async fn diesel_schema_matches_the_migrated_database() {
         audit_log,
         settings,
         leader_leases,
+        pool_samples,
+        dashboard_sessions,
         prebuild_changes,
     );
     in_schema_rs.sort();

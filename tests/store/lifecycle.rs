@@ -447,3 +447,21 @@ async fn an_autostop_keeps_the_latest_builds_version_and_an_autostart_moves_to_t
     let (transition, _, version) = build_row(&db, ws, 3).await;
     assert_eq!((transition.as_str(), version), ("start", v2));
 }
+
+#[tokio::test]
+async fn the_audit_entry_of_a_decision_says_which_rule_and_why() {
+    let db = TestDatabase::new().await;
+    let now = t("2025-06-02T09:00:00Z");
+    let (ws, decision) = due_autostop(&db, now).await;
+    apply_lifecycle_decision(db.pool(), &seed::lead(&db, "lifecycle").await, now, &decision)
+        .await
+        .expect("apply");
+    let entries =
+        poolkeeper::store::workspace_story::recent_lifecycle_decisions(db.pool(), Some(ws), 10)
+            .await
+            .expect("decisions");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].diff["rule"], "autostop");
+    assert_eq!(entries[0].diff["why"], "autostop: deadline 2025-06-02T08:30:00Z reached");
+    assert_eq!(entries[0].diff["transition"], "stop");
+}

@@ -4,6 +4,7 @@
 mod auth;
 mod bad_rows;
 mod claim;
+mod dashboard;
 mod db_constraints;
 mod db_harness;
 mod db_migrations;

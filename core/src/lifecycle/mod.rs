@@ -12,6 +12,7 @@ mod fixtures;
 mod preconditions;
 mod rules;
 mod snapshot;
+mod upcoming;
 
 pub use decide::decide;
 pub use decision::{Decision, MarkDormant, Reason, Rule};
@@ -19,6 +20,7 @@ pub use facts::tick_of;
 pub use snapshot::{
     AutomaticUpdates, LatestBuild, LifecycleSnapshot, OwnerStatus, Template, Workspace,
 };
+pub use upcoming::{upcoming, Upcoming};
 
 use std::collections::HashMap;
 

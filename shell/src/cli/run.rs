@@ -159,8 +159,13 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
         tracing::info!(listen = %args.listen, "HTTP API, health and metrics endpoints up");
         let api_state =
             crate::api::ApiState::new(api_pool.clone()).with_metrics(state.metrics.clone());
-        let router =
-            with_access_log(base_router(state.clone()).merge(crate::api::router(api_state)));
+        let dashboard =
+            crate::dashboard::DashboardState::new(api_pool.clone(), args.reconciler.config());
+        let router = with_access_log(
+            base_router(state.clone())
+                .merge(crate::api::router(api_state))
+                .merge(crate::dashboard::router(dashboard)),
+        );
         let (listen, http_shutdown) = (args.listen, shutdown.clone());
         let http = supervise("http", state.clone(), shutdown.clone(), move || {
             let taken = first_listener.lock().ok().and_then(|mut first| first.take());

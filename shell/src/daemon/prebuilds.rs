@@ -21,6 +21,7 @@ use super::recorder::{cycle_name, Recorder};
 use super::DaemonError;
 use crate::db::DbPool;
 use crate::store::metrics::{load_metrics_figures, MetricsFigures};
+use crate::store::pool_samples::{bucket_of, record_pool_samples};
 use crate::store::prebuilds::{
     apply_preset_plan, create_prebuilds, Creates, PrebuildFeed, Refreshed, CREATES_PER_TRANSACTION,
 };
@@ -77,6 +78,8 @@ pub struct PrebuildReconciler {
     resync_interval: Duration,
     creates_per_transaction: usize,
     last_full_reload: Option<Instant>,
+    /// The five-minute bucket of the dashboard's chart this leader last sampled.
+    sampled_bucket: Option<DateTime<Utc>>,
 }
 
 impl PrebuildReconciler {
@@ -94,6 +97,7 @@ impl PrebuildReconciler {
             resync_interval: DEFAULT_RESYNC_INTERVAL,
             creates_per_transaction: CREATES_PER_TRANSACTION,
             last_full_reload: None,
+            sampled_bucket: None,
         }
     }
 
@@ -303,6 +307,19 @@ impl PrebuildReconciler {
             failures = stats.failures,
             "prebuild cycle done"
         );
+        // The dashboard's 24-hour chart: the first cycle of each five-minute bucket samples
+        // every pool (fenced, best effort); the other cycles write nothing. The figures are
+        // the exported series', so only a reconciler with metrics (the daemon's) samples.
+        if self.sampled_bucket != Some(bucket_of(now)) {
+            let samples: Vec<_> =
+                series.iter().map(|(id, s)| (*id, s.desired, s.eligible)).collect();
+            match record_pool_samples(&self.pool, &fence, now, &samples).await {
+                Ok(()) => self.sampled_bucket = Some(bucket_of(now)),
+                Err(err) => {
+                    tracing::warn!(error = %err, kind = err.label(), "cannot record the pool samples")
+                }
+            }
+        }
         self.observe(false, series).await;
         Ok(CycleOutcome::Ran(stats))
     }

@@ -259,6 +259,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    pool_samples (sampled_at, preset_id) {
+        sampled_at -> Timestamptz,
+        preset_id -> Uuid,
+        desired -> Int4,
+        eligible -> Int4,
+    }
+}
+
+diesel::table! {
+    dashboard_sessions (id_hash) {
+        id_hash -> Text,
+        token_id -> Uuid,
+        csrf_token -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
 // diesel allows one `joinable!` per table pair: templates.active_version_id (the reverse
 // of template_versions.template_id) is joined explicitly with `.on(...)`.
 diesel::table! {
@@ -288,6 +307,8 @@ diesel::joinable!(workspace_builds -> provisioner_jobs (job_id));
 diesel::joinable!(workspace_builds -> users (initiator_id));
 diesel::joinable!(workspace_agents -> workspace_builds (build_id));
 diesel::joinable!(notifications -> users (user_id));
+diesel::joinable!(pool_samples -> presets (preset_id));
+diesel::joinable!(dashboard_sessions -> api_tokens (token_id));
 diesel::joinable!(notification_attempts -> notifications (notification_id));
 diesel::joinable!(notification_preferences -> users (user_id));
 diesel::joinable!(audit_log -> users (actor_id));
@@ -311,5 +332,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     settings,
     leader_leases,
+    pool_samples,
+    dashboard_sessions,
     prebuild_changes,
 );

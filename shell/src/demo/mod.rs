@@ -304,7 +304,10 @@ async fn serve_http(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr().context("the listening socket has no address")?;
-    let router = base_router(http.clone()).merge(api_router(ApiState::new(pool.clone())));
+    let dashboard = crate::dashboard::DashboardState::new(pool.clone(), reconciler_config());
+    let router = base_router(http.clone())
+        .merge(api_router(ApiState::new(pool.clone())))
+        .merge(crate::dashboard::router(dashboard));
     let server = tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -314,6 +317,20 @@ async fn serve_http(
         }
     });
     Ok((address, server))
+}
+
+/// An owner for the dashboard (`operator`, made unique by the run tag; reused when it exists
+/// already, as with `--database-url`) and a fresh token to paste into its sign-in form.
+async fn dashboard_token(pool: &DbPool, config: &DemoConfig) -> anyhow::Result<String> {
+    let username = format!("operator{}", config.run_tag);
+    match create_user(pool, &username, UserRole::Owner, Utc::now()).await {
+        Ok(_) | Err(crate::store::auth::AuthError::UserExists(_)) => {}
+        Err(err) => return Err(err).with_context(|| format!("creating the owner {username:?}")),
+    }
+    let (secret, _) = create_token(pool, &username, "", chrono::TimeDelta::days(1), Utc::now())
+        .await
+        .with_context(|| format!("creating a token for {username}"))?;
+    Ok(secret)
 }
 
 /// A token for the demo user, and a claim through the API to copy and paste.
@@ -359,6 +376,12 @@ pub async fn run(
     let (address, server) = serve_http(&pool, &http, config.listen, http_stop.clone()).await?;
     println!("demo: HTTP API on http://{address}/api/v1 (OpenAPI at /api/v1/openapi.json)");
     println!("demo: metrics on http://{address}/metrics, health on /healthz and /readyz");
+    match dashboard_token(&pool, config).await {
+        Ok(secret) => println!(
+            "demo: dashboard on http://{address}/dashboard (sign in with this owner token: {secret})"
+        ),
+        Err(err) => tracing::warn!(error = %err, "cannot create the dashboard's owner token"),
+    }
     let machinery = Machinery::start(&pool, url, config, &http);
     tokio::pin!(stop);
     let (result, interrupted) = tokio::select! {

@@ -162,6 +162,9 @@ async fn apply_locked(
     let diff = serde_json::json!({
         "transition": decision.transition.map(|t| t.as_str()),
         "reason": decision.reason.map(|r| r.as_str()),
+        // The core's explanation, so that "why did this stop at 02:00?" has its answer.
+        "rule": decision.rule.as_str(),
+        "why": decision.why,
         "job_id": job_id,
         "old": {
             "dormant_at": workspace.dormant_at,

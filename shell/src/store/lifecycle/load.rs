@@ -105,6 +105,21 @@ pub async fn load_lifecycle_snapshot(
     Ok(LifecycleSnapshot { workspaces })
 }
 
+/// One candidate as the tick would see it (`None`: not a candidate, or an unreadable row), for
+/// explaining a single workspace.
+pub async fn load_lifecycle_candidate(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+) -> Result<Option<Workspace>, StoreError> {
+    let row: Option<WorkspaceRow> = diesel::sql_query(CANDIDATE_SQL)
+        .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
+        .bind::<SqlUuid, _>(workspace_id)
+        .load(conn)
+        .await?
+        .pop();
+    Ok(row.and_then(|row| to_workspace(&row).ok()))
+}
+
 fn secs(value: i64, field: &'static str) -> Result<u64, &'static str> {
     u64::try_from(value).map_err(|_| field)
 }

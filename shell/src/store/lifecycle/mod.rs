@@ -5,4 +5,4 @@ mod apply;
 mod load;
 
 pub use apply::{apply_lifecycle_decision, Applied};
-pub use load::load_lifecycle_snapshot;
+pub use load::{load_lifecycle_candidate, load_lifecycle_snapshot};
