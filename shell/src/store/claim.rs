@@ -185,7 +185,11 @@ async fn read_request(
     let name_taken = diesel::dsl::exists(
         workspaces::table
             .filter(workspaces::owner_id.eq(request.user_id))
-            .filter(workspaces::deleted.eq(false))
+            // `NOT deleted` written out, not bound: the statement is prepared once per
+            // connection, and only a literal lets its generic plan use the partial unique
+            // index on (owner_id, lower(name)); a bound `deleted = $n` made it a scan of every
+            // workspace, the bulk of a claim's time once there are many.
+            .filter(diesel::dsl::not(workspaces::deleted))
             .filter(lower(workspaces::name).eq(lower(&request.name))),
     );
     templates::table
