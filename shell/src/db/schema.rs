@@ -156,6 +156,7 @@ diesel::table! {
         deleted -> Bool,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        prebuild_preset_id -> Nullable<Uuid>,
     }
 }
 

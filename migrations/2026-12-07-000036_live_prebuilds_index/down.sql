@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY workspaces_live_prebuilds_idx;
