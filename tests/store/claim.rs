@@ -370,3 +370,26 @@ async fn a_prebuild_is_marked_live_until_it_is_claimed() {
     seed::complete_pending_jobs(&mut conn, Utc::now()).await;
     assert_eq!(live_prebuild_markers(&mut conn).await, expected);
 }
+
+/// A claim tries a large pool a slice at a time (32 prebuilds per statement): when every
+/// prebuild of the first slice is held by other claims, it takes the oldest of the next.
+#[tokio::test]
+async fn a_claim_goes_past_a_slice_of_held_prebuilds() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 34).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let held: Vec<String> = pool.prebuilds[..33].iter().map(|id| format!("'{id}'")).collect();
+    let mut holder = AsyncPgConnection::establish(db.url()).await.expect("holder connection");
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM workspaces WHERE id IN ({}) FOR UPDATE",
+            held.join(", ")
+        ))
+        .await
+        .expect("hold the oldest 33");
+    let outcome = claim(&db, &request(&pool, alice, "dev")).await.expect("claim");
+    assert!(outcome.claimed);
+    assert_eq!(outcome.workspace.id, pool.prebuilds[33], "the oldest one not held");
+    holder.batch_execute("ROLLBACK").await.expect("release");
+}

@@ -90,6 +90,11 @@ impl From<diesel_async::pooled_connection::deadpool::PoolError> for ClaimError {
     }
 }
 
+/// Candidates one lock statement is given. The statement reads every candidate it is given
+/// before it locks the first in the core's order, so a large pool is tried a slice at a
+/// time: claimers of one preset then read a few dozen prebuilds each, not the whole pool.
+const CANDIDATES_PER_ATTEMPT: usize = 32;
+
 /// Hands the user the oldest ready prebuild of the preset, or builds a fresh workspace.
 pub async fn claim_or_create(
     pool: &DbPool,
@@ -123,11 +128,12 @@ pub async fn claim_or_create(
         let core_preset = core_preset(&template, preset)?;
         let mut candidates = choose_claim(&rows, &core_preset, now).candidates;
         while !candidates.is_empty() {
+            let slice = candidates.len().min(CANDIDATES_PER_ATTEMPT);
             let attempt = conn
                 .transaction::<_, ClaimError, _>(async |conn| {
                     claim_first(
                         conn,
-                        &candidates,
+                        &candidates[..slice],
                         &core_preset,
                         request,
                         ttl_secs,
@@ -147,7 +153,8 @@ pub async fn claim_or_create(
                     );
                     return Ok(*outcome);
                 }
-                Attempt::NoneLeft => break,
+                // Every one of the slice is locked by another claim or no longer claimable.
+                Attempt::NoneLeft => drop(candidates.drain(..slice)),
                 Attempt::Superseded(workspace_id) => {
                     tracing::debug!(%workspace_id, "claim candidate no longer claimable, trying the rest");
                     candidates.retain(|candidate| *candidate != workspace_id);
@@ -210,7 +217,7 @@ async fn read_request(
 /// What one claim transaction did.
 enum Attempt {
     Claimed(Box<ClaimOutcome>),
-    /// Every candidate is locked by another claim or no longer claimable.
+    /// Every candidate given is locked by another claim or no longer claimable.
     NoneLeft,
     /// The locked candidate is no longer claimable (its agent stopped being ready, it
     /// expired, or it got a newer build: the reconciler queued its delete): nothing was
