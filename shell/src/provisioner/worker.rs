@@ -20,7 +20,7 @@ use super::spool::{self, Spooled};
 use super::{acquire_next_tagged_job, flip_due_agents, heartbeat, BackendError, ProvisionerError};
 use crate::db::enums::JobStatus;
 use crate::db::models::ProvisionerJob;
-use crate::db::DbPool;
+use crate::db::{DbConn, DbPool};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Reading a job's build is retried through this many transient database errors (about half
@@ -149,13 +149,13 @@ async fn run_next_job(
     else {
         return Ok(false);
     };
-    // No connection (let alone a transaction) is held while the backend runs.
-    drop(conn);
     let job_id = job.id;
     let span = tracing::info_span!("job", %job_id, %worker, transition = %job.transition);
     async {
         tracing::info!("job acquired");
-        let Some(ctx) = load_with_retry(pool, job, worker, shutdown).await? else {
+        // The job's context is read on the connection that took it; no connection (let alone
+        // a transaction) is held while the backend runs.
+        let Some(ctx) = load_with_retry(pool, conn, job, worker, shutdown).await? else {
             return Ok(true);
         };
 
@@ -226,10 +226,12 @@ async fn run_next_job(
     .await
 }
 
-/// The job's build, read with retries through transient database errors. `Ok(None)` when
-/// the job cannot run (it is failed, with an audit entry) or was left to the reaper.
+/// The job's build, read with retries through transient database errors, first on `conn`
+/// (the connection that took the job), then on fresh ones. `Ok(None)` when the job cannot
+/// run (it is failed, with an audit entry) or was left to the reaper.
 async fn load_with_retry(
     pool: &DbPool,
+    conn: DbConn,
     job: ProvisionerJob,
     worker: &str,
     shutdown: &CancellationToken,
@@ -237,10 +239,15 @@ async fn load_with_retry(
     let job_id = job.id;
     let mut backoff = Duration::from_millis(250);
     let mut attempt = 0;
+    let mut first = Some(conn);
     loop {
         attempt += 1;
+        let taken = first.take();
         let loaded = async {
-            let mut conn = pool.get().await?;
+            let mut conn = match taken {
+                Some(conn) => conn,
+                None => pool.get().await?,
+            };
             load_context(&mut conn, job.clone()).await
         };
         let err = match loaded.await {
