@@ -292,16 +292,6 @@ fn person_build(pool: &Pool, owner_id: Uuid, transition: Transition) -> Workspac
     }
 }
 
-async fn live_prebuild_markers(conn: &mut AsyncPgConnection) -> Vec<(Uuid, Option<Uuid>)> {
-    workspaces::table
-        .filter(workspaces::prebuild_preset_id.is_not_null())
-        .select((workspaces::id, workspaces::prebuild_preset_id))
-        .order(workspaces::id)
-        .load(conn)
-        .await
-        .expect("markers")
-}
-
 /// However long the history of the preset's builds grows (claimed workspaces keep building
 /// with the preset; people create workspaces from it), a claim's candidates are the preset's
 /// live prebuilds, oldest first: a claimed workspace whose latest build is a ready, succeeded
@@ -346,29 +336,6 @@ async fn claims_take_only_live_prebuilds_however_long_the_preset_history() {
         [Some(pool.prebuilds[1]), Some(pool.prebuilds[2]), None],
         "the two live prebuilds, oldest first, then a fresh workspace"
     );
-}
-
-/// The database marks a prebuild with its preset when its start build is inserted, whoever
-/// inserts it; a person's workspace is never marked, and the hand-over clears the mark.
-#[tokio::test]
-async fn a_prebuild_is_marked_live_until_it_is_claimed() {
-    let db = TestDatabase::new().await;
-    let pool = pool_of(&db, 2).await;
-    let mut conn = db.conn().await;
-    let alice = seed::user(&mut conn, "alice").await;
-    seed::workspace(&mut conn, person_build(&pool, alice, Transition::Start)).await;
-    let mut expected: Vec<(Uuid, Option<Uuid>)> =
-        pool.prebuilds.iter().map(|id| (*id, Some(pool.preset_id))).collect();
-    expected.sort();
-    assert_eq!(live_prebuild_markers(&mut conn).await, expected);
-
-    let outcome = claim(&db, &request(&pool, alice, "dev")).await.expect("claim");
-    assert!(outcome.claimed);
-    expected.retain(|(id, _)| *id != outcome.workspace.id);
-    assert_eq!(live_prebuild_markers(&mut conn).await, expected);
-    // The claim's own build (a start with the preset) does not mark it again.
-    seed::complete_pending_jobs(&mut conn, Utc::now()).await;
-    assert_eq!(live_prebuild_markers(&mut conn).await, expected);
 }
 
 /// A claim tries a large pool a slice at a time (32 prebuilds per statement): when every

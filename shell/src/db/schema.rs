@@ -156,7 +156,6 @@ diesel::table! {
         deleted -> Bool,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
-        prebuild_preset_id -> Nullable<Uuid>,
     }
 }
 

@@ -497,23 +497,21 @@ async fn running_prebuilds(
     preset_id: Uuid,
 ) -> Result<Vec<RunningPrebuild>, diesel::result::Error> {
     let rows: Vec<RunningRow> = Prepared::new(
-        // Driven by the index of live prebuilds (`workspaces.prebuild_preset_id`, which the
-        // database sets when a prebuild's start build is inserted and the hand-over clears):
-        // a claim stays as fast as the pool is small, however many builds people have made
-        // from the preset. The marker only narrows the search; the latest build decides.
+        // Driven by the preset's own builds (an index range), not by every live prebuild of
+        // every preset: a claim must stay fast however large the other pools are.
         diesel::sql_query(concat!(
-            "SELECT w.id AS workspace_id, lb.template_version_id, w.created_at,
+            "SELECT w.id AS workspace_id, b.template_version_id, w.created_at,
                 NOT EXISTS (SELECT 1 FROM ",
             unready_builds!(),
-            " nr WHERE nr.build_id = lb.id) AS ready
-         FROM workspaces w
-         JOIN LATERAL (SELECT b.id, b.template_version_id, b.preset_id, b.transition, b.job_id
-                       FROM workspace_builds b WHERE b.workspace_id = w.id
-                       ORDER BY b.build_number DESC LIMIT 1) lb ON true
-         JOIN provisioner_jobs j ON j.id = lb.job_id
-         WHERE w.prebuild_preset_id = $2 AND NOT w.deleted
-           AND w.owner_id = $1 AND w.deleting_at IS NULL
-           AND lb.preset_id = $2 AND lb.transition = 'start' AND j.status = 'succeeded'",
+            " nr WHERE nr.build_id = b.id) AS ready
+         FROM workspace_builds b
+         JOIN workspaces w ON w.id = b.workspace_id
+         JOIN provisioner_jobs j ON j.id = b.job_id
+         WHERE b.preset_id = $2 AND b.transition = 'start' AND j.status = 'succeeded'
+           AND w.owner_id = $1 AND NOT w.deleted AND w.deleting_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM workspace_builds later
+                           WHERE later.workspace_id = b.workspace_id
+                             AND later.build_number > b.build_number)",
         ))
         .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
         .bind::<SqlUuid, _>(preset_id),

@@ -1,6 +1,5 @@
 -- The hand-over of a prebuild to the user who claims it, in one statement: the workspace
--- changes owner and stops being a live prebuild (`prebuild_preset_id`); its next build,
--- that build's job and the audit entry are written with it.
+-- changes owner; its next build, that build's job and the audit entry are written with it.
 -- Returns the workspace as it now is, or no row when a build newer than $8 exists.
 --
 --  $1  uuid     the claiming user
@@ -24,8 +23,7 @@
 WITH handed AS (
     UPDATE workspaces
     SET owner_id = $1, name = $2, autostart_schedule = $3, ttl_secs = $4, next_start_at = $5,
-        last_used_at = $6, dormant_at = NULL, deleting_at = NULL, updated_at = $6,
-        prebuild_preset_id = NULL
+        last_used_at = $6, dormant_at = NULL, deleting_at = NULL, updated_at = $6
     WHERE id = $7
       AND NOT EXISTS (SELECT 1 FROM workspace_builds later
                       WHERE later.workspace_id = $7 AND later.build_number > $8)

@@ -1,1 +1,0 @@
-DROP INDEX CONCURRENTLY workspaces_live_prebuilds_idx;
