@@ -360,3 +360,37 @@ async fn a_claim_goes_past_a_slice_of_held_prebuilds() {
     assert_eq!(outcome.workspace.id, pool.prebuilds[33], "the oldest one not held");
     holder.batch_execute("ROLLBACK").await.expect("release");
 }
+
+async fn listed_prebuilds(conn: &mut AsyncPgConnection) -> Vec<Uuid> {
+    use poolkeeper::db::schema::workspace_builds;
+    workspace_builds::table
+        .filter(workspace_builds::prebuild_live)
+        .select(workspace_builds::workspace_id)
+        .order(workspace_builds::workspace_id)
+        .load(conn)
+        .await
+        .expect("listed prebuilds")
+}
+
+/// A prebuild's start build is listed among the claimable (`prebuild_live`) as it is inserted,
+/// whoever inserts it; a person's build never is, and the hand-over takes the claimed
+/// workspace off the list for good.
+#[tokio::test]
+async fn a_prebuild_is_listed_until_it_is_claimed() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 2).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    seed::workspace(&mut conn, person_build(&pool, alice, Transition::Start)).await;
+    let mut expected = pool.prebuilds.clone();
+    expected.sort();
+    assert_eq!(listed_prebuilds(&mut conn).await, expected);
+
+    let outcome = claim(&db, &request(&pool, alice, "dev")).await.expect("claim");
+    assert!(outcome.claimed);
+    expected.retain(|id| *id != outcome.workspace.id);
+    assert_eq!(listed_prebuilds(&mut conn).await, expected);
+    // The claim's own build (a start of the preset, by alice) is not listed either.
+    seed::complete_pending_jobs(&mut conn, Utc::now()).await;
+    assert_eq!(listed_prebuilds(&mut conn).await, expected);
+}

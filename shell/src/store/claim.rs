@@ -497,8 +497,10 @@ async fn running_prebuilds(
     preset_id: Uuid,
 ) -> Result<Vec<RunningPrebuild>, diesel::result::Error> {
     let rows: Vec<RunningRow> = Prepared::new(
-        // Driven by the preset's own builds (an index range), not by every live prebuild of
-        // every preset: a claim must stay fast however large the other pools are.
+        // Driven by the index of the preset's live prebuilds' start builds (`prebuild_live`,
+        // set as a prebuild's start build is inserted, cleared by the hand-over and by a
+        // completed delete): a claim stays as fast as the pool is small, however many builds
+        // people have made from the preset. The owner and the latest build still decide.
         diesel::sql_query(concat!(
             "SELECT w.id AS workspace_id, b.template_version_id, w.created_at,
                 NOT EXISTS (SELECT 1 FROM ",
@@ -507,7 +509,8 @@ async fn running_prebuilds(
          FROM workspace_builds b
          JOIN workspaces w ON w.id = b.workspace_id
          JOIN provisioner_jobs j ON j.id = b.job_id
-         WHERE b.preset_id = $2 AND b.transition = 'start' AND j.status = 'succeeded'
+         WHERE b.preset_id = $2 AND b.prebuild_live
+           AND b.transition = 'start' AND j.status = 'succeeded'
            AND w.owner_id = $1 AND NOT w.deleted AND w.deleting_at IS NULL
            AND NOT EXISTS (SELECT 1 FROM workspace_builds later
                            WHERE later.workspace_id = b.workspace_id

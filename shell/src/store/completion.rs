@@ -227,17 +227,27 @@ pub async fn set_deadlines(
     Ok(())
 }
 
-/// A delete build succeeded: the workspace is gone.
+/// A delete build succeeded: the workspace is gone, and a prebuild's start build leaves the
+/// index of claimable prebuilds (`prebuild_live`).
 pub async fn mark_deleted(
     conn: &mut AsyncPgConnection,
     workspace_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), diesel::result::Error> {
-    diesel::update(workspaces::table.find(workspace_id))
-        .set((workspaces::deleted.eq(true), workspaces::updated_at.eq(now)))
-        .execute(conn)
-        .await?;
-    Ok(())
+    let mut writes = Writes::new();
+    writes.push(
+        diesel::update(workspaces::table.find(workspace_id))
+            .set((workspaces::deleted.eq(true), workspaces::updated_at.eq(now))),
+    );
+    writes.push(
+        diesel::update(
+            workspace_builds::table
+                .filter(workspace_builds::workspace_id.eq(workspace_id))
+                .filter(workspace_builds::prebuild_live),
+        )
+        .set(workspace_builds::prebuild_live.eq(false)),
+    );
+    writes.execute(conn).await
 }
 
 /// A claim build re-created some of the prebuild's resources: every template admin is told
