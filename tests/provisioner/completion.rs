@@ -273,3 +273,62 @@ async fn starting_simulated_agents_become_ready_when_due() {
     assert_eq!(flip_due_agents(&mut conn, &config, later).await.expect("sweep"), 1);
     assert_eq!(agent_state(&mut conn, build).await, AgentLifecycle::Ready);
 }
+
+/// The completion writes the job's end, the build's state, every agent (a ready one with its
+/// ready time, a starting one without, returned with the instant it is due) and the audit
+/// entry, all in its one transaction.
+#[tokio::test]
+async fn a_completion_writes_the_state_the_agents_and_the_audit_entry() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let owner = seed::user(&mut conn, "dora", None).await;
+    let (template, version) = seed::template(&mut conn, "dev", TemplateSpec::default()).await;
+    let ws = seed::workspace(&mut conn, owner, template, "ws", 3600, None).await;
+    let (build, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
+    let at = monday_nine();
+    let result = JobResult::Succeeded(BuildOutput {
+        state: Some(b"after".to_vec()),
+        agents: vec![
+            AgentSpec { name: "main".to_owned(), start_secs: 0 },
+            AgentSpec { name: "slow".to_owned(), start_secs: 30 },
+        ],
+    });
+    let acquired = acquire_next_job(&mut conn, "w", at).await.expect("acquire").expect("job");
+    assert_eq!(acquired.id, job);
+    let completion = complete_job(&mut conn, job, "w", &result, at)
+        .await
+        .expect("complete")
+        .expect("still ours");
+    assert_eq!(completion.status, JobStatus::Succeeded);
+    assert_eq!(seed::job_row(&mut conn, job).await.status, JobStatus::Succeeded);
+    assert_eq!(build_row(&mut conn, build).await.provisioner_state, Some(b"after".to_vec()));
+
+    let mut agents: Vec<WorkspaceAgent> = workspace_agents::table
+        .filter(workspace_agents::build_id.eq(build))
+        .select(WorkspaceAgent::as_select())
+        .order(workspace_agents::name)
+        .load(&mut conn)
+        .await
+        .expect("agents");
+    assert_eq!(agents.len(), 2);
+    let slow = agents.pop().expect("slow");
+    let main = agents.pop().expect("main");
+    assert_eq!(
+        (main.name.as_str(), main.lifecycle_state, main.ready_at),
+        ("main", AgentLifecycle::Ready, Some(at))
+    );
+    assert_eq!(
+        (slow.name.as_str(), slow.lifecycle_state, slow.ready_at),
+        ("slow", AgentLifecycle::Starting, None)
+    );
+    assert_eq!(completion.starting_agents, vec![(slow.id, at + chrono::TimeDelta::seconds(30))]);
+
+    let entries: i64 = poolkeeper::db::schema::audit_log::table
+        .filter(poolkeeper::db::schema::audit_log::action.eq("build_completed"))
+        .filter(poolkeeper::db::schema::audit_log::resource_id.eq(ws))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .expect("audit entries");
+    assert_eq!(entries, 1);
+}

@@ -283,3 +283,114 @@ async fn a_prebuild_expired_by_an_invalidation_during_the_lock_wait_is_not_hande
     assert!(!outcome.claimed, "an expired prebuild is not handed over");
     assert_ne!(outcome.workspace.id, pool.prebuilds[0]);
 }
+
+/// A person's running workspace made from the preset: its builds carry the preset too.
+fn person_build(pool: &Pool, owner_id: Uuid, transition: Transition) -> WorkspaceSeed {
+    WorkspaceSeed {
+        preset_id: Some(pool.preset_id),
+        ..WorkspaceSeed::owned(owner_id, pool.template_id, pool.version_id, transition, Utc::now())
+    }
+}
+
+/// However long the history of the preset's builds grows (claimed workspaces keep building
+/// with the preset; people create workspaces from it), a claim's candidates are the preset's
+/// live prebuilds, oldest first: a claimed workspace whose latest build is a ready, succeeded
+/// start of the preset never comes back, nor does a deleted prebuild.
+#[tokio::test]
+async fn claims_take_only_live_prebuilds_however_long_the_preset_history() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 3).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let first = claim(&db, &request(&pool, alice, "dev")).await.expect("claim");
+    assert_eq!(first.workspace.id, pool.prebuilds[0]);
+    seed::complete_pending_jobs(&mut conn, Utc::now()).await;
+    // Alice's workspace stops and starts with the preset; its latest build is a ready start.
+    for number in 3..=29 {
+        let transition = if number % 2 == 0 { Transition::Stop } else { Transition::Start };
+        seed::build(&mut conn, first.workspace.id, number, &person_build(&pool, alice, transition))
+            .await;
+    }
+    // A workspace alice built from the preset herself, running.
+    seed::workspace(&mut conn, person_build(&pool, alice, Transition::Start)).await;
+    // A prebuild that is gone, though its latest build is a ready start.
+    let gone = seed::workspace(
+        &mut conn,
+        WorkspaceSeed::prebuild(pool.template_id, pool.version_id, pool.preset_id, Utc::now()),
+    )
+    .await;
+    diesel::update(workspaces::table.find(gone))
+        .set(workspaces::deleted.eq(true))
+        .execute(&mut conn)
+        .await
+        .expect("delete");
+
+    let mut handed = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let user = seed::user(&mut conn, name).await;
+        let outcome = claim(&db, &request(&pool, user, "dev")).await.expect("claim");
+        handed.push(outcome.claimed.then_some(outcome.workspace.id));
+    }
+    assert_eq!(
+        handed,
+        [Some(pool.prebuilds[1]), Some(pool.prebuilds[2]), None],
+        "the two live prebuilds, oldest first, then a fresh workspace"
+    );
+}
+
+/// A claim tries a large pool a slice at a time (32 prebuilds per statement): when every
+/// prebuild of the first slice is held by other claims, it takes the oldest of the next.
+#[tokio::test]
+async fn a_claim_goes_past_a_slice_of_held_prebuilds() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 34).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let held: Vec<String> = pool.prebuilds[..33].iter().map(|id| format!("'{id}'")).collect();
+    let mut holder = AsyncPgConnection::establish(db.url()).await.expect("holder connection");
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM workspaces WHERE id IN ({}) FOR UPDATE",
+            held.join(", ")
+        ))
+        .await
+        .expect("hold the oldest 33");
+    let outcome = claim(&db, &request(&pool, alice, "dev")).await.expect("claim");
+    assert!(outcome.claimed);
+    assert_eq!(outcome.workspace.id, pool.prebuilds[33], "the oldest one not held");
+    holder.batch_execute("ROLLBACK").await.expect("release");
+}
+
+async fn listed_prebuilds(conn: &mut AsyncPgConnection) -> Vec<Uuid> {
+    use poolkeeper::db::schema::workspace_builds;
+    workspace_builds::table
+        .filter(workspace_builds::prebuild_live)
+        .select(workspace_builds::workspace_id)
+        .order(workspace_builds::workspace_id)
+        .load(conn)
+        .await
+        .expect("listed prebuilds")
+}
+
+/// A prebuild's start build is listed among the claimable (`prebuild_live`) as it is inserted,
+/// whoever inserts it; a person's build never is, and the hand-over takes the claimed
+/// workspace off the list for good.
+#[tokio::test]
+async fn a_prebuild_is_listed_until_it_is_claimed() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 2).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    seed::workspace(&mut conn, person_build(&pool, alice, Transition::Start)).await;
+    let mut expected = pool.prebuilds.clone();
+    expected.sort();
+    assert_eq!(listed_prebuilds(&mut conn).await, expected);
+
+    let outcome = claim(&db, &request(&pool, alice, "dev")).await.expect("claim");
+    assert!(outcome.claimed);
+    expected.retain(|id| *id != outcome.workspace.id);
+    assert_eq!(listed_prebuilds(&mut conn).await, expected);
+    // The claim's own build (a start of the preset, by alice) is not listed either.
+    seed::complete_pending_jobs(&mut conn, Utc::now()).await;
+    assert_eq!(listed_prebuilds(&mut conn).await, expected);
+}

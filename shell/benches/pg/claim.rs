@@ -1,19 +1,26 @@
-//! Claim latency: `claimers` concurrent claimers, each claiming `claims` prebuilds (one at
-//! a time) from presets spread over the largest prebuild scenario.
+//! Claim latency on the largest prebuild scenario, after `history` builds of claimed
+//! workspaces' history (people's builds carry their preset): one claimer alone; `claimers`
+//! concurrent claimers spread over the presets; all of them on one preset (contention); and
+//! the same spread through the HTTP API with token auth, as people claim.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chrono::Utc;
-use diesel::sql_types::Uuid as SqlUuid;
+use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use futures_util::future::try_join_all;
+use poolkeeper::db::DbPool;
 use poolkeeper::store::claim::{claim_or_create, ClaimRequest};
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
+use crate::claim_http::Api;
+use crate::claim_seed;
 use crate::pgbench::References;
 use crate::prebuilds::{self, Scenario};
 use crate::report::{percentile, show, thousands, verdict, Report};
@@ -21,113 +28,227 @@ use crate::server::{self, Server};
 use crate::waits::Sampler;
 
 const P99_TARGET: Duration = Duration::from_millis(25);
+/// Sequential claims of the claimer alone.
+const ALONE_CLAIMS: usize = 50;
+
+/// Sizes of the claim part.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub claimers: usize,
+    pub claims: usize,
+    /// Builds of claimed workspaces' history seeded before the claims.
+    pub history: u64,
+}
 
 #[derive(diesel::QueryableByName)]
-struct PresetRow {
+pub(crate) struct PresetRow {
     #[diesel(sql_type = SqlUuid)]
-    preset_id: Uuid,
+    pub preset_id: Uuid,
     #[diesel(sql_type = SqlUuid)]
-    template_id: Uuid,
+    pub template_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub preset: String,
+    #[diesel(sql_type = Text)]
+    pub template: String,
 }
+
+/// One claim of claimer `c`, its `k`th: whether a prebuild was handed over.
+pub(crate) type ClaimFn =
+    Arc<dyn Fn(usize, usize) -> Pin<Box<dyn Future<Output = Result<bool>> + Send>> + Send + Sync>;
 
 struct Claimed {
     latencies: Vec<Duration>,
     claimed: usize,
+    wall: Duration,
 }
 
 pub async fn measure(
     server: &Server,
     scenario: &Scenario,
-    (claimers, claims): (usize, usize),
+    sizes: Sizes,
     profile: bool,
     refs: &References,
     report: &mut Report,
 ) -> Result<()> {
-    let users: Vec<Uuid> = (0..claimers).map(|_| Uuid::new_v4()).collect();
+    let Sizes { claimers, claims, history } = sizes;
+    let users: Vec<(Uuid, String)> =
+        (0..claimers).map(|c| (Uuid::new_v4(), format!("claimer-{c}"))).collect();
     let values: Vec<String> =
-        users.iter().enumerate().map(|(c, id)| format!("('{id}', 'claimer-{c}')")).collect();
+        users.iter().map(|(id, name)| format!("('{id}', '{name}')")).collect();
     server::execute(
         &scenario.url,
         &format!("INSERT INTO users (id, username) VALUES {}", values.join(", ")),
     )
     .await?;
+    if history > 0 {
+        eprintln!("claims: seeding {} builds of claim history...", thousands(history));
+        claim_seed::history(&scenario.url, history).await?;
+    }
+    let hot = claim_seed::hot_preset(&scenario.url, claimers * claims).await?;
     let mut conn = server::connect(&scenario.url).await?;
     let presets: Vec<PresetRow> = diesel::sql_query(
-        "SELECT p.id AS preset_id, v.template_id FROM presets p
-         JOIN template_versions v ON v.id = p.template_version_id ORDER BY p.name",
+        "SELECT p.id AS preset_id, v.template_id, p.name AS preset, t.name AS template
+         FROM presets p JOIN template_versions v ON v.id = p.template_version_id
+         JOIN templates t ON t.id = v.template_id
+         WHERE p.id <> $1 ORDER BY p.name",
     )
+    .bind::<SqlUuid, _>(hot.preset_id)
     .load(&mut conn)
     .await
     .context("list the presets")?;
     drop(conn);
     let presets = Arc::new(presets);
+    let with_history = if history > 0 {
+        format!(", {} builds of claim history", thousands(history))
+    } else {
+        String::new()
+    };
+    let users = Arc::new(users);
+
+    // One claimer alone: the latency of a claim with nothing to wait for.
+    let pool = prebuilds::claim_pool(scenario, 1)?;
+    let run = claimed_in_store(&pool, &presets, &users, "alone", false);
+    let alone = drive(1, ALONE_CLAIMS, run, None).await?;
+    pool.close();
+    let label = format!("1 claimer alone, {ALONE_CLAIMS} claims{with_history}");
+    latency_rows(report, &label, alone, None, refs, 1);
+
+    let spread =
+        format!("{claimers} concurrent claimers, {} claims", thousands((claimers * claims) as u64));
     let pool = prebuilds::claim_pool(scenario, claimers)?;
-    // Every claimer's connection is opened before the clock starts.
-    let warm: Vec<_> = try_join_all((0..claimers).map(|_| pool.get()))
-        .await
-        .context("open the claimers' connections")?;
-    drop(warm);
-    let barrier = Arc::new(Barrier::new(claimers));
-    let tasks = (0..claimers).map(|c| {
-        let pool = pool.clone();
-        let presets = presets.clone();
-        let barrier = barrier.clone();
-        let users = users.clone();
-        tokio::spawn(async move {
-            let user_id = users[c];
-            let request = |k: usize, name: String| {
-                let preset = &presets[spread(c * claims + k) % presets.len()];
-                ClaimRequest {
-                    user_id,
-                    template_id: preset.template_id,
-                    preset_id: Some(preset.preset_id),
-                    name,
-                    autostart_schedule: None,
-                    ttl_secs: None,
-                    parameters: BTreeMap::new(),
-                }
-            };
-            barrier.wait().await;
-            let mut out = Claimed { latencies: Vec::with_capacity(claims), claimed: 0 };
-            for k in 0..claims {
-                let request = request(k, format!("claim-{c}-{k}"));
-                let started = Instant::now();
-                let outcome =
-                    claim_or_create(&pool, Utc::now(), &request).await.context("claim")?;
-                out.latencies.push(started.elapsed());
-                out.claimed += usize::from(outcome.claimed);
-            }
-            anyhow::Ok(out)
-        })
-    });
+    let run = claimed_in_store(&pool, &presets, &users, "spread", false);
     let sampler = Sampler::maybe(profile, server, &scenario.name).await?;
-    let started = Instant::now();
-    let results = try_join_all(tasks).await.context("a claimer task failed")?;
-    let wall = started.elapsed();
+    let out = drive(claimers, claims, run, Some(&pool)).await?;
     if let Some(sampler) = sampler {
         report.note(format!("profile, claims: {}", sampler.finish().await?));
     }
+    latency_rows(report, &format!("{spread}{with_history}"), out, Some(P99_TARGET), refs, claimers);
+
+    let one = Arc::new(vec![hot]);
+    let run = claimed_in_store(&pool, &one, &users, "hot", true);
+    let out = drive(claimers, claims, run, Some(&pool)).await?;
+    latency_rows(
+        report,
+        &format!("{spread}, all on one preset"),
+        out,
+        Some(P99_TARGET),
+        refs,
+        claimers,
+    );
     pool.close();
-    let mut latencies = Vec::new();
-    let mut claimed = 0;
-    for result in results {
-        let result = result?;
-        latencies.extend(result.latencies);
-        claimed += result.claimed;
+
+    let api = Api::start(scenario, claimers, &users).await?;
+    let run = api.claims(&presets);
+    let out = drive(claimers, claims, run, None).await?;
+    api.stop();
+    latency_rows(
+        report,
+        &format!("{spread} through the HTTP API"),
+        out,
+        Some(P99_TARGET),
+        refs,
+        claimers,
+    );
+    Ok(())
+}
+
+/// Claims straight through the store, each claimer as its own user; `fixed` = every claim of
+/// the first preset, otherwise spread over them all.
+fn claimed_in_store(
+    pool: &DbPool,
+    presets: &Arc<Vec<PresetRow>>,
+    users: &Arc<Vec<(Uuid, String)>>,
+    tag: &'static str,
+    fixed: bool,
+) -> ClaimFn {
+    let (pool, presets, users) = (pool.clone(), presets.clone(), users.clone());
+    Arc::new(move |c, k| {
+        let (pool, presets, users) = (pool.clone(), presets.clone(), users.clone());
+        Box::pin(async move {
+            let preset = if fixed { &presets[0] } else { pick(&presets, c, k) };
+            let request = ClaimRequest {
+                user_id: users[c].0,
+                template_id: preset.template_id,
+                preset_id: Some(preset.preset_id),
+                name: format!("{tag}-{c}-{k}"),
+                autostart_schedule: None,
+                ttl_secs: None,
+                parameters: BTreeMap::new(),
+            };
+            let outcome = claim_or_create(&pool, Utc::now(), &request).await.context("claim")?;
+            Ok(outcome.claimed)
+        })
+    })
+}
+
+/// The preset of claimer `c`'s `k`th claim: a deterministic spread (the run is repeatable).
+pub(crate) fn pick(presets: &[PresetRow], c: usize, k: usize) -> &PresetRow {
+    let mixed = ((c * 7919 + k) as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    &presets[usize::try_from(mixed >> 16).unwrap_or(usize::MAX) % presets.len()]
+}
+
+/// Runs `claimers` tasks of `claims` claims each (one at a time), started together; every
+/// connection of `pool` is opened before the clock starts.
+async fn drive(
+    claimers: usize,
+    claims: usize,
+    run: ClaimFn,
+    pool: Option<&DbPool>,
+) -> Result<Claimed> {
+    if let Some(pool) = pool {
+        let warm: Vec<_> = try_join_all((0..claimers).map(|_| pool.get()))
+            .await
+            .context("open the claimers' connections")?;
+        drop(warm);
     }
-    let total = latencies.len();
-    let p50 = percentile(&mut latencies, 0.50);
-    let p99 = percentile(&mut latencies, 0.99);
+    let barrier = Arc::new(Barrier::new(claimers));
+    let tasks = (0..claimers).map(|c| {
+        let (run, barrier) = (run.clone(), barrier.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let mut latencies = Vec::with_capacity(claims);
+            let mut claimed = 0;
+            for k in 0..claims {
+                let started = Instant::now();
+                let handed = run(c, k).await?;
+                latencies.push(started.elapsed());
+                claimed += usize::from(handed);
+            }
+            anyhow::Ok((latencies, claimed))
+        })
+    });
+    let started = Instant::now();
+    let results = try_join_all(tasks).await.context("a claimer task failed")?;
+    let wall = started.elapsed();
+    let mut out = Claimed { latencies: Vec::new(), claimed: 0, wall };
+    for result in results {
+        let (latencies, claimed) = result?;
+        out.latencies.extend(latencies);
+        out.claimed += claimed;
+    }
+    Ok(out)
+}
+
+fn latency_rows(
+    report: &mut Report,
+    label: &str,
+    mut out: Claimed,
+    target: Option<Duration>,
+    refs: &References,
+    claimers: usize,
+) {
+    let total = out.latencies.len();
+    let p50 = percentile(&mut out.latencies, 0.50);
+    let p99 = percentile(&mut out.latencies, 0.99);
     let reference = refs.at(claimers);
     let vs = |ours: Duration, theirs: Option<Duration>| match theirs {
-        Some(theirs) if !theirs.is_zero() => format!(
+        Some(theirs) if !theirs.is_zero() && claimers > 1 => format!(
             "{:.1}× pgbench's {} ({claimers} clients)",
             ours.as_secs_f64() / theirs.as_secs_f64(),
             show(theirs)
         ),
         _ => "-".to_owned(),
     };
-    let label = format!("{claimers} concurrent claimers, {} claims", thousands(total as u64));
     report.row(
         format!("Claim latency p50 ({label})"),
         show(p50),
@@ -137,23 +258,14 @@ pub async fn measure(
     report.row(
         format!("Claim latency p99 ({label})"),
         show(p99),
-        verdict(p99, P99_TARGET),
+        target.map_or_else(|| "-".to_owned(), |t| verdict(p99, t)),
         vs(p99, reference.map(|r| r.p99)),
     );
+    let per_sec = total as f64 / out.wall.as_secs_f64();
     report.row(
         format!("Claims/s ({label})"),
-        format!(
-            "{} ({claimed} of {total} handed a prebuild)",
-            crate::report::rate(total as f64 / wall.as_secs_f64())
-        ),
+        format!("{} ({} of {total} handed a prebuild)", crate::report::rate(per_sec), out.claimed),
         "-",
-        refs.rate_ratio(total as f64 / wall.as_secs_f64(), claimers),
+        refs.rate_ratio(per_sec, claimers),
     );
-    Ok(())
-}
-
-/// A deterministic spread over the presets (no randomness: the run is repeatable).
-fn spread(n: usize) -> usize {
-    let mixed = (n as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-    usize::try_from(mixed >> 16).unwrap_or(usize::MAX)
 }

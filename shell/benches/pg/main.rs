@@ -7,6 +7,8 @@
 //! `-- --quick` for a smoke run). A plain `main`: figures are printed, never asserted.
 
 mod claim;
+mod claim_http;
+mod claim_seed;
 mod lifecycle;
 mod options;
 mod pgbench;
@@ -118,15 +120,12 @@ async fn run(options: Options) -> Result<()> {
     if let Some(scenario) = largest.take() {
         if options.runs(Part::Claim) {
             eprintln!("claims: {} claimers x {}...", options.claimers, options.claims);
-            claim::measure(
-                &server,
-                &scenario,
-                (options.claimers, options.claims),
-                options.profile,
-                &refs,
-                &mut report,
-            )
-            .await?;
+            let sizes = claim::Sizes {
+                claimers: options.claimers,
+                claims: options.claims,
+                history: options.claim_history,
+            };
+            claim::measure(&server, &scenario, sizes, options.profile, &refs, &mut report).await?;
         }
         server.drop_db(&scenario.name).await?;
     }

@@ -38,6 +38,8 @@ pub struct Options {
     pub due: u32,
     pub claimers: usize,
     pub claims: usize,
+    /// Builds of claimed workspaces' history seeded before the claims.
+    pub claim_history: u64,
     pub jobs: u32,
     pub workers: Vec<usize>,
     pub pgbench_secs: u32,
@@ -57,6 +59,7 @@ impl Default for Options {
             due: 10_000,
             claimers: 50,
             claims: 4,
+            claim_history: 1_000_000,
             jobs: 2_000,
             workers: vec![1, 4],
             pgbench_secs: 5,
@@ -76,6 +79,8 @@ usage: cargo bench -p poolkeeper --bench pg -- [options]
   --due N                  lifecycle: of which due to stop (default 10000)
   --claimers N             concurrent claimers (default 50)
   --claims N               measured claims per claimer (default 4)
+  --claim-history N        builds of claimed workspaces' history (people's builds carry
+                           their preset) seeded before the claims (default 1000000)
   --jobs N                 jobs per worker-throughput run (default 2000)
   --workers LIST           worker counts (default 1,4)
   --pgbench-secs N         duration of each pgbench reference run (default 5)
@@ -84,7 +89,7 @@ usage: cargo bench -p poolkeeper --bench pg -- [options]
                            during cold starts, the lifecycle tick, claims and workers
 Each option may also be set as POOLKEEPER_BENCH_<NAME> (e.g. POOLKEEPER_BENCH_PARTS=claim).";
 
-const KEYS: [&str; 13] = [
+const KEYS: [&str; 14] = [
     "quick",
     "profile",
     "parts",
@@ -94,6 +99,7 @@ const KEYS: [&str; 13] = [
     "due",
     "claimers",
     "claims",
+    "claim-history",
     "jobs",
     "workers",
     "pgbench-secs",
@@ -146,6 +152,7 @@ impl Options {
                 due: 1_000,
                 claimers: 50,
                 claims: 2,
+                claim_history: 10_000,
                 jobs: 300,
                 pgbench_secs: 2,
                 repeat: 3,
@@ -166,6 +173,7 @@ impl Options {
                 "due" => options.due = u32::try_from(number()?)?,
                 "claimers" => options.claimers = usize::try_from(number()?)?,
                 "claims" => options.claims = usize::try_from(number()?)?,
+                "claim-history" => options.claim_history = number()?,
                 "jobs" => options.jobs = u32::try_from(number()?)?,
                 "workers" => options.workers = parse_list(&key, &value)?,
                 "pgbench-secs" => options.pgbench_secs = u32::try_from(number()?)?,

@@ -33,7 +33,7 @@ pub struct NewOrganization {
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Identifiable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub struct User {
     pub id: Uuid,
@@ -228,7 +228,7 @@ pub struct PresetSchedule {
     pub instances: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Identifiable)]
 #[diesel(table_name = provisioner_jobs, check_for_backend(diesel::pg::Pg))]
 pub struct ProvisionerJob {
     pub id: Uuid,
@@ -303,7 +303,9 @@ pub struct NewWorkspace {
     pub created_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Associations)]
+#[derive(
+    Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Identifiable, Associations,
+)]
 #[diesel(table_name = workspace_builds, belongs_to(Workspace), check_for_backend(diesel::pg::Pg))]
 pub struct WorkspaceBuild {
     pub id: Uuid,

@@ -174,6 +174,7 @@ diesel::table! {
         max_deadline -> Nullable<Timestamptz>,
         provisioner_state -> Nullable<Bytea>,
         created_at -> Timestamptz,
+        prebuild_live -> Bool,
     }
 }
 

@@ -14,8 +14,9 @@ use super::backend::{replaced_resources, AgentSpec, BuildFailure, BuildOutput};
 use super::ProvisionerError;
 use crate::db::enums::{BuildReason, JobStatus, Transition};
 use crate::db::models::WorkspaceBuild;
+use crate::db::PREBUILDS_USER_ID;
 use crate::store::audit::{self, Actor, Change};
-use crate::store::completion::{self, DeadlineSources};
+use crate::store::completion::{self, DeadlineSources, JobEnd, Lock, LockedJob};
 use crate::store::jobs::record_late_result;
 
 /// How a backend run ended.
@@ -83,14 +84,15 @@ async fn finish(
 ) -> Result<Option<Completion>, ProvisionerError> {
     let worker_id = worker_id.to_owned();
     conn.transaction(async move |conn| {
-        let Some((job, build)) = completion::lock_running_job(conn, job_id, &worker_id).await?
-        else {
-            return Ok(None);
+        let locked = match completion::lock_job(conn, job_id, &worker_id).await? {
+            Lock::Ours(locked) => *locked,
+            Lock::NotOurs => return Ok(None),
+            Lock::NoBuild => return Err(ProvisionerError::MissingBuild { job_id }),
         };
-        let build = build.ok_or(ProvisionerError::MissingBuild { job_id })?;
+        let LockedJob { job_status, build, owner_id, template_id } = locked;
 
         // A job canceled while it ran ends canceled, whatever the backend said.
-        let (status, error, state, output) = match (job.status, result) {
+        let (status, error, state, output) = match (job_status, result) {
             (JobStatus::Canceling, JobResult::Succeeded(out)) => {
                 (JobStatus::Canceled, None, out.state.as_deref(), None)
             }
@@ -107,13 +109,7 @@ async fn finish(
                 (JobStatus::Canceled, None, state.as_deref(), None)
             }
         };
-        completion::end_job(conn, job_id, build.id, status, error.clone(), state, now).await?;
-        let mut completion = Completion {
-            status,
-            starting_agents: Vec::new(),
-            deadlines: None,
-            replaced_resources: Vec::new(),
-        };
+        let agents = output.map(|out| agent_rows(&out.agents)).unwrap_or_default();
         let change = Change {
             action: "build_completed",
             resource_type: "workspace",
@@ -123,17 +119,32 @@ async fn finish(
                 "job_id": job_id,
                 "transition": build.transition,
                 "worker_id": worker_id,
-                "old": { "status": job.status },
+                "old": { "status": job_status },
                 "new": { "status": status },
             }),
         };
-        audit::record(conn, now, &Actor::system("provisioner"), change).await?;
-        notify_owner(conn, &build, status, error.as_deref(), now).await?;
+        let end = JobEnd {
+            job_id,
+            build_id: build.id,
+            status,
+            error: error.clone(),
+            state,
+            agents: &agents,
+            audit: audit::entry(now, &Actor::system("provisioner"), change),
+        };
+        completion::write_end(conn, end, now).await?;
+        let mut completion = Completion {
+            status,
+            starting_agents: starting_agents(output.map_or(&[], |out| &out.agents), &agents, now),
+            deadlines: None,
+            replaced_resources: Vec::new(),
+        };
+        notify_owner(conn, &build, (owner_id, template_id), status, error.as_deref(), now).await?;
         let Some(output) = output else { return Ok(Some(completion)) };
 
-        completion.starting_agents = insert_agents(conn, build.id, &output.agents, now).await?;
         match build.transition {
-            Transition::Start => {
+            // Prebuilds get no deadline (rules §3): nothing to read for them.
+            Transition::Start if owner_id != PREBUILDS_USER_ID => {
                 completion.deadlines = set_deadlines(conn, &build, now).await?;
                 if build.reason == BuildReason::Claim {
                     let replaced = replaced_resources(
@@ -149,8 +160,8 @@ async fn finish(
                     completion.replaced_resources = replaced;
                 }
             }
+            Transition::Start | Transition::Stop => {}
             Transition::Delete => completion::mark_deleted(conn, build.workspace_id, now).await?,
-            Transition::Stop => {}
         }
         Ok(Some(completion))
     })
@@ -163,6 +174,7 @@ async fn finish(
 async fn notify_owner(
     conn: &mut AsyncPgConnection,
     build: &WorkspaceBuild,
+    workspace: (Uuid, Uuid),
     status: JobStatus,
     error: Option<&str>,
     now: DateTime<Utc>,
@@ -178,32 +190,33 @@ async fn notify_owner(
     else {
         return Ok(());
     };
-    completion::notify_owner(conn, build, notice, error, now).await?;
+    completion::notify_owner(conn, build, workspace, notice, error, now).await?;
     Ok(())
 }
 
-/// Agents with no start time are ready at once; the others start, and the worker flips them
-/// when they are due (returned with their due instants).
-async fn insert_agents(
-    conn: &mut AsyncPgConnection,
-    build_id: Uuid,
+/// The build's agents as written: a fresh id each; agents with no start time are ready at
+/// once, the others start.
+fn agent_rows(agents: &[AgentSpec]) -> Vec<(Uuid, String, bool)> {
+    agents.iter().map(|agent| (Uuid::new_v4(), agent.name.clone(), agent.start_secs == 0)).collect()
+}
+
+/// The agents left starting, with the instant each is due to become ready (the worker flips
+/// them then).
+fn starting_agents(
     agents: &[AgentSpec],
+    rows: &[(Uuid, String, bool)],
     now: DateTime<Utc>,
-) -> Result<Vec<(Uuid, DateTime<Utc>)>, ProvisionerError> {
-    let rows: Vec<(String, bool)> =
-        agents.iter().map(|agent| (agent.name.clone(), agent.start_secs == 0)).collect();
-    let ids = completion::insert_agents(conn, build_id, &rows, now).await?;
-    let starting = agents
+) -> Vec<(Uuid, DateTime<Utc>)> {
+    agents
         .iter()
-        .zip(ids)
+        .zip(rows)
         .filter(|(agent, _)| agent.start_secs != 0)
-        .map(|(agent, id)| {
+        .map(|(agent, (id, _, _))| {
             let secs = i64::try_from(agent.start_secs).unwrap_or(i64::MAX / 1000);
             let due = now.checked_add_signed(TimeDelta::seconds(secs.min(i64::MAX / 1000)));
-            (id, due.unwrap_or(now))
+            (*id, due.unwrap_or(now))
         })
-        .collect();
-    Ok(starting)
+        .collect()
 }
 
 /// rules §3 for a succeeded start build; prebuilds get no deadline. A bad schedule leaves the

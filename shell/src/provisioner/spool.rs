@@ -101,19 +101,28 @@ fn path(dir: &Path, job_id: Uuid) -> PathBuf {
     dir.join(format!("{job_id}.{EXTENSION}"))
 }
 
-/// Write `spooled` durably: a temporary file, synced, then renamed, so a reader never sees
-/// half a result.
+/// Write `spooled`: a temporary file, then renamed, so a reader never sees half a result.
+/// Not synced: the file outlives the worker's process at once, which is what a crash between
+/// the build and its completion needs; [`make_durable`] syncs it when the completion cannot
+/// be saved, so that it also outlives the machine through the outage. (A sync per job cost
+/// more than the whole completion.)
 pub(crate) async fn write(dir: &Path, spooled: &Spooled) -> std::io::Result<PathBuf> {
     tokio::fs::create_dir_all(dir).await?;
     let target = path(dir, spooled.job_id);
     let temporary = dir.join(format!("{}.tmp", spooled.job_id));
     let bytes = serde_json::to_vec(spooled).map_err(std::io::Error::other)?;
-    let mut file = tokio::fs::File::create(&temporary).await?;
-    tokio::io::AsyncWriteExt::write_all(&mut file, &bytes).await?;
-    file.sync_all().await?;
-    drop(file);
+    tokio::fs::write(&temporary, &bytes).await?;
     tokio::fs::rename(&temporary, &target).await?;
     Ok(target)
+}
+
+/// Sync a spooled file and its directory (the rename) to disk.
+pub(crate) async fn make_durable(path: &Path) -> std::io::Result<()> {
+    tokio::fs::File::open(path).await?.sync_all().await?;
+    if let Some(dir) = path.parent() {
+        tokio::fs::File::open(dir).await?.sync_all().await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn remove(path: &Path) {

@@ -20,7 +20,7 @@ use super::spool::{self, Spooled};
 use super::{acquire_next_tagged_job, flip_due_agents, heartbeat, BackendError, ProvisionerError};
 use crate::db::enums::JobStatus;
 use crate::db::models::ProvisionerJob;
-use crate::db::DbPool;
+use crate::db::{DbConn, DbPool};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Reading a job's build is retried through this many transient database errors (about half
@@ -149,13 +149,13 @@ async fn run_next_job(
     else {
         return Ok(false);
     };
-    // No connection (let alone a transaction) is held while the backend runs.
-    drop(conn);
     let job_id = job.id;
     let span = tracing::info_span!("job", %job_id, %worker, transition = %job.transition);
     async {
         tracing::info!("job acquired");
-        let Some(ctx) = load_with_retry(pool, job, worker, shutdown).await? else {
+        // The job's context is read on the connection that took it; no connection (let alone
+        // a transaction) is held while the backend runs.
+        let Some(ctx) = load_with_retry(pool, conn, job, worker, shutdown).await? else {
             return Ok(true);
         };
 
@@ -201,7 +201,7 @@ async fn run_next_job(
             }
         };
         let saved =
-            complete_with_retry(pool, job_id, worker, &result, shutdown, spool_path.is_some())
+            complete_with_retry(pool, job_id, worker, &result, shutdown, spool_path.as_deref())
                 .await;
         match saved {
             Some(Some(completion)) => {
@@ -226,10 +226,12 @@ async fn run_next_job(
     .await
 }
 
-/// The job's build, read with retries through transient database errors. `Ok(None)` when
-/// the job cannot run (it is failed, with an audit entry) or was left to the reaper.
+/// The job's build, read with retries through transient database errors, first on `conn`
+/// (the connection that took the job), then on fresh ones. `Ok(None)` when the job cannot
+/// run (it is failed, with an audit entry) or was left to the reaper.
 async fn load_with_retry(
     pool: &DbPool,
+    conn: DbConn,
     job: ProvisionerJob,
     worker: &str,
     shutdown: &CancellationToken,
@@ -237,10 +239,15 @@ async fn load_with_retry(
     let job_id = job.id;
     let mut backoff = Duration::from_millis(250);
     let mut attempt = 0;
+    let mut first = Some(conn);
     loop {
         attempt += 1;
+        let taken = first.take();
         let loaded = async {
-            let mut conn = pool.get().await?;
+            let mut conn = match taken {
+                Some(conn) => conn,
+                None => pool.get().await?,
+            };
             load_context(&mut conn, job.clone()).await
         };
         let err = match loaded.await {
@@ -273,18 +280,20 @@ async fn load_with_retry(
 
 /// The completion is the only record of the build in the database: retry it with backoff
 /// until it is saved. `None` if shutdown came first and the result is safe in the spool (or
-/// a bounded number of further attempts failed too).
+/// a bounded number of further attempts failed too). After a failed attempt the spooled copy
+/// (`spooled`, if any) is synced to disk: it may have to outlast a long outage.
 async fn complete_with_retry(
     pool: &DbPool,
     job_id: Uuid,
     worker: &str,
     result: &JobResult,
     shutdown: &CancellationToken,
-    spooled: bool,
+    spooled: Option<&std::path::Path>,
 ) -> Option<Option<Completion>> {
     let mut backoff = Duration::from_millis(250);
     let mut attempt: u32 = 0;
     let mut after_shutdown: u32 = 0;
+    let mut durable = false;
     loop {
         attempt += 1;
         let outcome = async {
@@ -295,10 +304,17 @@ async fn complete_with_retry(
             Ok(completion) => return Some(completion),
             Err(err) => err,
         };
+        if let (Some(path), false) = (spooled, durable) {
+            durable = true;
+            if let Err(error) = spool::make_durable(path).await {
+                tracing::error!(path = %path.display(), %error,
+                    "cannot sync the spooled result; it outlives this worker, not the machine");
+            }
+        }
         if shutdown.is_cancelled() {
             after_shutdown += 1;
-            if spooled || after_shutdown >= UNSPOOLED_ATTEMPTS_AFTER_SHUTDOWN {
-                tracing::error!(error = %err, attempt, spooled,
+            if spooled.is_some() || after_shutdown >= UNSPOOLED_ATTEMPTS_AFTER_SHUTDOWN {
+                tracing::error!(error = %err, attempt, spooled = spooled.is_some(),
                     "shutting down before the completion was saved");
                 return None;
             }
@@ -331,7 +347,7 @@ async fn save_spooled(pool: &DbPool, config: &WorkerConfig, shutdown: &Cancellat
         let job_id = spooled.job_id;
         let worker = spooled.worker_id.as_str();
         let span = tracing::info_span!("spooled_job", %job_id, %worker);
-        let saved = complete_with_retry(pool, job_id, worker, &result, shutdown, true)
+        let saved = complete_with_retry(pool, job_id, worker, &result, shutdown, Some(&path))
             .instrument(span.clone())
             .await;
         if let Some(completion) = saved {

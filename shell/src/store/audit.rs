@@ -61,19 +61,21 @@ pub(crate) async fn record(
     actor: &Actor,
     change: Change<'_>,
 ) -> Result<(), diesel::result::Error> {
-    diesel::insert_into(audit_log::table)
-        .values(NewAuditEntry {
-            at: Some(now),
-            actor_id: actor.id,
-            actor: actor.name.clone(),
-            action: change.action.to_owned(),
-            resource_type: change.resource_type.to_owned(),
-            resource_id: change.resource_id,
-            diff: change.diff,
-        })
-        .execute(conn)
-        .await?;
+    diesel::insert_into(audit_log::table).values(entry(now, actor, change)).execute(conn).await?;
     Ok(())
+}
+
+/// The row of an entry, for a caller that writes it together with its change.
+pub(crate) fn entry(now: DateTime<Utc>, actor: &Actor, change: Change<'_>) -> NewAuditEntry {
+    NewAuditEntry {
+        at: Some(now),
+        actor_id: actor.id,
+        actor: actor.name.clone(),
+        action: change.action.to_owned(),
+        resource_type: change.resource_type.to_owned(),
+        resource_id: change.resource_id,
+        diff: change.diff,
+    }
 }
 
 /// What `list` returns; every field narrows the result.

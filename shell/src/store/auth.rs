@@ -3,11 +3,13 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
+use super::rows::Prepared;
 use super::StoreError;
 use crate::db::enums::{UserRole, UserStatus};
 use crate::db::models::{NewApiToken, NewUser, User};
@@ -189,39 +191,44 @@ async fn create_token_in(
 const LAST_USED_PRECISION_SECS: i64 = 60;
 
 /// The active, non-system user a bearer secret belongs to, if the token exists and has not
-/// expired at `now`. Records the use at most once a minute per token.
+/// expired at `now`. Records the use at most once a minute per token. One statement: every
+/// request of the API runs it.
 pub async fn authenticate(
     pool: &DbPool,
     secret: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<User>, StoreError> {
     let mut conn = pool.get().await?;
-    let hash = hash_secret(secret);
-    let user: Option<User> = api_tokens::table
-        .inner_join(users::table)
-        .filter(api_tokens::secret_hash.eq(&hash))
-        .filter(api_tokens::expires_at.gt(now))
-        .filter(users::status.eq(UserStatus::Active))
-        .filter(users::is_system.eq(false))
-        .select(User::as_select())
-        .first(&mut conn)
-        .await
-        .optional()?;
-    if user.is_some() {
-        // Every request authenticates: recording each use would make every read a write to
-        // the token's row. A minute is precise enough for "last used".
-        let stale = now - chrono::TimeDelta::seconds(LAST_USED_PRECISION_SECS);
-        diesel::update(
-            api_tokens::table
-                .filter(api_tokens::secret_hash.eq(&hash))
-                .filter(api_tokens::last_used_at.is_null().or(api_tokens::last_used_at.le(stale))),
-        )
-        .set(api_tokens::last_used_at.eq(now))
-        .execute(&mut conn)
-        .await?;
-    }
+    let stale = now - chrono::TimeDelta::seconds(LAST_USED_PRECISION_SECS);
+    let user: Option<User> = Prepared::new(
+        diesel::sql_query(AUTHENTICATE_SQL)
+            .bind::<Text, _>(hash_secret(secret))
+            .bind::<Timestamptz, _>(now)
+            .bind::<Timestamptz, _>(stale),
+    )
+    .get_result(&mut conn)
+    .await
+    .optional()?;
     Ok(user)
 }
+
+// $1 = the secret's hash, $2 = now, $3 = the oldest `last_used_at` left as it is. Every
+// request authenticates: recording each use would make every read a write to the token's
+// row. A minute is precise enough for "last used".
+const AUTHENTICATE_SQL: &str = "
+WITH found AS (
+    SELECT u.*, t.id AS token_id
+      FROM api_tokens t JOIN users u ON u.id = t.user_id
+     WHERE t.secret_hash = $1 AND t.expires_at > $2
+       AND u.status = 'active' AND NOT u.is_system
+), touched AS (
+    UPDATE api_tokens SET last_used_at = $2
+     WHERE id IN (SELECT token_id FROM found)
+       AND (last_used_at IS NULL OR last_used_at <= $3)
+)
+SELECT id, username, email, status, role, is_system, quiet_hours_schedule, created_at,
+       updated_at
+  FROM found";
 
 pub(crate) fn hash_secret(secret: &str) -> String {
     Sha256::digest(secret.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()

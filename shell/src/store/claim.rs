@@ -90,6 +90,11 @@ impl From<diesel_async::pooled_connection::deadpool::PoolError> for ClaimError {
     }
 }
 
+/// Candidates one lock statement is given. The statement reads every candidate it is given
+/// before it locks the first in the core's order, so a large pool is tried a slice at a
+/// time: claimers of one preset then read a few dozen prebuilds each, not the whole pool.
+const CANDIDATES_PER_ATTEMPT: usize = 32;
+
 /// Hands the user the oldest ready prebuild of the preset, or builds a fresh workspace.
 pub async fn claim_or_create(
     pool: &DbPool,
@@ -123,11 +128,12 @@ pub async fn claim_or_create(
         let core_preset = core_preset(&template, preset)?;
         let mut candidates = choose_claim(&rows, &core_preset, now).candidates;
         while !candidates.is_empty() {
+            let slice = candidates.len().min(CANDIDATES_PER_ATTEMPT);
             let attempt = conn
                 .transaction::<_, ClaimError, _>(async |conn| {
                     claim_first(
                         conn,
-                        &candidates,
+                        &candidates[..slice],
                         &core_preset,
                         request,
                         ttl_secs,
@@ -147,7 +153,8 @@ pub async fn claim_or_create(
                     );
                     return Ok(*outcome);
                 }
-                Attempt::NoneLeft => break,
+                // Every one of the slice is locked by another claim or no longer claimable.
+                Attempt::NoneLeft => drop(candidates.drain(..slice)),
                 Attempt::Superseded(workspace_id) => {
                     tracing::debug!(%workspace_id, "claim candidate no longer claimable, trying the rest");
                     candidates.retain(|candidate| *candidate != workspace_id);
@@ -185,7 +192,11 @@ async fn read_request(
     let name_taken = diesel::dsl::exists(
         workspaces::table
             .filter(workspaces::owner_id.eq(request.user_id))
-            .filter(workspaces::deleted.eq(false))
+            // `NOT deleted` written out, not bound: the statement is prepared once per
+            // connection, and only a literal lets its generic plan use the partial unique
+            // index on (owner_id, lower(name)); a bound `deleted = $n` made it a scan of every
+            // workspace, the bulk of a claim's time once there are many.
+            .filter(diesel::dsl::not(workspaces::deleted))
             .filter(lower(workspaces::name).eq(lower(&request.name))),
     );
     templates::table
@@ -206,7 +217,7 @@ async fn read_request(
 /// What one claim transaction did.
 enum Attempt {
     Claimed(Box<ClaimOutcome>),
-    /// Every candidate is locked by another claim or no longer claimable.
+    /// Every candidate given is locked by another claim or no longer claimable.
     NoneLeft,
     /// The locked candidate is no longer claimable (its agent stopped being ready, it
     /// expired, or it got a newer build: the reconciler queued its delete): nothing was
@@ -486,8 +497,10 @@ async fn running_prebuilds(
     preset_id: Uuid,
 ) -> Result<Vec<RunningPrebuild>, diesel::result::Error> {
     let rows: Vec<RunningRow> = Prepared::new(
-        // Driven by the preset's own builds (an index range), not by every live prebuild of
-        // every preset: a claim must stay fast however large the other pools are.
+        // Driven by the index of the preset's live prebuilds' start builds (`prebuild_live`,
+        // set as a prebuild's start build is inserted, cleared by the hand-over and by a
+        // completed delete): a claim stays as fast as the pool is small, however many builds
+        // people have made from the preset. The owner and the latest build still decide.
         diesel::sql_query(concat!(
             "SELECT w.id AS workspace_id, b.template_version_id, w.created_at,
                 NOT EXISTS (SELECT 1 FROM ",
@@ -496,7 +509,8 @@ async fn running_prebuilds(
          FROM workspace_builds b
          JOIN workspaces w ON w.id = b.workspace_id
          JOIN provisioner_jobs j ON j.id = b.job_id
-         WHERE b.preset_id = $2 AND b.transition = 'start' AND j.status = 'succeeded'
+         WHERE b.preset_id = $2 AND b.prebuild_live
+           AND b.transition = 'start' AND j.status = 'succeeded'
            AND w.owner_id = $1 AND NOT w.deleted AND w.deleting_at IS NULL
            AND NOT EXISTS (SELECT 1 FROM workspace_builds later
                            WHERE later.workspace_id = b.workspace_id

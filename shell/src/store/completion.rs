@@ -6,18 +6,18 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use poolkeeper_core::schedule::Deadlines;
 use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
 use super::notifications::{enqueue, template_admins, Dedupe, Kind};
+use super::rows::{Prepared, Writes};
 use crate::db::enums::{AgentLifecycle, FailureKind, JobStatus};
-use crate::db::models::{
-    NewWorkspaceAgent, ProvisionerJob, Template, User, Workspace, WorkspaceBuild,
-};
+use crate::db::models::{NewAuditEntry, ProvisionerJob, Template, User, Workspace, WorkspaceBuild};
 use crate::db::schema::{
-    provisioner_jobs, templates, users, workspace_agents, workspace_builds, workspaces,
+    audit_log, provisioner_jobs, templates, users, workspace_agents, workspace_builds, workspaces,
 };
 use crate::db::PREBUILDS_USER_ID;
 
@@ -48,68 +48,128 @@ pub async fn lock_running_job(
     Ok(Some((job, build)))
 }
 
-/// Ends the job with `status` (and the backend's error, for a failure: a build failure,
-/// which rules §4 counts), then keeps the backend's state on the build, if it left one.
-pub async fn end_job(
-    conn: &mut AsyncPgConnection,
-    job_id: Uuid,
-    build_id: Uuid,
-    status: JobStatus,
-    error: Option<String>,
-    state: Option<&[u8]>,
-    now: DateTime<Utc>,
-) -> Result<(), diesel::result::Error> {
-    diesel::update(provisioner_jobs::table.find(job_id))
-        .set((
-            provisioner_jobs::status.eq(status),
-            provisioner_jobs::completed_at.eq(now),
-            provisioner_jobs::error.eq(error),
-            provisioner_jobs::canceled_at.eq((status == JobStatus::Canceled).then_some(now)),
-            provisioner_jobs::failure_kind
-                .eq((status == JobStatus::Failed).then_some(FailureKind::Build)),
-        ))
-        .execute(conn)
-        .await?;
-    if let Some(state) = state {
-        diesel::update(workspace_builds::table.find(build_id))
-            .set(workspace_builds::provisioner_state.eq(state))
-            .execute(conn)
-            .await?;
-    }
-    Ok(())
+/// A running job locked for its completion, with what the completion needs to know of its
+/// build's workspace.
+#[derive(Debug, QueryableByName)]
+pub struct LockedJob {
+    #[diesel(sql_type = Text)]
+    pub job_status: JobStatus,
+    #[diesel(embed)]
+    pub build: WorkspaceBuild,
+    #[diesel(sql_type = SqlUuid)]
+    pub owner_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub template_id: Uuid,
 }
 
-/// Adds the build's agents: `(name, ready)`, a ready one with its ready time. Returns the
-/// ids in the order given.
-pub async fn insert_agents(
+/// What [`lock_job`] found.
+#[derive(Debug)]
+pub enum Lock {
+    Ours(Box<LockedJob>),
+    /// The job is no longer the worker's to complete (reaped, or taken over).
+    NotOurs,
+    /// The job is the worker's but has no build (the caller reports it).
+    NoBuild,
+}
+
+// $1 = job id, $2 = worker id. Only the job is locked: the build is the job's own, and
+// nothing else writes it.
+const LOCK_JOB_SQL: &str = "
+SELECT j.status AS job_status, w.owner_id, w.template_id, b.*
+  FROM provisioner_jobs j
+  JOIN workspace_builds b ON b.job_id = j.id
+  JOIN workspaces w ON w.id = b.workspace_id
+ WHERE j.id = $1 AND j.worker_id = $2 AND j.status IN ('running', 'canceling')
+   FOR UPDATE OF j";
+
+/// Locks the job, if `worker_id` still runs it (running or canceling), and reads its build
+/// and workspace with it: one statement. Only when it finds nothing is the job looked at
+/// again, to say why.
+pub async fn lock_job(
     conn: &mut AsyncPgConnection,
-    build_id: Uuid,
-    agents: &[(String, bool)],
-    now: DateTime<Utc>,
-) -> Result<Vec<Uuid>, diesel::result::Error> {
-    let mut ids = Vec::with_capacity(agents.len());
-    for (name, ready) in agents {
-        let id = Uuid::new_v4();
-        let lifecycle_state = if *ready { AgentLifecycle::Ready } else { AgentLifecycle::Starting };
-        diesel::insert_into(workspace_agents::table)
-            .values(&NewWorkspaceAgent {
-                id,
-                build_id,
-                name: name.clone(),
-                lifecycle_state,
-                auth_token_hash: None,
-            })
-            .execute(conn)
-            .await?;
-        if *ready {
-            diesel::update(workspace_agents::table.find(id))
-                .set(workspace_agents::ready_at.eq(now))
-                .execute(conn)
-                .await?;
-        }
-        ids.push(id);
+    job_id: Uuid,
+    worker_id: &str,
+) -> Result<Lock, diesel::result::Error> {
+    let locked: Option<LockedJob> = Prepared::new(
+        diesel::sql_query(LOCK_JOB_SQL).bind::<SqlUuid, _>(job_id).bind::<Text, _>(worker_id),
+    )
+    .get_result(conn)
+    .await
+    .optional()?;
+    if let Some(locked) = locked {
+        return Ok(Lock::Ours(Box::new(locked)));
     }
-    Ok(ids)
+    Ok(match lock_running_job(conn, job_id, worker_id).await? {
+        None => Lock::NotOurs,
+        Some((_, None)) => Lock::NoBuild,
+        Some((job, Some(build))) => {
+            let (owner_id, template_id) = workspaces::table
+                .find(build.workspace_id)
+                .select((workspaces::owner_id, workspaces::template_id))
+                .get_result(conn)
+                .await?;
+            Lock::Ours(Box::new(LockedJob { job_status: job.status, build, owner_id, template_id }))
+        }
+    })
+}
+
+/// How a job ended, as the completion writes it.
+pub struct JobEnd<'a> {
+    pub job_id: Uuid,
+    pub build_id: Uuid,
+    pub status: JobStatus,
+    /// The backend's error, for a failure: a build failure, which rules §4 counts.
+    pub error: Option<String>,
+    /// The backend's state, kept on the build if it left one.
+    pub state: Option<&'a [u8]>,
+    /// The build's agents: (id, name, ready); a ready one gets its ready time.
+    pub agents: &'a [(Uuid, String, bool)],
+    pub audit: NewAuditEntry,
+}
+
+/// Ends the job, keeps the state on the build, adds the agents and the audit entry: one
+/// statement.
+pub async fn write_end(
+    conn: &mut AsyncPgConnection,
+    end: JobEnd<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), diesel::result::Error> {
+    let mut writes = Writes::new();
+    writes.push(
+        diesel::update(provisioner_jobs::table.find(end.job_id)).set((
+            provisioner_jobs::status.eq(end.status),
+            provisioner_jobs::completed_at.eq(now),
+            provisioner_jobs::error.eq(end.error),
+            provisioner_jobs::canceled_at.eq((end.status == JobStatus::Canceled).then_some(now)),
+            provisioner_jobs::failure_kind
+                .eq((end.status == JobStatus::Failed).then_some(FailureKind::Build)),
+        )),
+    );
+    if let Some(state) = end.state {
+        writes.push(
+            diesel::update(workspace_builds::table.find(end.build_id))
+                .set(workspace_builds::provisioner_state.eq(state)),
+        );
+    }
+    if !end.agents.is_empty() {
+        let rows: Vec<_> = end
+            .agents
+            .iter()
+            .map(|(id, name, ready)| {
+                let state = if *ready { AgentLifecycle::Ready } else { AgentLifecycle::Starting };
+                (
+                    workspace_agents::id.eq(*id),
+                    workspace_agents::build_id.eq(end.build_id),
+                    workspace_agents::name.eq(name),
+                    workspace_agents::lifecycle_state.eq(state),
+                    workspace_agents::ready_at.eq(ready.then_some(now)),
+                )
+            })
+            .collect();
+        writes.push(diesel::insert_into(workspace_agents::table).values(rows));
+    }
+    writes.push(diesel::insert_into(audit_log::table).values(end.audit));
+    writes.execute(conn).await
 }
 
 /// What the deadlines of a person's start build are computed from (rules §3). `None` for
@@ -167,17 +227,27 @@ pub async fn set_deadlines(
     Ok(())
 }
 
-/// A delete build succeeded: the workspace is gone.
+/// A delete build succeeded: the workspace is gone, and a prebuild's start build leaves the
+/// index of claimable prebuilds (`prebuild_live`).
 pub async fn mark_deleted(
     conn: &mut AsyncPgConnection,
     workspace_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), diesel::result::Error> {
-    diesel::update(workspaces::table.find(workspace_id))
-        .set((workspaces::deleted.eq(true), workspaces::updated_at.eq(now)))
-        .execute(conn)
-        .await?;
-    Ok(())
+    let mut writes = Writes::new();
+    writes.push(
+        diesel::update(workspaces::table.find(workspace_id))
+            .set((workspaces::deleted.eq(true), workspaces::updated_at.eq(now))),
+    );
+    writes.push(
+        diesel::update(
+            workspace_builds::table
+                .filter(workspace_builds::workspace_id.eq(workspace_id))
+                .filter(workspace_builds::prebuild_live),
+        )
+        .set(workspace_builds::prebuild_live.eq(false)),
+    );
+    writes.execute(conn).await
 }
 
 /// A claim build re-created some of the prebuild's resources: every template admin is told
@@ -217,19 +287,16 @@ pub async fn record_resources_replaced(
 }
 
 /// Tells the workspace's owner (never the prebuilds user) of `notice`, once per build.
+/// `(owner_id, template_id)` are the workspace's, read when the job was locked.
 pub async fn notify_owner(
     conn: &mut AsyncPgConnection,
     build: &WorkspaceBuild,
+    (owner_id, template_id): (Uuid, Uuid),
     notice: poolkeeper_core::notifications::BuildNotice,
     error: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), diesel::result::Error> {
     use poolkeeper_core::notifications::BuildNotice;
-    let (owner_id, template_id): (Uuid, Uuid) = workspaces::table
-        .find(build.workspace_id)
-        .select((workspaces::owner_id, workspaces::template_id))
-        .get_result(conn)
-        .await?;
     if owner_id == PREBUILDS_USER_ID {
         return Ok(());
     }

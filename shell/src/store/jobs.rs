@@ -7,61 +7,53 @@
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel::sql_types::{Double, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Double, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
+use super::rows::Prepared;
 use crate::db::enums::{FailureKind, JobStatus};
 use crate::db::models::ProvisionerJob;
 use crate::db::schema::{provisioner_jobs, workspace_builds};
 
 /// Takes the next pending job whose tags `tags` cover (rules §7), if any, for `worker_id`:
-/// one transaction, the row locked with `SKIP LOCKED` so concurrent workers each get a
-/// different job (or none) without waiting. Only committed jobs are visible, so a job
-/// inserted by an open transaction is never taken. The tag test (`tags <@ worker`) is part of
-/// the locking statement, served by `provisioner_jobs_pending_tags_idx`, so a job a worker
-/// may not take is never locked by it.
+/// one statement (its own transaction, one round trip), the row locked with `SKIP LOCKED` so
+/// concurrent workers each get a different job (or none) without waiting. Only committed
+/// jobs are visible, so a job inserted by an open transaction is never taken. The tag test
+/// (`tags <@ worker`) is part of the locking subquery, served by
+/// `provisioner_jobs_pending_tags_idx`, so a job a worker may not take is never locked by it.
 pub async fn acquire_next(
     conn: &mut AsyncPgConnection,
     worker_id: &str,
     tags: &poolkeeper_core::tags::Tags,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<ProvisionerJob>, diesel::result::Error> {
-    let worker_id = worker_id.to_owned();
     let worker_tags = serde_json::json!(tags);
-    conn.transaction(async move |conn| {
-        let next: Option<Uuid> = provisioner_jobs::table
-            .filter(provisioner_jobs::status.eq(JobStatus::Pending))
-            .filter(provisioner_jobs::tags.is_contained_by(&worker_tags))
-            .order((
-                provisioner_jobs::queue_priority,
-                provisioner_jobs::created_at,
-                provisioner_jobs::id,
-            ))
-            .select(provisioner_jobs::id)
-            .limit(1)
-            .for_update()
-            .skip_locked()
-            .get_result(conn)
-            .await
-            .optional()?;
-        let Some(id) = next else { return Ok(None) };
-        let job = diesel::update(provisioner_jobs::table.find(id))
-            .set((
-                provisioner_jobs::status.eq(JobStatus::Running),
-                provisioner_jobs::started_at.eq(now),
-                // The reaper compares heartbeats with the database's clock: write them by it.
-                provisioner_jobs::heartbeat_at.eq(diesel::dsl::now),
-                provisioner_jobs::worker_id.eq(&worker_id),
-            ))
-            .returning(ProvisionerJob::as_returning())
-            .get_result(conn)
-            .await?;
-        Ok(Some(job))
-    })
+    Prepared::new(
+        diesel::sql_query(ACQUIRE_SQL)
+            .bind::<Timestamptz, _>(now)
+            .bind::<Text, _>(worker_id)
+            .bind::<Jsonb, _>(&worker_tags),
+    )
+    .get_result(conn)
     .await
+    .optional()
 }
+
+// $1 = now, $2 = the worker's id, $3 = the worker's tags. The subquery's lock is held until
+// the update, in the same statement: no other worker can take the job in between.
+const ACQUIRE_SQL: &str = "
+UPDATE provisioner_jobs
+   SET status = 'running', started_at = $1, worker_id = $2,
+       -- The reaper compares heartbeats with the database's clock: write them by it.
+       heartbeat_at = now()
+ WHERE id = (SELECT id FROM provisioner_jobs
+              WHERE status = 'pending' AND tags <@ $3
+              ORDER BY queue_priority, created_at, id
+              LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+RETURNING *";
 
 /// Record that `worker_id` still works on `job_id`, at the database's time. Returns the
 /// job's status, or `None` once the job is no longer this worker's (reaped, or taken over).
@@ -298,32 +290,29 @@ pub struct JobContext {
     pub parameters: Vec<(String, String)>,
 }
 
-/// The job's context; `None` when the job has no build (the caller reports it).
+/// The job's context; `None` when the job has no build (the caller reports it). One read for
+/// the build, its workspace, version and owner; a second for the preset's parameters, when
+/// the build has a preset.
 pub async fn job_context(
     conn: &mut AsyncPgConnection,
     job: ProvisionerJob,
 ) -> Result<Option<JobContext>, diesel::result::Error> {
     use crate::db::models::{TemplateVersion, User, Workspace, WorkspaceBuild};
     use crate::db::schema::{preset_parameters, template_versions, users, workspaces};
-    let build: Option<WorkspaceBuild> = workspace_builds::table
+    let found: Option<(WorkspaceBuild, Workspace, TemplateVersion, User)> = workspace_builds::table
+        .inner_join(workspaces::table.inner_join(users::table))
+        .inner_join(template_versions::table)
         .filter(workspace_builds::job_id.eq(job.id))
-        .select(WorkspaceBuild::as_select())
+        .select((
+            WorkspaceBuild::as_select(),
+            Workspace::as_select(),
+            TemplateVersion::as_select(),
+            User::as_select(),
+        ))
         .get_result(conn)
         .await
         .optional()?;
-    let Some(build) = build else { return Ok(None) };
-    let workspace: Workspace = workspaces::table
-        .find(build.workspace_id)
-        .select(Workspace::as_select())
-        .get_result(conn)
-        .await?;
-    let version: TemplateVersion = template_versions::table
-        .find(build.template_version_id)
-        .select(TemplateVersion::as_select())
-        .get_result(conn)
-        .await?;
-    let owner: User =
-        users::table.find(workspace.owner_id).select(User::as_select()).get_result(conn).await?;
+    let Some((build, workspace, version, owner)) = found else { return Ok(None) };
     let parameters = match build.preset_id {
         Some(preset_id) => {
             preset_parameters::table

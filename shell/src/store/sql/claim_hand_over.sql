@@ -1,5 +1,6 @@
 -- The hand-over of a prebuild to the user who claims it, in one statement: the workspace
--- changes owner; its next build, that build's job and the audit entry are written with it.
+-- changes owner and its builds stop being a live prebuild's (`prebuild_live`); its next
+-- build, that build's job and the audit entry are written with it.
 -- Returns the workspace as it now is, or no row when a build newer than $8 exists.
 --
 --  $1  uuid     the claiming user
@@ -28,6 +29,10 @@ WITH handed AS (
       AND NOT EXISTS (SELECT 1 FROM workspace_builds later
                       WHERE later.workspace_id = $7 AND later.build_number > $8)
     RETURNING *
+), unlisted AS (
+    UPDATE workspace_builds SET prebuild_live = false
+      FROM handed
+     WHERE workspace_builds.workspace_id = handed.id AND workspace_builds.prebuild_live
 ), job AS (
     INSERT INTO provisioner_jobs (id, organization_id, input, for_prebuild, transition,
                                   created_at)
