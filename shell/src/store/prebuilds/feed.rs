@@ -253,7 +253,7 @@ async fn apply_changes(
     workspaces: HashSet<Uuid>,
     presets: HashSet<Uuid>,
 ) -> Result<HashSet<Uuid>, diesel::result::Error> {
-    let mut touched = presets;
+    let mut touched = presets.clone();
     if !workspaces.is_empty() {
         let ids: Vec<Uuid> = workspaces.into_iter().collect();
         let builds: Vec<BuildRow> = diesel::sql_query(BUILDS_OF_SQL)
@@ -266,11 +266,16 @@ async fn apply_changes(
     if touched.is_empty() {
         return Ok(touched);
     }
-    // Changed presets, and presets a prebuild names that were not kept (old versions).
-    let mut reload: Vec<Uuid> = touched.iter().copied().collect();
+    // Changed preset rows, and presets a prebuild names that were not kept (old versions).
+    // A workspace's change leaves its presets' rows as they were (a template's reloads all).
+    let mut reload: Vec<Uuid> = presets.into_iter().collect();
     reload.extend(kept.missing_presets());
     reload.sort_unstable();
     reload.dedup();
+    if reload.is_empty() {
+        kept.drop_unused_presets(&touched);
+        return reload_claims(conn, now, kept, touched).await;
+    }
     let rows: Vec<PresetRow> =
         diesel::sql_query(PRESETS_BY_ID_SQL).bind::<Array<SqlUuid>, _>(&reload).load(conn).await?;
     let schedules: Vec<ScheduleRow> =
@@ -281,7 +286,17 @@ async fn apply_changes(
     }
     kept.put_presets(rows, schedules);
     touched.extend(reload);
-    kept.drop_unused_presets();
+    kept.drop_unused_presets(&touched);
+    reload_claims(conn, now, kept, touched).await
+}
+
+/// Reloads the claims of the autoscaled presets among `touched`; returns `touched`.
+async fn reload_claims(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    kept: &mut KeptSnapshot,
+    touched: HashSet<Uuid>,
+) -> Result<HashSet<Uuid>, diesel::result::Error> {
     let (scaled, since) = kept.autoscaled(touched.iter().copied(), now);
     if !scaled.is_empty() {
         let claims = super::claims::load_claims(conn, scaled.clone(), since).await?;

@@ -169,10 +169,14 @@ impl KeptSnapshot {
         self.named_by.keys().filter(|id| !self.presets.contains_key(id)).copied().collect()
     }
 
-    /// Drops presets that left the snapshot (no pool, no live prebuild).
-    pub(super) fn drop_unused_presets(&mut self) {
-        let unused: Vec<Uuid> =
-            self.presets.keys().filter(|id| !self.in_snapshot(id)).copied().collect();
+    /// Drops the presets among `touched` that left the snapshot (no pool, no live
+    /// prebuild): only a change to a preset can make it leave.
+    pub(super) fn drop_unused_presets(&mut self, touched: &HashSet<Uuid>) {
+        let unused: Vec<Uuid> = touched
+            .iter()
+            .filter(|id| self.presets.contains_key(id) && !self.in_snapshot(id))
+            .copied()
+            .collect();
         for id in unused {
             self.forget_preset(id);
         }
