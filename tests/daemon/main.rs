@@ -2,6 +2,7 @@
 //! One test binary per area (cargo links each binary once).
 
 mod faults;
+mod lifecycle;
 mod prebuilds;
 mod reliability_claims;
 mod reliability_soak;

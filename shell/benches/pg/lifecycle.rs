@@ -1,6 +1,6 @@
 //! The lifecycle tick: `workspaces` running workspaces of which `due` have passed their
-//! deadline (an autostop each). The tick loads every candidate, plans, and commits one
-//! transaction per due workspace.
+//! deadline (an autostop each). The tick loads every candidate, plans, and commits the due
+//! ones in batches.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use poolkeeper::daemon::LifecycleExecutor;
 use poolkeeper::db::DEFAULT_ORGANIZATION_ID;
-use poolkeeper::store::lifecycle::{apply_lifecycle_decision, load_lifecycle_snapshot, Applied};
+use poolkeeper::store::lifecycle::{apply_lifecycle_batch, load_lifecycle_snapshot, Applied};
 
 use crate::pgbench::References;
 use crate::report::{self, show, thousands, verdict, Report};
@@ -23,7 +23,7 @@ const TICK_TARGET: Duration = Duration::from_secs(10);
 const OWNERS: u32 = 1_000;
 /// `poolkeeper run`'s default pool size.
 const POOL_SIZE: usize = 10;
-/// Decisions applied through the counting proxy (on a copy of the database).
+/// Decisions applied in one batch through the counting proxy (on a copy of the database).
 const COUNTED_DECISIONS: usize = 200;
 
 pub async fn measure(
@@ -111,31 +111,32 @@ pub async fn measure(
     .ok_or_else(|| anyhow::anyhow!("the lifecycle lease is held by someone else"))?;
     drop(conn);
     let decisions = poolkeeper_core::lifecycle::plan(now, &snapshot);
-    let sample: Vec<_> =
-        decisions.iter().filter(|d| d.has_effect()).take(COUNTED_DECISIONS + 1).collect();
-    // The first one opens the connection and prepares the statements.
-    let mut applied = 0;
-    let mut before = proxy.now();
-    for (i, decision) in sample.iter().enumerate() {
-        if i == 1 {
-            before = proxy.now();
-        }
-        match apply_lifecycle_decision(&counted, &fence, now, decision).await? {
-            Applied::Done { .. } => applied += usize::from(i > 0),
-            Applied::Skipped(why) => bail!("a due decision was skipped: {why}"),
-        }
-    }
+    let sample: Vec<_> = decisions
+        .iter()
+        .filter(|d| d.has_effect())
+        .map(|d| d.workspace_id)
+        .take(COUNTED_DECISIONS + 1)
+        .collect();
+    // The first one opens the connection and prepares the statements a batch keeps.
+    let (first, batch) = sample.split_at(1.min(sample.len()));
+    apply_lifecycle_batch(&counted, &fence, now, first).await?;
+    let before = proxy.now();
+    let applied = apply_lifecycle_batch(&counted, &fence, now, batch).await?;
+    let tally = proxy.since(before);
     counted.close();
     server.drop_db(COUNTED).await?;
-    if applied > 0 {
-        let tally = proxy.since(before);
-        let per = |n: u64| n as f64 / applied as f64;
+    let done = applied.outcomes.iter().filter(|(_, a)| matches!(a, Applied::Done { .. })).count();
+    if done != batch.len() {
+        bail!("a due decision was not applied: {applied:?}");
+    }
+    if done > 0 {
         report.row(
-            "Lifecycle: round trips per applied decision".to_owned(),
+            format!("Lifecycle: round trips per batch of {done} decisions"),
             format!(
-                "{:.1} (+{:.1} unawaited statement closes), mean of {applied}",
-                per(tally.waits),
-                per(tally.closes)
+                "{} (+{} unawaited statement closes), {:.2} per decision",
+                tally.waits,
+                tally.closes,
+                tally.waits as f64 / done as f64
             ),
             "-",
             "-",

@@ -1,6 +1,7 @@
-//! One lifecycle tick: lead? load the candidates, decide (core), apply the decisions a few
-//! at a time (issue #5). Each decision still gets its own short transaction and its job is
-//! published after that commit; one workspace failing is counted and never aborts a tick.
+//! One lifecycle tick: lead? load the candidates, decide (core), apply the due ones in
+//! batches of [`APPLY_BATCH`], a few batches at a time. A batch is one short transaction
+//! whose jobs are published after its commit; a row someone else holds is applied alone
+//! afterwards; one workspace failing is counted and never aborts a tick.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,18 +11,27 @@ use futures_util::stream::{self, StreamExt};
 use poolkeeper_core::lifecycle::{plan, Decision};
 use poolkeeper_core::ReplayInput;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use super::leader::{Leadership, LIFECYCLE_LEASE};
 use super::recorder::{cycle_name, Recorder};
 use super::DaemonError;
 use crate::db::DbPool;
-use crate::store::lifecycle::{apply_lifecycle_decision, load_lifecycle_snapshot, Applied};
+use crate::store::leases::Fence;
+use crate::store::lifecycle::{
+    apply_lifecycle_batch, apply_lifecycle_workspace, load_lifecycle_snapshot, Applied,
+    BatchApplied,
+};
 use crate::store::publish::publish_jobs;
 use crate::store::StoreError;
 use crate::telemetry::metrics::{Metrics, TransitionLabels};
 
 /// This loop's name in metric labels.
 const LOOP: &str = "lifecycle";
+
+/// Workspaces applied per transaction: a batch's rows fit well under PostgreSQL's 65,535
+/// bind parameters (about 40 per workspace), and its transaction stays short.
+const APPLY_BATCH: usize = 500;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TickStats {
@@ -121,43 +131,32 @@ impl LifecycleExecutor {
             }
         }
         let mut stats = TickStats { workspaces: decisions.len(), ..TickStats::default() };
-        // Owned decisions: borrowed ones make the tick future not provably `Send`, and the
-        // loop runs in a spawned task.
-        let work: Vec<Decision> = decisions.into_iter().filter(Decision::has_effect).collect();
-        let mut results = stream::iter(work)
-            .map(|decision| {
+        let due: Vec<Uuid> =
+            decisions.iter().filter(|d| d.has_effect()).map(|d| d.workspace_id).collect();
+        let batches: Vec<Vec<Uuid>> = due.chunks(APPLY_BATCH).map(<[Uuid]>::to_vec).collect();
+        let mut results = stream::iter(batches)
+            .map(|batch| {
                 let pool = self.pool.clone();
                 let fence = fence.clone();
-                let span = tracing::info_span!(
-                    "lifecycle_apply",
-                    workspace_id = %decision.workspace_id,
-                    transition = decision.transition.map(|t| t.as_str()),
-                    reason = decision.reason.map(|r| r.as_str()),
-                );
-                async move {
-                    let result = apply_lifecycle_decision(&pool, &fence, now, &decision).await;
-                    // Published as soon as its own transaction committed.
-                    if let Ok(Applied::Done { job_id: Some(job_id), .. }) = &result {
-                        publish_jobs(&[*job_id]);
-                    }
-                    (decision.workspace_id, result)
-                }
-                .instrument(span)
+                let span = tracing::info_span!("lifecycle_apply", workspaces = batch.len());
+                async move { apply_batch(&pool, &fence, now, batch).await }.instrument(span)
             })
             .buffer_unordered(self.parallelism);
-        while let Some((workspace_id, result)) = results.next().await {
-            match result {
-                Ok(Applied::Done { decision, .. }) => {
-                    stats.applied += 1;
-                    self.count_transition(&decision);
-                }
-                Ok(Applied::Skipped(_)) => stats.skipped += 1,
-                Err(err) => {
-                    stats.failures += 1;
-                    if let Some(metrics) = &self.metrics {
-                        metrics.count_error(LOOP, err.label());
+        while let Some(outcomes) = results.next().await {
+            for (workspace_id, result) in outcomes {
+                match result {
+                    Ok(Applied::Done { decision, .. }) => {
+                        stats.applied += 1;
+                        self.count_transition(&decision);
                     }
-                    tracing::warn!(%workspace_id, error = %err, kind = err.label(), "lifecycle apply failed");
+                    Ok(Applied::Skipped(_)) => stats.skipped += 1,
+                    Err(err) => {
+                        stats.failures += 1;
+                        if let Some(metrics) = &self.metrics {
+                            metrics.count_error(LOOP, err.label());
+                        }
+                        tracing::warn!(%workspace_id, error = %err, kind = err.label(), "lifecycle apply failed");
+                    }
                 }
             }
         }
@@ -182,4 +181,66 @@ impl LifecycleExecutor {
             metrics.lifecycle_transitions.get_or_create(&labels).inc();
         }
     }
+}
+
+/// Applies one batch, then publishes its jobs (committed), then applies one at a time the
+/// workspaces it left out (rows someone else held) and publishes each. A batch that fails as
+/// a whole (say, a build numbered by a writer that does not lock the workspace) is retried
+/// one workspace at a time, so one bad row never costs the others their decision; a fenced
+/// batch is not retried: none of it may be written.
+async fn apply_batch(
+    pool: &DbPool,
+    fence: &Fence,
+    now: DateTime<Utc>,
+    batch: Vec<Uuid>,
+) -> Vec<(Uuid, Result<Applied, StoreError>)> {
+    let one_at_a_time = match apply_lifecycle_batch(pool, fence, now, &batch).await {
+        Ok(BatchApplied { outcomes, left_out }) => {
+            publish_jobs(&job_ids(outcomes.iter().map(|(_, applied)| applied)));
+            let mut results: Vec<_> =
+                outcomes.into_iter().map(|(id, applied)| (id, Ok(applied))).collect();
+            results.extend(apply_alone(pool, fence, now, left_out).await);
+            return results;
+        }
+        Err(StoreError::Fenced { loop_name, token }) => {
+            return batch
+                .into_iter()
+                .map(|id| (id, Err(StoreError::Fenced { loop_name, token })))
+                .collect();
+        }
+        Err(err) => {
+            tracing::warn!(workspaces = batch.len(), error = %err, kind = err.label(), "lifecycle batch failed; applying its workspaces one at a time");
+            batch
+        }
+    };
+    apply_alone(pool, fence, now, one_at_a_time).await
+}
+
+/// Applies each workspace in its own transaction, publishing its job after its commit.
+async fn apply_alone(
+    pool: &DbPool,
+    fence: &Fence,
+    now: DateTime<Utc>,
+    workspace_ids: Vec<Uuid>,
+) -> Vec<(Uuid, Result<Applied, StoreError>)> {
+    let mut results = Vec::with_capacity(workspace_ids.len());
+    for workspace_id in workspace_ids {
+        let result = apply_lifecycle_workspace(pool, fence, now, workspace_id)
+            .instrument(tracing::info_span!("lifecycle_apply_one", %workspace_id))
+            .await;
+        if let Ok(applied) = &result {
+            publish_jobs(&job_ids(std::iter::once(applied)));
+        }
+        results.push((workspace_id, result));
+    }
+    results
+}
+
+fn job_ids<'a>(applied: impl Iterator<Item = &'a Applied>) -> Vec<Uuid> {
+    applied
+        .filter_map(|applied| match applied {
+            Applied::Done { job_id, .. } => *job_id,
+            Applied::Skipped(_) => None,
+        })
+        .collect()
 }

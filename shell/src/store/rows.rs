@@ -71,13 +71,47 @@ impl<'a> Writes<'a> {
         self.statements.push(Box::new(statement));
     }
 
-    /// Runs them; nothing is done when there are none.
+    /// Runs them as a statement the connection keeps prepared; nothing is done when there
+    /// are none. Only for a small fixed set of texts (see [`Prepared`]).
     pub(crate) async fn execute(self, conn: &mut AsyncPgConnection) -> QueryResult<()> {
         if !self.statements.is_empty() {
             Prepared::new(self).execute(conn).await?;
         }
         Ok(())
     }
+
+    /// Runs them as a statement prepared for this run only: for texts that vary with the
+    /// number of rows (multi-row inserts), which would otherwise each stay prepared.
+    pub(crate) async fn execute_once(self, conn: &mut AsyncPgConnection) -> QueryResult<()> {
+        if !self.statements.is_empty() {
+            OneOff { query: self }.execute(conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A statement never cached on its connection (the counterpart of [`Prepared`]).
+struct OneOff<Q> {
+    query: Q,
+}
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for OneOff<Q> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.query.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &Pg) -> QueryResult<bool> {
+        Ok(false)
+    }
+}
+
+impl<Q> QueryId for OneOff<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q> Query for OneOff<Q> {
+    type SqlType = diesel::sql_types::Untyped;
 }
 
 impl QueryFragment<Pg> for Writes<'_> {

@@ -1,30 +1,29 @@
-//! Applying one lifecycle decision. Each workspace gets its own short transaction that
-//! takes a per-workspace advisory lock (another replica already on it → skip), re-reads
-//! the row under `FOR UPDATE`, and re-decides with the core on the fresh row: the snapshot
-//! may be a minute old, and a user may have stopped or started the workspace meanwhile.
-//! The fence check, the lock, the re-read and all the writes are one statement each, all
-//! prepared once per connection: six round trips with `BEGIN` and `COMMIT`. The re-read is
-//! its own statement, after the lock, so that it sees everything committed during a wait.
+//! Applying lifecycle decisions, in batches and one at a time.
+//!
+//! A batch is one short transaction: fence check, lock the batch's workspace rows with
+//! `FOR UPDATE SKIP LOCKED` (a row someone else holds is left out, never waited for), read
+//! the locked candidates afresh, re-decide each with the core (the snapshot may be a minute
+//! old, and a person may have stopped or started the workspace meanwhile), and write every
+//! row the decisions need in one statement. The workspaces it left out are then applied one
+//! at a time: each takes a per-workspace advisory lock (another replica already on it →
+//! skip), waits for the row under `FOR UPDATE`, and re-decides the same way.
+//!
+//! In both, the re-read is its own statement after the lock, so that it sees everything
+//! committed during a wait.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use poolkeeper_core::lifecycle::{decide, tick_of, Decision};
+use poolkeeper_core::lifecycle::Decision;
 use uuid::Uuid;
 
-use super::load::{to_workspace, WorkspaceRow, CANDIDATE_SQL};
-use crate::db::enums::{BuildReason, Transition};
-use crate::db::models::{NewNotification, NewProvisionerJob, NewWorkspaceBuild};
-use crate::db::schema::{audit_log, provisioner_jobs, workspace_builds, workspaces};
+use super::load::{WorkspaceRow, CANDIDATES_BY_ID_SQL, CANDIDATE_SQL};
+use super::write::{redecide, write_decided, Statement};
 use crate::db::{DbPool, PREBUILDS_USER_ID};
 use crate::store::leases::Fence;
-use crate::store::notifications::{enqueue_statement, notification, Dedupe, Kind};
-use crate::store::rows::{audit, build_rows, BuildSpec, Prepared, Writes};
+use crate::store::rows::Prepared;
 use crate::store::StoreError;
-
-/// The audit actor of this loop.
-const LOOP: &str = "lifecycle";
 
 /// The unique index on (workspace, build number).
 const BUILD_NUMBER_KEY: &str = "workspace_builds_workspace_id_build_number_key";
@@ -78,7 +77,17 @@ pub async fn apply_lifecycle_decision(
     if !decision.has_effect() {
         return Ok(Applied::Skipped("no_effect"));
     }
-    let workspace_id = decision.workspace_id;
+    apply_lifecycle_workspace(pool, fence, now, decision.workspace_id).await
+}
+
+/// Decides `workspace_id` afresh at `now` and applies what it decides, alone: waits for its
+/// row if someone holds it (up to the connection's lock timeout).
+pub async fn apply_lifecycle_workspace(
+    pool: &DbPool,
+    fence: &Fence,
+    now: DateTime<Utc>,
+    workspace_id: Uuid,
+) -> Result<Applied, StoreError> {
     let mut conn = pool.get().await?;
     let applied = conn
         .transaction(async |conn| {
@@ -136,135 +145,97 @@ async fn apply_locked(
     .optional()?;
     // No longer a candidate (e.g. handed to the prebuilds user): nothing to decide.
     let Some(row) = row else { return Ok(Applied::Skipped("gone")) };
-    let Ok(workspace) = to_workspace(&row) else { return Ok(Applied::Skipped("unreadable")) };
-    let decision = decide(&workspace, tick_of(now));
-    if !decision.has_effect() {
-        return Ok(Applied::Skipped("no_longer_due"));
-    }
-    // Only a start decided with `use_active_version` moves to the active version (rules §2);
-    // a stop or delete reuses the latest build's.
-    let new_version = match (decision.use_active_version, row.active_version_id) {
-        (true, Some(active)) if decision.transition.is_some() => active,
-        _ => row.template_version_id,
+    let decided = match redecide(now, row) {
+        Ok(decided) => decided,
+        Err(why) => return Ok(Applied::Skipped(why)),
     };
-    let mut writes = Writes::new();
-    let job_id = match (decision.transition, decision.reason) {
-        (Some(transition), Some(reason)) => {
-            let (job, build) = transition_rows(now, &row, new_version, transition, reason)?;
-            let job_id = job.id;
-            writes.push(diesel::insert_into(provisioner_jobs::table).values(job));
-            writes.push(diesel::insert_into(workspace_builds::table).values(build));
-            Some(job_id)
+    let mut applied = write_decided(conn, now, vec![decided], Statement::Kept).await?;
+    Ok(applied.pop().map_or(Applied::Skipped("gone"), |(_, applied)| applied))
+}
+
+/// What one batch did.
+#[derive(Debug, Default)]
+pub struct BatchApplied {
+    /// The workspaces the batch locked, and what became of each.
+    pub outcomes: Vec<(Uuid, Applied)>,
+    /// The workspaces it did not lock (someone else held the row, or it is gone): apply
+    /// them one at a time ([`apply_lifecycle_workspace`]).
+    pub left_out: Vec<Uuid>,
+}
+
+/// The batch's rows that nobody else holds, locked (their ids; the others are skipped, not
+/// waited for). Only locked here, read by the next statement (see [`Locked`]).
+const LOCK_BATCH_SQL: &str = "
+SELECT id FROM workspaces WHERE id = ANY($1) AND NOT deleted ORDER BY id FOR UPDATE SKIP LOCKED";
+
+#[derive(diesel::QueryableByName)]
+struct LockedId {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+}
+
+/// Decides the workspaces `workspace_ids` afresh at `now` and applies what they decide, in
+/// one transaction: the fence, the lock, the read and the writes are four statements
+/// whatever the batch's size. Its jobs are to be published once this returns (committed).
+pub async fn apply_lifecycle_batch(
+    pool: &DbPool,
+    fence: &Fence,
+    now: DateTime<Utc>,
+    workspace_ids: &[Uuid],
+) -> Result<BatchApplied, StoreError> {
+    if workspace_ids.is_empty() {
+        return Ok(BatchApplied::default());
+    }
+    let mut conn = pool.get().await?;
+    let batch = conn
+        .transaction(async |conn| {
+            fence.check(conn).await?;
+            Ok::<_, StoreError>(apply_batch_locked(conn, now, workspace_ids).await?)
+        })
+        .await?;
+    tracing::info!(
+        workspaces = workspace_ids.len(),
+        applied = batch.outcomes.iter().filter(|(_, a)| matches!(a, Applied::Done { .. })).count(),
+        left_out = batch.left_out.len(),
+        "lifecycle batch committed"
+    );
+    Ok(batch)
+}
+
+async fn apply_batch_locked(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    workspace_ids: &[Uuid],
+) -> Result<BatchApplied, diesel::result::Error> {
+    let locked: Vec<LockedId> =
+        Prepared::new(diesel::sql_query(LOCK_BATCH_SQL).bind::<Array<SqlUuid>, _>(workspace_ids))
+            .load(conn)
+            .await?;
+    let locked: std::collections::HashSet<Uuid> = locked.into_iter().map(|l| l.id).collect();
+    let left_out = workspace_ids.iter().copied().filter(|id| !locked.contains(id)).collect();
+    let locked_ids: Vec<Uuid> = locked.iter().copied().collect();
+    let rows: Vec<WorkspaceRow> = Prepared::new(
+        diesel::sql_query(CANDIDATES_BY_ID_SQL)
+            .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
+            .bind::<Array<SqlUuid>, _>(&locked_ids),
+    )
+    .load(conn)
+    .await?;
+    let mut outcomes = Vec::with_capacity(locked_ids.len());
+    let mut decided = Vec::with_capacity(rows.len());
+    let mut read = std::collections::HashSet::with_capacity(rows.len());
+    for row in rows {
+        read.insert(row.id);
+        let id = row.id;
+        match redecide(now, row) {
+            Ok(one) => decided.push(one),
+            Err(why) => outcomes.push((id, Applied::Skipped(why))),
         }
-        _ => None,
-    };
-    push_workspace_update(&mut writes, now, &row, &decision);
-    let diff = serde_json::json!({
-        "transition": decision.transition.map(|t| t.as_str()),
-        "reason": decision.reason.map(|r| r.as_str()),
-        // The core's explanation, so that "why did this stop at 02:00?" has its answer.
-        "rule": decision.rule.as_str(),
-        "why": decision.why,
-        "job_id": job_id,
-        "old": {
-            "dormant_at": workspace.dormant_at,
-            "deleting_at": workspace.deleting_at,
-            "next_start_at": workspace.next_start_at,
-            "template_version_id": row.template_version_id,
-        },
-        "new": {
-            "dormant_at": decision.mark_dormant.as_ref().map_or(workspace.dormant_at, |d| Some(d.dormant_at)),
-            "deleting_at": decision.mark_dormant.as_ref().map_or(workspace.deleting_at, |d| d.deleting_at),
-            "next_start_at": if decision.mark_dormant.is_some() { None } else { decision.next_start_at.or(workspace.next_start_at) },
-            "template_version_id": new_version,
-        },
-    });
-    if let Some(note) = owner_notification(now, &row, &decision) {
-        writes.push(enqueue_statement(note));
     }
-    let entry = audit(now, LOOP, "lifecycle", workspace_id, diff);
-    writes.push(diesel::insert_into(audit_log::table).values(entry));
-    writes.execute(conn).await?;
-    Ok(Applied::Done { decision, job_id })
-}
-
-/// The build (of `template_version_id`) and job of the decision's transition.
-fn transition_rows(
-    now: DateTime<Utc>,
-    row: &WorkspaceRow,
-    template_version_id: Uuid,
-    transition: poolkeeper_core::build::Transition,
-    reason: poolkeeper_core::lifecycle::Reason,
-) -> Result<(NewProvisionerJob, NewWorkspaceBuild), diesel::result::Error> {
-    let reason: BuildReason = reason
-        .as_str()
-        .parse()
-        .map_err(|err| diesel::result::Error::SerializationError(Box::new(err)))?;
-    let transition = Transition::from(transition);
-    let spec = BuildSpec {
-        workspace_id: row.id,
-        organization_id: row.organization_id,
-        build_number: row.build_number + 1,
-        template_version_id,
-        preset_id: None,
-        transition,
-        reason,
-        initiator_id: row.owner_id,
-        for_prebuild: false,
-        provisioner_state: row.provisioner_state.clone(),
-    };
-    Ok(build_rows(now, spec))
-}
-
-fn push_workspace_update(
-    writes: &mut Writes<'_>,
-    now: DateTime<Utc>,
-    row: &WorkspaceRow,
-    decision: &Decision,
-) {
-    let target = workspaces::table.find(row.id);
-    if let Some(dormant) = &decision.mark_dormant {
-        // A dormant workspace never autostarts: its next start is cleared with it.
-        writes.push(diesel::update(target).set((
-            workspaces::dormant_at.eq(Some(dormant.dormant_at)),
-            workspaces::deleting_at.eq(dormant.deleting_at),
-            workspaces::next_start_at.eq(None::<DateTime<Utc>>),
-            workspaces::updated_at.eq(now),
-        )));
-    } else if let Some(next) = decision.next_start_at {
-        writes.push(
-            diesel::update(target)
-                .set((workspaces::next_start_at.eq(Some(next)), workspaces::updated_at.eq(now))),
-        );
-    }
-}
-
-/// Outbox rows: one per workspace, kind and day, so a flapping workspace never floods its owner
-/// (rules §2 "Side effects").
-fn owner_notification(
-    now: DateTime<Utc>,
-    row: &WorkspaceRow,
-    decision: &Decision,
-) -> Option<NewNotification> {
-    let moved = decision.use_active_version
-        && decision.transition.is_some()
-        && row.active_version_id.is_some_and(|v| v != row.template_version_id);
-    let (kind, payload) = if let Some(dormant) = &decision.mark_dormant {
-        (
-            Kind::WorkspaceDormant,
-            serde_json::json!({ "workspace_id": row.id, "deleting_at": dormant.deleting_at }),
-        )
-    } else if moved {
-        (
-            Kind::WorkspaceAutoupdated,
-            serde_json::json!({
-                "workspace_id": row.id,
-                "old_template_version_id": row.template_version_id,
-                "template_version_id": row.active_version_id,
-            }),
-        )
-    } else {
-        return None;
-    };
-    Some(notification(now, row.owner_id, kind, Dedupe::Daily(row.id), payload))
+    // Locked but no longer a candidate (e.g. handed to the prebuilds user).
+    outcomes.extend(
+        locked_ids.iter().filter(|id| !read.contains(id)).map(|id| (*id, Applied::Skipped("gone"))),
+    );
+    outcomes.extend(write_decided(conn, now, decided, Statement::OneOff).await?);
+    Ok(BatchApplied { outcomes, left_out })
 }

@@ -79,6 +79,10 @@ const CANDIDATES_SQL: &str =
 pub(super) const CANDIDATE_SQL: &str =
     concat!(include_str!("../sql/lifecycle_candidates.sql"), "\n  AND w.id = $2");
 
+/// The candidates among the ids in $2, for a batch's read after its lock.
+pub(super) const CANDIDATES_BY_ID_SQL: &str =
+    concat!(include_str!("../sql/lifecycle_candidates.sql"), "\n  AND w.id = ANY($2)");
+
 /// Loads the lifecycle candidates. Prebuilds are left out: they get no decision (rules §2).
 pub async fn load_lifecycle_snapshot(
     conn: &mut AsyncPgConnection,
