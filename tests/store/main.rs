@@ -8,6 +8,7 @@ mod dashboard;
 mod db_constraints;
 mod db_harness;
 mod db_migrations;
+mod db_session;
 mod db_tls;
 mod lifecycle;
 mod notifications;
