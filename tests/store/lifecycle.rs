@@ -465,3 +465,50 @@ async fn the_audit_entry_of_a_decision_says_which_rule_and_why() {
     assert_eq!(entries[0].diff["why"], "autostop: deadline 2025-06-02T08:30:00Z reached");
     assert_eq!(entries[0].diff["transition"], "stop");
 }
+
+/// The snapshot is read every tick for every workspace; a workspace's provisioner state (a
+/// Terraform state, often megabytes) is read only by the applier, for the build it writes.
+#[tokio::test]
+async fn the_snapshot_leaves_the_provisioner_state_behind_and_the_stop_carries_it() {
+    use poolkeeper_tests::fault_proxy::FaultProxy;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const STATE_BYTES: i64 = 1 << 20;
+    let db = TestDatabase::new().await;
+    let now = t("2025-06-02T09:00:00Z");
+    let (ws, _) = due_autostop(&db, now).await;
+    let mut conn = db.conn().await;
+    diesel::sql_query(format!(
+        "UPDATE workspace_builds SET provisioner_state = convert_to(repeat('x', {STATE_BYTES}), 'UTF8')
+         WHERE workspace_id = $1"
+    ))
+    .bind::<diesel::sql_types::Uuid, _>(ws)
+    .execute(&mut conn)
+    .await
+    .expect("state");
+
+    let proxy = FaultProxy::for_url(db.url()).await;
+    let mut through_proxy = poolkeeper::db::pool::establish(
+        &proxy.url(db.url()),
+        &poolkeeper::db::pool::SessionSettings::for_role("lifecycle"),
+    )
+    .await
+    .expect("connect through the proxy");
+    let before = AtomicU64::load(&proxy.counts().server_bytes, Ordering::Relaxed);
+    let snapshot = load_lifecycle_snapshot(&mut through_proxy, now).await.expect("load");
+    let read = AtomicU64::load(&proxy.counts().server_bytes, Ordering::Relaxed) - before;
+    assert_eq!(snapshot.workspaces.len(), 1);
+    assert!(read > 0 && read < 64 * 1024, "the snapshot read {read} bytes");
+
+    let decision = plan(now, &snapshot).remove(0);
+    let applied =
+        apply_lifecycle_decision(db.pool(), &seed::lead(&db, "lifecycle").await, now, &decision)
+            .await
+            .expect("apply");
+    assert!(matches!(applied, Applied::Done { job_id: Some(_), .. }));
+    let carried = format!(
+        "SELECT count(*) AS n FROM workspace_builds WHERE workspace_id = '{ws}' AND build_number = 2
+           AND length(provisioner_state) = {STATE_BYTES}"
+    );
+    assert_eq!(seed::count(&mut conn, &carried).await, 1, "the stop build carries the state");
+}

@@ -41,6 +41,8 @@ pub struct ProxyCounts {
     pub refused: AtomicU64,
     /// Connections reset because they sent the text of [`FaultProxy::reset_when_sent`].
     pub resets_on_text: AtomicU64,
+    /// Bytes forwarded from the server to its clients.
+    pub server_bytes: AtomicU64,
 }
 
 /// What the connections share: the counts and the statement text to reset on.
@@ -138,8 +140,9 @@ async fn accept_loop(
             let Ok(server) = TcpStream::connect(upstream).await else { return };
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
-            let up = pipe(client_read, server_write, fault.clone(), Some(&shared));
-            let down = pipe(server_read, client_write, fault, None);
+            let up = pipe(client_read, server_write, fault.clone(), Some(&shared), None);
+            let down =
+                pipe(server_read, client_write, fault, None, Some(&shared.counts.server_bytes));
             // Either direction ending (close or reset) ends the connection.
             let reset = tokio::select! {
                 reset = up => reset,
@@ -153,12 +156,14 @@ async fn accept_loop(
 }
 
 /// Copies one direction under the current fault; returns true when it reset the connection.
-/// `upstream` (the client's direction only) carries the statement-text rule.
+/// `upstream` (the client's direction only) carries the statement-text rule; `forwarded`
+/// counts the bytes copied.
 async fn pipe(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     mut fault: watch::Receiver<Fault>,
     upstream: Option<&Shared>,
+    forwarded: Option<&AtomicU64>,
 ) -> bool {
     let no_counts = ProxyCounts::default();
     let counts = upstream.map_or(&no_counts, |shared| &shared.counts);
@@ -196,6 +201,9 @@ async fn pipe(
                     }
                 }
             }
+        }
+        if let Some(forwarded) = forwarded {
+            forwarded.fetch_add(n as u64, Ordering::Relaxed);
         }
         if to.write_all(&buffer[..n]).await.is_err() {
             return false;

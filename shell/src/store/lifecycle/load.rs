@@ -2,6 +2,8 @@
 //! status, its latest build and job, and its template's options, in one query inside a
 //! REPEATABLE READ, READ ONLY transaction. An unreadable row is skipped with a warning.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{Array, BigInt, Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -70,9 +72,21 @@ pub(super) struct WorkspaceRow {
     time_til_dormant_autodelete_secs: i64,
 }
 
-/// Every lifecycle candidate (a person's live workspace) with its latest build and job.
-const CANDIDATES_SQL: &str =
-    concat!(include_str!("../sql/lifecycle_candidates.sql"), "\nORDER BY w.id");
+/// Every lifecycle candidate (a person's live workspace) with its latest build and job,
+/// without the build's provisioner state: the snapshot never uses it, and a Terraform state
+/// is often megabytes, read every tick for every workspace. The applier's reads below carry
+/// it, for the build they write.
+static CANDIDATES_SQL: LazyLock<String> = LazyLock::new(|| {
+    let sql = include_str!("../sql/lifecycle_candidates.sql");
+    format!("{}\nORDER BY w.id", without_provisioner_state(sql))
+});
+
+/// One candidate by id ($2) as the snapshot reads it, for explaining a single workspace.
+static EXPLAINED_SQL: LazyLock<String> = LazyLock::new(|| without_provisioner_state(CANDIDATE_SQL));
+
+fn without_provisioner_state(sql: &str) -> String {
+    sql.replacen("lb.provisioner_state,", "NULL::bytea AS provisioner_state,", 1)
+}
 
 /// One candidate by id ($2), for the applier's read after its lock: the same statement as
 /// the snapshot's, so the row an applier re-decides on is read exactly as the tick read it.
@@ -93,7 +107,10 @@ pub async fn load_lifecycle_snapshot(
         .repeatable_read()
         .read_only()
         .run(async |conn| {
-            diesel::sql_query(CANDIDATES_SQL).bind::<SqlUuid, _>(PREBUILDS_USER_ID).load(conn).await
+            diesel::sql_query(CANDIDATES_SQL.as_str())
+                .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
+                .load(conn)
+                .await
         })
         .await?;
     let workspaces = rows
@@ -115,7 +132,7 @@ pub async fn load_lifecycle_candidate(
     conn: &mut AsyncPgConnection,
     workspace_id: Uuid,
 ) -> Result<Option<Workspace>, StoreError> {
-    let row: Option<WorkspaceRow> = diesel::sql_query(CANDIDATE_SQL)
+    let row: Option<WorkspaceRow> = diesel::sql_query(EXPLAINED_SQL.as_str())
         .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
         .bind::<SqlUuid, _>(workspace_id)
         .load(conn)
@@ -175,4 +192,20 @@ pub(super) fn to_workspace(row: &WorkspaceRow) -> Result<Workspace, &'static str
 /// The core's lowercase enums read through serde, so the strings stay defined in one place.
 fn parse_enum<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
     serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_appliers_reads_carry_the_provisioner_state() {
+        for sql in [CANDIDATES_SQL.as_str(), EXPLAINED_SQL.as_str()] {
+            assert!(sql.contains("NULL::bytea AS provisioner_state"), "{sql}");
+            assert!(!sql.contains("lb.provisioner_state"), "{sql}");
+        }
+        for sql in [CANDIDATE_SQL, CANDIDATES_BY_ID_SQL] {
+            assert!(sql.contains("lb.provisioner_state,"), "{sql}");
+        }
+    }
 }
