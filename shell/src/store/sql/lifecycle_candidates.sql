@@ -6,14 +6,17 @@ SELECT w.id, w.owner_id, w.organization_id, u.status AS owner_status, w.autostar
        w.next_start_at, w.last_used_at, w.dormant_at, w.deleting_at, w.automatic_updates,
        lb.build_number, lb.provisioner_state, lb.transition, lb.template_version_id,
        lb.created_at AS build_created_at, lb.deadline, lb.max_deadline,
-       j.status AS job_status, j.completed_at AS job_completed_at,
+       lb.job_status, lb.job_completed_at,
        t.active_version_id, t.require_active_version, t.user_autostart_enabled,
        t.user_autostop_enabled, t.autostart_days, t.failure_ttl_secs, t.time_til_dormant_secs,
        t.time_til_dormant_autodelete_secs
 FROM workspaces w
 JOIN users u ON u.id = w.owner_id
 JOIN templates t ON t.id = w.template_id
-JOIN LATERAL (SELECT b.* FROM workspace_builds b WHERE b.workspace_id = w.id
-               ORDER BY b.build_number DESC LIMIT 1) lb ON true
-JOIN provisioner_jobs j ON j.id = lb.job_id
+-- The job is joined inside the lateral: one probe per workspace, where a join outside it was
+-- planned as a Memoize that never hit (every build has its own job) and cost 15-35% more.
+JOIN LATERAL (SELECT b.*, j.status AS job_status, j.completed_at AS job_completed_at
+              FROM workspace_builds b JOIN provisioner_jobs j ON j.id = b.job_id
+              WHERE b.workspace_id = w.id
+              ORDER BY b.build_number DESC LIMIT 1) lb ON true
 WHERE NOT w.deleted AND w.owner_id <> $1
