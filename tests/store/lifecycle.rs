@@ -512,3 +512,35 @@ async fn the_snapshot_leaves_the_provisioner_state_behind_and_the_stop_carries_i
     );
     assert_eq!(seed::count(&mut conn, &carried).await, 1, "the stop build carries the state");
 }
+
+/// The snapshot lists workspaces by id whatever order the server returns them in, so a
+/// recorded replay file of the same state is the same file.
+#[tokio::test]
+async fn the_snapshot_lists_workspaces_by_id() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let alice = seed::user(&mut conn, "alice").await;
+    for _ in 0..30 {
+        let ws = WorkspaceSeed::owned(
+            alice,
+            template_id,
+            version_id,
+            Transition::Start,
+            t("2025-06-02T08:00:00Z"),
+        );
+        seed::workspace(&mut conn, ws).await;
+    }
+    // Rewritten rows move within the table, away from id order.
+    diesel::sql_query("UPDATE workspaces SET updated_at = now() WHERE name < 'ws-8'")
+        .execute(&mut conn)
+        .await
+        .expect("update");
+    let snapshot =
+        load_lifecycle_snapshot(&mut conn, t("2025-06-02T09:00:00Z")).await.expect("load");
+    let ids: Vec<_> = snapshot.workspaces.iter().map(|w| w.id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids.len(), 30);
+    assert_eq!(ids, sorted);
+}
