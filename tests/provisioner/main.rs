@@ -3,6 +3,7 @@
 
 mod acquire;
 mod completion;
+mod context;
 mod faults;
 mod load;
 mod terraform;
