@@ -85,8 +85,11 @@ pub async fn run_worker(
     save_spooled(&pool, &config, &shutdown).await;
 
     let mut backoff = Duration::from_millis(250);
+    // The connection that saved the last completion takes the next job: while the queue has
+    // work, a job costs one pool checkout (and its liveness check), not two.
+    let mut held: Option<DbConn> = None;
     while !shutdown.is_cancelled() {
-        match run_next_job(&pool, &config, &wakeups, &shutdown).await {
+        match run_next_job(&pool, &config, &wakeups, &shutdown, &mut held).await {
             Ok(true) => {
                 backoff = Duration::from_millis(250);
                 continue;
@@ -133,18 +136,24 @@ async fn sweep_agents(pool: &DbPool, config: &WorkerConfig) {
     }
 }
 
-/// Take and run one job; `Ok(false)` when the queue is empty.
+/// Take and run one job; `Ok(false)` when the queue is empty. `held` is a connection kept
+/// from the previous job's completion (taken here, and left there by a saved completion);
+/// none is kept while the queue is empty or after an error.
 async fn run_next_job(
     pool: &DbPool,
     config: &WorkerConfig,
     wakeups: &Wakeups,
     shutdown: &CancellationToken,
+    held: &mut Option<DbConn>,
 ) -> Result<bool, ProvisionerError> {
     let worker = config.worker_id.as_str();
     // Subscribe before the job is ours: a cancellation announced between acquiring it and
     // starting the backend must still reach the heartbeat task.
     let announcements = wakeups.jobs.subscribe();
-    let mut conn = pool.get().await?;
+    let mut conn = match held.take() {
+        Some(conn) => conn,
+        None => pool.get().await?,
+    };
     let Some(job) = acquire_next_tagged_job(&mut conn, worker, &config.tags, Utc::now()).await?
     else {
         return Ok(false);
@@ -204,13 +213,17 @@ async fn run_next_job(
             complete_with_retry(pool, job_id, worker, &result, shutdown, spool_path.as_deref())
                 .await;
         match saved {
-            Some(Some(completion)) => {
+            Some((Some(completion), conn)) => {
                 tracing::info!(status = %completion.status, "job completed");
                 schedule_agents(pool, &completion);
+                *held = Some(conn);
             }
-            Some(None) => tracing::warn!(
+            Some((None, conn)) => {
+                *held = Some(conn);
+                tracing::warn!(
                 "the job was ended by someone else (reaped?) while it ran; its result was recorded on it"
-            ),
+                );
+            }
             None => {
                 tracing::warn!(spooled = spool_path.is_some(),
                     "stopping before the completion could be saved; a worker on this work directory saves it at start");
@@ -279,8 +292,9 @@ async fn load_with_retry(
 }
 
 /// The completion is the only record of the build in the database: retry it with backoff
-/// until it is saved. `None` if shutdown came first and the result is safe in the spool (or
-/// a bounded number of further attempts failed too). After a failed attempt the spooled copy
+/// until it is saved; returned with the connection that saved it (the next job is taken on
+/// it). `None` if shutdown came first and the result is safe in the spool (or a bounded
+/// number of further attempts failed too). After a failed attempt the spooled copy
 /// (`spooled`, if any) is synced to disk: it may have to outlast a long outage.
 async fn complete_with_retry(
     pool: &DbPool,
@@ -289,7 +303,7 @@ async fn complete_with_retry(
     result: &JobResult,
     shutdown: &CancellationToken,
     spooled: Option<&std::path::Path>,
-) -> Option<Option<Completion>> {
+) -> Option<(Option<Completion>, DbConn)> {
     let mut backoff = Duration::from_millis(250);
     let mut attempt: u32 = 0;
     let mut after_shutdown: u32 = 0;
@@ -298,10 +312,11 @@ async fn complete_with_retry(
         attempt += 1;
         let outcome = async {
             let mut conn = pool.get().await?;
-            complete_job(&mut conn, job_id, worker, result, Utc::now()).await
+            let completion = complete_job(&mut conn, job_id, worker, result, Utc::now()).await?;
+            Ok::<_, ProvisionerError>((completion, conn))
         };
         let err = match outcome.await {
-            Ok(completion) => return Some(completion),
+            Ok(saved) => return Some(saved),
             Err(err) => err,
         };
         if let (Some(path), false) = (spooled, durable) {
@@ -350,7 +365,7 @@ async fn save_spooled(pool: &DbPool, config: &WorkerConfig, shutdown: &Cancellat
         let saved = complete_with_retry(pool, job_id, worker, &result, shutdown, Some(&path))
             .instrument(span.clone())
             .await;
-        if let Some(completion) = saved {
+        if let Some((completion, _conn)) = saved {
             span.in_scope(|| {
                 tracing::info!(status = ?completion.as_ref().map(|c| c.status),
                     "saved a spooled result")
