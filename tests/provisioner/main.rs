@@ -6,4 +6,5 @@ mod completion;
 mod context;
 mod faults;
 mod load;
+mod queue;
 mod terraform;

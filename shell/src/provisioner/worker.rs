@@ -33,6 +33,11 @@ const UNSPOOLED_ATTEMPTS_AFTER_SHUTDOWN: u32 = 6;
 const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// Bound on one heartbeat's database round trip (at least this, or the interval).
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A build that ends within this is completed on the connection that took its job, without
+/// the pool's liveness check; after a longer build the connection goes back to the pool and
+/// the completion checks one out (a connection idle that long may have been dropped by the
+/// server or a proxy on the way).
+const KEEP_CONNECTION_FOR: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -162,11 +167,13 @@ async fn run_next_job(
     let span = tracing::info_span!("job", %job_id, %worker, transition = %job.transition);
     async {
         tracing::info!("job acquired");
-        // The job's context is read on the connection that took it; no connection (let alone
-        // a transaction) is held while the backend runs.
-        let Some(ctx) = load_with_retry(pool, conn, job, worker, shutdown).await? else {
+        // The job's context is read on the connection that took it. No transaction is held
+        // while the backend runs; the connection is kept (idle), and completes the job only
+        // after a short build.
+        let Some((ctx, conn)) = load_with_retry(pool, conn, job, worker, shutdown).await? else {
             return Ok(true);
         };
+        let taken = tokio::time::Instant::now();
 
         let cancel = CancellationToken::new();
         let beating = CancellationToken::new();
@@ -183,6 +190,7 @@ async fn run_next_job(
             .in_current_span(),
         );
         let outcome = config.backends.run(&ctx, &cancel).await;
+        let conn = (taken.elapsed() < KEEP_CONNECTION_FOR).then_some(conn);
         beating.cancel();
         if let Err(err) = heartbeats.await {
             tracing::warn!(error = %err, "the heartbeat task ended abnormally");
@@ -209,9 +217,15 @@ async fn run_next_job(
                 None
             }
         };
-        let saved =
-            complete_with_retry(pool, job_id, worker, &result, shutdown, spool_path.as_deref())
-                .await;
+        let saved = complete_with_retry(
+            pool,
+            conn,
+            (job_id, worker),
+            &result,
+            shutdown,
+            spool_path.as_deref(),
+        )
+        .await;
         match saved {
             Some((Some(completion), conn)) => {
                 tracing::info!(status = %completion.status, "job completed");
@@ -240,15 +254,16 @@ async fn run_next_job(
 }
 
 /// The job's build, read with retries through transient database errors, first on `conn`
-/// (the connection that took the job), then on fresh ones. `Ok(None)` when the job cannot
-/// run (it is failed, with an audit entry) or was left to the reaper.
+/// (the connection that took the job), then on fresh ones; returned with the connection that
+/// read it. `Ok(None)` when the job cannot run (it is failed, with an audit entry) or was
+/// left to the reaper.
 async fn load_with_retry(
     pool: &DbPool,
     conn: DbConn,
     job: ProvisionerJob,
     worker: &str,
     shutdown: &CancellationToken,
-) -> Result<Option<JobContext>, ProvisionerError> {
+) -> Result<Option<(JobContext, DbConn)>, ProvisionerError> {
     let job_id = job.id;
     let mut backoff = Duration::from_millis(250);
     let mut attempt = 0;
@@ -261,10 +276,11 @@ async fn load_with_retry(
                 Some(conn) => conn,
                 None => pool.get().await?,
             };
-            load_context(&mut conn, job.clone()).await
+            let ctx = load_context(&mut conn, job.clone()).await?;
+            Ok::<_, ProvisionerError>((ctx, conn))
         };
         let err = match loaded.await {
-            Ok(ctx) => return Ok(Some(ctx)),
+            Ok(loaded) => return Ok(Some(loaded)),
             Err(err) => err,
         };
         if !err.is_transient() {
@@ -292,14 +308,14 @@ async fn load_with_retry(
 }
 
 /// The completion is the only record of the build in the database: retry it with backoff
-/// until it is saved; returned with the connection that saved it (the next job is taken on
-/// it). `None` if shutdown came first and the result is safe in the spool (or a bounded
+/// until it is saved, first on `conn` (if any), then on connections of the pool; returned
+/// with the connection that saved it (the next job is taken on it). `None` if shutdown came first and the result is safe in the spool (or a bounded
 /// number of further attempts failed too). After a failed attempt the spooled copy
 /// (`spooled`, if any) is synced to disk: it may have to outlast a long outage.
 async fn complete_with_retry(
     pool: &DbPool,
-    job_id: Uuid,
-    worker: &str,
+    conn: Option<DbConn>,
+    (job_id, worker): (Uuid, &str),
     result: &JobResult,
     shutdown: &CancellationToken,
     spooled: Option<&std::path::Path>,
@@ -308,10 +324,15 @@ async fn complete_with_retry(
     let mut attempt: u32 = 0;
     let mut after_shutdown: u32 = 0;
     let mut durable = false;
+    let mut first = conn;
     loop {
         attempt += 1;
+        let taken = first.take();
         let outcome = async {
-            let mut conn = pool.get().await?;
+            let mut conn = match taken {
+                Some(conn) => conn,
+                None => pool.get().await?,
+            };
             let completion = complete_job(&mut conn, job_id, worker, result, Utc::now()).await?;
             Ok::<_, ProvisionerError>((completion, conn))
         };
@@ -362,9 +383,10 @@ async fn save_spooled(pool: &DbPool, config: &WorkerConfig, shutdown: &Cancellat
         let job_id = spooled.job_id;
         let worker = spooled.worker_id.as_str();
         let span = tracing::info_span!("spooled_job", %job_id, %worker);
-        let saved = complete_with_retry(pool, job_id, worker, &result, shutdown, Some(&path))
-            .instrument(span.clone())
-            .await;
+        let saved =
+            complete_with_retry(pool, None, (job_id, worker), &result, shutdown, Some(&path))
+                .instrument(span.clone())
+                .await;
         if let Some((completion, _conn)) = saved {
             span.in_scope(|| {
                 tracing::info!(status = ?completion.as_ref().map(|c| c.status),
