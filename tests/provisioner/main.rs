@@ -3,6 +3,8 @@
 
 mod acquire;
 mod completion;
+mod context;
 mod faults;
 mod load;
+mod queue;
 mod terraform;

@@ -33,6 +33,11 @@ const UNSPOOLED_ATTEMPTS_AFTER_SHUTDOWN: u32 = 6;
 const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// Bound on one heartbeat's database round trip (at least this, or the interval).
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A build that ends within this is completed on the connection that took its job, without
+/// the pool's liveness check; after a longer build the connection goes back to the pool and
+/// the completion checks one out (a connection idle that long may have been dropped by the
+/// server or a proxy on the way).
+const KEEP_CONNECTION_FOR: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -85,8 +90,11 @@ pub async fn run_worker(
     save_spooled(&pool, &config, &shutdown).await;
 
     let mut backoff = Duration::from_millis(250);
+    // The connection that saved the last completion takes the next job: while the queue has
+    // work, a job costs one pool checkout (and its liveness check), not two.
+    let mut held: Option<DbConn> = None;
     while !shutdown.is_cancelled() {
-        match run_next_job(&pool, &config, &wakeups, &shutdown).await {
+        match run_next_job(&pool, &config, &wakeups, &shutdown, &mut held).await {
             Ok(true) => {
                 backoff = Duration::from_millis(250);
                 continue;
@@ -133,18 +141,24 @@ async fn sweep_agents(pool: &DbPool, config: &WorkerConfig) {
     }
 }
 
-/// Take and run one job; `Ok(false)` when the queue is empty.
+/// Take and run one job; `Ok(false)` when the queue is empty. `held` is a connection kept
+/// from the previous job's completion (taken here, and left there by a saved completion);
+/// none is kept while the queue is empty or after an error.
 async fn run_next_job(
     pool: &DbPool,
     config: &WorkerConfig,
     wakeups: &Wakeups,
     shutdown: &CancellationToken,
+    held: &mut Option<DbConn>,
 ) -> Result<bool, ProvisionerError> {
     let worker = config.worker_id.as_str();
     // Subscribe before the job is ours: a cancellation announced between acquiring it and
     // starting the backend must still reach the heartbeat task.
     let announcements = wakeups.jobs.subscribe();
-    let mut conn = pool.get().await?;
+    let mut conn = match held.take() {
+        Some(conn) => conn,
+        None => pool.get().await?,
+    };
     let Some(job) = acquire_next_tagged_job(&mut conn, worker, &config.tags, Utc::now()).await?
     else {
         return Ok(false);
@@ -153,11 +167,13 @@ async fn run_next_job(
     let span = tracing::info_span!("job", %job_id, %worker, transition = %job.transition);
     async {
         tracing::info!("job acquired");
-        // The job's context is read on the connection that took it; no connection (let alone
-        // a transaction) is held while the backend runs.
-        let Some(ctx) = load_with_retry(pool, conn, job, worker, shutdown).await? else {
+        // The job's context is read on the connection that took it. No transaction is held
+        // while the backend runs; the connection is kept (idle), and completes the job only
+        // after a short build.
+        let Some((ctx, conn)) = load_with_retry(pool, conn, job, worker, shutdown).await? else {
             return Ok(true);
         };
+        let taken = tokio::time::Instant::now();
 
         let cancel = CancellationToken::new();
         let beating = CancellationToken::new();
@@ -174,6 +190,7 @@ async fn run_next_job(
             .in_current_span(),
         );
         let outcome = config.backends.run(&ctx, &cancel).await;
+        let conn = (taken.elapsed() < KEEP_CONNECTION_FOR).then_some(conn);
         beating.cancel();
         if let Err(err) = heartbeats.await {
             tracing::warn!(error = %err, "the heartbeat task ended abnormally");
@@ -200,17 +217,27 @@ async fn run_next_job(
                 None
             }
         };
-        let saved =
-            complete_with_retry(pool, job_id, worker, &result, shutdown, spool_path.as_deref())
-                .await;
+        let saved = complete_with_retry(
+            pool,
+            conn,
+            (job_id, worker),
+            &result,
+            shutdown,
+            spool_path.as_deref(),
+        )
+        .await;
         match saved {
-            Some(Some(completion)) => {
+            Some((Some(completion), conn)) => {
                 tracing::info!(status = %completion.status, "job completed");
                 schedule_agents(pool, &completion);
+                *held = Some(conn);
             }
-            Some(None) => tracing::warn!(
+            Some((None, conn)) => {
+                *held = Some(conn);
+                tracing::warn!(
                 "the job was ended by someone else (reaped?) while it ran; its result was recorded on it"
-            ),
+                );
+            }
             None => {
                 tracing::warn!(spooled = spool_path.is_some(),
                     "stopping before the completion could be saved; a worker on this work directory saves it at start");
@@ -227,15 +254,16 @@ async fn run_next_job(
 }
 
 /// The job's build, read with retries through transient database errors, first on `conn`
-/// (the connection that took the job), then on fresh ones. `Ok(None)` when the job cannot
-/// run (it is failed, with an audit entry) or was left to the reaper.
+/// (the connection that took the job), then on fresh ones; returned with the connection that
+/// read it. `Ok(None)` when the job cannot run (it is failed, with an audit entry) or was
+/// left to the reaper.
 async fn load_with_retry(
     pool: &DbPool,
     conn: DbConn,
     job: ProvisionerJob,
     worker: &str,
     shutdown: &CancellationToken,
-) -> Result<Option<JobContext>, ProvisionerError> {
+) -> Result<Option<(JobContext, DbConn)>, ProvisionerError> {
     let job_id = job.id;
     let mut backoff = Duration::from_millis(250);
     let mut attempt = 0;
@@ -248,10 +276,11 @@ async fn load_with_retry(
                 Some(conn) => conn,
                 None => pool.get().await?,
             };
-            load_context(&mut conn, job.clone()).await
+            let ctx = load_context(&mut conn, job.clone()).await?;
+            Ok::<_, ProvisionerError>((ctx, conn))
         };
         let err = match loaded.await {
-            Ok(ctx) => return Ok(Some(ctx)),
+            Ok(loaded) => return Ok(Some(loaded)),
             Err(err) => err,
         };
         if !err.is_transient() {
@@ -279,29 +308,36 @@ async fn load_with_retry(
 }
 
 /// The completion is the only record of the build in the database: retry it with backoff
-/// until it is saved. `None` if shutdown came first and the result is safe in the spool (or
-/// a bounded number of further attempts failed too). After a failed attempt the spooled copy
+/// until it is saved, first on `conn` (if any), then on connections of the pool; returned
+/// with the connection that saved it (the next job is taken on it). `None` if shutdown came first and the result is safe in the spool (or a bounded
+/// number of further attempts failed too). After a failed attempt the spooled copy
 /// (`spooled`, if any) is synced to disk: it may have to outlast a long outage.
 async fn complete_with_retry(
     pool: &DbPool,
-    job_id: Uuid,
-    worker: &str,
+    conn: Option<DbConn>,
+    (job_id, worker): (Uuid, &str),
     result: &JobResult,
     shutdown: &CancellationToken,
     spooled: Option<&std::path::Path>,
-) -> Option<Option<Completion>> {
+) -> Option<(Option<Completion>, DbConn)> {
     let mut backoff = Duration::from_millis(250);
     let mut attempt: u32 = 0;
     let mut after_shutdown: u32 = 0;
     let mut durable = false;
+    let mut first = conn;
     loop {
         attempt += 1;
+        let taken = first.take();
         let outcome = async {
-            let mut conn = pool.get().await?;
-            complete_job(&mut conn, job_id, worker, result, Utc::now()).await
+            let mut conn = match taken {
+                Some(conn) => conn,
+                None => pool.get().await?,
+            };
+            let completion = complete_job(&mut conn, job_id, worker, result, Utc::now()).await?;
+            Ok::<_, ProvisionerError>((completion, conn))
         };
         let err = match outcome.await {
-            Ok(completion) => return Some(completion),
+            Ok(saved) => return Some(saved),
             Err(err) => err,
         };
         if let (Some(path), false) = (spooled, durable) {
@@ -347,10 +383,11 @@ async fn save_spooled(pool: &DbPool, config: &WorkerConfig, shutdown: &Cancellat
         let job_id = spooled.job_id;
         let worker = spooled.worker_id.as_str();
         let span = tracing::info_span!("spooled_job", %job_id, %worker);
-        let saved = complete_with_retry(pool, job_id, worker, &result, shutdown, Some(&path))
-            .instrument(span.clone())
-            .await;
-        if let Some(completion) = saved {
+        let saved =
+            complete_with_retry(pool, None, (job_id, worker), &result, shutdown, Some(&path))
+                .instrument(span.clone())
+                .await;
+        if let Some((completion, _conn)) = saved {
             span.in_scope(|| {
                 tracing::info!(status = ?completion.as_ref().map(|c| c.status),
                     "saved a spooled result")

@@ -290,16 +290,17 @@ pub struct JobContext {
     pub parameters: Vec<(String, String)>,
 }
 
-/// The job's context; `None` when the job has no build (the caller reports it). One read for
-/// the build, its workspace, version and owner; a second for the preset's parameters, when
-/// the build has a preset.
+/// The job's context; `None` when the job has no build (the caller reports it). Two reads,
+/// pipelined (one round trip): the build with its workspace, version and owner, and the
+/// parameters of the build's preset (none when it has no preset).
 pub async fn job_context(
     conn: &mut AsyncPgConnection,
     job: ProvisionerJob,
 ) -> Result<Option<JobContext>, diesel::result::Error> {
     use crate::db::models::{TemplateVersion, User, Workspace, WorkspaceBuild};
     use crate::db::schema::{preset_parameters, template_versions, users, workspaces};
-    let found: Option<(WorkspaceBuild, Workspace, TemplateVersion, User)> = workspace_builds::table
+    let (mut first, mut second) = (&*conn, &*conn);
+    let found = workspace_builds::table
         .inner_join(workspaces::table.inner_join(users::table))
         .inner_join(template_versions::table)
         .filter(workspace_builds::job_id.eq(job.id))
@@ -309,20 +310,17 @@ pub async fn job_context(
             TemplateVersion::as_select(),
             User::as_select(),
         ))
-        .get_result(conn)
-        .await
-        .optional()?;
-    let Some((build, workspace, version, owner)) = found else { return Ok(None) };
-    let parameters = match build.preset_id {
-        Some(preset_id) => {
-            preset_parameters::table
-                .filter(preset_parameters::preset_id.eq(preset_id))
-                .order(preset_parameters::name)
-                .select((preset_parameters::name, preset_parameters::value))
-                .load(conn)
-                .await?
-        }
-        None => Vec::new(),
-    };
+        .get_result::<(WorkspaceBuild, Workspace, TemplateVersion, User)>(&mut first);
+    let preset_of_build = workspace_builds::table
+        .filter(workspace_builds::job_id.eq(job.id))
+        .select(workspace_builds::preset_id);
+    let parameters = preset_parameters::table
+        .filter(preset_parameters::preset_id.nullable().eq_any(preset_of_build))
+        .order(preset_parameters::name)
+        .select((preset_parameters::name, preset_parameters::value))
+        .load::<(String, String)>(&mut second);
+    let (found, parameters) = futures_util::future::join(found, parameters).await;
+    let Some((build, workspace, version, owner)) = found.optional()? else { return Ok(None) };
+    let parameters = parameters?;
     Ok(Some(JobContext { job, build, workspace, version, owner, parameters }))
 }

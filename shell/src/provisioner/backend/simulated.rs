@@ -133,9 +133,16 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<BuildOutput, BuildFailure> {
     let settings = settings(config, &ctx.version.source)?;
-    tokio::select! {
-        () = cancel.cancelled() => return Err(BackendError::Canceled.into()),
-        () = tokio::time::sleep(settings.duration) => {}
+    if cancel.is_cancelled() {
+        return Err(BackendError::Canceled.into());
+    }
+    // A build that takes no time does not wait for the timer: a zero sleep still ends only
+    // at the timer's next tick (about a millisecond), longer than the rest of the job.
+    if !settings.duration.is_zero() {
+        tokio::select! {
+            () = cancel.cancelled() => return Err(BackendError::Canceled.into()),
+            () = tokio::time::sleep(settings.duration) => {}
+        }
     }
     if failure_draw(config.seed, ctx.job.id) < settings.failure_rate {
         return Err(BackendError::SimulatedFailure {
