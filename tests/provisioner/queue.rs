@@ -96,3 +96,47 @@ async fn queued_jobs_run_back_to_back_on_one_connection() {
     );
     std::fs::remove_dir_all(&work_dir).ok();
 }
+
+/// A long build does not keep the connection that took its job checked out: it is back in
+/// the pool once the build has run a second, and the build still completes.
+#[tokio::test]
+async fn a_long_build_gives_its_connection_back_while_it_runs() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let owner = seed::user(&mut conn, "long", None).await;
+    let spec = TemplateSpec {
+        source: serde_json::json!({"duration_ms": 4000}),
+        ..TemplateSpec::default()
+    };
+    let (template, version) = seed::template(&mut conn, "slow", spec).await;
+    let ws = seed::workspace(&mut conn, owner, template, "slow", 0, None).await;
+    let job = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await.1;
+
+    let worker_pool = pool::build(db.url(), &PoolConfig { max_size: 4, ..PoolConfig::default() })
+        .expect("the worker's pool");
+    let work_dir = work_dir();
+    let config = WorkerConfig {
+        tags: Default::default(),
+        worker_id: "long-worker".to_owned(),
+        poll_interval: POLL_INTERVAL,
+        heartbeat_interval: Duration::from_secs(60),
+        backends: Backends {
+            terraform: TerraformConfig { work_dir: work_dir.clone(), ..TerraformConfig::default() },
+            ..Backends::default()
+        },
+    };
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(run_worker(worker_pool.clone(), config, shutdown.clone()));
+    seed::wait_for_status(&mut conn, job, &[JobStatus::Running], WAIT_CAP).await;
+    // Mid-build (the build takes 4 s; the connection is kept for its first second only).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let status = worker_pool.status();
+    let running = seed::wait_for_status(&mut conn, job, &[JobStatus::Running], WAIT_CAP).await;
+    assert_eq!(running.status, JobStatus::Running, "still building when the pool was read");
+    assert_eq!(status.size - status.available, 0, "checked out mid-build: {status:?}");
+    seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded], WAIT_CAP).await;
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(WAIT_CAP, worker).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))), "worker did not stop cleanly: {stopped:?}");
+    std::fs::remove_dir_all(&work_dir).ok();
+}

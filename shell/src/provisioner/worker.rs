@@ -34,9 +34,9 @@ const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// Bound on one heartbeat's database round trip (at least this, or the interval).
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A build that ends within this is completed on the connection that took its job, without
-/// the pool's liveness check; after a longer build the connection goes back to the pool and
-/// the completion checks one out (a connection idle that long may have been dropped by the
-/// server or a proxy on the way).
+/// the pool's liveness check; a longer build gives that connection back to the pool once it
+/// has run this long, and its completion checks one out (a connection idle for the length of
+/// a build may have been dropped by the server or a proxy on the way).
 const KEEP_CONNECTION_FOR: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
@@ -189,8 +189,19 @@ async fn run_next_job(
             )
             .in_current_span(),
         );
-        let outcome = config.backends.run(&ctx, &cancel).await;
-        let conn = (taken.elapsed() < KEEP_CONNECTION_FOR).then_some(conn);
+        // A long build gives the connection back as soon as it is known to be long, rather
+        // than holding it idle for minutes.
+        let build = config.backends.run(&ctx, &cancel);
+        tokio::pin!(build);
+        let keep_until = taken + KEEP_CONNECTION_FOR;
+        let (outcome, conn) = tokio::select! {
+            outcome = &mut build => (outcome, Some(conn)),
+            () = tokio::time::sleep_until(keep_until) => {
+                drop(conn);
+                (build.await, None)
+            }
+        };
+        let conn = conn.filter(|_| taken.elapsed() < KEEP_CONNECTION_FOR);
         beating.cancel();
         if let Err(err) = heartbeats.await {
             tracing::warn!(error = %err, "the heartbeat task ended abnormally");
