@@ -394,3 +394,61 @@ async fn a_prebuild_is_listed_until_it_is_claimed() {
     seed::complete_pending_jobs(&mut conn, Utc::now()).await;
     assert_eq!(listed_prebuilds(&mut conn).await, expected);
 }
+
+#[derive(QueryableByName)]
+struct PlanCounts {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    generic_plans: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    custom_plans: i64,
+}
+
+/// Every claim loads the preset's candidates. PostgreSQL plans a prepared statement anew for
+/// each execution while it judges a plan made for the values cheaper than a reusable one, and
+/// planning that statement cost several times its execution: after the first few claims on a
+/// connection, its plan is reused.
+#[tokio::test]
+async fn the_candidates_of_a_claim_are_not_planned_anew_each_time() {
+    const CLAIMS: usize = 10;
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, CLAIMS).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    // Another preset with many more builds: the statistics know each preset's share, so a
+    // plan made for this preset's value looks cheaper than one for any preset.
+    let large = seed::preset(&mut conn, pool.version_id, "large", 3).await;
+    for i in 0..CLAIMS * 10 {
+        let created = Utc::now() - TimeDelta::minutes(30 + i as i64);
+        let seed = WorkspaceSeed::prebuild(pool.template_id, pool.version_id, large, created);
+        seed::workspace(&mut conn, seed).await;
+    }
+    conn.batch_execute("ANALYZE").await.expect("analyze");
+    let one = poolkeeper::db::pool::build(
+        db.url(),
+        &poolkeeper::db::pool::PoolConfig { max_size: 1, ..Default::default() },
+    )
+    .expect("a pool of one connection");
+    for k in 0..CLAIMS {
+        let outcome =
+            claim_or_create(&one, Utc::now(), &request(&pool, alice, &format!("dev-{k}")))
+                .await
+                .expect("claim");
+        assert!(outcome.claimed, "claim {k}");
+    }
+    let mut same = one.get().await.expect("the claims' connection");
+    let counts: PlanCounts = diesel::sql_query(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements
+          WHERE statement LIKE '%b.prebuild_live%'
+            AND statement NOT LIKE '%pg_prepared_statements%'",
+    )
+    .get_result(&mut *same)
+    .await
+    .expect("the candidates' statement is prepared on the claims' connection");
+    assert_eq!(counts.generic_plans + counts.custom_plans, CLAIMS as i64);
+    assert!(
+        counts.custom_plans <= 5,
+        "planned for each claim's values {} times of {CLAIMS} (reused {} times)",
+        counts.custom_plans,
+        counts.generic_plans
+    );
+}

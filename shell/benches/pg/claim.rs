@@ -24,12 +24,15 @@ use crate::claim_seed;
 use crate::pgbench::References;
 use crate::prebuilds::{self, Scenario};
 use crate::report::{percentile, show, thousands, verdict, Report};
+use crate::round_trips::RoundTrips;
 use crate::server::{self, Server};
 use crate::waits::Sampler;
 
 const P99_TARGET: Duration = Duration::from_millis(25);
 /// Sequential claims of the claimer alone.
 const ALONE_CLAIMS: usize = 50;
+/// Claims counted through the round-trip proxy, after one that warms its connection.
+const COUNTED_CLAIMS: usize = 10;
 
 /// Sizes of the claim part.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +70,7 @@ pub async fn measure(
     scenario: &Scenario,
     sizes: Sizes,
     profile: bool,
-    refs: &References,
+    (refs, proxy): (&References, &RoundTrips),
     report: &mut Report,
 ) -> Result<()> {
     let Sizes { claimers, claims, history } = sizes;
@@ -112,6 +115,7 @@ pub async fn measure(
     pool.close();
     let label = format!("1 claimer alone, {ALONE_CLAIMS} claims{with_history}");
     latency_rows(report, &label, alone, None, refs, 1);
+    round_trip_row(scenario, proxy, &presets, &users, report).await?;
 
     let spread =
         format!("{claimers} concurrent claimers, {} claims", thousands((claimers * claims) as u64));
@@ -148,6 +152,38 @@ pub async fn measure(
         Some(P99_TARGET),
         refs,
         claimers,
+    );
+    Ok(())
+}
+
+/// The client's waits for the server per claim, the pool's checkout included: each one a
+/// wake-up of both sides, which is what concurrent claims on few cores pay for.
+async fn round_trip_row(
+    scenario: &Scenario,
+    proxy: &RoundTrips,
+    presets: &Arc<Vec<PresetRow>>,
+    users: &Arc<Vec<(Uuid, String)>>,
+    report: &mut Report,
+) -> Result<()> {
+    let pool = server::pool(&proxy.url(&scenario.name), 1)?;
+    let run = claimed_in_store(&pool, presets, users, "counted", false);
+    // The first claim opens the connection and prepares the statements.
+    run(0, 0).await?;
+    let before = proxy.now();
+    for k in 1..=COUNTED_CLAIMS {
+        run(0, k).await?;
+    }
+    let tally = proxy.since(before);
+    pool.close();
+    report.row(
+        "Round trips per claim (1 claimer, pool checkout included)",
+        format!("{:.1}", tally.waits as f64 / COUNTED_CLAIMS as f64),
+        "-",
+        "-",
+    );
+    report.note(
+        "round trips per claim: requests the server answered; two sent together (pipelined) \
+         count as two though the client waits once",
     );
     Ok(())
 }

@@ -125,7 +125,15 @@ async fn run(options: Options) -> Result<()> {
                 claims: options.claims,
                 history: options.claim_history,
             };
-            claim::measure(&server, &scenario, sizes, options.profile, &refs, &mut report).await?;
+            claim::measure(
+                &server,
+                &scenario,
+                sizes,
+                options.profile,
+                (&refs, &proxy),
+                &mut report,
+            )
+            .await?;
         }
         server.drop_db(&scenario.name).await?;
     }
