@@ -2,11 +2,10 @@
 //! (rules §3 "Claim", §4 "Claim choice"). The choice comes from the core; this module only
 //! loads the candidates and takes the first one it can lock.
 //!
-//! Many claimers of one preset arrive together, so a claim is kept to few statements and
-//! few waits for the server: one read checks the request while another, sent with it, loads
-//! the candidates; then one transaction locks the first candidate (in the core's order) that
-//! is still claimable and not locked by another claim, then hands it over, with its build,
-//! job and audit entry, in a second statement.
+//! Many claimers of one preset arrive together, so a claim is kept to few statements: one
+//! read checks the request, one loads the candidates, and one transaction locks the first
+//! candidate (in the core's order) that is still claimable and not locked by another claim,
+//! then hands it over, with its build, job and audit entry, in a second statement.
 
 use std::collections::BTreeMap;
 
@@ -103,8 +102,8 @@ pub async fn claim_or_create(
     request: &ClaimRequest,
 ) -> Result<ClaimOutcome, ClaimError> {
     let mut conn = pool.get().await?;
-    let (found, running) = read_request_and_candidates(&conn, request).await?;
-    let (template, preset, name_taken) = found.ok_or(ClaimError::TemplateNotFound)?;
+    let (template, preset, name_taken) =
+        read_request(&mut conn, request).await?.ok_or(ClaimError::TemplateNotFound)?;
     let Some(active_version_id) = template.active_version_id else {
         return Err(ClaimError::TemplateUnavailable("the template has no active version".into()));
     };
@@ -125,8 +124,9 @@ pub async fn claim_or_create(
         .as_ref()
         .and_then(|s| next_autostart(now, s, allowed_days(&template)));
     if let Some(preset) = &preset {
+        let rows = running_prebuilds(&mut conn, preset.id).await?;
         let core_preset = core_preset(&template, preset)?;
-        let mut candidates = choose_claim(&running, &core_preset, now).candidates;
+        let mut candidates = choose_claim(&rows, &core_preset, now).candidates;
         while !candidates.is_empty() {
             let slice = candidates.len().min(CANDIDATES_PER_ATTEMPT);
             let attempt = conn
@@ -182,31 +182,13 @@ fn requested_ttl(template: &Template, requested: Option<i64>) -> i64 {
     }
 }
 
-/// What [`read_request`] found: the template, the preset, whether the name is taken.
-type RequestRow = (Template, Option<Preset>, bool);
-
-/// The request's read and, when a preset was asked for, its running prebuilds, sent together
-/// (pipelined: one wait for the server instead of two). The prebuilds are of the preset the
-/// request named; they are only used once the request's read proved that preset to be of
-/// the template's active version.
-async fn read_request_and_candidates(
-    conn: &AsyncPgConnection,
-    request: &ClaimRequest,
-) -> Result<(Option<RequestRow>, Vec<RunningPrebuild>), diesel::result::Error> {
-    let found = read_request(conn, request);
-    match request.preset_id {
-        Some(preset_id) => futures_util::try_join!(found, running_prebuilds(conn, preset_id)),
-        None => Ok((found.await?, Vec::new())),
-    }
-}
-
 /// One read for the whole request: the template, the preset when one was asked for (only
 /// in the template's active version), and whether the user already has a live workspace
 /// of that name (case-insensitively). `None` = no such template.
 async fn read_request(
-    mut conn: &AsyncPgConnection,
+    conn: &mut AsyncPgConnection,
     request: &ClaimRequest,
-) -> Result<Option<RequestRow>, diesel::result::Error> {
+) -> Result<Option<(Template, Option<Preset>, bool)>, diesel::result::Error> {
     let name_taken = diesel::dsl::exists(
         workspaces::table
             .filter(workspaces::owner_id.eq(request.user_id))
@@ -227,7 +209,7 @@ async fn read_request(
         .filter(templates::id.eq(request.template_id))
         .filter(templates::deleted.eq(false))
         .select((Template::as_select(), Option::<Preset>::as_select(), name_taken))
-        .first(&mut conn)
+        .first(conn)
         .await
         .optional()
 }
@@ -511,7 +493,7 @@ struct RunningRow {
 /// The preset's prebuilds whose latest build is a succeeded start, in the core's shape.
 /// A workspace is ready when every agent of its latest build is ready.
 async fn running_prebuilds(
-    mut conn: &AsyncPgConnection,
+    conn: &mut AsyncPgConnection,
     preset_id: Uuid,
 ) -> Result<Vec<RunningPrebuild>, diesel::result::Error> {
     let rows: Vec<RunningRow> = Prepared::new(
@@ -519,10 +501,6 @@ async fn running_prebuilds(
         // set as a prebuild's start build is inserted, cleared by the hand-over and by a
         // completed delete): a claim stays as fast as the pool is small, however many builds
         // people have made from the preset. The owner and the latest build still decide.
-        // The preset and the owner are read through `(SELECT $n)`: the planner cannot see
-        // their values, so a plan made for the values is never judged cheaper than the
-        // prepared one, and the statement stops being planned anew for every claim (that
-        // planning took several times longer than running it).
         diesel::sql_query(concat!(
             "SELECT w.id AS workspace_id, b.template_version_id, w.created_at,
                 NOT EXISTS (SELECT 1 FROM ",
@@ -531,9 +509,9 @@ async fn running_prebuilds(
          FROM workspace_builds b
          JOIN workspaces w ON w.id = b.workspace_id
          JOIN provisioner_jobs j ON j.id = b.job_id
-         WHERE b.preset_id = (SELECT $2::uuid) AND b.prebuild_live
+         WHERE b.preset_id = $2 AND b.prebuild_live
            AND b.transition = 'start' AND j.status = 'succeeded'
-           AND w.owner_id = (SELECT $1::uuid) AND NOT w.deleted AND w.deleting_at IS NULL
+           AND w.owner_id = $1 AND NOT w.deleted AND w.deleting_at IS NULL
            AND NOT EXISTS (SELECT 1 FROM workspace_builds later
                            WHERE later.workspace_id = b.workspace_id
                              AND later.build_number > b.build_number)",
@@ -541,7 +519,7 @@ async fn running_prebuilds(
         .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
         .bind::<SqlUuid, _>(preset_id),
     )
-    .load(&mut conn)
+    .load(conn)
     .await?;
     Ok(rows
         .into_iter()
