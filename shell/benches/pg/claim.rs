@@ -134,28 +134,14 @@ pub async fn measure(
     let one = Arc::new(vec![hot]);
     let run = claimed_in_store(&pool, &one, &users, "hot", true);
     let out = drive(claimers, claims, run, Some(&pool)).await?;
-    latency_rows(
-        report,
-        &format!("{spread}, all on one preset"),
-        out,
-        true,
-        refs,
-        claimers,
-    );
+    latency_rows(report, &format!("{spread}, all on one preset"), out, true, refs, claimers);
     pool.close();
 
     let api = Api::start(scenario, claimers, &users).await?;
     let run = api.claims(&presets);
     let out = drive(claimers, claims, run, None).await?;
     api.stop();
-    latency_rows(
-        report,
-        &format!("{spread} through the HTTP API"),
-        out,
-        true,
-        refs,
-        claimers,
-    );
+    latency_rows(report, &format!("{spread} through the HTTP API"), out, true, refs, claimers);
     Ok(())
 }
 
