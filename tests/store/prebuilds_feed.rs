@@ -496,3 +496,60 @@ async fn prune_deletes_read_changes_only_under_the_lease() {
 }
 
 const LEASE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A person's workspace is never in the prebuild snapshot: its jobs moving on and its agents
+/// reporting (the busiest writes of a fleet) record no change, while a prebuild's do.
+#[tokio::test]
+async fn only_a_prebuilds_jobs_and_agents_record_changes() {
+    use seed::WorkspaceSeed;
+
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template, version) = seed::template(&mut conn, "go").await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let created = t("2025-06-02T08:00:00Z");
+    let person = seed::workspace(
+        &mut conn,
+        WorkspaceSeed::owned(
+            alice,
+            template,
+            version,
+            poolkeeper::db::enums::Transition::Start,
+            created,
+        ),
+    )
+    .await;
+    let preset = seed::preset(&mut conn, version, "small", 1).await;
+    let prebuild =
+        seed::workspace(&mut conn, WorkspaceSeed::prebuild(template, version, preset, created))
+            .await;
+    let changes = |ws: Uuid| {
+        format!("SELECT count(*) AS n FROM prebuild_changes WHERE kind = 'workspace' AND target_id = '{ws}'")
+    };
+    let before = (
+        seed::count(&mut conn, &changes(person)).await,
+        seed::count(&mut conn, &changes(prebuild)).await,
+    );
+    for ws in [person, prebuild] {
+        diesel::sql_query(format!(
+            "UPDATE provisioner_jobs SET status = 'running', completed_at = NULL
+               WHERE id IN (SELECT job_id FROM workspace_builds WHERE workspace_id = '{ws}')"
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("job");
+        diesel::sql_query(format!(
+            "UPDATE workspace_agents SET lifecycle_state = 'starting'
+               WHERE build_id IN (SELECT id FROM workspace_builds WHERE workspace_id = '{ws}')"
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("agent");
+    }
+    let after = (
+        seed::count(&mut conn, &changes(person)).await,
+        seed::count(&mut conn, &changes(prebuild)).await,
+    );
+    assert_eq!(after.0 - before.0, 0, "a person's job and agent recorded changes");
+    assert_eq!(after.1 - before.1, 2, "a prebuild's job and agent each record a change");
+}
