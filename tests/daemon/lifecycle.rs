@@ -5,10 +5,11 @@
 use std::time::{Duration, Instant};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-use poolkeeper::daemon::LifecycleExecutor;
+use poolkeeper::daemon::{DaemonError, LifecycleExecutor, TickStats};
 use poolkeeper::db::enums::{JobStatus, Transition};
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper_tests::seed::{self, t, WorkspaceSeed};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// `n` running workspaces of one person, all past their deadline at 09:00.
@@ -37,6 +38,9 @@ async fn due_autostops(conn: &mut AsyncPgConnection, n: usize) -> Vec<Uuid> {
     ids
 }
 
+/// The lifecycle's stop builds.
+const STOPS: &str = "SELECT count(*) AS n FROM workspace_builds WHERE reason = 'autostop'";
+
 /// Transactions that wrote the lifecycle's builds: rows written by one transaction share
 /// its id (`xmin`).
 const STOP_TRANSACTIONS: &str = "SELECT count(DISTINCT xmin::text) AS n FROM workspace_builds
@@ -50,8 +54,7 @@ async fn a_tick_writes_its_due_decisions_in_one_transaction_per_batch() {
     let mut executor = LifecycleExecutor::new(db.pool().clone(), db.url());
     let stats = executor.tick(t("2025-06-02T09:00:00Z")).await.expect("tick").expect("leader");
     assert_eq!((stats.workspaces, stats.applied, stats.failures), (40, 40, 0));
-    let stops = "SELECT count(*) AS n FROM workspace_builds WHERE reason = 'autostop'";
-    assert_eq!(seed::count(&mut conn, stops).await, 40);
+    assert_eq!(seed::count(&mut conn, STOPS).await, 40);
     assert_eq!(seed::count(&mut conn, STOP_TRANSACTIONS).await, 1, "one batch");
     // Each workspace still gets its own job and its own audit entry, in the same transaction.
     let jobs = "SELECT count(*) AS n FROM provisioner_jobs j
@@ -149,6 +152,22 @@ async fn a_batch_of_mixed_decisions_writes_each_as_it_would_alone() {
     assert_eq!(seed::count(&mut conn, audits).await, 3);
 }
 
+/// Holds `held`'s row in a transaction of another connection (as a person's request would),
+/// then starts a tick at 09:00; returns that connection and the running tick.
+async fn tick_while_held(
+    db: &TestDatabase,
+    held: Uuid,
+) -> (AsyncPgConnection, JoinHandle<Result<Option<TickStats>, DaemonError>>) {
+    let mut other = AsyncPgConnection::establish(db.url()).await.expect("other connection");
+    other
+        .batch_execute(&format!("BEGIN; SELECT 1 FROM workspaces WHERE id = '{held}' FOR UPDATE"))
+        .await
+        .expect("hold the row");
+    let mut executor = LifecycleExecutor::new(db.pool().clone(), db.url());
+    let tick = tokio::spawn(async move { executor.tick(t("2025-06-02T09:00:00Z")).await });
+    (other, tick)
+}
+
 /// A workspace whose row a person's request holds is not waited for by the batch: the
 /// others are committed while it is held, and it is applied on its own once released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,28 +176,20 @@ async fn a_workspace_held_by_a_request_is_applied_after_the_batch_without_holdin
     let mut conn = db.conn().await;
     let ids = due_autostops(&mut conn, 10).await;
     let held = ids[3];
-    let mut other = AsyncPgConnection::establish(db.url()).await.expect("other connection");
-    other
-        .batch_execute(&format!("BEGIN; SELECT 1 FROM workspaces WHERE id = '{held}' FOR UPDATE"))
-        .await
-        .expect("hold the row");
-
-    let mut executor = LifecycleExecutor::new(db.pool().clone(), db.url());
-    let tick = tokio::spawn(async move { executor.tick(t("2025-06-02T09:00:00Z")).await });
-    let stops = "SELECT count(*) AS n FROM workspace_builds WHERE reason = 'autostop'";
+    let (mut other, tick) = tick_while_held(&db, held).await;
     let waiting = "SELECT count(*) AS n FROM pg_stat_activity
         WHERE datname = current_database() AND wait_event_type = 'Lock'";
     let deadline = Instant::now() + Duration::from_secs(30);
-    while seed::count(&mut conn, stops).await < 9 || seed::count(&mut conn, waiting).await == 0 {
+    while seed::count(&mut conn, STOPS).await < 9 || seed::count(&mut conn, waiting).await == 0 {
         assert!(Instant::now() < deadline, "the batch did not commit around the held row");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(seed::count(&mut conn, stops).await, 9, "the held workspace waits");
+    assert_eq!(seed::count(&mut conn, STOPS).await, 9, "the held workspace waits");
     other.batch_execute("COMMIT").await.expect("release");
 
     let stats = tick.await.expect("tick task").expect("tick").expect("leader");
     assert_eq!((stats.applied, stats.failures), (10, 0), "{stats:?}");
-    assert_eq!(seed::count(&mut conn, stops).await, 10);
+    assert_eq!(seed::count(&mut conn, STOPS).await, 10);
     assert_eq!(seed::count(&mut conn, STOP_TRANSACTIONS).await, 2, "the batch, then the held one");
 }
 
@@ -190,17 +201,9 @@ async fn a_workspace_stopped_by_its_holder_is_skipped_after_the_batch() {
     let mut conn = db.conn().await;
     let ids = due_autostops(&mut conn, 5).await;
     let held = ids[0];
-    let mut other = AsyncPgConnection::establish(db.url()).await.expect("other connection");
-    other
-        .batch_execute(&format!("BEGIN; SELECT 1 FROM workspaces WHERE id = '{held}' FOR UPDATE"))
-        .await
-        .expect("hold the row");
-
-    let mut executor = LifecycleExecutor::new(db.pool().clone(), db.url());
-    let tick = tokio::spawn(async move { executor.tick(t("2025-06-02T09:00:00Z")).await });
-    let stops = "SELECT count(*) AS n FROM workspace_builds WHERE reason = 'autostop'";
+    let (mut other, tick) = tick_while_held(&db, held).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while seed::count(&mut conn, stops).await < 4 {
+    while seed::count(&mut conn, STOPS).await < 4 {
         assert!(Instant::now() < deadline, "the batch did not commit around the held row");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -264,8 +267,7 @@ async fn a_failed_batch_is_retried_one_workspace_at_a_time() {
     let mut executor = LifecycleExecutor::new(db.pool().clone(), db.url());
     let stats = executor.tick(t("2025-06-02T09:00:00Z")).await.expect("tick").expect("leader");
     assert_eq!((stats.applied, stats.failures), (5, 1), "{stats:?}");
-    let stops = "SELECT count(*) AS n FROM workspace_builds WHERE reason = 'autostop'";
-    assert_eq!(seed::count(&mut conn, stops).await, 5);
+    assert_eq!(seed::count(&mut conn, STOPS).await, 5);
     assert_eq!(seed::count(&mut conn, STOP_TRANSACTIONS).await, 5, "one at a time");
     let bad_audits = format!("SELECT count(*) AS n FROM audit_log WHERE resource_id = '{bad}'");
     assert_eq!(seed::count(&mut conn, &bad_audits).await, 0, "nothing half-applied");

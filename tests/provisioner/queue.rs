@@ -30,6 +30,25 @@ fn work_dir() -> PathBuf {
     dir
 }
 
+/// A worker named `worker_id` with a pool of its own, its work directory and its settings
+/// (a poll far in the future: only a notification or a queued job makes it act).
+fn worker(db: &TestDatabase, worker_id: &str) -> (poolkeeper::db::DbPool, PathBuf, WorkerConfig) {
+    let worker_pool = pool::build(db.url(), &PoolConfig { max_size: 4, ..PoolConfig::default() })
+        .expect("the worker's pool");
+    let work_dir = work_dir();
+    let config = WorkerConfig {
+        tags: Default::default(),
+        worker_id: worker_id.to_owned(),
+        poll_interval: POLL_INTERVAL,
+        heartbeat_interval: Duration::from_secs(60),
+        backends: Backends {
+            terraform: TerraformConfig { work_dir: work_dir.clone(), ..TerraformConfig::default() },
+            ..Backends::default()
+        },
+    };
+    (worker_pool, work_dir, config)
+}
+
 #[tokio::test]
 async fn queued_jobs_run_back_to_back_on_one_connection() {
     let db = TestDatabase::new().await;
@@ -43,19 +62,7 @@ async fn queued_jobs_run_back_to_back_on_one_connection() {
         jobs.push(seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await.1);
     }
 
-    let worker_pool = pool::build(db.url(), &PoolConfig { max_size: 4, ..PoolConfig::default() })
-        .expect("the worker's pool");
-    let work_dir = work_dir();
-    let config = WorkerConfig {
-        tags: Default::default(),
-        worker_id: "queue-worker".to_owned(),
-        poll_interval: POLL_INTERVAL,
-        heartbeat_interval: Duration::from_secs(60),
-        backends: Backends {
-            terraform: TerraformConfig { work_dir: work_dir.clone(), ..TerraformConfig::default() },
-            ..Backends::default()
-        },
-    };
+    let (worker_pool, work_dir, config) = worker(&db, "queue-worker");
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(run_worker(worker_pool.clone(), config, shutdown.clone()));
     for &job in &jobs {
@@ -112,19 +119,7 @@ async fn a_long_build_gives_its_connection_back_while_it_runs() {
     let ws = seed::workspace(&mut conn, owner, template, "slow", 0, None).await;
     let job = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await.1;
 
-    let worker_pool = pool::build(db.url(), &PoolConfig { max_size: 4, ..PoolConfig::default() })
-        .expect("the worker's pool");
-    let work_dir = work_dir();
-    let config = WorkerConfig {
-        tags: Default::default(),
-        worker_id: "long-worker".to_owned(),
-        poll_interval: POLL_INTERVAL,
-        heartbeat_interval: Duration::from_secs(60),
-        backends: Backends {
-            terraform: TerraformConfig { work_dir: work_dir.clone(), ..TerraformConfig::default() },
-            ..Backends::default()
-        },
-    };
+    let (worker_pool, work_dir, config) = worker(&db, "long-worker");
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(run_worker(worker_pool.clone(), config, shutdown.clone()));
     seed::wait_for_status(&mut conn, job, &[JobStatus::Running], WAIT_CAP).await;
