@@ -14,7 +14,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use poolkeeper::daemon::http::{base_router, HttpState};
 use poolkeeper::daemon::{CycleOutcome, LifecycleExecutor, PrebuildReconciler};
-use poolkeeper::db::enums::{Transition, UserRole};
+use poolkeeper::db::enums::UserRole;
 use poolkeeper::db::schema::template_versions;
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::provisioner::context::load_context;
@@ -26,7 +26,7 @@ use poolkeeper::store::claim::{claim_or_create, ClaimRequest};
 use poolkeeper::store::settings::set_reconciliation_paused;
 use poolkeeper::telemetry::Metrics;
 use prometheus_parse::{LineInfo, SampleType, Scrape, Value};
-use seed::{t, WorkspaceSeed, CONFIG};
+use seed::{t, CONFIG};
 
 /// One scrape: every sample by (name, sorted labels), and the declared family types.
 struct Scraped {
@@ -256,19 +256,7 @@ async fn break_builds_of(conn: &mut diesel_async::AsyncPgConnection, workspace_i
 async fn lifecycle_applies_in_parallel_and_one_failure_costs_only_its_workspace() {
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
-    let (template_id, version_id) = seed::template(&mut conn, "go").await;
-    let alice = seed::user(&mut conn, "alice").await;
-    let mut ids = Vec::new();
-    for _ in 0..6 {
-        let seed = WorkspaceSeed::owned(
-            alice,
-            template_id,
-            version_id,
-            Transition::Start,
-            t("2025-06-02T08:00:00Z"),
-        );
-        ids.push(seed::workspace(&mut conn, seed).await);
-    }
+    let ids = seed::running_workspaces(&mut conn, 6).await;
     diesel::sql_query("UPDATE workspace_builds SET deadline = '2025-06-02T08:30:00Z'")
         .execute(&mut conn)
         .await

@@ -14,19 +14,7 @@ use uuid::Uuid;
 
 /// `n` running workspaces of one person, all past their deadline at 09:00.
 async fn due_autostops(conn: &mut AsyncPgConnection, n: usize) -> Vec<Uuid> {
-    let (template_id, version_id) = seed::template(conn, "go").await;
-    let alice = seed::user(conn, "alice").await;
-    let mut ids = Vec::with_capacity(n);
-    for _ in 0..n {
-        let ws = WorkspaceSeed::owned(
-            alice,
-            template_id,
-            version_id,
-            Transition::Start,
-            t("2025-06-02T08:00:00Z"),
-        );
-        ids.push(seed::workspace(conn, ws).await);
-    }
+    let ids = seed::running_workspaces(conn, n).await;
     diesel_async::RunQueryDsl::execute(
         diesel::sql_query(
             "UPDATE workspace_builds SET deadline = '2025-06-02T08:30:00Z' WHERE build_number = 1",

@@ -519,18 +519,7 @@ async fn the_snapshot_leaves_the_provisioner_state_behind_and_the_stop_carries_i
 async fn the_snapshot_lists_workspaces_by_id() {
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
-    let (template_id, version_id) = seed::template(&mut conn, "go").await;
-    let alice = seed::user(&mut conn, "alice").await;
-    for _ in 0..30 {
-        let ws = WorkspaceSeed::owned(
-            alice,
-            template_id,
-            version_id,
-            Transition::Start,
-            t("2025-06-02T08:00:00Z"),
-        );
-        seed::workspace(&mut conn, ws).await;
-    }
+    seed::running_workspaces(&mut conn, 30).await;
     // Rewritten rows move within the table, away from id order.
     diesel::sql_query("UPDATE workspaces SET updated_at = now() WHERE name < 'ws-8'")
         .execute(&mut conn)

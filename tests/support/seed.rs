@@ -176,6 +176,25 @@ impl WorkspaceSeed {
     }
 }
 
+/// `n` running workspaces (start build #1 succeeded at 08:00 on 2025-06-02) of a new person
+/// `alice`, on a new template `go`.
+pub async fn running_workspaces(conn: &mut AsyncPgConnection, n: usize) -> Vec<Uuid> {
+    let (template_id, version_id) = template(conn, "go").await;
+    let alice = user(conn, "alice").await;
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let seed = WorkspaceSeed::owned(
+            alice,
+            template_id,
+            version_id,
+            Transition::Start,
+            t("2025-06-02T08:00:00Z"),
+        );
+        ids.push(workspace(conn, seed).await);
+    }
+    ids
+}
+
 pub async fn workspace(conn: &mut AsyncPgConnection, seed: WorkspaceSeed) -> Uuid {
     let id = Uuid::new_v4();
     diesel::insert_into(workspaces::table)
