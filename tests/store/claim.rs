@@ -394,3 +394,51 @@ async fn a_prebuild_is_listed_until_it_is_claimed() {
     seed::complete_pending_jobs(&mut conn, Utc::now()).await;
     assert_eq!(listed_prebuilds(&mut conn).await, expected);
 }
+
+/// A claim reads the pool a page at a time (32 prebuilds), oldest first: when the oldest
+/// prebuilds cannot be claimed (their agents are not ready, or they are still being built),
+/// it reads on and takes the oldest one that can, however many pages that takes.
+#[tokio::test]
+async fn a_claim_reads_past_pages_of_prebuilds_it_cannot_take() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 70).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let ids = |range: std::ops::Range<usize>| {
+        let quoted: Vec<String> =
+            pool.prebuilds[range].iter().map(|id| format!("'{id}'")).collect();
+        quoted.join(", ")
+    };
+    conn.batch_execute(&format!(
+        "UPDATE workspace_agents SET lifecycle_state = 'starting'
+          WHERE build_id IN (SELECT id FROM workspace_builds WHERE workspace_id IN ({}));
+         UPDATE provisioner_jobs SET status = 'running', completed_at = NULL
+          WHERE id IN (SELECT job_id FROM workspace_builds WHERE workspace_id IN ({}))",
+        ids(0..33),
+        ids(33..66)
+    ))
+    .await
+    .expect("the oldest 33 not ready, the next 33 still building");
+    let outcome = claim(&db, &request(&pool, alice, "dev")).await.expect("claim");
+    assert!(outcome.claimed);
+    assert_eq!(outcome.workspace.id, pool.prebuilds[66], "the oldest one that can be claimed");
+}
+
+/// Claims take prebuilds in the order of their workspace's creation, which the index of
+/// claimable prebuilds copies: rewriting a workspace's creation instant moves it in that
+/// order too, even from a later page to the first.
+#[tokio::test]
+async fn a_rewritten_creation_instant_moves_a_prebuild_in_the_claim_order() {
+    let db = TestDatabase::new().await;
+    let pool = pool_of(&db, 34).await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let newest = pool.prebuilds[33];
+    diesel::update(workspaces::table.find(newest))
+        .set(workspaces::created_at.eq(Utc::now() - TimeDelta::hours(2)))
+        .execute(&mut conn)
+        .await
+        .expect("make the newest the oldest");
+    let outcome = claim(&db, &request(&pool, alice, "dev")).await.expect("claim");
+    assert_eq!(outcome.workspace.id, newest, "now the oldest");
+}

@@ -175,6 +175,7 @@ diesel::table! {
         provisioner_state -> Nullable<Bytea>,
         created_at -> Timestamptz,
         prebuild_live -> Bool,
+        prebuild_created_at -> Nullable<Timestamptz>,
     }
 }
 

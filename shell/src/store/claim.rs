@@ -3,9 +3,10 @@
 //! loads the candidates and takes the first one it can lock.
 //!
 //! Many claimers of one preset arrive together, so a claim is kept to few statements: one
-//! read checks the request, one loads the candidates, and one transaction locks the first
-//! candidate (in the core's order) that is still claimable and not locked by another claim,
-//! then hands it over, with its build, job and audit entry, in a second statement.
+//! read checks the request, one loads a page of candidates (the oldest few dozen), and one
+//! transaction locks the first candidate (in the core's order) that is still claimable and
+//! not locked by another claim, then hands it over, with its build, job and audit entry, in a
+//! second statement.
 
 use std::collections::BTreeMap;
 
@@ -90,10 +91,12 @@ impl From<diesel_async::pooled_connection::deadpool::PoolError> for ClaimError {
     }
 }
 
-/// Candidates one lock statement is given. The statement reads every candidate it is given
-/// before it locks the first in the core's order, so a large pool is tried a slice at a
-/// time: claimers of one preset then read a few dozen prebuilds each, not the whole pool.
-const CANDIDATES_PER_ATTEMPT: usize = 32;
+/// Prebuilds a claim reads at a time, oldest first, and then gives one lock statement (which
+/// reads every candidate it is given before it locks the first in the core's order). A large
+/// pool is read a page at a time: the claimers of one preset check a few dozen prebuilds'
+/// jobs and agents each, not the whole pool's, and a claim whose page is all held by other
+/// claims, or judged unclaimable by the core, reads the next.
+const CANDIDATES_PER_PAGE: usize = 32;
 
 /// Hands the user the oldest ready prebuild of the preset, or builds a fresh workspace.
 pub async fn claim_or_create(
@@ -124,41 +127,52 @@ pub async fn claim_or_create(
         .as_ref()
         .and_then(|s| next_autostart(now, s, allowed_days(&template)));
     if let Some(preset) = &preset {
-        let rows = running_prebuilds(&mut conn, preset.id).await?;
         let core_preset = core_preset(&template, preset)?;
-        let mut candidates = choose_claim(&rows, &core_preset, now).candidates;
-        while !candidates.is_empty() {
-            let slice = candidates.len().min(CANDIDATES_PER_ATTEMPT);
-            let attempt = conn
-                .transaction::<_, ClaimError, _>(async |conn| {
-                    claim_first(
-                        conn,
-                        &candidates[..slice],
-                        &core_preset,
-                        request,
-                        ttl_secs,
-                        next_start_at,
-                        now,
-                    )
-                    .await
-                })
-                .await?;
-            match attempt {
-                Attempt::Claimed(outcome) => {
-                    tracing::info!(
-                        workspace_id = %outcome.workspace.id,
-                        user_id = %request.user_id,
-                        preset_id = %preset.id,
-                        "prebuild claimed"
-                    );
-                    return Ok(*outcome);
+        let mut after = PageKey::first();
+        loop {
+            let page = candidate_page(&mut conn, preset.id, &after).await?;
+            let more = page.len() >= CANDIDATES_PER_PAGE;
+            if let Some(last) = page.last() {
+                after = PageKey { listed_at: last.listed_at, workspace_id: last.workspace_id };
+            }
+            let running: Vec<RunningPrebuild> =
+                page.into_iter().filter_map(|row| row.running(preset.id)).collect();
+            let mut candidates = choose_claim(&running, &core_preset, now).candidates;
+            while !candidates.is_empty() {
+                let attempt = conn
+                    .transaction::<_, ClaimError, _>(async |conn| {
+                        claim_first(
+                            conn,
+                            &candidates,
+                            &core_preset,
+                            request,
+                            ttl_secs,
+                            next_start_at,
+                            now,
+                        )
+                        .await
+                    })
+                    .await?;
+                match attempt {
+                    Attempt::Claimed(outcome) => {
+                        tracing::info!(
+                            workspace_id = %outcome.workspace.id,
+                            user_id = %request.user_id,
+                            preset_id = %preset.id,
+                            "prebuild claimed"
+                        );
+                        return Ok(*outcome);
+                    }
+                    // Every one of the page is locked by another claim or no longer claimable.
+                    Attempt::NoneLeft => candidates.clear(),
+                    Attempt::Superseded(workspace_id) => {
+                        tracing::debug!(%workspace_id, "claim candidate no longer claimable, trying the rest");
+                        candidates.retain(|candidate| *candidate != workspace_id);
+                    }
                 }
-                // Every one of the slice is locked by another claim or no longer claimable.
-                Attempt::NoneLeft => drop(candidates.drain(..slice)),
-                Attempt::Superseded(workspace_id) => {
-                    tracing::debug!(%workspace_id, "claim candidate no longer claimable, trying the rest");
-                    candidates.retain(|candidate| *candidate != workspace_id);
-                }
+            }
+            if !more {
+                break;
             }
         }
     }
@@ -478,59 +492,96 @@ fn parameters_json(parameters: &BTreeMap<String, String>) -> serde_json::Value {
     )
 }
 
+/// Where a page of candidates starts: after this (workspace creation, workspace id), the
+/// order in which claims take prebuilds (rules §4 "Claim choice": oldest first, ties by id).
+struct PageKey {
+    listed_at: DateTime<Utc>,
+    workspace_id: Uuid,
+}
+
+impl PageKey {
+    /// Before every workspace: 0001-01-01, which PostgreSQL and chrono both represent.
+    fn first() -> Self {
+        let start = chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or_default();
+        Self {
+            listed_at: start.and_time(chrono::NaiveTime::MIN).and_utc(),
+            workspace_id: Uuid::nil(),
+        }
+    }
+}
+
 #[derive(QueryableByName)]
-struct RunningRow {
+struct CandidateRow {
     #[diesel(sql_type = SqlUuid)]
     workspace_id: Uuid,
     #[diesel(sql_type = SqlUuid)]
     template_version_id: Uuid,
     #[diesel(sql_type = Timestamptz)]
     created_at: DateTime<Utc>,
+    /// The workspace's creation as the index of claimable prebuilds lists it (the same
+    /// instant): where the next page starts.
+    #[diesel(sql_type = Timestamptz)]
+    listed_at: DateTime<Utc>,
+    /// Its start build's job succeeded: it is running, not still being built.
+    #[diesel(sql_type = Bool)]
+    succeeded: bool,
     #[diesel(sql_type = Bool)]
     ready: bool,
 }
 
-/// The preset's prebuilds whose latest build is a succeeded start, in the core's shape.
-/// A workspace is ready when every agent of its latest build is ready.
-async fn running_prebuilds(
+impl CandidateRow {
+    /// The row in the core's shape when the prebuild is running.
+    fn running(self, preset_id: Uuid) -> Option<RunningPrebuild> {
+        self.succeeded.then_some(RunningPrebuild {
+            workspace_id: self.workspace_id,
+            preset_id,
+            template_version_id: self.template_version_id,
+            created_at: self.created_at,
+            ready: self.ready,
+        })
+    }
+}
+
+/// The next page of the preset's live prebuilds whose latest build is a start, in the order
+/// claims take them (after `after`), with whether that build's job succeeded and whether its
+/// agents are all ready. A page is a range of the index of claimable prebuilds in claim order
+/// (`prebuild_live` start builds by preset, workspace creation and id: set as a prebuild's
+/// start build is inserted, cleared by the hand-over and by a completed delete), so a claim
+/// reads a few dozen prebuilds however large the pool and however many builds people made
+/// from the preset. The core still chooses within the page, by the workspace's own row.
+async fn candidate_page(
     conn: &mut AsyncPgConnection,
     preset_id: Uuid,
-) -> Result<Vec<RunningPrebuild>, diesel::result::Error> {
-    let rows: Vec<RunningRow> = Prepared::new(
-        // Driven by the index of the preset's live prebuilds' start builds (`prebuild_live`,
-        // set as a prebuild's start build is inserted, cleared by the hand-over and by a
-        // completed delete): a claim stays as fast as the pool is small, however many builds
-        // people have made from the preset. The owner and the latest build still decide.
+    after: &PageKey,
+) -> Result<Vec<CandidateRow>, diesel::result::Error> {
+    Prepared::new(
         diesel::sql_query(concat!(
-            "SELECT w.id AS workspace_id, b.template_version_id, w.created_at,
-                NOT EXISTS (SELECT 1 FROM ",
+            "SELECT b.workspace_id, b.template_version_id, w.created_at,
+                    b.prebuild_created_at AS listed_at, j.status = 'succeeded' AS succeeded,
+                    NOT EXISTS (SELECT 1 FROM ",
             unready_builds!(),
             " nr WHERE nr.build_id = b.id) AS ready
-         FROM workspace_builds b
-         JOIN workspaces w ON w.id = b.workspace_id
-         JOIN provisioner_jobs j ON j.id = b.job_id
-         WHERE b.preset_id = $2 AND b.prebuild_live
-           AND b.transition = 'start' AND j.status = 'succeeded'
-           AND w.owner_id = $1 AND NOT w.deleted AND w.deleting_at IS NULL
-           AND NOT EXISTS (SELECT 1 FROM workspace_builds later
-                           WHERE later.workspace_id = b.workspace_id
-                             AND later.build_number > b.build_number)",
+             FROM workspace_builds b
+             JOIN workspaces w ON w.id = b.workspace_id
+             JOIN provisioner_jobs j ON j.id = b.job_id
+             WHERE b.preset_id = $2 AND b.prebuild_live
+               AND (b.prebuild_created_at, b.workspace_id) > ($3, $4)
+               AND b.transition = 'start'
+               AND w.owner_id = $1 AND NOT w.deleted AND w.deleting_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM workspace_builds later
+                               WHERE later.workspace_id = b.workspace_id
+                                 AND later.build_number > b.build_number)
+             ORDER BY b.prebuild_created_at, b.workspace_id
+             LIMIT $5",
         ))
         .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
-        .bind::<SqlUuid, _>(preset_id),
+        .bind::<SqlUuid, _>(preset_id)
+        .bind::<Timestamptz, _>(after.listed_at)
+        .bind::<SqlUuid, _>(after.workspace_id)
+        .bind::<BigInt, _>(CANDIDATES_PER_PAGE as i64),
     )
     .load(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| RunningPrebuild {
-            workspace_id: r.workspace_id,
-            preset_id,
-            template_version_id: r.template_version_id,
-            created_at: r.created_at,
-            ready: r.ready,
-        })
-        .collect())
+    .await
 }
 
 /// The preset as the core's claim choice sees it (schedules do not matter to a claim).

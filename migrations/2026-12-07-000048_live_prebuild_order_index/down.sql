@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY workspace_builds_prebuild_order_idx;
