@@ -128,12 +128,13 @@ pub async fn claim_or_create(
         .and_then(|s| next_autostart(now, s, allowed_days(&template)));
     if let Some(preset) = &preset {
         let core_preset = core_preset(&template, preset)?;
-        let mut after = PageKey::first();
+        let mut after: Option<PageKey> = None;
         loop {
-            let page = candidate_page(&mut conn, preset.id, &after).await?;
+            let page = candidate_page(&mut conn, preset.id, after.as_ref()).await?;
             let more = page.len() >= CANDIDATES_PER_PAGE;
             if let Some(last) = page.last() {
-                after = PageKey { listed_at: last.listed_at, workspace_id: last.workspace_id };
+                after =
+                    Some(PageKey { listed_at: last.listed_at, workspace_id: last.workspace_id });
             }
             let running: Vec<RunningPrebuild> =
                 page.into_iter().filter_map(|row| row.running(preset.id)).collect();
@@ -499,17 +500,6 @@ struct PageKey {
     workspace_id: Uuid,
 }
 
-impl PageKey {
-    /// Before every workspace: 0001-01-01, which PostgreSQL and chrono both represent.
-    fn first() -> Self {
-        let start = chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or_default();
-        Self {
-            listed_at: start.and_time(chrono::NaiveTime::MIN).and_utc(),
-            workspace_id: Uuid::nil(),
-        }
-    }
-}
-
 #[derive(QueryableByName)]
 struct CandidateRow {
     #[diesel(sql_type = SqlUuid)]
@@ -552,10 +542,29 @@ impl CandidateRow {
 async fn candidate_page(
     conn: &mut AsyncPgConnection,
     preset_id: Uuid,
-    after: &PageKey,
+    after: Option<&PageKey>,
 ) -> Result<Vec<CandidateRow>, diesel::result::Error> {
-    Prepared::new(
-        diesel::sql_query(concat!(
+    let page = diesel::sql_query(if after.is_some() { NEXT_PAGE_SQL } else { FIRST_PAGE_SQL })
+        .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
+        .bind::<SqlUuid, _>(preset_id);
+    match after {
+        None => Prepared::new(page).load(conn).await,
+        Some(after) => {
+            let page =
+                page.bind::<Timestamptz, _>(after.listed_at).bind::<SqlUuid, _>(after.workspace_id);
+            Prepared::new(page).load(conn).await
+        }
+    }
+}
+
+/// A page of candidates; `$after` is the condition that starts it after the previous one.
+/// The page's size is written out (`CANDIDATES_PER_PAGE`), not bound, and the first page has
+/// a statement of its own: with a bound limit or a lower bound on every read, PostgreSQL
+/// never trusted the prepared statement's generic plan and planned every claim's read anew,
+/// which cost more than the read.
+macro_rules! candidate_page_sql {
+    ($after:literal) => {
+        concat!(
             "SELECT b.workspace_id, b.template_version_id, w.created_at,
                     b.prebuild_created_at AS listed_at, j.status = 'succeeded' AS succeeded,
                     NOT EXISTS (SELECT 1 FROM ",
@@ -564,25 +573,23 @@ async fn candidate_page(
              FROM workspace_builds b
              JOIN workspaces w ON w.id = b.workspace_id
              JOIN provisioner_jobs j ON j.id = b.job_id
-             WHERE b.preset_id = $2 AND b.prebuild_live
-               AND (b.prebuild_created_at, b.workspace_id) > ($3, $4)
+             WHERE b.preset_id = $2 AND b.prebuild_live ",
+            $after,
+            "
                AND b.transition = 'start'
                AND w.owner_id = $1 AND NOT w.deleted AND w.deleting_at IS NULL
                AND NOT EXISTS (SELECT 1 FROM workspace_builds later
                                WHERE later.workspace_id = b.workspace_id
                                  AND later.build_number > b.build_number)
              ORDER BY b.prebuild_created_at, b.workspace_id
-             LIMIT $5",
-        ))
-        .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
-        .bind::<SqlUuid, _>(preset_id)
-        .bind::<Timestamptz, _>(after.listed_at)
-        .bind::<SqlUuid, _>(after.workspace_id)
-        .bind::<BigInt, _>(CANDIDATES_PER_PAGE as i64),
-    )
-    .load(conn)
-    .await
+             LIMIT 32"
+        )
+    };
 }
+
+const FIRST_PAGE_SQL: &str = candidate_page_sql!("");
+const NEXT_PAGE_SQL: &str =
+    candidate_page_sql!("AND (b.prebuild_created_at, b.workspace_id) > ($3, $4)");
 
 /// The preset as the core's claim choice sees it (schedules do not matter to a claim).
 fn core_preset(template: &Template, preset: &Preset) -> Result<core_prebuilds::Preset, ClaimError> {
@@ -605,4 +612,16 @@ fn core_preset(template: &Template, preset: &Preset) -> Result<core_prebuilds::P
         autoscale: None,
     })
     .map_err(|why| ClaimError::TemplateUnavailable(format!("the preset is unreadable: {why}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_statement_reads_a_page() {
+        for sql in [FIRST_PAGE_SQL, NEXT_PAGE_SQL] {
+            assert!(sql.ends_with(&format!("LIMIT {CANDIDATES_PER_PAGE}")));
+        }
+    }
 }
