@@ -58,7 +58,7 @@ impl Default for Options {
             workspaces: 100_000,
             due: 10_000,
             claimers: 50,
-            claims: 4,
+            claims: 40,
             claim_history: 1_000_000,
             jobs: 2_000,
             workers: vec![1, 4],
@@ -78,7 +78,7 @@ usage: cargo bench -p poolkeeper --bench pg -- [options]
   --workspaces N           lifecycle: live workspaces (default 100000)
   --due N                  lifecycle: of which due to stop (default 10000)
   --claimers N             concurrent claimers (default 50)
-  --claims N               measured claims per claimer (default 4)
+  --claims N               measured claims per claimer (default 40)
   --claim-history N        builds of claimed workspaces' history (people's builds carry
                            their preset) seeded before the claims (default 1000000)
   --jobs N                 jobs per worker-throughput run (default 2000)
