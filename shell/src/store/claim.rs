@@ -138,39 +138,25 @@ pub async fn claim_or_create(
             }
             let running: Vec<RunningPrebuild> =
                 page.into_iter().filter_map(|row| row.running(preset.id)).collect();
-            let mut candidates = choose_claim(&running, &core_preset, now).candidates;
-            while !candidates.is_empty() {
-                let attempt = conn
-                    .transaction::<_, ClaimError, _>(async |conn| {
-                        claim_first(
-                            conn,
-                            &candidates,
-                            &core_preset,
-                            request,
-                            ttl_secs,
-                            next_start_at,
-                            now,
-                        )
-                        .await
-                    })
-                    .await?;
-                match attempt {
-                    Attempt::Claimed(outcome) => {
-                        tracing::info!(
-                            workspace_id = %outcome.workspace.id,
-                            user_id = %request.user_id,
-                            preset_id = %preset.id,
-                            "prebuild claimed"
-                        );
-                        return Ok(*outcome);
-                    }
-                    // Every one of the page is locked by another claim or no longer claimable.
-                    Attempt::NoneLeft => candidates.clear(),
-                    Attempt::Superseded(workspace_id) => {
-                        tracing::debug!(%workspace_id, "claim candidate no longer claimable, trying the rest");
-                        candidates.retain(|candidate| *candidate != workspace_id);
-                    }
-                }
+            let candidates = choose_claim(&running, &core_preset, now).candidates;
+            let claimed = claim_one_of(
+                &mut conn,
+                candidates,
+                &core_preset,
+                request,
+                ttl_secs,
+                next_start_at,
+                now,
+            )
+            .await?;
+            if let Some(outcome) = claimed {
+                tracing::info!(
+                    workspace_id = %outcome.workspace.id,
+                    user_id = %request.user_id,
+                    preset_id = %preset.id,
+                    "prebuild claimed"
+                );
+                return Ok(outcome);
             }
             if !more {
                 break;
@@ -318,6 +304,36 @@ impl LockedPrebuild {
 /// committed just before the lock was taken leaves everything unwritten (no row). Binds are
 /// named in the file.
 const HAND_OVER_SQL: &str = include_str!("sql/claim_hand_over.sql");
+
+/// Hands over the first of `candidates` (in the core's order) that can still be claimed,
+/// one transaction per try; `None` when every one is held by another claim or superseded.
+async fn claim_one_of(
+    conn: &mut AsyncPgConnection,
+    mut candidates: Vec<Uuid>,
+    preset: &core_prebuilds::Preset,
+    request: &ClaimRequest,
+    ttl_secs: i64,
+    next_start_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Option<ClaimOutcome>, ClaimError> {
+    while !candidates.is_empty() {
+        let attempt = conn
+            .transaction::<_, ClaimError, _>(async |conn| {
+                claim_first(conn, &candidates, preset, request, ttl_secs, next_start_at, now).await
+            })
+            .await?;
+        match attempt {
+            Attempt::Claimed(outcome) => return Ok(Some(*outcome)),
+            // Every one left is locked by another claim or no longer claimable.
+            Attempt::NoneLeft => break,
+            Attempt::Superseded(workspace_id) => {
+                tracing::debug!(%workspace_id, "claim candidate no longer claimable, trying the rest");
+                candidates.retain(|candidate| *candidate != workspace_id);
+            }
+        }
+    }
+    Ok(None)
+}
 
 /// Locks the first claimable of `candidates` and hands it over.
 async fn claim_first(
