@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use poolkeeper_core::prebuilds::{Claim, PrebuildSnapshot, Preset, RecentBuild, ReconcilerConfig};
+use smallvec::SmallVec;
 use uuid::Uuid;
 
 use super::load::{LoadedPrebuilds, PresetNames};
@@ -35,10 +36,13 @@ struct KeptPreset {
     preset: Result<Preset, &'static str>,
 }
 
+/// The presets a prebuild's builds name: nearly always one, kept without an allocation.
+type Named = SmallVec<[Uuid; 1]>;
+
 #[derive(Debug, Clone)]
 struct KeptPrebuild {
     /// Every preset its builds name.
-    named: Vec<Uuid>,
+    named: Named,
     /// Its preset (that of its newest build naming one) and what its latest build makes it.
     row: Option<(Uuid, Result<Option<Row>, &'static str>)>,
     /// Its latest finished start build, counted by the backoff of that build's preset.
@@ -130,9 +134,11 @@ impl KeptSnapshot {
         rows.sort_unstable_by(|a, b| {
             a.workspace_id.cmp(&b.workspace_id).then(b.build_number.cmp(&a.build_number))
         });
+        // At most one entry a row: growing the map instead rehashes it again and again.
+        self.prebuilds.reserve(rows.len());
         for builds in rows.chunk_by(|a, b| a.workspace_id == b.workspace_id) {
             let workspace_id = builds[0].workspace_id;
-            let mut named: Vec<Uuid> = builds.iter().filter_map(|b| b.preset_id).collect();
+            let mut named: Named = builds.iter().filter_map(|b| b.preset_id).collect();
             named.sort_unstable();
             named.dedup();
             // A delete build may carry no preset: the prebuild's is that of its newest
@@ -257,23 +263,27 @@ impl KeptSnapshot {
                     continue;
                 }
             };
-            let mut parts = Parts::default();
-            if let Err(why) = self.collect(id, &mut parts) {
+            // The preset's rows go straight into the snapshot, taken back out if one is
+            // unreadable: a vector a preset would cost 40,000 allocations at 10,000 presets.
+            let before = Lengths::of(&snapshot);
+            if let Err(why) = self.collect(id, &mut snapshot) {
+                before.truncate(&mut snapshot);
                 unreadable(id, why);
                 continue;
             }
-            keep_recent(&mut parts.recent, lookback_start, self.config.failure_hard_limit);
+            keep_recent(
+                &mut snapshot.recent_builds,
+                before.recent_builds,
+                lookback_start,
+                self.config.failure_hard_limit,
+            );
             if let Some(window) = kept.autoscale_window_secs {
                 let since = claims_since(window, now);
                 snapshot.claims.extend(
                     self.claims.get(&id).into_iter().flatten().filter(|c| c.at > since).cloned(),
                 );
             }
-            snapshot.running.extend(parts.running);
-            snapshot.in_progress.extend(parts.in_progress);
-            snapshot.failed.extend(parts.failed);
-            snapshot.recent_builds.extend(parts.recent);
-            presets.push((kept.names.clone(), preset.clone()));
+            presets.push((&kept.names, preset));
             names.insert(id, kept.names.clone());
         }
         presets.sort_by(|(a, pa), (b, pb)| {
@@ -284,7 +294,7 @@ impl KeptSnapshot {
                 pb.id,
             ))
         });
-        snapshot.presets = presets.into_iter().map(|(_, p)| p).collect();
+        snapshot.presets = presets.into_iter().map(|(_, p)| p.clone()).collect();
         snapshot.running.sort_unstable_by_key(|r| r.workspace_id);
         snapshot.in_progress.sort_unstable_by_key(|r| r.workspace_id);
         snapshot.failed.sort_unstable_by_key(|r| r.workspace_id);
@@ -293,34 +303,55 @@ impl KeptSnapshot {
         LoadedPrebuilds { snapshot, names }
     }
 
-    /// The rows of preset `id`; an unreadable one makes the whole preset unreadable.
-    fn collect(&self, id: Uuid, parts: &mut Parts) -> Result<(), &'static str> {
+    /// Appends the rows of preset `id` to `snapshot`; an unreadable one makes the whole
+    /// preset unreadable (the caller takes back what was appended).
+    fn collect(&self, id: Uuid, snapshot: &mut PrebuildSnapshot) -> Result<(), &'static str> {
         for workspace_id in self.named_by.get(&id).into_iter().flatten() {
             let Some(prebuild) = self.prebuilds.get(workspace_id) else { continue };
             if let Some((preset_id, row)) = &prebuild.row {
                 if *preset_id == id {
                     match row.clone()? {
-                        Some(Row::Running(r)) => parts.running.push(r),
-                        Some(Row::InProgress(r)) => parts.in_progress.push(r),
-                        Some(Row::Failed(r)) => parts.failed.push(r),
+                        Some(Row::Running(r)) => snapshot.running.push(r),
+                        Some(Row::InProgress(r)) => snapshot.in_progress.push(r),
+                        Some(Row::Failed(r)) => snapshot.failed.push(r),
                         None => {}
                     }
                 }
             }
             if let Some(recent) = prebuild.recent.as_ref().filter(|r| r.preset_id == id) {
-                parts.recent.push(recent.clone());
+                snapshot.recent_builds.push(recent.clone());
             }
         }
         Ok(())
     }
 }
 
-#[derive(Default)]
-struct Parts {
-    running: Vec<poolkeeper_core::prebuilds::RunningPrebuild>,
-    in_progress: Vec<poolkeeper_core::prebuilds::InProgressPrebuild>,
-    failed: Vec<poolkeeper_core::prebuilds::FailedPrebuild>,
-    recent: Vec<RecentBuild>,
+/// How many rows of each kind a snapshot held before a preset's were appended.
+#[derive(Clone, Copy)]
+struct Lengths {
+    running: usize,
+    in_progress: usize,
+    failed: usize,
+    recent_builds: usize,
+}
+
+impl Lengths {
+    fn of(snapshot: &PrebuildSnapshot) -> Self {
+        Self {
+            running: snapshot.running.len(),
+            in_progress: snapshot.in_progress.len(),
+            failed: snapshot.failed.len(),
+            recent_builds: snapshot.recent_builds.len(),
+        }
+    }
+
+    /// Takes back every row appended since.
+    fn truncate(self, snapshot: &mut PrebuildSnapshot) {
+        snapshot.running.truncate(self.running);
+        snapshot.in_progress.truncate(self.in_progress);
+        snapshot.failed.truncate(self.failed);
+        snapshot.recent_builds.truncate(self.recent_builds);
+    }
 }
 
 /// Two windows back from `now`; `MIN_UTC` for an absurd window.
@@ -337,17 +368,145 @@ fn recent_order(a: &RecentBuild, b: &RecentBuild) -> std::cmp::Ordering {
     (a.preset_id, b.created_at, a.workspace_id).cmp(&(b.preset_id, a.created_at, b.workspace_id))
 }
 
-/// Keeps one preset's builds inside the lookback window, or among the `hard_limit` newest
-/// (the hard limit may look further back).
-fn keep_recent(builds: &mut Vec<RecentBuild>, lookback_start: DateTime<Utc>, hard_limit: u32) {
-    builds.sort_unstable_by(recent_order);
-    let mut rank = 0u64;
-    builds.retain(|b| {
-        rank += 1;
-        b.created_at >= lookback_start || rank <= u64::from(hard_limit)
-    });
+/// Keeps one preset's builds, `builds[from..]`, inside the lookback window or among the
+/// `hard_limit` newest (the hard limit may look further back). Newest first, those kept are
+/// a prefix.
+fn keep_recent(
+    builds: &mut Vec<RecentBuild>,
+    from: usize,
+    lookback_start: DateTime<Utc>,
+    hard_limit: u32,
+) {
+    let Some(preset) = builds.get_mut(from..) else { return };
+    preset.sort_unstable_by(recent_order);
+    let hard_limit = usize::try_from(hard_limit).unwrap_or(usize::MAX);
+    let kept = preset
+        .iter()
+        .enumerate()
+        .take_while(|(rank, b)| b.created_at >= lookback_start || *rank < hard_limit)
+        .count();
+    builds.truncate(from + kept);
 }
 
 fn unreadable(preset_id: Uuid, why: &str) {
     tracing::warn!(%preset_id, why, "preset skipped this cycle: unreadable row");
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use poolkeeper_core::build::{JobStatus, Transition};
+    use poolkeeper_core::prebuilds::FinishedStatus;
+
+    use super::super::rows::Known;
+    use super::*;
+
+    const CONFIG: ReconcilerConfig = ReconcilerConfig {
+        backoff_interval_secs: 60,
+        backoff_lookback_secs: 3600,
+        failure_hard_limit: 2,
+        max_pending_creates_per_preset: 0,
+        failed_keep: 3,
+        failed_grace_secs: 3600,
+    };
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + secs, 0).single().expect("a valid instant")
+    }
+
+    fn preset(id: Uuid) -> PresetRow {
+        PresetRow {
+            id,
+            name: format!("preset-{id}"),
+            template_id: Uuid::from_u128(900),
+            template_version_id: Uuid::from_u128(901),
+            using_active_version: true,
+            template_deleted: false,
+            template_deprecated: false,
+            desired_instances: 30,
+            expiration_ttl_secs: 0,
+            scheduling_timezone: String::new(),
+            schedule_lead_secs: 0,
+            invalidated_at: None,
+            prebuild_status: "healthy".to_owned(),
+            organization_name: "org".to_owned(),
+            template_name: "template".to_owned(),
+            autoscale_min: None,
+            autoscale_max: None,
+            autoscale_window_secs: None,
+            autoscale_headroom: None,
+            has_pool: true,
+        }
+    }
+
+    /// The first (only) build of a prebuild of `preset`, its start job in `status`.
+    fn start(
+        workspace: u128,
+        preset: Uuid,
+        status: Known<JobStatus>,
+        at: DateTime<Utc>,
+    ) -> BuildRow {
+        BuildRow {
+            workspace_id: Uuid::from_u128(workspace),
+            workspace_created_at: at,
+            build_number: 1,
+            template_version_id: Uuid::from_u128(901),
+            preset_id: Some(preset),
+            transition: Known(Some(Transition::Start)),
+            created_at: at,
+            job_status: status,
+            counts_as_build: true,
+            ready: true,
+            live: true,
+        }
+    }
+
+    #[test]
+    fn an_unreadable_row_takes_every_row_of_its_preset_out_of_the_snapshot() {
+        let (bad, good) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut kept = KeptSnapshot::new(CONFIG);
+        kept.put_presets(vec![preset(bad), preset(good)], Vec::new());
+        let succeeded = Known(Some(JobStatus::Succeeded));
+        // Twenty readable prebuilds beside the unreadable one: whichever order they are
+        // collected in, those read before it must be taken back.
+        let mut rows: Vec<BuildRow> = (100..120).map(|w| start(w, bad, succeeded, at(0))).collect();
+        rows.push(start(200, bad, Known(None), at(0)));
+        rows.push(start(300, good, succeeded, at(0)));
+        kept.put_live(rows);
+
+        let snapshot = kept.assemble(None, at(60)).snapshot;
+
+        let presets: Vec<Uuid> = snapshot.presets.iter().map(|p| p.id).collect();
+        assert_eq!(presets, [good]);
+        let running: Vec<Uuid> = snapshot.running.iter().map(|r| r.workspace_id).collect();
+        assert_eq!(running, [Uuid::from_u128(300)]);
+        assert!(snapshot.recent_builds.iter().all(|b| b.preset_id == good));
+    }
+
+    #[test]
+    fn recent_builds_are_those_of_the_lookback_or_the_hard_limit_newest() {
+        let (first, second) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut kept = KeptSnapshot::new(CONFIG);
+        kept.put_presets(vec![preset(first), preset(second)], Vec::new());
+        let failed = Known(Some(JobStatus::Failed));
+        let now = at(10_000);
+        // `first`: two builds inside the hour and three before it; `second`: four before it.
+        let mut rows = vec![
+            start(1, first, failed, at(9_000)),
+            start(2, first, failed, at(8_000)),
+            start(3, first, failed, at(10)),
+            start(4, first, failed, at(20)),
+            start(5, first, failed, at(30)),
+        ];
+        rows.extend((6..10).map(|w| start(w, second, failed, at(i64::try_from(w).unwrap_or(0)))));
+        kept.put_live(rows);
+
+        let recent = kept.assemble(None, now).snapshot.recent_builds;
+
+        let kept_builds: Vec<(Uuid, u128)> =
+            recent.iter().map(|b| (b.preset_id, b.workspace_id.as_u128())).collect();
+        // Newest first in each preset: all within the hour, else the hard limit's two.
+        assert_eq!(kept_builds, [(first, 1), (first, 2), (second, 9), (second, 8)]);
+        assert!(recent.iter().all(|b| b.job_status == FinishedStatus::Failed));
+    }
 }

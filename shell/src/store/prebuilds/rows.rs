@@ -2,7 +2,11 @@
 //! the core's types. A row the core cannot read (an unknown enum, a negative count) makes
 //! its preset unreadable for the cycle; it never fails the cycle.
 
+use std::str::FromStr;
+
 use chrono::{DateTime, Utc};
+use diesel::deserialize::FromSql;
+use diesel::pg::{Pg, PgValue};
 use diesel::sql_types::{BigInt, Bool, Double, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use poolkeeper_core::build::{JobStatus, Transition};
 use poolkeeper_core::prebuilds::{
@@ -81,11 +85,11 @@ pub(super) struct BuildRow {
     #[diesel(sql_type = Nullable<SqlUuid>)]
     pub(super) preset_id: Option<Uuid>,
     #[diesel(sql_type = Text)]
-    pub(super) transition: String,
+    pub(super) transition: Known<Transition>,
     #[diesel(sql_type = Timestamptz)]
     pub(super) created_at: DateTime<Utc>,
     #[diesel(sql_type = Text)]
-    pub(super) job_status: String,
+    pub(super) job_status: Known<JobStatus>,
     /// False for a job the reaper failed (lost worker, queue wait) or that could not run:
     /// not a failed build in rules §4's sense. NULL kinds (older rows) count as builds.
     #[diesel(sql_type = Bool)]
@@ -97,6 +101,17 @@ pub(super) struct BuildRow {
     /// presets their builds name.
     #[diesel(sql_type = Bool)]
     pub(super) live: bool,
+}
+
+/// A text column parsed as it is read, so that a row costs no allocation for it: `None` is
+/// a value the core does not know, which makes the row's preset unreadable (never the load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Known<T>(pub(super) Option<T>);
+
+impl<T: FromStr> FromSql<Text, Pg> for Known<T> {
+    fn from_sql(value: PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        Ok(Self(std::str::from_utf8(value.as_bytes())?.parse().ok()))
+    }
 }
 
 /// A preset's columns and the joins they need; the statements below add their filter.
@@ -180,14 +195,14 @@ pub(super) const BUILDS_OF_SQL: &str =
 /// by the reaper or unable to run is no build at all for the backoff and the hard limit
 /// (rules §4 counts failed builds; queue time and lost workers are not the template's).
 pub(super) fn finished_start(build: &BuildRow) -> Option<RecentBuild> {
-    if build.transition != "start" || !build.counts_as_build {
+    if build.transition.0 != Some(Transition::Start) || !build.counts_as_build {
         return None;
     }
     Some(RecentBuild {
         workspace_id: build.workspace_id,
         preset_id: build.preset_id?,
         created_at: build.created_at,
-        job_status: finished(&build.job_status)?,
+        job_status: finished(build.job_status.0?)?,
     })
 }
 
@@ -248,8 +263,8 @@ pub(super) enum Row {
 /// unfinished job is in progress, a failed start is failed (rules §4 "Failed prebuilds",
 /// whatever failed it), anything else (stopped, canceled) is none of them.
 pub(super) fn to_prebuild(row: &BuildRow, preset_id: Uuid) -> Result<Option<Row>, &'static str> {
-    let transition: Transition = row.transition.parse().map_err(|_| "unknown transition")?;
-    let status: JobStatus = row.job_status.parse().map_err(|_| "unknown job status")?;
+    let transition = row.transition.0.ok_or("unknown transition")?;
+    let status = row.job_status.0.ok_or("unknown job status")?;
     let in_flight = match status {
         JobStatus::Succeeded if transition == Transition::Start => {
             return Ok(Some(Row::Running(RunningPrebuild {
@@ -282,8 +297,8 @@ pub(super) fn to_prebuild(row: &BuildRow, preset_id: Uuid) -> Result<Option<Row>
     })))
 }
 
-fn finished(status: &str) -> Option<FinishedStatus> {
-    match status.parse::<JobStatus>().ok()? {
+fn finished(status: JobStatus) -> Option<FinishedStatus> {
+    match status {
         JobStatus::Succeeded => Some(FinishedStatus::Succeeded),
         JobStatus::Failed => Some(FinishedStatus::Failed),
         JobStatus::Canceled => Some(FinishedStatus::Canceled),
