@@ -439,6 +439,14 @@ mod tests {
         }
     }
 
+    /// Kept rows of `presets` (each with a pool) and of the prebuilds whose builds are `rows`.
+    fn kept_of(presets: &[Uuid], rows: Vec<BuildRow>) -> KeptSnapshot {
+        let mut kept = KeptSnapshot::new(CONFIG);
+        kept.put_presets(presets.iter().map(|id| preset(*id)).collect(), Vec::new());
+        kept.put_live(rows);
+        kept
+    }
+
     /// The first (only) build of a prebuild of `preset`, its start job in `status`.
     fn start(
         workspace: u128,
@@ -464,30 +472,29 @@ mod tests {
     #[test]
     fn an_unreadable_row_takes_every_row_of_its_preset_out_of_the_snapshot() {
         let (bad, good) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let mut kept = KeptSnapshot::new(CONFIG);
-        kept.put_presets(vec![preset(bad), preset(good)], Vec::new());
         let succeeded = Known(Some(JobStatus::Succeeded));
-        // Twenty readable prebuilds beside the unreadable one: whichever order they are
-        // collected in, those read before it must be taken back.
-        let mut rows: Vec<BuildRow> = (100..120).map(|w| start(w, bad, succeeded, at(0))).collect();
-        rows.push(start(200, bad, Known(None), at(0)));
-        rows.push(start(300, good, succeeded, at(0)));
-        kept.put_live(rows);
+        // Twenty readable prebuilds beside the unreadable one, collected in the order of a
+        // hash set's: those read before it must be taken back. Each snapshot's sets have keys
+        // of their own, so over ten of them the unreadable row is not read first in all.
+        for _ in 0..10 {
+            let mut rows: Vec<BuildRow> =
+                (100..120).map(|w| start(w, bad, succeeded, at(0))).collect();
+            rows.push(start(200, bad, Known(None), at(0)));
+            rows.push(start(300, good, succeeded, at(0)));
 
-        let snapshot = kept.assemble(None, at(60)).snapshot;
+            let snapshot = kept_of(&[bad, good], rows).assemble(None, at(60)).snapshot;
 
-        let presets: Vec<Uuid> = snapshot.presets.iter().map(|p| p.id).collect();
-        assert_eq!(presets, [good]);
-        let running: Vec<Uuid> = snapshot.running.iter().map(|r| r.workspace_id).collect();
-        assert_eq!(running, [Uuid::from_u128(300)]);
-        assert!(snapshot.recent_builds.iter().all(|b| b.preset_id == good));
+            let presets: Vec<Uuid> = snapshot.presets.iter().map(|p| p.id).collect();
+            assert_eq!(presets, [good]);
+            let running: Vec<Uuid> = snapshot.running.iter().map(|r| r.workspace_id).collect();
+            assert_eq!(running, [Uuid::from_u128(300)]);
+            assert!(snapshot.recent_builds.iter().all(|b| b.preset_id == good));
+        }
     }
 
     #[test]
     fn recent_builds_are_those_of_the_lookback_or_the_hard_limit_newest() {
         let (first, second) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let mut kept = KeptSnapshot::new(CONFIG);
-        kept.put_presets(vec![preset(first), preset(second)], Vec::new());
         let failed = Known(Some(JobStatus::Failed));
         let now = at(10_000);
         // `first`: two builds inside the hour and three before it; `second`: four before it.
@@ -499,9 +506,8 @@ mod tests {
             start(5, first, failed, at(30)),
         ];
         rows.extend((6..10).map(|w| start(w, second, failed, at(i64::try_from(w).unwrap_or(0)))));
-        kept.put_live(rows);
 
-        let recent = kept.assemble(None, now).snapshot.recent_builds;
+        let recent = kept_of(&[first, second], rows).assemble(None, now).snapshot.recent_builds;
 
         let kept_builds: Vec<(Uuid, u128)> =
             recent.iter().map(|b| (b.preset_id, b.workspace_id.as_u128())).collect();

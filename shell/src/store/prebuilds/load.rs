@@ -53,7 +53,7 @@ const LOAD_WORK_MEM_SQL: &str = "SET LOCAL work_mem = '32MB'";
 
 /// Every row of the snapshot, read in the caller's transaction (whose snapshot they are).
 /// The builds' statement is pipelined behind the presets': the server runs it while the
-/// presets are decoded and their schedules asked for, so the load waits for the server once.
+/// presets are decoded and their schedules asked for (that statement then queues behind it).
 pub(super) async fn load_all(
     conn: &mut AsyncPgConnection,
     now: DateTime<Utc>,
