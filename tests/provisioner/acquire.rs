@@ -284,3 +284,49 @@ async fn jobs_carry_the_tags_of_their_version() {
     assert_eq!(tags(&mut conn, prebuild_job).await, job_tags(&version_tags, &prebuild_tags, true));
     assert_eq!(tags(&mut conn, plain_job).await, none);
 }
+
+/// Workers acquire jobs all day on pooled connections: the statement must be planned once
+/// per connection, not before every acquisition (planning it each time cost more than
+/// running it, and PostgreSQL keeps re-planning when the generic plan's estimate looks worse).
+#[tokio::test]
+async fn acquisition_reuses_one_plan() {
+    #[derive(QueryableByName)]
+    struct Plans {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        generic_plans: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        custom_plans: i64,
+    }
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    // A queue of a few thousand jobs, as after a pool's cold start: the estimates that
+    // decide between the plans come from its statistics.
+    seed::job(&mut conn, Transition::Start, true, None).await;
+    diesel::sql_query(
+        "INSERT INTO provisioner_jobs (organization_id, transition, for_prebuild, input)
+         SELECT organization_id, transition, for_prebuild, input
+           FROM provisioner_jobs, generate_series(1, 3000)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("queue");
+    diesel::sql_query("ANALYZE provisioner_jobs").execute(&mut conn).await.expect("analyze");
+    for _ in 0..13 {
+        acquire_next_job(&mut conn, "w", now()).await.expect("acquire").expect("a pending job");
+    }
+    let plans: Plans = diesel::sql_query(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements
+          WHERE statement LIKE '%SKIP LOCKED%' AND statement NOT LIKE '%pg_prepared_statements%'",
+    )
+    .get_result(&mut conn)
+    .await
+    .expect("the acquisition is a prepared statement of this connection");
+    // PostgreSQL plans the first five runs for their values, then keeps the generic plan
+    // unless it looks costlier than those.
+    assert!(
+        plans.generic_plans >= 6 && plans.custom_plans <= 6,
+        "generic {} custom {} of 13 runs",
+        plans.generic_plans,
+        plans.custom_plans
+    );
+}
