@@ -12,11 +12,13 @@ use poolkeeper::db::enums::{AgentLifecycle, JobStatus, Transition};
 use poolkeeper::db::models::{WorkspaceAgent, WorkspaceBuild};
 use poolkeeper::db::schema::{provisioner_jobs, workspace_agents, workspace_builds, workspaces};
 use poolkeeper::db::test_db::TestDatabase;
+use poolkeeper::db::PREBUILDS_USER_ID;
 use poolkeeper::provisioner::backend::{AgentSpec, BuildOutput};
 use poolkeeper::provisioner::{
-    acquire_next_job, complete_job, flip_due_agents, run_worker, Backends, CancellationToken,
-    JobResult, SimulatedConfig, WorkerConfig,
+    acquire_next_job, complete_job, complete_taken_job, flip_due_agents, run_worker, AsTaken,
+    Backends, CancellationToken, JobResult, SimulatedConfig, WorkerConfig,
 };
+use poolkeeper::store::jobs::{job_context, JobContext};
 use poolkeeper_core::schedule::{compute_deadlines, DayName, DeadlineInputs, WeekdaySet};
 use seed::TemplateSpec;
 use uuid::Uuid;
@@ -331,4 +333,126 @@ async fn a_completion_writes_the_state_the_agents_and_the_audit_entry() {
         .await
         .expect("audit entries");
     assert_eq!(entries, 1);
+}
+
+/// A prebuild's pending start build of `template`, acquired by worker "w"; returns the
+/// workspace, the build's id and its job as the worker read it when it took it.
+async fn taken_prebuild_start(
+    conn: &mut AsyncPgConnection,
+    template: Uuid,
+    version: Uuid,
+    ttl_secs: i64,
+) -> (Uuid, JobContext) {
+    let ws = seed::workspace(conn, PREBUILDS_USER_ID, template, "pb", ttl_secs, None).await;
+    let (_, job) =
+        seed::build(conn, ws, version, PREBUILDS_USER_ID, 1, Transition::Start, None).await;
+    let acquired = acquire_next_job(conn, "w", monday_nine()).await.expect("acquire").expect("job");
+    assert_eq!(acquired.id, job);
+    let ctx = job_context(conn, acquired).await.expect("context").expect("the job has a build");
+    (ws, ctx)
+}
+
+fn as_taken(ctx: &JobContext) -> AsTaken<'_> {
+    AsTaken { build: &ctx.build, owner_id: ctx.workspace.owner_id }
+}
+
+/// A prebuild's start build ends in one statement that takes no lock before it writes: it
+/// completes while another transaction holds a key-share lock on the job (as a foreign-key
+/// check does), which the transactional path's `FOR UPDATE` would wait behind.
+#[tokio::test]
+async fn a_prebuild_build_ends_in_one_statement() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template, version) = seed::template(&mut conn, "dev", TemplateSpec::default()).await;
+    let (ws, ctx) = taken_prebuild_start(&mut conn, template, version, 0).await;
+    let job = ctx.job.id;
+
+    let mut holder = db.conn().await;
+    diesel::sql_query("BEGIN").execute(&mut holder).await.expect("begin");
+    diesel::sql_query("SELECT 1 FROM provisioner_jobs WHERE id = $1 FOR KEY SHARE")
+        .bind::<diesel::sql_types::Uuid, _>(job)
+        .execute(&mut holder)
+        .await
+        .expect("key-share lock");
+    let ended = tokio::time::timeout(
+        Duration::from_secs(5),
+        complete_taken_job(&mut conn, as_taken(&ctx), "w", &one_agent(), monday_nine()),
+    )
+    .await
+    .expect("the end did not wait for the lock")
+    .expect("complete")
+    .expect("still ours");
+    diesel::sql_query("ROLLBACK").execute(&mut holder).await.expect("rollback");
+
+    assert_eq!(ended.status, JobStatus::Succeeded);
+    assert_eq!(ended.deadlines, None, "prebuilds get no deadline");
+    assert_eq!(seed::job_row(&mut conn, job).await.status, JobStatus::Succeeded);
+    assert_eq!(build_row(&mut conn, ctx.build.id).await.provisioner_state, Some(b"state".to_vec()));
+    assert_eq!(agent_state(&mut conn, ctx.build.id).await, AgentLifecycle::Ready);
+    let entries: i64 = poolkeeper::db::schema::audit_log::table
+        .filter(poolkeeper::db::schema::audit_log::action.eq("build_completed"))
+        .filter(poolkeeper::db::schema::audit_log::resource_id.eq(ws))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .expect("audit entries");
+    assert_eq!(entries, 1);
+}
+
+/// A job canceled after the worker took it ends canceled, whatever the backend said: the
+/// one-statement end, decided for a running job, writes nothing, and the transactional path
+/// decides again from the job as it is.
+#[tokio::test]
+async fn a_job_canceled_after_it_was_taken_ends_canceled() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template, version) = seed::template(&mut conn, "dev", TemplateSpec::default()).await;
+    let (_, ctx) = taken_prebuild_start(&mut conn, template, version, 0).await;
+    diesel::update(provisioner_jobs::table.find(ctx.job.id))
+        .set(provisioner_jobs::status.eq(JobStatus::Canceling))
+        .execute(&mut conn)
+        .await
+        .expect("cancel");
+
+    let ended = complete_taken_job(&mut conn, as_taken(&ctx), "w", &one_agent(), monday_nine())
+        .await
+        .expect("complete")
+        .expect("still ours");
+    assert_eq!(ended.status, JobStatus::Canceled);
+    let job = seed::job_row(&mut conn, ctx.job.id).await;
+    assert_eq!((job.status, job.canceled_at), (JobStatus::Canceled, Some(monday_nine())));
+    let agents: i64 = workspace_agents::table
+        .filter(workspace_agents::build_id.eq(ctx.build.id))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .expect("agents");
+    assert_eq!(agents, 0, "a canceled build records no agents");
+    assert_eq!(build_row(&mut conn, ctx.build.id).await.provisioner_state, Some(b"state".to_vec()));
+}
+
+/// A workspace that changed owner after its job was taken is completed for its owner now:
+/// a person's start build gets its deadline, which the end decided for a prebuild would not
+/// have written.
+#[tokio::test]
+async fn a_workspace_handed_over_after_its_job_was_taken_gets_its_deadline() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let alice = seed::user(&mut conn, "alice", None).await;
+    let (template, version) = seed::template(&mut conn, "dev", TemplateSpec::default()).await;
+    let (ws, ctx) = taken_prebuild_start(&mut conn, template, version, 3600).await;
+    diesel::update(workspaces::table.find(ws))
+        .set(workspaces::owner_id.eq(alice))
+        .execute(&mut conn)
+        .await
+        .expect("hand over");
+
+    let ended = complete_taken_job(&mut conn, as_taken(&ctx), "w", &one_agent(), monday_nine())
+        .await
+        .expect("complete")
+        .expect("still ours");
+    assert_eq!(ended.status, JobStatus::Succeeded);
+    let deadline = ended.deadlines.and_then(|d| d.deadline);
+    assert!(deadline.is_some(), "a person's start build with a TTL has a deadline");
+    assert_eq!(build_row(&mut conn, ctx.build.id).await.deadline, deadline);
 }

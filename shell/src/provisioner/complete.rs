@@ -1,10 +1,17 @@
-//! Job completion, in one transaction: the job's final status, the build's state and agents,
-//! the deadlines of a succeeded start build (rules §3, computed by the core), and the deletion
-//! of a deleted workspace. Only the provisioner completes jobs; the writes are the store's
-//! (`store::completion`).
+//! Job completion: the job's final status, the build's state and agents, the deadlines of a
+//! succeeded start build (rules §3, computed by the core), the owner's notice, and the
+//! deletion of a deleted workspace. Only the provisioner completes jobs; the writes are the
+//! store's (`store::completion`).
+//!
+//! Most ends are only the job's own rows (a prebuild's build, a stop, any failure): the worker
+//! decides them from what it read when it took the job and writes them in one statement,
+//! which writes nothing unless the job and its workspace are still as read. Any other end,
+//! or one whose job was canceled or handed over meanwhile, is decided again in a transaction
+//! that locks the job first.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
+use poolkeeper_core::notifications::BuildNotice;
 use poolkeeper_core::schedule::{
     compute_deadlines, DayName, DeadlineInputs, Deadlines, WeekdaySet,
 };
@@ -16,7 +23,7 @@ use crate::db::enums::{BuildReason, JobStatus, Transition};
 use crate::db::models::WorkspaceBuild;
 use crate::db::PREBUILDS_USER_ID;
 use crate::store::audit::{self, Actor, Change};
-use crate::store::completion::{self, DeadlineSources, JobEnd, Lock, LockedJob};
+use crate::store::completion::{self, DeadlineSources, DecidedFrom, JobEnd, Lock, LockedJob};
 use crate::store::jobs::record_late_result;
 
 /// How a backend run ended.
@@ -41,6 +48,52 @@ pub struct Completion {
     pub replaced_resources: Vec<String>,
 }
 
+/// What the worker read of its job when it took it (its context).
+#[derive(Debug, Clone, Copy)]
+pub struct AsTaken<'a> {
+    pub build: &'a WorkspaceBuild,
+    /// The owner of the build's workspace.
+    pub owner_id: Uuid,
+}
+
+/// Finish the job the worker took, read as `taken`: in one statement when its end writes
+/// only the job's own rows and the job is still running and its workspace still has that
+/// owner; otherwise as [`complete_job`] does.
+pub async fn complete_taken_job(
+    conn: &mut AsyncPgConnection,
+    taken: AsTaken<'_>,
+    worker_id: &str,
+    result: &JobResult,
+    now: DateTime<Utc>,
+) -> Result<Option<Completion>, ProvisionerError> {
+    if let Some(completion) = end_as_taken(conn, taken, worker_id, result, now).await? {
+        return Ok(Some(completion));
+    }
+    complete_job(conn, taken.build.job_id, worker_id, result, now).await
+}
+
+/// The one-statement end; `None` when the job's end needs more than its own rows, or the job
+/// or its workspace changed since it was taken (nothing was written then).
+async fn end_as_taken(
+    conn: &mut AsyncPgConnection,
+    taken: AsTaken<'_>,
+    worker_id: &str,
+    result: &JobResult,
+    now: DateTime<Utc>,
+) -> Result<Option<Completion>, ProvisionerError> {
+    let outcome = Outcome::of(JobStatus::Running, result);
+    if !Tails::of(taken.build, taken.owner_id, &outcome).is_empty() {
+        return Ok(None);
+    }
+    let agents = outcome.agent_rows();
+    let from = DecidedFrom { worker_id, status: JobStatus::Running, owner_id: taken.owner_id };
+    let end = outcome.end(taken.build, worker_id, JobStatus::Running, &agents, now);
+    if !completion::write_end(conn, end, from, now).await? {
+        return Ok(None);
+    }
+    Ok(Some(outcome.completion(&agents, now)))
+}
+
 /// Finish `job_id` for `worker_id`. `Ok(None)` if the job is no longer this worker's: when
 /// the reaper ended it meanwhile, the build's state is still kept (unless a newer build
 /// exists) and the job says what happened (`store::jobs::record_late_result`). Takes the
@@ -60,6 +113,129 @@ pub async fn complete_job(
             "the build finished after its job was ended by the reaper");
     }
     Ok(completion)
+}
+
+/// How the job ends, decided from its status and the backend's result.
+struct Outcome<'r> {
+    status: JobStatus,
+    error: Option<String>,
+    state: Option<&'r [u8]>,
+    /// What a succeeded build produced (none for any other end).
+    output: Option<&'r BuildOutput>,
+}
+
+impl<'r> Outcome<'r> {
+    /// A job canceled while it ran ends canceled, whatever the backend said.
+    fn of(job_status: JobStatus, result: &'r JobResult) -> Self {
+        let (status, error, state, output) = match (job_status, result) {
+            (JobStatus::Canceling, JobResult::Succeeded(out)) => {
+                (JobStatus::Canceled, None, out.state.as_deref(), None)
+            }
+            (JobStatus::Canceling, JobResult::Failed(failure)) => {
+                (JobStatus::Canceled, None, failure.state.as_deref(), None)
+            }
+            (_, JobResult::Succeeded(out)) => {
+                (JobStatus::Succeeded, None, out.state.as_deref(), Some(out))
+            }
+            (_, JobResult::Failed(failure)) => {
+                (JobStatus::Failed, Some(failure.error.to_string()), failure.state.as_deref(), None)
+            }
+            (_, JobResult::Canceled { state }) => {
+                (JobStatus::Canceled, None, state.as_deref(), None)
+            }
+        };
+        Self { status, error, state, output }
+    }
+
+    fn agent_rows(&self) -> Vec<(Uuid, String, bool)> {
+        self.output.map(|out| agent_rows(&out.agents)).unwrap_or_default()
+    }
+
+    /// The job's own rows: its end, the build's state and agents, the audit entry.
+    fn end<'a>(
+        &'a self,
+        build: &WorkspaceBuild,
+        worker_id: &str,
+        job_status: JobStatus,
+        agents: &'a [(Uuid, String, bool)],
+        now: DateTime<Utc>,
+    ) -> JobEnd<'a> {
+        let change = Change {
+            action: "build_completed",
+            resource_type: "workspace",
+            resource_id: Some(build.workspace_id),
+            diff: serde_json::json!({
+                "build_id": build.id,
+                "job_id": build.job_id,
+                "transition": build.transition,
+                "worker_id": worker_id,
+                "old": { "status": job_status },
+                "new": { "status": self.status },
+            }),
+        };
+        JobEnd {
+            job_id: build.job_id,
+            build_id: build.id,
+            status: self.status,
+            error: self.error.clone(),
+            state: self.state,
+            agents,
+            audit: audit::entry(now, &Actor::system("provisioner"), change),
+        }
+    }
+
+    fn completion(&self, agents: &[(Uuid, String, bool)], now: DateTime<Utc>) -> Completion {
+        Completion {
+            status: self.status,
+            starting_agents: starting_agents(
+                self.output.map_or(&[], |out| &out.agents),
+                agents,
+                now,
+            ),
+            deadlines: None,
+            replaced_resources: Vec::new(),
+        }
+    }
+}
+
+/// What a completion writes beyond the job's own rows.
+struct Tails {
+    /// rules §5: the owner hears of an automatic build that did not do what the schedule
+    /// promised, and of the auto-delete of their dormant workspace.
+    notice: Option<BuildNotice>,
+    /// A person's succeeded start build: its deadlines (rules §3; prebuilds get none), and
+    /// for a claim the prebuilt resources it replaced.
+    person_started: bool,
+    /// A succeeded delete build: the workspace is gone.
+    deleted: bool,
+}
+
+impl Tails {
+    fn of(build: &WorkspaceBuild, owner_id: Uuid, outcome: &Outcome<'_>) -> Self {
+        use poolkeeper_core::notifications::build_notice;
+        let notice = match outcome.status {
+            JobStatus::Succeeded => {
+                build_notice(build.transition.into(), build.reason.as_str(), true)
+            }
+            JobStatus::Failed => {
+                build_notice(build.transition.into(), build.reason.as_str(), false)
+            }
+            // Canceled: someone stopped it on purpose; nothing to tell.
+            _ => None,
+        };
+        let succeeded = outcome.output.is_some();
+        Self {
+            notice,
+            person_started: succeeded
+                && build.transition == Transition::Start
+                && owner_id != PREBUILDS_USER_ID,
+            deleted: succeeded && build.transition == Transition::Delete,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.notice.is_none() && !self.person_started && !self.deleted
+    }
 }
 
 /// How a build ended, in words for the job's error column, and the state it left.
@@ -90,108 +266,48 @@ async fn finish(
             Lock::NoBuild => return Err(ProvisionerError::MissingBuild { job_id }),
         };
         let LockedJob { job_status, build, owner_id, template_id } = locked;
-
-        // A job canceled while it ran ends canceled, whatever the backend said.
-        let (status, error, state, output) = match (job_status, result) {
-            (JobStatus::Canceling, JobResult::Succeeded(out)) => {
-                (JobStatus::Canceled, None, out.state.as_deref(), None)
-            }
-            (JobStatus::Canceling, JobResult::Failed(failure)) => {
-                (JobStatus::Canceled, None, failure.state.as_deref(), None)
-            }
-            (_, JobResult::Succeeded(out)) => {
-                (JobStatus::Succeeded, None, out.state.as_deref(), Some(out))
-            }
-            (_, JobResult::Failed(failure)) => {
-                (JobStatus::Failed, Some(failure.error.to_string()), failure.state.as_deref(), None)
-            }
-            (_, JobResult::Canceled { state }) => {
-                (JobStatus::Canceled, None, state.as_deref(), None)
-            }
-        };
-        let agents = output.map(|out| agent_rows(&out.agents)).unwrap_or_default();
-        let change = Change {
-            action: "build_completed",
-            resource_type: "workspace",
-            resource_id: Some(build.workspace_id),
-            diff: serde_json::json!({
-                "build_id": build.id,
-                "job_id": job_id,
-                "transition": build.transition,
-                "worker_id": worker_id,
-                "old": { "status": job_status },
-                "new": { "status": status },
-            }),
-        };
-        let end = JobEnd {
-            job_id,
-            build_id: build.id,
-            status,
-            error: error.clone(),
-            state,
-            agents: &agents,
-            audit: audit::entry(now, &Actor::system("provisioner"), change),
-        };
-        completion::write_end(conn, end, now).await?;
-        let mut completion = Completion {
-            status,
-            starting_agents: starting_agents(output.map_or(&[], |out| &out.agents), &agents, now),
-            deadlines: None,
-            replaced_resources: Vec::new(),
-        };
-        notify_owner(conn, &build, (owner_id, template_id), status, error.as_deref(), now).await?;
-        let Some(output) = output else { return Ok(Some(completion)) };
-
-        match build.transition {
-            // Prebuilds get no deadline (rules §3): nothing to read for them.
-            Transition::Start if owner_id != PREBUILDS_USER_ID => {
-                completion.deadlines = set_deadlines(conn, &build, now).await?;
-                if build.reason == BuildReason::Claim {
-                    let replaced = replaced_resources(
-                        build.provisioner_state.as_deref(),
-                        output.state.as_deref(),
-                    );
-                    if !replaced.is_empty() {
-                        completion::record_resources_replaced(conn, &build, &replaced, now).await?;
-                        tracing::warn!(workspace_id = %build.workspace_id, build_id = %build.id,
-                            preset_id = ?build.preset_id, resources = ?replaced,
-                            "claim replaced prebuilt resources");
-                    }
-                    completion.replaced_resources = replaced;
+        let outcome = Outcome::of(job_status, result);
+        let tails = Tails::of(&build, owner_id, &outcome);
+        let agents = outcome.agent_rows();
+        let end = outcome.end(&build, &worker_id, job_status, &agents, now);
+        let from = DecidedFrom { worker_id: &worker_id, status: job_status, owner_id };
+        if !completion::write_end(conn, end, from, now).await? {
+            // The job is locked, so its workspace changed hands since the lock's read: the
+            // transaction is retried, and decides again.
+            return Err(ProvisionerError::CompletionRaced { job_id });
+        }
+        let mut completion = outcome.completion(&agents, now);
+        if let Some(notice) = tails.notice {
+            completion::notify_owner(
+                conn,
+                &build,
+                (owner_id, template_id),
+                notice,
+                outcome.error.as_deref(),
+                now,
+            )
+            .await?;
+        }
+        if tails.person_started {
+            completion.deadlines = set_deadlines(conn, &build, now).await?;
+            if build.reason == BuildReason::Claim {
+                let replaced =
+                    replaced_resources(build.provisioner_state.as_deref(), outcome.state);
+                if !replaced.is_empty() {
+                    completion::record_resources_replaced(conn, &build, &replaced, now).await?;
+                    tracing::warn!(workspace_id = %build.workspace_id, build_id = %build.id,
+                        preset_id = ?build.preset_id, resources = ?replaced,
+                        "claim replaced prebuilt resources");
                 }
+                completion.replaced_resources = replaced;
             }
-            Transition::Start | Transition::Stop => {}
-            Transition::Delete => completion::mark_deleted(conn, build.workspace_id, now).await?,
+        }
+        if tails.deleted {
+            completion::mark_deleted(conn, build.workspace_id, now).await?;
         }
         Ok(Some(completion))
     })
     .await
-}
-
-/// The owner hears of an automatic build that did not do what the schedule promised, and of
-/// the auto-delete of their dormant workspace (rules §5 decides which), once per build, in
-/// the completion's transaction.
-async fn notify_owner(
-    conn: &mut AsyncPgConnection,
-    build: &WorkspaceBuild,
-    workspace: (Uuid, Uuid),
-    status: JobStatus,
-    error: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<(), ProvisionerError> {
-    use poolkeeper_core::notifications::build_notice;
-    let succeeded = match status {
-        JobStatus::Succeeded => true,
-        JobStatus::Failed => false,
-        // Canceled: someone stopped it on purpose; nothing to tell.
-        _ => return Ok(()),
-    };
-    let Some(notice) = build_notice(build.transition.into(), build.reason.as_str(), succeeded)
-    else {
-        return Ok(());
-    };
-    completion::notify_owner(conn, build, workspace, notice, error, now).await?;
-    Ok(())
 }
 
 /// The build's agents as written: a fresh id each; agents with no start time are ready at

@@ -11,6 +11,10 @@ pub enum ProvisionerError {
     Pool(#[from] crate::db::pool::PoolError),
     #[error("job {job_id} has no workspace build")]
     MissingBuild { job_id: uuid::Uuid },
+    /// The job's workspace changed owner between the completion's read and its write
+    /// (the transaction is retried, and decides the end again).
+    #[error("job {job_id}'s workspace changed hands while its completion was written")]
+    CompletionRaced { job_id: uuid::Uuid },
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -29,6 +33,7 @@ impl ProvisionerError {
             Self::Connect(_) => "connect",
             Self::Pool(err) => err.label(),
             Self::MissingBuild { .. } => "missing_build",
+            Self::CompletionRaced { .. } => "completion_raced",
             Self::Backend(err) => err.label(),
         }
     }
@@ -39,7 +44,7 @@ impl ProvisionerError {
     pub fn is_transient(&self) -> bool {
         use diesel::result::{DatabaseErrorKind as Kind, Error as Db};
         match self {
-            Self::Connect(_) | Self::Pool(_) => true,
+            Self::Connect(_) | Self::Pool(_) | Self::CompletionRaced { .. } => true,
             Self::Database(err) => match err {
                 Db::DatabaseError(kind, _) => matches!(
                     kind,

@@ -16,7 +16,7 @@ pub mod worker;
 pub use acquire::{acquire_next_job, acquire_next_tagged_job, heartbeat};
 pub use agents::flip_due_agents;
 pub use backend::{Backends, SimulatedConfig, TerraformConfig};
-pub use complete::{complete_job, Completion, JobResult};
+pub use complete::{complete_job, complete_taken_job, AsTaken, Completion, JobResult};
 pub use error::{BackendError, ProvisionerError};
 pub use reaper::{reap_stale_jobs, ReaperConfig};
 pub use worker::{run_worker, WorkerConfig};

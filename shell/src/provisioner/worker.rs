@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::agents::mark_agents_ready;
 use super::backend::{Backends, BuildFailure};
-use super::complete::{complete_job, Completion, JobResult};
+use super::complete::{complete_job, complete_taken_job, AsTaken, Completion, JobResult};
 use super::context::{load_context, JobContext};
 use super::listener::{listen, Wakeups};
 use super::spool::{self, Spooled};
@@ -228,10 +228,11 @@ async fn run_next_job(
                 None
             }
         };
+        let taken = AsTaken { build: &ctx.build, owner_id: ctx.workspace.owner_id };
         let saved = complete_with_retry(
             pool,
             conn,
-            (job_id, worker),
+            (job_id, worker, Some(taken)),
             &result,
             shutdown,
             spool_path.as_deref(),
@@ -320,13 +321,14 @@ async fn load_with_retry(
 
 /// The completion is the only record of the build in the database: retry it with backoff
 /// until it is saved, first on `conn` (if any), then on connections of the pool; returned
-/// with the connection that saved it (the next job is taken on it). `None` if shutdown came first and the result is safe in the spool (or a bounded
+/// with the connection that saved it (the next job is taken on it). `as_taken` is the job as
+/// the worker read it when it took it, if it did (not for a spooled result). `None` if shutdown came first and the result is safe in the spool (or a bounded
 /// number of further attempts failed too). After a failed attempt the spooled copy
 /// (`spooled`, if any) is synced to disk: it may have to outlast a long outage.
 async fn complete_with_retry(
     pool: &DbPool,
     conn: Option<DbConn>,
-    (job_id, worker): (Uuid, &str),
+    (job_id, worker, as_taken): (Uuid, &str, Option<AsTaken<'_>>),
     result: &JobResult,
     shutdown: &CancellationToken,
     spooled: Option<&std::path::Path>,
@@ -344,7 +346,12 @@ async fn complete_with_retry(
                 Some(conn) => conn,
                 None => pool.get().await?,
             };
-            let completion = complete_job(&mut conn, job_id, worker, result, Utc::now()).await?;
+            let completion = match as_taken {
+                Some(as_taken) => {
+                    complete_taken_job(&mut conn, as_taken, worker, result, Utc::now()).await?
+                }
+                None => complete_job(&mut conn, job_id, worker, result, Utc::now()).await?,
+            };
             Ok::<_, ProvisionerError>((completion, conn))
         };
         let err = match outcome.await {
@@ -395,7 +402,7 @@ async fn save_spooled(pool: &DbPool, config: &WorkerConfig, shutdown: &Cancellat
         let worker = spooled.worker_id.as_str();
         let span = tracing::info_span!("spooled_job", %job_id, %worker);
         let saved =
-            complete_with_retry(pool, None, (job_id, worker), &result, shutdown, Some(&path))
+            complete_with_retry(pool, None, (job_id, worker, None), &result, shutdown, Some(&path))
                 .instrument(span.clone())
                 .await;
         if let Some((completion, _conn)) = saved {

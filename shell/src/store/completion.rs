@@ -1,6 +1,6 @@
-//! The writes of a job's completion, each a step the provisioner runs inside its one
-//! completion transaction (`provisioner::complete`): lock the job, end it, keep the build's
-//! state, add the agents, set the deadlines the core computed, mark a deleted workspace, and
+//! The writes of a job's completion (`provisioner::complete`): lock the job, end it (keep the
+//! build's state, add the agents: one statement, which needs no transaction when it is all
+//! a completion writes), set the deadlines the core computed, mark a deleted workspace, and
 //! tell template admins of resources a claim replaced. Nothing here decides: the outcome and
 //! the deadlines come in as arguments.
 
@@ -16,9 +16,7 @@ use super::notifications::{enqueue, template_admins, Dedupe, Kind};
 use super::rows::{Prepared, Writes};
 use crate::db::enums::{AgentLifecycle, FailureKind, JobStatus};
 use crate::db::models::{NewAuditEntry, ProvisionerJob, Template, User, Workspace, WorkspaceBuild};
-use crate::db::schema::{
-    audit_log, provisioner_jobs, templates, users, workspace_agents, workspace_builds, workspaces,
-};
+use crate::db::schema::{provisioner_jobs, templates, users, workspace_builds, workspaces};
 use crate::db::PREBUILDS_USER_ID;
 
 /// The job and its build, the job locked, if `worker_id` still runs it (running or
@@ -127,49 +125,103 @@ pub struct JobEnd<'a> {
     pub audit: NewAuditEntry,
 }
 
+/// What the end was decided from: it is written only if the job is still `worker_id`'s, in
+/// `status`, and its build's workspace is still `owner_id`'s.
+pub struct DecidedFrom<'a> {
+    pub worker_id: &'a str,
+    pub status: JobStatus,
+    pub owner_id: Uuid,
+}
+
+/// The end's statement (binds named in the file), with `$agents` (the agents' insert, or
+/// nothing) after the file's writes: two fixed texts, each kept prepared.
+macro_rules! job_end_sql {
+    ($agents:literal) => {
+        concat!(include_str!("sql/job_end.sql"), $agents, "SELECT count(*) AS ended FROM ended")
+    };
+}
+
+const JOB_END_SQL: &str = job_end_sql!("");
+const JOB_END_WITH_AGENTS_SQL: &str = job_end_sql!(
+    ", agents AS (
+    INSERT INTO workspace_agents (id, build_id, name, lifecycle_state, ready_at)
+    SELECT a.id, $4, a.name, a.lifecycle_state, a.ready_at
+      FROM unnest($18::uuid[], $19::text[], $20::text[], $21::timestamptz[])
+           AS a(id, name, lifecycle_state, ready_at)
+     WHERE EXISTS (SELECT 1 FROM ended)
+)
+"
+);
+
+#[derive(QueryableByName)]
+struct Ended {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    ended: i64,
+}
+
 /// Ends the job, keeps the state on the build, adds the agents and the audit entry: one
-/// statement.
+/// statement, written only while `from` still holds (see [`DecidedFrom`]). Returns whether
+/// it was written. Needs no transaction: the statement is one.
 pub async fn write_end(
     conn: &mut AsyncPgConnection,
     end: JobEnd<'_>,
+    from: DecidedFrom<'_>,
     now: DateTime<Utc>,
-) -> Result<(), diesel::result::Error> {
-    let mut writes = Writes::new();
-    writes.push(
-        diesel::update(provisioner_jobs::table.find(end.job_id)).set((
-            provisioner_jobs::status.eq(end.status),
-            provisioner_jobs::completed_at.eq(now),
-            provisioner_jobs::error.eq(end.error),
-            provisioner_jobs::canceled_at.eq((end.status == JobStatus::Canceled).then_some(now)),
-            provisioner_jobs::failure_kind
-                .eq((end.status == JobStatus::Failed).then_some(FailureKind::Build)),
-        )),
-    );
-    if let Some(state) = end.state {
-        writes.push(
-            diesel::update(workspace_builds::table.find(end.build_id))
-                .set(workspace_builds::provisioner_state.eq(state)),
-        );
-    }
-    if !end.agents.is_empty() {
-        let rows: Vec<_> = end
+) -> Result<bool, diesel::result::Error> {
+    use diesel::sql_types::{Array, Binary, Jsonb, Nullable, Timestamptz};
+    let canceled_at = (end.status == JobStatus::Canceled).then_some(now);
+    let failure_kind = (end.status == JobStatus::Failed).then_some(FailureKind::Build);
+    let with_agents = !end.agents.is_empty();
+    let sql = if with_agents { JOB_END_WITH_AGENTS_SQL } else { JOB_END_SQL };
+    let query = diesel::sql_query(sql)
+        .bind::<SqlUuid, _>(end.job_id)
+        .bind::<Text, _>(from.worker_id)
+        .bind::<Text, _>(from.status)
+        .bind::<SqlUuid, _>(end.build_id)
+        .bind::<SqlUuid, _>(from.owner_id)
+        .bind::<Text, _>(end.status)
+        .bind::<Timestamptz, _>(now)
+        .bind::<Nullable<Text>, _>(end.error)
+        .bind::<Nullable<Timestamptz>, _>(canceled_at)
+        .bind::<Nullable<Text>, _>(failure_kind)
+        .bind::<Nullable<Binary>, _>(end.state)
+        .bind::<Nullable<SqlUuid>, _>(end.audit.actor_id)
+        .bind::<Text, _>(end.audit.actor)
+        .bind::<Text, _>(end.audit.action)
+        .bind::<Text, _>(end.audit.resource_type)
+        .bind::<Nullable<SqlUuid>, _>(end.audit.resource_id)
+        .bind::<Jsonb, _>(end.audit.diff);
+    let ended: Ended = if with_agents {
+        let ids: Vec<Uuid> = end.agents.iter().map(|(id, _, _)| *id).collect();
+        let names: Vec<&str> = end.agents.iter().map(|(_, name, _)| name.as_str()).collect();
+        let states: Vec<AgentLifecycle> = end
             .agents
             .iter()
-            .map(|(id, name, ready)| {
-                let state = if *ready { AgentLifecycle::Ready } else { AgentLifecycle::Starting };
-                (
-                    workspace_agents::id.eq(*id),
-                    workspace_agents::build_id.eq(end.build_id),
-                    workspace_agents::name.eq(name),
-                    workspace_agents::lifecycle_state.eq(state),
-                    workspace_agents::ready_at.eq(ready.then_some(now)),
-                )
-            })
+            .map(
+                |(_, _, ready)| {
+                    if *ready {
+                        AgentLifecycle::Ready
+                    } else {
+                        AgentLifecycle::Starting
+                    }
+                },
+            )
             .collect();
-        writes.push(diesel::insert_into(workspace_agents::table).values(rows));
-    }
-    writes.push(diesel::insert_into(audit_log::table).values(end.audit));
-    writes.execute(conn).await
+        let ready_at: Vec<Option<DateTime<Utc>>> =
+            end.agents.iter().map(|(_, _, ready)| ready.then_some(now)).collect();
+        Prepared::new(
+            query
+                .bind::<Array<SqlUuid>, _>(ids)
+                .bind::<Array<Text>, _>(names)
+                .bind::<Array<Text>, _>(states)
+                .bind::<Array<Nullable<Timestamptz>>, _>(ready_at),
+        )
+        .get_result(conn)
+        .await?
+    } else {
+        Prepared::new(query).get_result(conn).await?
+    };
+    Ok(ended.ended > 0)
 }
 
 /// What the deadlines of a person's start build are computed from (rules §3). `None` for
