@@ -10,7 +10,10 @@ use poolkeeper::db::enums::Transition;
 use poolkeeper::db::schema::workspace_builds;
 use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::provisioner::context::{load_context, JobContext};
-use poolkeeper::provisioner::{acquire_next_job, Backends, CancellationToken};
+use poolkeeper::provisioner::{
+    acquire_next_job, acquire_next_job_with_context, Backends, CancellationToken,
+};
+use poolkeeper_core::tags::Tags;
 use seed::TemplateSpec;
 use uuid::Uuid;
 
@@ -41,8 +44,35 @@ async fn next_context(conn: &mut AsyncPgConnection) -> JobContext {
     load_context(conn, job).await.expect("context")
 }
 
+/// Acquire the next job with its context, read in the same round trip.
+async fn next_context_with_acquisition(conn: &mut AsyncPgConnection) -> JobContext {
+    let (job, ctx) = acquire_next_job_with_context(conn, "ctx", &Tags::new(), Utc::now())
+        .await
+        .expect("acquire")
+        .expect("a job");
+    let ctx = ctx.expect("the context was read with the acquisition");
+    assert_eq!(ctx.job, job);
+    ctx
+}
+
 #[tokio::test]
 async fn a_jobs_context_carries_its_own_presets_parameters_sorted() {
+    jobs_contexts_carry_their_own_presets_parameters(false).await;
+}
+
+#[tokio::test]
+async fn a_context_read_with_the_acquisition_is_the_same() {
+    jobs_contexts_carry_their_own_presets_parameters(true).await;
+}
+
+async fn jobs_contexts_carry_their_own_presets_parameters(with_acquisition: bool) {
+    let next_context = async |conn: &mut AsyncPgConnection| {
+        if with_acquisition {
+            next_context_with_acquisition(conn).await
+        } else {
+            next_context(conn).await
+        }
+    };
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
     let owner = seed::user(&mut conn, "alice", None).await;

@@ -570,7 +570,17 @@ async fn a_removed_tf_file_is_not_applied_by_a_stand_in() {
     let _ = std::fs::remove_dir_all(bin_dir);
 }
 
-/// Item 4: connections lost while the job's build is being read are retried; the job runs.
+/// How many connections the proxy reset for its text rules.
+fn text_resets(proxy: &FaultProxy) -> u64 {
+    std::sync::atomic::AtomicU64::load(
+        &proxy.counts().resets_on_text,
+        std::sync::atomic::Ordering::Relaxed,
+    )
+}
+
+/// Item 4: a worker whose acquisition committed but whose reply was lost finds the job it
+/// took and runs it (else the job stayed `running`, built by no one, until the reaper failed
+/// it); connections lost while that job's build is then read are retried; the job runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_while_loading_the_job_is_retried() {
     let db = TestDatabase::new().await;
@@ -579,13 +589,57 @@ async fn a_lost_connection_while_loading_the_job_is_retried() {
     let owner = seed::user(&mut conn, "max", None).await;
     let (template, version) = seed::template(&mut conn, "flaky", TemplateSpec::default()).await;
     let ws = seed::workspace(&mut conn, owner, template, "ws", 0, None).await;
-    // The statement that reads a job's build: its connection is reset, twice.
-    proxy.reset_when_sent("\"workspace_builds\".\"job_id\" = $1", 2);
+    // The acquisition's reply (its row names the worker) never reaches the worker, once.
+    proxy.reset_when_replied("flaky-worker-7f3a", 1);
     let work_dir = temp_dir("flaky");
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(run_worker(
         proxied_pool(&db, &proxy).await,
-        worker_config("flaky", &work_dir, Duration::from_secs(60)),
+        worker_config("flaky-worker-7f3a", &work_dir, Duration::from_secs(60)),
+        shutdown.clone(),
+    ));
+    let (_, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
+    // Once the reply was lost: the statement that then reads the job's build, twice.
+    let replied = tokio::time::timeout(WAIT, async {
+        while text_resets(&proxy) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(replied.is_ok(), "the acquisition's reply was never lost");
+    proxy.reset_when_sent("\"workspace_builds\".\"job_id\" = $1", 2);
+    let done =
+        seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed], WAIT)
+            .await;
+    stop(shutdown, worker).await;
+    assert_eq!(text_resets(&proxy), 3, "the reply, then the read twice");
+    assert_eq!(
+        done.status,
+        JobStatus::Succeeded,
+        "a lost connection failed the job: {:?}",
+        done.error
+    );
+    assert_eq!(done.worker_id.as_deref(), Some("flaky-worker-7f3a"));
+    let _ = std::fs::remove_dir_all(work_dir);
+}
+
+/// Item 4: a connection lost while a job is taken with its build (one round trip) is
+/// retried; the job runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_while_taking_a_job_is_retried() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let proxy = FaultProxy::for_url(db.url()).await;
+    let owner = seed::user(&mut conn, "max", None).await;
+    let (template, version) = seed::template(&mut conn, "flaky", TemplateSpec::default()).await;
+    let ws = seed::workspace(&mut conn, owner, template, "ws", 0, None).await;
+    // The reads sent behind the acquisition find the job by its start instant.
+    proxy.reset_when_sent("\"provisioner_jobs\".\"started_at\" = $", 1);
+    let work_dir = temp_dir("flaky-take");
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(run_worker(
+        proxied_pool(&db, &proxy).await,
+        worker_config("flaky-take", &work_dir, Duration::from_secs(60)),
         shutdown.clone(),
     ));
     let (_, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
@@ -593,20 +647,8 @@ async fn a_lost_connection_while_loading_the_job_is_retried() {
         seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed], WAIT)
             .await;
     stop(shutdown, worker).await;
-    assert_eq!(
-        std::sync::atomic::AtomicU64::load(
-            &proxy.counts().resets_on_text,
-            std::sync::atomic::Ordering::Relaxed
-        ),
-        2,
-        "the connection was never reset"
-    );
-    assert_eq!(
-        done.status,
-        JobStatus::Succeeded,
-        "a lost connection failed the job: {:?}",
-        done.error
-    );
+    assert_eq!(text_resets(&proxy), 1, "the connection was never reset");
+    assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
     let _ = std::fs::remove_dir_all(work_dir);
 }
 

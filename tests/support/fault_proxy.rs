@@ -39,7 +39,8 @@ pub struct ProxyCounts {
     pub delayed_chunks: AtomicU64,
     /// New connections reset at once, while in [`Fault::Reset`].
     pub refused: AtomicU64,
-    /// Connections reset because they sent the text of [`FaultProxy::reset_when_sent`].
+    /// Connections reset because they sent the text of [`FaultProxy::reset_when_sent`], or
+    /// were sent that of [`FaultProxy::reset_when_replied`].
     pub resets_on_text: AtomicU64,
     /// Bytes forwarded from the server to its clients.
     pub server_bytes: AtomicU64,
@@ -51,6 +52,8 @@ struct Shared {
     counts: ProxyCounts,
     /// (text, how many more connections to reset when they send it).
     reset_on: Mutex<Option<(Vec<u8>, u64)>>,
+    /// (text, how many more connections to reset when the server sends it to them).
+    reset_on_reply: Mutex<Option<(Vec<u8>, u64)>>,
 }
 
 pub struct FaultProxy {
@@ -99,6 +102,13 @@ impl FaultProxy {
         *rule = Some((text.as_bytes().to_vec(), times));
     }
 
+    /// Resets the next `times` connections the server sends `text` to (a value in a row of a
+    /// reply): the statement ran, and its client never hears how.
+    pub fn reset_when_replied(&self, text: &str, times: u64) {
+        let mut rule = self.shared.reset_on_reply.lock().unwrap_or_else(|p| p.into_inner());
+        *rule = Some((text.as_bytes().to_vec(), times));
+    }
+
     pub fn counts(&self) -> &ProxyCounts {
         &self.shared.counts
     }
@@ -141,8 +151,7 @@ async fn accept_loop(
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
             let up = pipe(client_read, server_write, fault.clone(), Some(&shared), None);
-            let down =
-                pipe(server_read, client_write, fault, None, Some(&shared.counts.server_bytes));
+            let down = pipe(server_read, client_write, fault, None, Some(&shared));
             // Either direction ending (close or reset) ends the connection.
             let reset = tokio::select! {
                 reset = up => reset,
@@ -156,14 +165,14 @@ async fn accept_loop(
 }
 
 /// Copies one direction under the current fault; returns true when it reset the connection.
-/// `upstream` (the client's direction only) carries the statement-text rule; `forwarded`
-/// counts the bytes copied.
+/// `upstream` (the client's direction only) carries the statement-text rule; `downstream`
+/// (the server's direction only) the reply-text rule and the count of bytes forwarded.
 async fn pipe(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     mut fault: watch::Receiver<Fault>,
     upstream: Option<&Shared>,
-    forwarded: Option<&AtomicU64>,
+    downstream: Option<&Shared>,
 ) -> bool {
     let no_counts = ProxyCounts::default();
     let counts = upstream.map_or(&no_counts, |shared| &shared.counts);
@@ -181,7 +190,11 @@ async fn pipe(
             Ok(0) | Err(_) => return false,
             Ok(n) => n,
         };
-        if upstream.is_some_and(|shared| sends_reset_text(shared, &buffer[..n])) {
+        if upstream.is_some_and(|shared| carries_reset_text(shared, &shared.reset_on, &buffer[..n]))
+            || downstream.is_some_and(|shared| {
+                carries_reset_text(shared, &shared.reset_on_reply, &buffer[..n])
+            })
+        {
             return reset(from, to);
         }
         loop {
@@ -202,8 +215,8 @@ async fn pipe(
                 }
             }
         }
-        if let Some(forwarded) = forwarded {
-            forwarded.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(shared) = downstream {
+            shared.counts.server_bytes.fetch_add(n as u64, Ordering::Relaxed);
         }
         if to.write_all(&buffer[..n]).await.is_err() {
             return false;
@@ -211,10 +224,9 @@ async fn pipe(
     }
 }
 
-/// Closes with RST (linger 0) rather than FIN, as a crashed middlebox or a firewall does.
-/// Whether `chunk` carries the text of the reset rule (and the rule has resets left).
-fn sends_reset_text(shared: &Shared, chunk: &[u8]) -> bool {
-    let mut rule = shared.reset_on.lock().unwrap_or_else(|p| p.into_inner());
+/// Whether `chunk` carries the text of the reset rule `rule` (and the rule has resets left).
+fn carries_reset_text(shared: &Shared, rule: &Mutex<Option<(Vec<u8>, u64)>>, chunk: &[u8]) -> bool {
+    let mut rule = rule.lock().unwrap_or_else(|p| p.into_inner());
     let Some((text, times)) = rule.as_mut() else { return false };
     if *times == 0 || !chunk.windows(text.len()).any(|window| window == text.as_slice()) {
         return false;
@@ -224,6 +236,7 @@ fn sends_reset_text(shared: &Shared, chunk: &[u8]) -> bool {
     true
 }
 
+/// Closes with RST (linger 0) rather than FIN, as a crashed middlebox or a firewall does.
 /// Both sockets close when the other direction's halves drop too (the caller's select).
 /// Linger 0 cannot block here: the sockets are nonblocking.
 #[allow(deprecated)]

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
+use super::context::JobContext;
 use super::ProvisionerError;
 use crate::db::enums::JobStatus;
 use crate::db::models::ProvisionerJob;
@@ -29,6 +30,18 @@ pub async fn acquire_next_tagged_job(
     now: DateTime<Utc>,
 ) -> Result<Option<ProvisionerJob>, ProvisionerError> {
     Ok(crate::store::jobs::acquire_next(conn, worker_id, tags, now).await?)
+}
+
+/// Take the next pending job whose tags `tags` cover and read its context, in one round trip
+/// (`store::jobs::acquire_next_with_context`). The context is `None` when it must be read
+/// on its own (`load_context`), which then also reports a job without a build.
+pub async fn acquire_next_job_with_context(
+    conn: &mut AsyncPgConnection,
+    worker_id: &str,
+    tags: &Tags,
+    now: DateTime<Utc>,
+) -> Result<Option<(ProvisionerJob, Option<JobContext>)>, ProvisionerError> {
+    Ok(crate::store::jobs::acquire_next_with_context(conn, worker_id, tags, now).await?)
 }
 
 /// Record that `worker_id` is still working on `job_id`, at the database's time. Returns the

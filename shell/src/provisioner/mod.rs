@@ -13,7 +13,9 @@ pub mod reaper;
 mod spool;
 pub mod worker;
 
-pub use acquire::{acquire_next_job, acquire_next_tagged_job, heartbeat};
+pub use acquire::{
+    acquire_next_job, acquire_next_job_with_context, acquire_next_tagged_job, heartbeat,
+};
 pub use agents::flip_due_agents;
 pub use backend::{Backends, SimulatedConfig, TerraformConfig};
 pub use complete::{complete_job, complete_taken_job, AsTaken, Completion, JobResult};

@@ -17,7 +17,9 @@ use super::complete::{complete_job, complete_taken_job, AsTaken, Completion, Job
 use super::context::{load_context, JobContext};
 use super::listener::{listen, Wakeups};
 use super::spool::{self, Spooled};
-use super::{acquire_next_tagged_job, flip_due_agents, heartbeat, BackendError, ProvisionerError};
+use super::{
+    acquire_next_job_with_context, flip_due_agents, heartbeat, BackendError, ProvisionerError,
+};
 use crate::db::enums::JobStatus;
 use crate::db::models::ProvisionerJob;
 use crate::db::{DbConn, DbPool};
@@ -159,20 +161,37 @@ async fn run_next_job(
         Some(conn) => conn,
         None => pool.get().await?,
     };
-    let Some(job) = acquire_next_tagged_job(&mut conn, worker, &config.tags, Utc::now()).await?
-    else {
-        return Ok(false);
-    };
+    let now = Utc::now();
+    let (conn, job, read) =
+        match acquire_next_job_with_context(&mut conn, worker, &config.tags, now).await {
+            Ok(Some((job, read))) => (conn, job, read),
+            Ok(None) => return Ok(false),
+            Err(err) if err.is_transient() => {
+                // The acquisition may have committed with its reply lost: its job would stay
+                // `running`, built by no one, until the reaper failed it. Look for it.
+                drop(conn);
+                let mut conn = pool.get().await?;
+                let Some(job) = crate::store::jobs::taken_at(&mut conn, worker, now).await? else {
+                    return Err(err);
+                };
+                tracing::warn!(job_id = %job.id, error = %err,
+                    "the acquisition's reply was lost; running the job it took");
+                (conn, job, None)
+            }
+            Err(err) => return Err(err),
+        };
     let job_id = job.id;
     let span = tracing::info_span!("job", %job_id, %worker, transition = %job.transition);
     async {
         tracing::info!("job acquired");
-        // The job's context is read on the connection that took it. No transaction is held
-        // while the backend runs; the connection is kept (idle), and completes the job only
-        // after a short build.
-        let Some((ctx, conn)) = load_with_retry(pool, conn, job, worker, shutdown).await? else {
-            return Ok(true);
+        // The job's context was read with its acquisition, or is read now on the connection
+        // that took it (with retries). No transaction is held while the backend runs; the
+        // connection is kept (idle), and completes the job only after a short build.
+        let loaded = match read {
+            Some(ctx) => Some((ctx, conn)),
+            None => load_with_retry(pool, conn, job, worker, shutdown).await?,
         };
+        let Some((ctx, conn)) = loaded else { return Ok(true) };
         let taken = tokio::time::Instant::now();
 
         let cancel = CancellationToken::new();

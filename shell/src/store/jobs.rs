@@ -304,30 +304,133 @@ pub async fn job_context(
     conn: &mut AsyncPgConnection,
     job: ProvisionerJob,
 ) -> Result<Option<JobContext>, diesel::result::Error> {
+    let (found, parameters) = read_context(conn, JobOf::Id(job.id)).await;
+    let Some((build, workspace, version, owner)) = found? else { return Ok(None) };
+    Ok(Some(JobContext { job, build, workspace, version, owner, parameters: parameters? }))
+}
+
+/// Takes the next job (as [`acquire_next`]) and reads its context in the same round trip:
+/// the context's reads are sent behind the acquisition without waiting for it, and find the
+/// job by what the acquisition wrote (held by `worker_id`, started at `now`), which they see
+/// because each statement commits before the next runs. `None` when no job was pending; a
+/// context of `None` when the reads found no build of the job taken (it has none, or is not
+/// the one they found): the caller reads it with [`job_context`].
+pub async fn acquire_next_with_context(
+    conn: &mut AsyncPgConnection,
+    worker_id: &str,
+    tags: &poolkeeper_core::tags::Tags,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<(ProvisionerJob, Option<JobContext>)>, diesel::result::Error> {
+    let worker_tags = serde_json::json!(tags);
+    let mut first = &*conn;
+    let acquired = Prepared::new(
+        diesel::sql_query(ACQUIRE_SQL)
+            .bind::<Timestamptz, _>(now)
+            .bind::<Text, _>(worker_id)
+            .bind::<Jsonb, _>(&worker_tags),
+    )
+    .get_result::<ProvisionerJob>(&mut first);
+    let context = read_context(conn, JobOf::JustTaken { worker_id, started_at: now });
+    let (acquired, (found, parameters)) = futures_util::future::join(acquired, context).await;
+    let Some(job) = acquired.optional()? else { return Ok(None) };
+    // The job is taken: a failed read must not lose it (the caller reads it again).
+    let found = found.ok().flatten().filter(|(build, ..)| build.job_id == job.id);
+    let (Some((build, workspace, version, owner)), Ok(parameters)) = (found, parameters) else {
+        return Ok(Some((job, None)));
+    };
+    let context = JobContext { job, build, workspace, version, owner, parameters };
+    Ok(Some((context.job.clone(), Some(context))))
+}
+
+/// The job `worker_id` took with an acquisition at `started_at`, if that acquisition
+/// committed (and the job is still its own): for a worker that lost the acquisition's reply.
+pub async fn taken_at(
+    conn: &mut AsyncPgConnection,
+    worker_id: &str,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<ProvisionerJob>, diesel::result::Error> {
+    provisioner_jobs::table
+        .filter(active_jobs())
+        .filter(provisioner_jobs::worker_id.eq(worker_id))
+        .filter(provisioner_jobs::started_at.eq(started_at))
+        .select(ProvisionerJob::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Running or canceling, written out rather than bound: only literal values let a plan use
+/// the index of active jobs rather than scan the queue.
+fn active_jobs() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    diesel::dsl::sql("\"provisioner_jobs\".\"status\" IN ('running', 'canceling')")
+}
+
+/// Which job a context is read for.
+#[derive(Clone, Copy)]
+enum JobOf<'a> {
+    Id(Uuid),
+    /// The job `worker_id` took at `started_at` (served by the index of active jobs).
+    JustTaken {
+        worker_id: &'a str,
+        started_at: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+type ContextRows = (
+    crate::db::models::WorkspaceBuild,
+    crate::db::models::Workspace,
+    crate::db::models::TemplateVersion,
+    crate::db::models::User,
+);
+
+/// The context's two reads, sent together on `conn` (pipelined).
+async fn read_context(
+    conn: &AsyncPgConnection,
+    job: JobOf<'_>,
+) -> (QueryResult<Option<ContextRows>>, QueryResult<Vec<(String, String)>>) {
     use crate::db::models::{TemplateVersion, User, Workspace, WorkspaceBuild};
     use crate::db::schema::{preset_parameters, template_versions, users, workspaces};
-    let (mut first, mut second) = (&*conn, &*conn);
-    let found = workspace_builds::table
-        .inner_join(workspaces::table.inner_join(users::table))
-        .inner_join(template_versions::table)
-        .filter(workspace_builds::job_id.eq(job.id))
-        .select((
-            WorkspaceBuild::as_select(),
-            Workspace::as_select(),
-            TemplateVersion::as_select(),
-            User::as_select(),
-        ))
-        .get_result::<(WorkspaceBuild, Workspace, TemplateVersion, User)>(&mut first);
-    let preset_of_build = workspace_builds::table
-        .filter(workspace_builds::job_id.eq(job.id))
-        .select(workspace_builds::preset_id);
-    let parameters = preset_parameters::table
-        .filter(preset_parameters::preset_id.nullable().eq_any(preset_of_build))
-        .order(preset_parameters::name)
-        .select((preset_parameters::name, preset_parameters::value))
-        .load::<(String, String)>(&mut second);
+    let builds_of_job = || {
+        let builds = workspace_builds::table.into_boxed();
+        match job {
+            JobOf::Id(id) => builds.filter(workspace_builds::job_id.eq(id)),
+            JobOf::JustTaken { worker_id, started_at } => builds.filter(
+                workspace_builds::job_id.eq_any(
+                    provisioner_jobs::table
+                        .filter(active_jobs())
+                        .filter(provisioner_jobs::worker_id.eq(worker_id.to_owned()))
+                        .filter(provisioner_jobs::started_at.eq(started_at))
+                        .select(provisioner_jobs::id),
+                ),
+            ),
+        }
+    };
+    // Boxed (the filter differs by `job`), so wrapped in `Prepared`: Diesel would otherwise
+    // prepare and plan these joins on every run, which cost more than running them.
+    let (mut first, mut second) = (conn, conn);
+    let found = Prepared::new(
+        builds_of_job()
+            .inner_join(workspaces::table.inner_join(users::table))
+            .inner_join(template_versions::table)
+            .select((
+                WorkspaceBuild::as_select(),
+                Workspace::as_select(),
+                TemplateVersion::as_select(),
+                User::as_select(),
+            )),
+    )
+    .get_result::<ContextRows>(&mut first);
+    let parameters = Prepared::new(
+        preset_parameters::table
+            .filter(
+                preset_parameters::preset_id
+                    .nullable()
+                    .eq_any(builds_of_job().select(workspace_builds::preset_id)),
+            )
+            .order(preset_parameters::name)
+            .select((preset_parameters::name, preset_parameters::value)),
+    )
+    .load::<(String, String)>(&mut second);
     let (found, parameters) = futures_util::future::join(found, parameters).await;
-    let Some((build, workspace, version, owner)) = found.optional()? else { return Ok(None) };
-    let parameters = parameters?;
-    Ok(Some(JobContext { job, build, workspace, version, owner, parameters }))
+    (found.optional(), parameters)
 }

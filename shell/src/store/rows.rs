@@ -22,8 +22,9 @@ use crate::db::schema::{audit_log, provisioner_jobs, workspace_builds};
 /// wrap statements whose text comes from a small fixed set (not, say, a multi-row insert of
 /// a varying number of rows): every distinct text stays prepared on its connection.
 ///
-/// Rows are read by name (`QueryableByName`), never by position, so a column added to a
-/// table cannot shift a field.
+/// Rows of a `sql_query` are read by name (`QueryableByName`), never by position, so a column
+/// added to a table cannot shift a field; a query built with the DSL keeps its typed
+/// columns (a boxed query, say, which Diesel would otherwise plan afresh on every run).
 pub(crate) struct Prepared<Q> {
     query: Q,
 }
@@ -49,8 +50,8 @@ impl<Q> QueryId for Prepared<Q> {
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl<Q> Query for Prepared<Q> {
-    type SqlType = diesel::sql_types::Untyped;
+impl<Q: Query> Query for Prepared<Q> {
+    type SqlType = Q::SqlType;
 }
 
 /// Several writes as one statement, `WITH s0 AS (first), s1 AS (second) last`: one round
