@@ -9,6 +9,7 @@
 mod claim;
 mod claim_http;
 mod claim_seed;
+mod cpu;
 mod lifecycle;
 mod options;
 mod pgbench;

@@ -70,6 +70,7 @@ pub async fn measure(
     let sampler = Sampler::maybe(profile, server, &name).await?;
     let started = Instant::now();
     let started_at = Utc::now();
+    let cpu_before = crate::cpu::used();
     let handles: Vec<_> = (0..workers)
         .map(|i| {
             let config = WorkerConfig {
@@ -112,6 +113,8 @@ pub async fn measure(
     )
     .await?;
     let elapsed = Duration::from_micros(u64::try_from(last_completion_micros).unwrap_or(0));
+    let cpu =
+        crate::cpu::used().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
     shutdown.cancel();
     if let Some(sampler) = sampler {
         report.note(format!("profile, {workers} worker(s): {}", sampler.finish().await?));
@@ -136,5 +139,18 @@ pub async fn measure(
         "-",
         refs.rate_ratio(per_sec, workers),
     );
+    if let Some(cpu) = cpu {
+        report.row(
+            format!("Machine CPU per job, {workers} worker{}", if workers == 1 { "" } else { "s" }),
+            format!(
+                "{:.2} ms ({} of CPU in {}, server and workers)",
+                cpu.as_secs_f64() * 1000.0 / f64::from(jobs),
+                show(cpu),
+                show(elapsed)
+            ),
+            "-",
+            "-",
+        );
+    }
     Ok(())
 }
