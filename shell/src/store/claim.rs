@@ -3,10 +3,10 @@
 //! loads the candidates and takes the first one it can lock.
 //!
 //! Many claimers of one preset arrive together, so a claim is kept to few statements: one
-//! read checks the request, one loads a page of candidates (the oldest few dozen), and one
-//! transaction locks the first candidate (in the core's order) that is still claimable and
-//! not locked by another claim, then hands it over, with its build, job and audit entry, in a
-//! second statement.
+//! read checks the request while another, sent with it, loads a page of candidates (the
+//! oldest few dozen), and one transaction locks the first candidate (in the core's order)
+//! that is still claimable and not locked by another claim, then hands it over, with its
+//! build, job and audit entry, in a second statement.
 
 use std::collections::BTreeMap;
 
@@ -105,8 +105,21 @@ pub async fn claim_or_create(
     request: &ClaimRequest,
 ) -> Result<ClaimOutcome, ClaimError> {
     let mut conn = pool.get().await?;
-    let (template, preset, name_taken) =
-        read_request(&mut conn, request).await?.ok_or(ClaimError::TemplateNotFound)?;
+    // The request's read and the first page of the preset's candidates are sent together
+    // (pipelined: one wait for the server); the page is used once the request checks out.
+    let (read, mut first_page) = {
+        let (mut for_request, mut for_page) = (&*conn, &*conn);
+        let read = read_request(&mut for_request, request);
+        match request.preset_id {
+            Some(preset_id) => {
+                let page = candidate_page(&mut for_page, preset_id, None);
+                let (read, page) = futures_util::future::join(read, page).await;
+                (read, Some(page))
+            }
+            None => (read.await, None),
+        }
+    };
+    let (template, preset, name_taken) = read?.ok_or(ClaimError::TemplateNotFound)?;
     let Some(active_version_id) = template.active_version_id else {
         return Err(ClaimError::TemplateUnavailable("the template has no active version".into()));
     };
@@ -130,7 +143,10 @@ pub async fn claim_or_create(
         let core_preset = core_preset(&template, preset)?;
         let mut after: Option<PageKey> = None;
         loop {
-            let page = candidate_page(&mut conn, preset.id, after.as_ref()).await?;
+            let page = match first_page.take() {
+                Some(page) => page?,
+                None => candidate_page(&mut &*conn, preset.id, after.as_ref()).await?,
+            };
             let more = page.len() >= CANDIDATES_PER_PAGE;
             if let Some(last) = page.last() {
                 after =
@@ -187,7 +203,7 @@ fn requested_ttl(template: &Template, requested: Option<i64>) -> i64 {
 /// in the template's active version), and whether the user already has a live workspace
 /// of that name (case-insensitively). `None` = no such template.
 async fn read_request(
-    conn: &mut AsyncPgConnection,
+    conn: &mut &AsyncPgConnection,
     request: &ClaimRequest,
 ) -> Result<Option<(Template, Option<Preset>, bool)>, diesel::result::Error> {
     let name_taken = diesel::dsl::exists(
@@ -556,7 +572,7 @@ impl CandidateRow {
 /// reads a few dozen prebuilds however large the pool and however many builds people made
 /// from the preset. The core still chooses within the page, by the workspace's own row.
 async fn candidate_page(
-    conn: &mut AsyncPgConnection,
+    conn: &mut &AsyncPgConnection,
     preset_id: Uuid,
     after: Option<&PageKey>,
 ) -> Result<Vec<CandidateRow>, diesel::result::Error> {
