@@ -16,7 +16,7 @@ use poolkeeper::db::PREBUILDS_USER_ID;
 use poolkeeper::provisioner::backend::{AgentSpec, BuildOutput};
 use poolkeeper::provisioner::{
     acquire_next_job, complete_job, complete_taken_job, flip_due_agents, run_worker, AsTaken,
-    Backends, CancellationToken, JobResult, SimulatedConfig, WorkerConfig,
+    Backends, CancellationToken, Completion, JobResult, SimulatedConfig, WorkerConfig,
 };
 use poolkeeper::store::jobs::{job_context, JobContext};
 use poolkeeper_core::schedule::{compute_deadlines, DayName, DeadlineInputs, WeekdaySet};
@@ -325,24 +325,24 @@ async fn a_completion_writes_the_state_the_agents_and_the_audit_entry() {
     );
     assert_eq!(completion.starting_agents, vec![(slow.id, at + chrono::TimeDelta::seconds(30))]);
 
-    let entries: i64 = poolkeeper::db::schema::audit_log::table
+    assert_eq!(completed_entries(&mut conn, ws).await, 1);
+}
+
+/// The workspace's `build_completed` audit entries.
+async fn completed_entries(conn: &mut AsyncPgConnection, ws: Uuid) -> i64 {
+    poolkeeper::db::schema::audit_log::table
         .filter(poolkeeper::db::schema::audit_log::action.eq("build_completed"))
         .filter(poolkeeper::db::schema::audit_log::resource_id.eq(ws))
         .count()
-        .get_result(&mut conn)
+        .get_result(conn)
         .await
-        .expect("audit entries");
-    assert_eq!(entries, 1);
+        .expect("audit entries")
 }
 
-/// A prebuild's pending start build of `template`, acquired by worker "w"; returns the
-/// workspace, the build's id and its job as the worker read it when it took it.
-async fn taken_prebuild_start(
-    conn: &mut AsyncPgConnection,
-    template: Uuid,
-    version: Uuid,
-    ttl_secs: i64,
-) -> (Uuid, JobContext) {
+/// A prebuild's pending start build (of a template of its own), acquired by worker "w";
+/// returns the workspace and its job as the worker read it when it took it.
+async fn taken_prebuild_start(conn: &mut AsyncPgConnection, ttl_secs: i64) -> (Uuid, JobContext) {
+    let (template, version) = seed::template(conn, "dev", TemplateSpec::default()).await;
     let ws = seed::workspace(conn, PREBUILDS_USER_ID, template, "pb", ttl_secs, None).await;
     let (_, job) =
         seed::build(conn, ws, version, PREBUILDS_USER_ID, 1, Transition::Start, None).await;
@@ -352,8 +352,13 @@ async fn taken_prebuild_start(
     (ws, ctx)
 }
 
-fn as_taken(ctx: &JobContext) -> AsTaken<'_> {
-    AsTaken { build: &ctx.build, owner_id: ctx.workspace.owner_id }
+/// Completes the job of `ctx` as its worker does (one agent, ready at once).
+async fn complete_as_taken(conn: &mut AsyncPgConnection, ctx: &JobContext) -> Completion {
+    let taken = AsTaken { build: &ctx.build, owner_id: ctx.workspace.owner_id };
+    complete_taken_job(conn, taken, "w", &one_agent(), monday_nine())
+        .await
+        .expect("complete")
+        .expect("still ours")
 }
 
 /// A prebuild's start build ends in one statement that takes no lock before it writes: it
@@ -363,8 +368,7 @@ fn as_taken(ctx: &JobContext) -> AsTaken<'_> {
 async fn a_prebuild_build_ends_in_one_statement() {
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
-    let (template, version) = seed::template(&mut conn, "dev", TemplateSpec::default()).await;
-    let (ws, ctx) = taken_prebuild_start(&mut conn, template, version, 0).await;
+    let (ws, ctx) = taken_prebuild_start(&mut conn, 0).await;
     let job = ctx.job.id;
 
     let mut holder = db.conn().await;
@@ -374,14 +378,9 @@ async fn a_prebuild_build_ends_in_one_statement() {
         .execute(&mut holder)
         .await
         .expect("key-share lock");
-    let ended = tokio::time::timeout(
-        Duration::from_secs(5),
-        complete_taken_job(&mut conn, as_taken(&ctx), "w", &one_agent(), monday_nine()),
-    )
-    .await
-    .expect("the end did not wait for the lock")
-    .expect("complete")
-    .expect("still ours");
+    let ended = tokio::time::timeout(Duration::from_secs(5), complete_as_taken(&mut conn, &ctx))
+        .await
+        .expect("the end did not wait for the lock");
     diesel::sql_query("ROLLBACK").execute(&mut holder).await.expect("rollback");
 
     assert_eq!(ended.status, JobStatus::Succeeded);
@@ -389,14 +388,7 @@ async fn a_prebuild_build_ends_in_one_statement() {
     assert_eq!(seed::job_row(&mut conn, job).await.status, JobStatus::Succeeded);
     assert_eq!(build_row(&mut conn, ctx.build.id).await.provisioner_state, Some(b"state".to_vec()));
     assert_eq!(agent_state(&mut conn, ctx.build.id).await, AgentLifecycle::Ready);
-    let entries: i64 = poolkeeper::db::schema::audit_log::table
-        .filter(poolkeeper::db::schema::audit_log::action.eq("build_completed"))
-        .filter(poolkeeper::db::schema::audit_log::resource_id.eq(ws))
-        .count()
-        .get_result(&mut conn)
-        .await
-        .expect("audit entries");
-    assert_eq!(entries, 1);
+    assert_eq!(completed_entries(&mut conn, ws).await, 1);
 }
 
 /// A job canceled after the worker took it ends canceled, whatever the backend said: the
@@ -406,18 +398,14 @@ async fn a_prebuild_build_ends_in_one_statement() {
 async fn a_job_canceled_after_it_was_taken_ends_canceled() {
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
-    let (template, version) = seed::template(&mut conn, "dev", TemplateSpec::default()).await;
-    let (_, ctx) = taken_prebuild_start(&mut conn, template, version, 0).await;
+    let (_, ctx) = taken_prebuild_start(&mut conn, 0).await;
     diesel::update(provisioner_jobs::table.find(ctx.job.id))
         .set(provisioner_jobs::status.eq(JobStatus::Canceling))
         .execute(&mut conn)
         .await
         .expect("cancel");
 
-    let ended = complete_taken_job(&mut conn, as_taken(&ctx), "w", &one_agent(), monday_nine())
-        .await
-        .expect("complete")
-        .expect("still ours");
+    let ended = complete_as_taken(&mut conn, &ctx).await;
     assert_eq!(ended.status, JobStatus::Canceled);
     let job = seed::job_row(&mut conn, ctx.job.id).await;
     assert_eq!((job.status, job.canceled_at), (JobStatus::Canceled, Some(monday_nine())));
@@ -439,18 +427,14 @@ async fn a_workspace_handed_over_after_its_job_was_taken_gets_its_deadline() {
     let db = TestDatabase::new().await;
     let mut conn = db.conn().await;
     let alice = seed::user(&mut conn, "alice", None).await;
-    let (template, version) = seed::template(&mut conn, "dev", TemplateSpec::default()).await;
-    let (ws, ctx) = taken_prebuild_start(&mut conn, template, version, 3600).await;
+    let (ws, ctx) = taken_prebuild_start(&mut conn, 3600).await;
     diesel::update(workspaces::table.find(ws))
         .set(workspaces::owner_id.eq(alice))
         .execute(&mut conn)
         .await
         .expect("hand over");
 
-    let ended = complete_taken_job(&mut conn, as_taken(&ctx), "w", &one_agent(), monday_nine())
-        .await
-        .expect("complete")
-        .expect("still ours");
+    let ended = complete_as_taken(&mut conn, &ctx).await;
     assert_eq!(ended.status, JobStatus::Succeeded);
     let deadline = ended.deadlines.and_then(|d| d.deadline);
     assert!(deadline.is_some(), "a person's start build with a TTL has a deadline");

@@ -19,7 +19,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fault_proxy::{Fault, FaultProxy};
 use futures_util::StreamExt;
 use poolkeeper::db::enums::{JobStatus, ProvisionerKind, Transition};
-use poolkeeper::db::models::NewTemplateVersion;
+use poolkeeper::db::models::{NewTemplateVersion, ProvisionerJob};
 use poolkeeper::db::pool::{self, PoolConfig};
 use poolkeeper::db::schema::{audit_log, template_versions, workspace_builds};
 use poolkeeper::db::test_db::TestDatabase;
@@ -587,40 +587,56 @@ fn text_resets(proxy: &FaultProxy) -> u64 {
     )
 }
 
+/// A worker `worker_id` behind `proxy` (whose rules are set) runs one start build; `queued`
+/// runs once the build is queued. Returns the job as it ended, the worker stopped.
+async fn run_one_job_behind(
+    db: &TestDatabase,
+    proxy: &FaultProxy,
+    worker_id: &str,
+    queued: impl AsyncFnOnce(),
+) -> ProvisionerJob {
+    let mut conn = db.conn().await;
+    let owner = seed::user(&mut conn, "max", None).await;
+    let (template, version) = seed::template(&mut conn, "flaky", TemplateSpec::default()).await;
+    let ws = seed::workspace(&mut conn, owner, template, "ws", 0, None).await;
+    let work_dir = temp_dir(worker_id);
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(run_worker(
+        proxied_pool(db, proxy).await,
+        worker_config(worker_id, &work_dir, Duration::from_secs(60)),
+        shutdown.clone(),
+    ));
+    let (_, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
+    queued().await;
+    let done =
+        seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed], WAIT)
+            .await;
+    stop(shutdown, worker).await;
+    let _ = std::fs::remove_dir_all(work_dir);
+    done
+}
+
 /// Item 4: a worker whose acquisition committed but whose reply was lost finds the job it
 /// took and runs it (else the job stayed `running`, built by no one, until the reaper failed
 /// it); connections lost while that job's build is then read are retried; the job runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_while_loading_the_job_is_retried() {
     let db = TestDatabase::new().await;
-    let mut conn = db.conn().await;
     let proxy = FaultProxy::for_url(db.url()).await;
-    let owner = seed::user(&mut conn, "max", None).await;
-    let (template, version) = seed::template(&mut conn, "flaky", TemplateSpec::default()).await;
-    let ws = seed::workspace(&mut conn, owner, template, "ws", 0, None).await;
     // The acquisition's reply (its row names the worker) never reaches the worker, once.
     proxy.reset_when_replied("flaky-worker-7f3a", 1);
-    let work_dir = temp_dir("flaky");
-    let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(run_worker(
-        proxied_pool(&db, &proxy).await,
-        worker_config("flaky-worker-7f3a", &work_dir, Duration::from_secs(60)),
-        shutdown.clone(),
-    ));
-    let (_, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
-    // Once the reply was lost: the statement that then reads the job's build, twice.
-    let replied = tokio::time::timeout(WAIT, async {
-        while text_resets(&proxy) == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    let done = run_one_job_behind(&db, &proxy, "flaky-worker-7f3a", async || {
+        // Once the reply was lost: the statement that then reads the job's build, twice.
+        let replied = tokio::time::timeout(WAIT, async {
+            while text_resets(&proxy) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(replied.is_ok(), "the acquisition's reply was never lost");
+        proxy.reset_when_sent("\"workspace_builds\".\"job_id\" = $1", 2);
     })
     .await;
-    assert!(replied.is_ok(), "the acquisition's reply was never lost");
-    proxy.reset_when_sent("\"workspace_builds\".\"job_id\" = $1", 2);
-    let done =
-        seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed], WAIT)
-            .await;
-    stop(shutdown, worker).await;
     assert_eq!(text_resets(&proxy), 3, "the reply, then the read twice");
     assert_eq!(
         done.status,
@@ -629,7 +645,6 @@ async fn a_lost_connection_while_loading_the_job_is_retried() {
         done.error
     );
     assert_eq!(done.worker_id.as_deref(), Some("flaky-worker-7f3a"));
-    let _ = std::fs::remove_dir_all(work_dir);
 }
 
 /// Item 4: a connection lost while a job is taken with its build (one round trip) is
@@ -637,28 +652,12 @@ async fn a_lost_connection_while_loading_the_job_is_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_while_taking_a_job_is_retried() {
     let db = TestDatabase::new().await;
-    let mut conn = db.conn().await;
     let proxy = FaultProxy::for_url(db.url()).await;
-    let owner = seed::user(&mut conn, "max", None).await;
-    let (template, version) = seed::template(&mut conn, "flaky", TemplateSpec::default()).await;
-    let ws = seed::workspace(&mut conn, owner, template, "ws", 0, None).await;
     // The reads sent behind the acquisition find the job by its start instant.
     proxy.reset_when_sent("\"provisioner_jobs\".\"started_at\" = $", 1);
-    let work_dir = temp_dir("flaky-take");
-    let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(run_worker(
-        proxied_pool(&db, &proxy).await,
-        worker_config("flaky-take", &work_dir, Duration::from_secs(60)),
-        shutdown.clone(),
-    ));
-    let (_, job) = seed::build(&mut conn, ws, version, owner, 1, Transition::Start, None).await;
-    let done =
-        seed::wait_for_status(&mut conn, job, &[JobStatus::Succeeded, JobStatus::Failed], WAIT)
-            .await;
-    stop(shutdown, worker).await;
+    let done = run_one_job_behind(&db, &proxy, "flaky-take", async || {}).await;
     assert_eq!(text_resets(&proxy), 1, "the connection was never reset");
     assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
-    let _ = std::fs::remove_dir_all(work_dir);
 }
 
 /// Item 4: a job that truly cannot run (no build) fails, with an audit entry.

@@ -58,7 +58,7 @@ pub struct AsTaken<'a> {
 
 /// Finish the job the worker took, read as `taken`: in one statement when its end writes
 /// only the job's own rows and the job is still running and its workspace still has that
-/// owner; otherwise as [`complete_job`] does.
+/// owner; otherwise (that statement wrote nothing) as [`complete_job`] does.
 pub async fn complete_taken_job(
     conn: &mut AsyncPgConnection,
     taken: AsTaken<'_>,
@@ -66,32 +66,16 @@ pub async fn complete_taken_job(
     result: &JobResult,
     now: DateTime<Utc>,
 ) -> Result<Option<Completion>, ProvisionerError> {
-    if let Some(completion) = end_as_taken(conn, taken, worker_id, result, now).await? {
-        return Ok(Some(completion));
+    let outcome = Outcome::of(JobStatus::Running, result);
+    if Tails::of(taken.build, taken.owner_id, &outcome).is_empty() {
+        let agents = outcome.agent_rows();
+        let end = outcome.end(taken.build, worker_id, JobStatus::Running, &agents, now);
+        let from = DecidedFrom { worker_id, status: JobStatus::Running, owner_id: taken.owner_id };
+        if completion::write_end(conn, end, from, now).await? {
+            return Ok(Some(outcome.completion(&agents, now)));
+        }
     }
     complete_job(conn, taken.build.job_id, worker_id, result, now).await
-}
-
-/// The one-statement end; `None` when the job's end needs more than its own rows, or the job
-/// or its workspace changed since it was taken (nothing was written then).
-async fn end_as_taken(
-    conn: &mut AsyncPgConnection,
-    taken: AsTaken<'_>,
-    worker_id: &str,
-    result: &JobResult,
-    now: DateTime<Utc>,
-) -> Result<Option<Completion>, ProvisionerError> {
-    let outcome = Outcome::of(JobStatus::Running, result);
-    if !Tails::of(taken.build, taken.owner_id, &outcome).is_empty() {
-        return Ok(None);
-    }
-    let agents = outcome.agent_rows();
-    let from = DecidedFrom { worker_id, status: JobStatus::Running, owner_id: taken.owner_id };
-    let end = outcome.end(taken.build, worker_id, JobStatus::Running, &agents, now);
-    if !completion::write_end(conn, end, from, now).await? {
-        return Ok(None);
-    }
-    Ok(Some(outcome.completion(&agents, now)))
 }
 
 /// Finish `job_id` for `worker_id`. `Ok(None)` if the job is no longer this worker's: when
@@ -213,16 +197,15 @@ struct Tails {
 impl Tails {
     fn of(build: &WorkspaceBuild, owner_id: Uuid, outcome: &Outcome<'_>) -> Self {
         use poolkeeper_core::notifications::build_notice;
-        let notice = match outcome.status {
-            JobStatus::Succeeded => {
-                build_notice(build.transition.into(), build.reason.as_str(), true)
-            }
-            JobStatus::Failed => {
-                build_notice(build.transition.into(), build.reason.as_str(), false)
-            }
+        let succeeded = match outcome.status {
+            JobStatus::Succeeded => Some(true),
+            JobStatus::Failed => Some(false),
             // Canceled: someone stopped it on purpose; nothing to tell.
             _ => None,
         };
+        let notice = succeeded.and_then(|succeeded| {
+            build_notice(build.transition.into(), build.reason.as_str(), succeeded)
+        });
         let succeeded = outcome.output.is_some();
         Self {
             notice,

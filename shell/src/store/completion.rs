@@ -194,21 +194,17 @@ pub async fn write_end(
     let ended: Ended = if with_agents {
         let ids: Vec<Uuid> = end.agents.iter().map(|(id, _, _)| *id).collect();
         let names: Vec<&str> = end.agents.iter().map(|(_, name, _)| name.as_str()).collect();
-        let states: Vec<AgentLifecycle> = end
+        let (states, ready_at): (Vec<AgentLifecycle>, Vec<Option<DateTime<Utc>>>) = end
             .agents
             .iter()
-            .map(
-                |(_, _, ready)| {
-                    if *ready {
-                        AgentLifecycle::Ready
-                    } else {
-                        AgentLifecycle::Starting
-                    }
-                },
-            )
-            .collect();
-        let ready_at: Vec<Option<DateTime<Utc>>> =
-            end.agents.iter().map(|(_, _, ready)| ready.then_some(now)).collect();
+            .map(|(_, _, ready)| {
+                if *ready {
+                    (AgentLifecycle::Ready, Some(now))
+                } else {
+                    (AgentLifecycle::Starting, None)
+                }
+            })
+            .unzip();
         Prepared::new(
             query
                 .bind::<Array<SqlUuid>, _>(ids)

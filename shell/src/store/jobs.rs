@@ -23,8 +23,9 @@ use crate::db::schema::{provisioner_jobs, workspace_builds};
 /// jobs are visible, so a job inserted by an open transaction is never taken. The tag test
 /// (`tags <@ worker`) is part of the locking subquery, served by
 /// `provisioner_jobs_pending_tags_idx`, so a job a worker may not take is never locked by it.
+/// Takes the connection shared, so that reads can be sent behind it without waiting.
 pub async fn acquire_next(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     worker_id: &str,
     tags: &poolkeeper_core::tags::Tags,
     now: chrono::DateTime<chrono::Utc>,
@@ -36,7 +37,7 @@ pub async fn acquire_next(
             .bind::<Text, _>(worker_id)
             .bind::<Jsonb, _>(&worker_tags),
     )
-    .get_result(conn)
+    .get_result(&mut conn)
     .await
     .optional()
 }
@@ -321,18 +322,10 @@ pub async fn acquire_next_with_context(
     tags: &poolkeeper_core::tags::Tags,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<(ProvisionerJob, Option<JobContext>)>, diesel::result::Error> {
-    let worker_tags = serde_json::json!(tags);
-    let mut first = &*conn;
-    let acquired = Prepared::new(
-        diesel::sql_query(ACQUIRE_SQL)
-            .bind::<Timestamptz, _>(now)
-            .bind::<Text, _>(worker_id)
-            .bind::<Jsonb, _>(&worker_tags),
-    )
-    .get_result::<ProvisionerJob>(&mut first);
+    let acquired = acquire_next(conn, worker_id, tags, now);
     let context = read_context(conn, JobOf::JustTaken { worker_id, started_at: now });
     let (acquired, (found, parameters)) = futures_util::future::join(acquired, context).await;
-    let Some(job) = acquired.optional()? else { return Ok(None) };
+    let Some(job) = acquired? else { return Ok(None) };
     // The job is taken: a failed read must not lose it (the caller reads it again).
     let found = found.ok().flatten().filter(|(build, ..)| build.job_id == job.id);
     let (Some((build, workspace, version, owner)), Ok(parameters)) = (found, parameters) else {
@@ -349,20 +342,27 @@ pub async fn taken_at(
     worker_id: &str,
     started_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<ProvisionerJob>, diesel::result::Error> {
-    provisioner_jobs::table
-        .filter(active_jobs())
-        .filter(provisioner_jobs::worker_id.eq(worker_id))
-        .filter(provisioner_jobs::started_at.eq(started_at))
+    jobs_taken_at(worker_id, started_at)
         .select(ProvisionerJob::as_select())
         .first(conn)
         .await
         .optional()
 }
 
-/// Running or canceling, written out rather than bound: only literal values let a plan use
-/// the index of active jobs rather than scan the queue.
-fn active_jobs() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
-    diesel::dsl::sql("\"provisioner_jobs\".\"status\" IN ('running', 'canceling')")
+/// The running or canceling jobs `worker_id` took at `started_at` (one, or none). The
+/// statuses are written out rather than bound: only literal values let a plan use the index
+/// of active jobs rather than scan the queue.
+fn jobs_taken_at(
+    worker_id: &str,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> provisioner_jobs::BoxedQuery<'_, diesel::pg::Pg> {
+    provisioner_jobs::table
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "\"provisioner_jobs\".\"status\" IN ('running', 'canceling')",
+        ))
+        .filter(provisioner_jobs::worker_id.eq(worker_id))
+        .filter(provisioner_jobs::started_at.eq(started_at))
+        .into_boxed()
 }
 
 /// Which job a context is read for.
@@ -395,13 +395,8 @@ async fn read_context(
         match job {
             JobOf::Id(id) => builds.filter(workspace_builds::job_id.eq(id)),
             JobOf::JustTaken { worker_id, started_at } => builds.filter(
-                workspace_builds::job_id.eq_any(
-                    provisioner_jobs::table
-                        .filter(active_jobs())
-                        .filter(provisioner_jobs::worker_id.eq(worker_id.to_owned()))
-                        .filter(provisioner_jobs::started_at.eq(started_at))
-                        .select(provisioner_jobs::id),
-                ),
+                workspace_builds::job_id
+                    .eq_any(jobs_taken_at(worker_id, started_at).select(provisioner_jobs::id)),
             ),
         }
     };
