@@ -137,6 +137,122 @@ async fn the_prebuild_loop_wakes_when_a_backoff_ends() {
     );
 }
 
+/// Prebuilds of the preset whose start build's job is pending: creates the reconciler made.
+const PENDING_PREBUILDS: &str = "SELECT count(*) AS n FROM workspaces w
+    JOIN workspace_builds b ON b.workspace_id = w.id
+    JOIN provisioner_jobs j ON j.id = b.job_id
+    WHERE w.owner_id = 'c42fdf75-3097-471c-8c33-fb52454d81c0' AND j.status = 'pending'";
+
+/// Prebuild cycles the daemon has run, from its metrics.
+fn prebuild_cycles(state: &HttpState) -> u64 {
+    let text = state.metrics.encode();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix("poolkeeper_reconciliation_cycle_duration_seconds_count ")
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the daemon's first two prebuild cycles have run: the first, and the one its
+/// LISTEN connection's start asks for (a notification may have been missed before it).
+/// After them the loop sleeps for its interval unless something wakes it.
+async fn settled(state: &HttpState) {
+    let started = Instant::now();
+    while prebuild_cycles(state) < 2 {
+        assert!(started.elapsed() < WAIT_CAP, "no second cycle in {WAIT_CAP:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A claim takes a prebuild out of the pool; the reconciler hears of it from its change feed
+/// (rules §8) and replaces it at once, not at its next cycle ten minutes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_prebuild_is_replaced_at_once() {
+    use poolkeeper::store::claim::{claim_or_create, ClaimRequest};
+
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let preset_id = seed::preset(&mut conn, version_id, "small", 1).await;
+    let created = chrono::Utc::now() - chrono::TimeDelta::minutes(5);
+    seed::workspace(
+        &mut conn,
+        WorkspaceSeed::prebuild(template_id, version_id, preset_id, created),
+    )
+    .await;
+    let alice = seed::user(&mut conn, "alice").await;
+    let state = HttpState::default();
+    let shutdown = CancellationToken::new();
+    let settings = seed::daemon_settings(db.url(), Duration::from_secs(600));
+    let daemon = tokio::spawn(run(settings, db.pool().clone(), state.clone(), shutdown.clone()));
+    settled(&state).await;
+    assert_eq!(seed::count(&mut conn, PENDING_PREBUILDS).await, 0, "the pool was full");
+    let cycles = prebuild_cycles(&state);
+
+    let request = ClaimRequest {
+        user_id: alice,
+        template_id,
+        preset_id: Some(preset_id),
+        name: "mine".to_owned(),
+        autostart_schedule: None,
+        ttl_secs: None,
+        parameters: std::collections::BTreeMap::new(),
+    };
+    let outcome = claim_or_create(db.pool(), chrono::Utc::now(), &request).await.expect("claim");
+    assert!(outcome.claimed, "the ready prebuild was handed over");
+    let replaced = eventually(&db, PENDING_PREBUILDS, 1).await;
+    assert!(prebuild_cycles(&state) > cycles, "a cycle after the claim made the replacement");
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT_CAP, daemon).await.expect("shutdown in time").expect("daemon task");
+    println!(
+        "claimed prebuild replaced {:.1}s after the claim (interval 600 s)",
+        replaced.as_secs_f64()
+    );
+}
+
+/// A prebuild's job that fails is heard of from the change feed: the failure is counted and
+/// the pool is built again once the backoff ends, with the next cycle ten minutes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_prebuild_job_is_heard_of_from_the_feed() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (_, version_id) = seed::template(&mut conn, "go").await;
+    seed::preset(&mut conn, version_id, "small", 1).await;
+    let settings = DaemonSettings {
+        reconciler: ReconcilerConfig {
+            backoff_interval_secs: 2,
+            failure_hard_limit: 0,
+            ..seed::CONFIG
+        },
+        ..seed::daemon_settings(db.url(), Duration::from_secs(600))
+    };
+    let state = HttpState::default();
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run(settings, db.pool().clone(), state.clone(), shutdown.clone()));
+    eventually(&db, PENDING_PREBUILDS, 1).await;
+
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(
+            "UPDATE provisioner_jobs SET status = 'failed', started_at = now(), completed_at = now(),
+                    error = 'simulated failure'
+             WHERE status = 'pending'",
+        ),
+        &mut conn,
+    )
+    .await
+    .expect("fail the job");
+    let rebuilt = eventually(&db, PENDING_PREBUILDS, 1).await;
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT_CAP, daemon).await.expect("shutdown in time").expect("daemon task");
+    println!(
+        "failed prebuild rebuilt {:.1}s after its failure (2 s backoff, interval 600 s)",
+        rebuilt.as_secs_f64()
+    );
+}
+
 /// rules §6 against the database: a purge (batches of one workspace or row, so the cursor
 /// and the batch loop are exercised) deletes old builds with their jobs and agents, old
 /// audit entries; it keeps every build a rule reads, so the

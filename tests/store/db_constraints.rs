@@ -686,3 +686,39 @@ async fn preset_changes_wake_the_reconciler_but_its_own_status_writes_do_not() {
         (PRESET_CHANNEL.to_owned(), "settings".to_owned())
     );
 }
+
+/// A prebuild job that ends is heard of from the change feed (rules §8), not by a NOTIFY: a
+/// NOTIFY makes every committing notifier wait its turn for one database-wide lock and wakes
+/// every listening connection of the database, on every job's end.
+#[tokio::test]
+async fn a_prebuild_job_that_ends_notifies_no_one() {
+    let (db, _) = setup().await;
+    let mut listener = AsyncPgConnection::establish(db.url()).await.expect("listener");
+    diesel::sql_query(format!("LISTEN {PRESET_CHANNEL}"))
+        .execute(&mut listener)
+        .await
+        .expect("listen");
+    let mut conn = db.conn().await;
+    let job = new_job(Transition::Start, true, at(9));
+    diesel::insert_into(provisioner_jobs::table)
+        .values(&job)
+        .execute(&mut conn)
+        .await
+        .expect("job");
+
+    for set in
+        ["status = 'running', started_at = now()", "status = 'succeeded', completed_at = now()"]
+    {
+        diesel::sql_query(format!("UPDATE provisioner_jobs SET {set} WHERE id = $1"))
+            .bind::<diesel::sql_types::Uuid, _>(job.id)
+            .execute(&mut conn)
+            .await
+            .expect("job status");
+    }
+    notify_marker(&mut conn, PRESET_CHANNEL).await;
+    assert_eq!(
+        next_notification(&mut listener).await,
+        (PRESET_CHANNEL.to_owned(), "marker".to_owned()),
+        "the job's end sent a notification"
+    );
+}

@@ -362,6 +362,7 @@ pub fn daemon_settings(
         lifecycle_interval: interval,
         prebuild_interval: interval,
         prebuild_resync_interval: std::time::Duration::from_secs(300),
+        prebuild_feed_poll: std::time::Duration::from_secs(1),
         prebuild_create_batch: 2000,
         max_retry_delay: std::time::Duration::from_secs(1),
         reconciler: CONFIG,

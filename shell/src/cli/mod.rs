@@ -34,8 +34,9 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run a replay file through the core and print the decisions as JSON.
     Replay(replay::ReplayArgs),
+    // Boxed: its flags make it several times the size of the other commands.
     /// Run the daemon: the lifecycle executor and the prebuild reconciler.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Record the live state of the database as a replay file.
     Snapshot(snapshot::SnapshotArgs),
     /// Pause, resume or inspect the prebuild reconciler.

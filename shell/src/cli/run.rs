@@ -36,6 +36,11 @@ pub struct RunArgs {
     /// what changed (its change feed).
     #[arg(long, env = "POOLKEEPER_PREBUILD_RESYNC_INTERVAL", value_parser = super::parse_secs, default_value_t = 300)]
     pub prebuild_resync_interval: u64,
+    /// How often, between prebuild cycles, the leader looks at its change feed for something
+    /// unread (a claim, a job's end, an agent that became ready) and runs a cycle at once if
+    /// there is (500ms, 2s; at least 250ms).
+    #[arg(long, env = "POOLKEEPER_PREBUILD_FEED_POLL", default_value = "1s", value_parser = super::parse_duration)]
+    pub prebuild_feed_poll: Duration,
     /// About how many new prebuilds one transaction creates: the creates of many presets are
     /// packed into transactions of this size (a preset's creates are never split).
     #[arg(long, env = "POOLKEEPER_PREBUILD_CREATE_BATCH", default_value_t = 2000)]
@@ -213,6 +218,7 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<()> {
             lifecycle_interval: Duration::from_secs(args.lifecycle_interval.max(1)),
             prebuild_interval: Duration::from_secs(args.prebuild_interval.max(1)),
             prebuild_resync_interval: Duration::from_secs(args.prebuild_resync_interval.max(1)),
+            prebuild_feed_poll: args.prebuild_feed_poll,
             prebuild_create_batch: args.prebuild_create_batch.max(1),
             max_retry_delay: Duration::from_secs(args.max_retry_delay.max(1)),
             reconciler: args.reconciler.config(),

@@ -27,6 +27,9 @@ pub struct DaemonSettings {
     pub prebuild_interval: Duration,
     /// How often the prebuild loop reloads its kept snapshot whole (rules §8).
     pub prebuild_resync_interval: Duration,
+    /// How often, between cycles, the prebuild loop's leader looks at its change feed for
+    /// something unread (a claim, a job's end, an agent that became ready).
+    pub prebuild_feed_poll: Duration,
     /// About how many new prebuilds one transaction of the prebuild loop creates.
     pub prebuild_create_batch: usize,
     /// Cap of the retry delay while the database is unreachable.
@@ -197,15 +200,50 @@ async fn prebuild_loop(
                 delay
             }
         };
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(delay) => {}
-            () = wake.notified() => tracing::debug!("woken by a preset change"),
+        if !until_work(&reconciler, delay, settings.prebuild_feed_poll, &wake, &shutdown).await {
+            break;
         }
     }
     reconciler.release_leadership().await;
     tracing::info!("prebuild loop stopped");
+}
+
+/// Waits up to `delay` for the prebuild loop's next cycle, ending early when a preset change
+/// is announced (`wake`) or when the change feed holds something unread, looked at every
+/// `poll`. `false` on shutdown.
+async fn until_work(
+    reconciler: &PrebuildReconciler,
+    delay: Duration,
+    poll: Duration,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + delay;
+    let poll = poll.max(MIN_WAKE);
+    loop {
+        let next_look = (tokio::time::Instant::now() + poll).min(deadline);
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return false,
+            () = wake.notified() => {
+                tracing::debug!("woken by a preset change");
+                return true;
+            }
+            () = tokio::time::sleep_until(next_look) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return true;
+        }
+        match reconciler.has_unread_changes().await {
+            Ok(true) => {
+                tracing::debug!("woken by the change feed");
+                return true;
+            }
+            Ok(false) => {}
+            // The cycle at `deadline` meets the same trouble and reports it.
+            Err(err) => tracing::debug!(error = %err, "cannot look at the change feed"),
+        }
+    }
 }
 
 async fn lifecycle_loop(
