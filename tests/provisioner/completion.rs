@@ -15,8 +15,9 @@ use poolkeeper::db::test_db::TestDatabase;
 use poolkeeper::db::PREBUILDS_USER_ID;
 use poolkeeper::provisioner::backend::{AgentSpec, BuildOutput};
 use poolkeeper::provisioner::{
-    acquire_next_job, complete_job, complete_taken_job, flip_due_agents, run_worker, AsTaken,
-    Backends, CancellationToken, Completion, JobResult, SimulatedConfig, WorkerConfig,
+    acquire_next_job, complete_job, complete_taken_job, end_taken_job, flip_due_agents, run_worker,
+    AsTaken, Backends, CancellationToken, Completion, JobResult, NextJob, SimulatedConfig,
+    WorkerConfig,
 };
 use poolkeeper::store::jobs::{job_context, JobContext};
 use poolkeeper_core::schedule::{compute_deadlines, DayName, DeadlineInputs, WeekdaySet};
@@ -439,4 +440,64 @@ async fn a_workspace_handed_over_after_its_job_was_taken_gets_its_deadline() {
     let deadline = ended.deadlines.and_then(|d| d.deadline);
     assert!(deadline.is_some(), "a person's start build with a TTL has a deadline");
     assert_eq!(build_row(&mut conn, ctx.build.id).await.deadline, deadline);
+}
+
+/// A worker ends a job and takes the next in one round trip: the end is saved, and the next
+/// pending job comes back taken, with its context read.
+#[tokio::test]
+async fn a_job_ends_and_the_next_is_taken_with_it() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (ws, ctx) = taken_prebuild_start(&mut conn, 0).await;
+    let (next_job, next_ws) = pending_prebuild_start(&mut conn).await;
+
+    let tags = poolkeeper_core::tags::Tags::new();
+    let taken = AsTaken { build: &ctx.build, owner_id: ctx.workspace.owner_id };
+    let next = NextJob { tags: &tags, now: monday_nine() + chrono::TimeDelta::seconds(1) };
+    let (ended, acquired) =
+        end_taken_job(&mut conn, taken, "w", &one_agent(), monday_nine(), Some(next)).await;
+
+    let ended = ended.expect("end").expect("still ours");
+    assert_eq!(ended.status, JobStatus::Succeeded);
+    assert_eq!(completed_entries(&mut conn, ws).await, 1);
+    let (job, context) = acquired.expect("sent").expect("acquire").expect("the next job");
+    assert_eq!(job.id, next_job);
+    let context = context.expect("its context, read with it");
+    assert_eq!((context.build.job_id, context.workspace.id), (next_job, next_ws));
+    let row = seed::job_row(&mut conn, next_job).await;
+    assert_eq!((row.status, row.worker_id.as_deref()), (JobStatus::Running, Some("w")));
+}
+
+/// An end that finds its job canceled meanwhile is decided again under the job's lock; the
+/// job taken with it is still handed back, not lost.
+#[tokio::test]
+async fn the_next_job_is_kept_when_the_end_is_decided_again() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (_, ctx) = taken_prebuild_start(&mut conn, 0).await;
+    let (next_job, _) = pending_prebuild_start(&mut conn).await;
+    diesel::update(provisioner_jobs::table.find(ctx.job.id))
+        .set(provisioner_jobs::status.eq(JobStatus::Canceling))
+        .execute(&mut conn)
+        .await
+        .expect("cancel");
+
+    let tags = poolkeeper_core::tags::Tags::new();
+    let taken = AsTaken { build: &ctx.build, owner_id: ctx.workspace.owner_id };
+    let next = NextJob { tags: &tags, now: monday_nine() + chrono::TimeDelta::seconds(1) };
+    let (ended, acquired) =
+        end_taken_job(&mut conn, taken, "w", &one_agent(), monday_nine(), Some(next)).await;
+
+    assert_eq!(ended.expect("end").expect("still ours").status, JobStatus::Canceled);
+    let (job, _) = acquired.expect("sent").expect("acquire").expect("the next job");
+    assert_eq!(job.id, next_job);
+}
+
+/// Another prebuild's pending start build (of a template of its own): (job, workspace).
+async fn pending_prebuild_start(conn: &mut AsyncPgConnection) -> (Uuid, Uuid) {
+    let (template, version) = seed::template(conn, "next", TemplateSpec::default()).await;
+    let ws = seed::workspace(conn, PREBUILDS_USER_ID, template, "pb-next", 0, None).await;
+    let (_, job) =
+        seed::build(conn, ws, version, PREBUILDS_USER_ID, 1, Transition::Start, None).await;
+    (job, ws)
 }

@@ -36,7 +36,7 @@ pub async fn acquire_next_tagged_job(
 /// (`store::jobs::acquire_next_with_context`). The context is `None` when it must be read
 /// on its own (`load_context`), which then also reports a job without a build.
 pub async fn acquire_next_job_with_context(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     worker_id: &str,
     tags: &Tags,
     now: DateTime<Utc>,

@@ -17,10 +17,12 @@ use poolkeeper_core::schedule::{
 };
 use uuid::Uuid;
 
+use super::acquire::acquire_next_job_with_context;
 use super::backend::{replaced_resources, AgentSpec, BuildFailure, BuildOutput};
+use super::context::JobContext;
 use super::ProvisionerError;
 use crate::db::enums::{BuildReason, JobStatus, Transition};
-use crate::db::models::WorkspaceBuild;
+use crate::db::models::{ProvisionerJob, WorkspaceBuild};
 use crate::db::PREBUILDS_USER_ID;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::completion::{self, DeadlineSources, DecidedFrom, JobEnd, Lock, LockedJob};
@@ -66,16 +68,60 @@ pub async fn complete_taken_job(
     result: &JobResult,
     now: DateTime<Utc>,
 ) -> Result<Option<Completion>, ProvisionerError> {
+    end_taken_job(conn, taken, worker_id, result, now, None).await.0
+}
+
+/// The next job a worker takes as it ends one (see [`end_taken_job`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NextJob<'a> {
+    /// The worker's tags (rules §7).
+    pub tags: &'a poolkeeper_core::tags::Tags,
+    /// The acquisition's instant: the job's `started_at`, by which a lost reply is found.
+    pub now: DateTime<Utc>,
+}
+
+/// What taking the next job gave: the job and, when read with it, its context.
+pub type Acquired = Result<Option<(ProvisionerJob, Option<JobContext>)>, ProvisionerError>;
+
+/// [`complete_taken_job`], and with `next` the acquisition of the worker's next job sent in
+/// the same round trip as the end, when the end is one statement (pipelined: each statement
+/// still commits on its own, the end first). The acquisition's result comes back whatever the
+/// end's (a job it took must not be lost); `None` when it was not sent.
+pub async fn end_taken_job(
+    conn: &mut AsyncPgConnection,
+    taken: AsTaken<'_>,
+    worker_id: &str,
+    result: &JobResult,
+    now: DateTime<Utc>,
+    next: Option<NextJob<'_>>,
+) -> (Result<Option<Completion>, ProvisionerError>, Option<Acquired>) {
     let outcome = Outcome::of(JobStatus::Running, result);
-    if Tails::of(taken.build, taken.owner_id, &outcome).is_empty() {
-        let agents = outcome.agent_rows();
-        let end = outcome.end(taken.build, worker_id, JobStatus::Running, &agents, now);
-        let from = DecidedFrom { worker_id, status: JobStatus::Running, owner_id: taken.owner_id };
-        if completion::write_end(conn, end, from, now).await? {
-            return Ok(Some(outcome.completion(&agents, now)));
-        }
+    if !Tails::of(taken.build, taken.owner_id, &outcome).is_empty() {
+        return (complete_job(conn, taken.build.job_id, worker_id, result, now).await, None);
     }
-    complete_job(conn, taken.build.job_id, worker_id, result, now).await
+    let agents = outcome.agent_rows();
+    let end = outcome.end(taken.build, worker_id, JobStatus::Running, &agents, now);
+    let from = DecidedFrom { worker_id, status: JobStatus::Running, owner_id: taken.owner_id };
+    let (written, acquired) = {
+        let shared: &AsyncPgConnection = conn;
+        let written = completion::write_end(shared, end, from, now);
+        match next {
+            Some(next) => {
+                let acquired =
+                    acquire_next_job_with_context(shared, worker_id, next.tags, next.now);
+                let (written, acquired) = futures_util::future::join(written, acquired).await;
+                (written, Some(acquired))
+            }
+            None => (written.await, None),
+        }
+    };
+    let completed = match written {
+        Ok(true) => Ok(Some(outcome.completion(&agents, now))),
+        // The job was canceled or handed over meanwhile: decided again, under its lock.
+        Ok(false) => complete_job(conn, taken.build.job_id, worker_id, result, now).await,
+        Err(err) => Err(err.into()),
+    };
+    (completed, acquired)
 }
 
 /// Finish `job_id` for `worker_id`. `Ok(None)` if the job is no longer this worker's: when

@@ -18,7 +18,10 @@ pub use acquire::{
 };
 pub use agents::flip_due_agents;
 pub use backend::{Backends, SimulatedConfig, TerraformConfig};
-pub use complete::{complete_job, complete_taken_job, AsTaken, Completion, JobResult};
+pub use complete::{
+    complete_job, complete_taken_job, end_taken_job, Acquired, AsTaken, Completion, JobResult,
+    NextJob,
+};
 pub use error::{BackendError, ProvisionerError};
 pub use reaper::{reap_stale_jobs, ReaperConfig};
 pub use worker::{run_worker, WorkerConfig};

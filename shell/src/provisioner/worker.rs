@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use super::agents::mark_agents_ready;
 use super::backend::{Backends, BuildFailure};
-use super::complete::{complete_job, complete_taken_job, AsTaken, Completion, JobResult};
+use super::complete::{
+    complete_job, end_taken_job, Acquired, AsTaken, Completion, JobResult, NextJob,
+};
 use super::context::{load_context, JobContext};
 use super::listener::{listen, Wakeups};
 use super::spool::{self, Spooled};
@@ -92,15 +94,20 @@ pub async fn run_worker(
     save_spooled(&pool, &config, &shutdown).await;
 
     let mut backoff = Duration::from_millis(250);
-    // The connection that saved the last completion takes the next job: while the queue has
-    // work, a job costs one pool checkout (and its liveness check), not two.
+    // The connection that saved the last completion takes the next job, in the same round
+    // trip as that completion: while the queue has work, a job costs one pool checkout (and
+    // its liveness check) and two waits for the server, not two and four.
     let mut held: Option<DbConn> = None;
-    while !shutdown.is_cancelled() {
-        match run_next_job(&pool, &config, &wakeups, &shutdown, &mut held).await {
+    let mut prefetched: Option<Prefetched> = None;
+    // A job taken with the last completion is run even when shutdown came meanwhile.
+    while !shutdown.is_cancelled() || prefetched.is_some() {
+        match run_next_job(&pool, &config, &wakeups, &shutdown, (&mut held, &mut prefetched)).await
+        {
             Ok(true) => {
                 backoff = Duration::from_millis(250);
                 continue;
             }
+            Ok(false) if shutdown.is_cancelled() => break,
             Ok(false) => {
                 backoff = Duration::from_millis(250);
                 // Idle: the restart-safe sweep of simulated agents (the in-memory timers of
@@ -143,43 +150,61 @@ async fn sweep_agents(pool: &DbPool, config: &WorkerConfig) {
     }
 }
 
+/// The next job, taken in the same round trip as the previous job's completion.
+struct Prefetched {
+    /// Subscribed before the acquisition was sent (see [`run_next_job`]).
+    announcements: broadcast::Receiver<Uuid>,
+    /// The acquisition's instant, by which a job whose reply was lost is found.
+    now: DateTime<Utc>,
+    acquired: Acquired,
+}
+
 /// Take and run one job; `Ok(false)` when the queue is empty. `held` is a connection kept
 /// from the previous job's completion (taken here, and left there by a saved completion);
-/// none is kept while the queue is empty or after an error.
+/// none is kept while the queue is empty or after an error. `prefetched` is the job taken
+/// with that completion, if it took one (taken here, and left there by the completion).
 async fn run_next_job(
     pool: &DbPool,
     config: &WorkerConfig,
     wakeups: &Wakeups,
     shutdown: &CancellationToken,
-    held: &mut Option<DbConn>,
+    (held, prefetched): (&mut Option<DbConn>, &mut Option<Prefetched>),
 ) -> Result<bool, ProvisionerError> {
     let worker = config.worker_id.as_str();
-    // Subscribe before the job is ours: a cancellation announced between acquiring it and
-    // starting the backend must still reach the heartbeat task.
-    let announcements = wakeups.jobs.subscribe();
-    let mut conn = match held.take() {
-        Some(conn) => conn,
-        None => pool.get().await?,
+    let (announcements, now, acquired, conn) = match prefetched.take() {
+        Some(Prefetched { announcements, now, acquired }) => {
+            (announcements, now, acquired, held.take())
+        }
+        None => {
+            // Subscribe before the job is ours: a cancellation announced between acquiring
+            // it and starting the backend must still reach the heartbeat task.
+            let announcements = wakeups.jobs.subscribe();
+            let conn = match held.take() {
+                Some(conn) => conn,
+                None => pool.get().await?,
+            };
+            let now = Utc::now();
+            let acquired = acquire_next_job_with_context(&conn, worker, &config.tags, now).await;
+            (announcements, now, acquired, Some(conn))
+        }
     };
-    let now = Utc::now();
-    let (conn, job, read) =
-        match acquire_next_job_with_context(&mut conn, worker, &config.tags, now).await {
-            Ok(Some((job, read))) => (conn, job, read),
-            Ok(None) => return Ok(false),
-            Err(err) if err.is_transient() => {
-                // The acquisition may have committed with its reply lost: its job would stay
-                // `running`, built by no one, until the reaper failed it. Look for it.
-                drop(conn);
-                let mut conn = pool.get().await?;
-                let Some(job) = crate::store::jobs::taken_at(&mut conn, worker, now).await? else {
-                    return Err(err);
-                };
-                tracing::warn!(job_id = %job.id, error = %err,
-                    "the acquisition's reply was lost; running the job it took");
-                (conn, job, None)
-            }
-            Err(err) => return Err(err),
-        };
+    let (conn, job, read) = match acquired {
+        Ok(Some((job, read))) => (conn, job, read),
+        Ok(None) => return Ok(false),
+        Err(err) if err.is_transient() => {
+            // The acquisition may have committed with its reply lost: its job would stay
+            // `running`, built by no one, until the reaper failed it. Look for it.
+            drop(conn);
+            let mut conn = pool.get().await?;
+            let Some(job) = crate::store::jobs::taken_at(&mut conn, worker, now).await? else {
+                return Err(err);
+            };
+            tracing::warn!(job_id = %job.id, error = %err,
+                "the acquisition's reply was lost; running the job it took");
+            (Some(conn), job, None)
+        }
+        Err(err) => return Err(err),
+    };
     let job_id = job.id;
     let span = tracing::info_span!("job", %job_id, %worker, transition = %job.transition);
     async {
@@ -187,9 +212,9 @@ async fn run_next_job(
         // The job's context was read with its acquisition, or is read now on the connection
         // that took it (with retries). No transaction is held while the backend runs; the
         // connection is kept (idle), and completes the job only after a short build.
-        let loaded = match read {
-            Some(ctx) => Some((ctx, conn)),
-            None => load_with_retry(pool, conn, job, worker, shutdown).await?,
+        let loaded = match (read, conn) {
+            (Some(ctx), Some(conn)) => Some((ctx, conn)),
+            (_, conn) => load_with_retry(pool, conn, job, worker, shutdown).await?,
         };
         let Some((ctx, conn)) = loaded else { return Ok(true) };
         let taken = tokio::time::Instant::now();
@@ -248,15 +273,21 @@ async fn run_next_job(
             }
         };
         let taken = AsTaken { build: &ctx.build, owner_id: ctx.workspace.owner_id };
-        let saved = complete_with_retry(
+        // The next job is taken with this one's completion, unless the worker is stopping;
+        // subscribed first, as above.
+        let next = (!shutdown.is_cancelled()).then(|| (wakeups.jobs.subscribe(), Utc::now()));
+        let (saved, acquired) = complete_with_retry(
             pool,
             conn,
             (job_id, worker, Some(taken)),
             &result,
-            shutdown,
-            spool_path.as_deref(),
+            (shutdown, spool_path.as_deref()),
+            next.as_ref().map(|(_, now)| NextJob { tags: &config.tags, now: *now }),
         )
         .await;
+        if let (Some((announcements, now)), Some(acquired)) = (next, acquired) {
+            *prefetched = Some(Prefetched { announcements, now, acquired });
+        }
         match saved {
             Some((Some(completion), conn)) => {
                 tracing::info!(status = %completion.status, "job completed");
@@ -290,7 +321,7 @@ async fn run_next_job(
 /// left to the reaper.
 async fn load_with_retry(
     pool: &DbPool,
-    conn: DbConn,
+    conn: Option<DbConn>,
     job: ProvisionerJob,
     worker: &str,
     shutdown: &CancellationToken,
@@ -298,7 +329,7 @@ async fn load_with_retry(
     let job_id = job.id;
     let mut backoff = Duration::from_millis(250);
     let mut attempt = 0;
-    let mut first = Some(conn);
+    let mut first = conn;
     loop {
         attempt += 1;
         let taken = first.take();
@@ -341,22 +372,26 @@ async fn load_with_retry(
 /// The completion is the only record of the build in the database: retry it with backoff
 /// until it is saved, first on `conn` (if any), then on connections of the pool; returned
 /// with the connection that saved it (the next job is taken on it). `as_taken` is the job as
-/// the worker read it when it took it, if it did (not for a spooled result). `None` if shutdown came first and the result is safe in the spool (or a bounded
-/// number of further attempts failed too). After a failed attempt the spooled copy
-/// (`spooled`, if any) is synced to disk: it may have to outlast a long outage.
+/// the worker read it when it took it, if it did (not for a spooled result). `None` if
+/// shutdown came first and the result is safe in the spool (or a bounded number of further
+/// attempts failed too). After a failed attempt the spooled copy (`spooled`, if any) is
+/// synced to disk: it may have to outlast a long outage. With `next`, the first attempt also
+/// takes the worker's next job (see [`end_taken_job`]), returned whatever became of the
+/// completion; `None` when it was not taken.
 async fn complete_with_retry(
     pool: &DbPool,
     conn: Option<DbConn>,
     (job_id, worker, as_taken): (Uuid, &str, Option<AsTaken<'_>>),
     result: &JobResult,
-    shutdown: &CancellationToken,
-    spooled: Option<&std::path::Path>,
-) -> Option<(Option<Completion>, DbConn)> {
+    (shutdown, spooled): (&CancellationToken, Option<&std::path::Path>),
+    mut next: Option<NextJob<'_>>,
+) -> (Option<(Option<Completion>, DbConn)>, Option<Acquired>) {
     let mut backoff = Duration::from_millis(250);
     let mut attempt: u32 = 0;
     let mut after_shutdown: u32 = 0;
     let mut durable = false;
     let mut first = conn;
+    let mut acquired = None;
     loop {
         attempt += 1;
         let taken = first.take();
@@ -367,14 +402,18 @@ async fn complete_with_retry(
             };
             let completion = match as_taken {
                 Some(as_taken) => {
-                    complete_taken_job(&mut conn, as_taken, worker, result, Utc::now()).await?
+                    let (completion, took) =
+                        end_taken_job(&mut conn, as_taken, worker, result, Utc::now(), next.take())
+                            .await;
+                    acquired = acquired.take().or(took);
+                    completion?
                 }
                 None => complete_job(&mut conn, job_id, worker, result, Utc::now()).await?,
             };
             Ok::<_, ProvisionerError>((completion, conn))
         };
         let err = match outcome.await {
-            Ok(saved) => return Some(saved),
+            Ok(saved) => return (Some(saved), acquired),
             Err(err) => err,
         };
         if let (Some(path), false) = (spooled, durable) {
@@ -389,7 +428,7 @@ async fn complete_with_retry(
             if spooled.is_some() || after_shutdown >= UNSPOOLED_ATTEMPTS_AFTER_SHUTDOWN {
                 tracing::error!(error = %err, attempt, spooled = spooled.is_some(),
                     "shutting down before the completion was saved");
-                return None;
+                return (None, acquired);
             }
         }
         tracing::warn!(error = %err, label = err.label(), attempt,
@@ -420,10 +459,16 @@ async fn save_spooled(pool: &DbPool, config: &WorkerConfig, shutdown: &Cancellat
         let job_id = spooled.job_id;
         let worker = spooled.worker_id.as_str();
         let span = tracing::info_span!("spooled_job", %job_id, %worker);
-        let saved =
-            complete_with_retry(pool, None, (job_id, worker, None), &result, shutdown, Some(&path))
-                .instrument(span.clone())
-                .await;
+        let (saved, _) = complete_with_retry(
+            pool,
+            None,
+            (job_id, worker, None),
+            &result,
+            (shutdown, Some(&path)),
+            None,
+        )
+        .instrument(span.clone())
+        .await;
         if let Some((completion, _conn)) = saved {
             span.in_scope(|| {
                 tracing::info!(status = ?completion.as_ref().map(|c| c.status),

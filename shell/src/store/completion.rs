@@ -163,7 +163,7 @@ struct Ended {
 /// statement, written only while `from` still holds (see [`DecidedFrom`]). Returns whether
 /// it was written. Needs no transaction: the statement is one.
 pub async fn write_end(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     end: JobEnd<'_>,
     from: DecidedFrom<'_>,
     now: DateTime<Utc>,
@@ -212,10 +212,10 @@ pub async fn write_end(
                 .bind::<Array<Text>, _>(states)
                 .bind::<Array<Nullable<Timestamptz>>, _>(ready_at),
         )
-        .get_result(conn)
+        .get_result(&mut conn)
         .await?
     } else {
-        Prepared::new(query).get_result(conn).await?
+        Prepared::new(query).get_result(&mut conn).await?
     };
     Ok(ended.ended > 0)
 }

@@ -317,7 +317,7 @@ pub async fn job_context(
 /// context of `None` when the reads found no build of the job taken (it has none, or is not
 /// the one they found): the caller reads it with [`job_context`].
 pub async fn acquire_next_with_context(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     worker_id: &str,
     tags: &poolkeeper_core::tags::Tags,
     now: chrono::DateTime<chrono::Utc>,
