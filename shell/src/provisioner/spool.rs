@@ -1,9 +1,16 @@
-//! Results of finished builds not yet saved in the database: one file per job under
-//! `<work dir>/spool`, written before the completion is attempted and removed once it is
-//! saved. The database may be down when a build ends, and the worker may be stopped before
-//! it is back; the state a backend produced is the only record of what exists, so a worker
-//! saves whatever it finds here when it starts.
+//! Results of finished builds not yet saved in the database, under `<work dir>/spool`: each
+//! worker appends a build's result to a journal of its own before the completion is
+//! attempted, and marks it saved once it is. The database may be down when a build ends, and
+//! the worker may be stopped before it is back; the state a backend produced is the only
+//! record of what exists, so a worker saves whatever is left unsaved here when it starts.
+//!
+//! A journal is lines of JSON: `{"result": ...}` when a build ends, `{"saved": "<job id>"}`
+//! once its completion is saved; a journal with nothing left unsaved is emptied once it has
+//! grown past a megabyte. Earlier versions wrote a file per result (`<job id>.json`); those
+//! are still read.
 
+use std::collections::HashSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -12,8 +19,6 @@ use uuid::Uuid;
 use super::backend::{AgentSpec, BuildFailure, BuildOutput};
 use super::complete::JobResult;
 use super::BackendError;
-
-const EXTENSION: &str = "json";
 
 /// A build's result as spooled: everything the completion needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,32 +102,131 @@ pub(crate) fn dir(work_dir: &Path) -> PathBuf {
     work_dir.join("spool")
 }
 
-fn path(dir: &Path, job_id: Uuid) -> PathBuf {
-    dir.join(format!("{job_id}.{EXTENSION}"))
+/// The extension of a result spooled alone (earlier versions), and of a journal.
+const SINGLE_EXTENSION: &str = "json";
+const JOURNAL_EXTENSION: &str = "journal";
+
+/// One line of a journal.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Entry {
+    Result(Spooled),
+    Saved(Uuid),
 }
 
-/// Write `spooled`: a temporary file, then renamed, so a reader never sees half a result.
-/// Not synced: the file outlives the worker's process at once, which is what a crash between
-/// the build and its completion needs; [`make_durable`] syncs it when the completion cannot
-/// be saved, so that it also outlives the machine through the outage. (A sync per job cost
-/// more than the whole completion.) The three file operations run as one blocking task: one
-/// hand-off to the blocking pool per job instead of three.
-pub(crate) async fn write(dir: &Path, spooled: &Spooled) -> std::io::Result<PathBuf> {
-    let dir = dir.to_owned();
-    let target = path(&dir, spooled.job_id);
-    let temporary = dir.join(format!("{}.tmp", spooled.job_id));
-    let bytes = serde_json::to_vec(spooled).map_err(std::io::Error::other)?;
-    tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(&temporary, &bytes)?;
-        std::fs::rename(&temporary, &target)?;
-        Ok(target)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+/// A worker's journal of results (see the module's documentation). Opened at the first
+/// result; every write runs as one blocking task.
+pub(crate) struct Journal {
+    path: PathBuf,
+    file: Option<std::sync::Arc<std::fs::File>>,
+    /// Results written and not yet marked saved.
+    unsaved: HashSet<Uuid>,
+    /// Bytes written since the journal was last emptied.
+    written: u64,
 }
 
-/// Sync a spooled file and its directory (the rename) to disk.
+/// A journal with nothing unsaved is emptied once it has grown past this; until then a mark
+/// is appended (emptying a file costs the filesystem more than appending a line to it).
+const EMPTIED_PAST: u64 = 1 << 20;
+
+impl Journal {
+    /// The journal of `worker_id` in the spool directory `dir`.
+    pub fn new(dir: &Path, worker_id: &str) -> Self {
+        let name: String = worker_id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') { c } else { '_' })
+            .collect();
+        // A name of this run's own: a journal left by an earlier run of the same worker id
+        // may still hold results (its own saving at start is what empties it).
+        let run = Uuid::new_v4().simple();
+        Self {
+            path: dir.join(format!("{name}-{run}.{JOURNAL_EXTENSION}")),
+            file: None,
+            unsaved: HashSet::new(),
+            written: 0,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `spooled`. Not synced: the line outlives the worker's process at once, which
+    /// is what a crash between the build and its completion needs; [`make_durable`] syncs it
+    /// when the completion cannot be saved, so that it also outlives the machine through the
+    /// outage. (A sync per job cost more than the whole completion.)
+    pub async fn record(&mut self, spooled: &Spooled) -> std::io::Result<()> {
+        let line = line(&Entry::Result(spooled.clone()))?;
+        let file = match &self.file {
+            Some(file) => file.clone(),
+            None => {
+                let path = self.path.clone();
+                let file = blocking(move || {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    std::fs::OpenOptions::new().create(true).append(true).open(&path)
+                })
+                .await?;
+                let file = std::sync::Arc::new(file);
+                self.file = Some(file.clone());
+                file
+            }
+        };
+        let length = line.len() as u64;
+        blocking(move || (&*file).write_all(&line)).await?;
+        self.written += length;
+        self.unsaved.insert(spooled.job_id);
+        Ok(())
+    }
+
+    /// Marks the result of `job_id` saved: a mark is appended, or the journal is emptied
+    /// when nothing else in it is unsaved and it has grown large. A failure is logged: the
+    /// result is saved, and a worker that finds it again at start saves it again, harmlessly
+    /// (the completion is guarded by the job's state).
+    pub async fn saved(&mut self, job_id: Uuid) {
+        self.unsaved.remove(&job_id);
+        let Some(file) = self.file.clone() else { return };
+        let empty = self.unsaved.is_empty() && self.written >= EMPTIED_PAST;
+        let marked = match line(&Entry::Saved(job_id)) {
+            Ok(line) => {
+                let length = line.len() as u64;
+                let marked =
+                    blocking(
+                        move || {
+                            if empty {
+                                file.set_len(0)
+                            } else {
+                                (&*file).write_all(&line)
+                            }
+                        },
+                    )
+                    .await;
+                self.written = if empty { 0 } else { self.written + length };
+                marked
+            }
+            Err(err) => Err(err),
+        };
+        if let Err(err) = marked {
+            tracing::warn!(path = %self.path.display(), error = %err,
+                "cannot mark a spooled result saved");
+        }
+    }
+}
+
+fn line(entry: &Entry) -> std::io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(std::io::Error::other)?
+}
+
+/// Sync a journal (or a result spooled alone) and its directory to disk.
 pub(crate) async fn make_durable(path: &Path) -> std::io::Result<()> {
     tokio::fs::File::open(path).await?.sync_all().await?;
     if let Some(dir) = path.parent() {
@@ -131,19 +235,18 @@ pub(crate) async fn make_durable(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn remove(path: &Path) {
-    match tokio::fs::remove_file(path).await {
-        Ok(()) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => {
-            tracing::warn!(path = %path.display(), error = %err, "cannot remove a spooled result")
-        }
-    }
+/// A file of the spool and the results in it still to save.
+pub(crate) struct SpoolFile {
+    pub path: PathBuf,
+    pub unsaved: Vec<Spooled>,
+    /// Some line could not be read (other than a last line cut short by a crash): the file
+    /// is left in place for a person to look at once its readable results are saved.
+    pub damaged: bool,
 }
 
-/// The spooled results in `dir` (none when it does not exist). An unreadable file is logged
-/// and left for a person to look at.
-pub(crate) async fn pending(dir: &Path) -> std::io::Result<Vec<(PathBuf, Spooled)>> {
+/// The files of `dir` and their unsaved results (none when it does not exist). An unreadable
+/// file is logged and left for a person to look at.
+pub(crate) async fn pending(dir: &Path) -> std::io::Result<Vec<SpoolFile>> {
     let mut entries = match tokio::fs::read_dir(dir).await {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -152,21 +255,69 @@ pub(crate) async fn pending(dir: &Path) -> std::io::Result<Vec<(PathBuf, Spooled
     let mut found = Vec::new();
     while let Some(entry) = entries.next_entry().await? {
         let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
-            continue;
-        }
-        let parsed = tokio::fs::read(&path)
-            .await
-            .map_err(|err| err.to_string())
-            .and_then(|bytes| serde_json::from_slice::<Spooled>(&bytes).map_err(|e| e.to_string()));
+        let parsed = match path.extension().and_then(|e| e.to_str()) {
+            Some(SINGLE_EXTENSION) => tokio::fs::read(&path)
+                .await
+                .map_err(|err| err.to_string())
+                .and_then(|bytes| {
+                    serde_json::from_slice::<Spooled>(&bytes).map_err(|e| e.to_string())
+                })
+                .map(|spooled| (vec![spooled], false)),
+            Some(JOURNAL_EXTENSION) => tokio::fs::read(&path)
+                .await
+                .map_err(|err| err.to_string())
+                .map(|bytes| read_journal(&path, &bytes)),
+            _ => continue,
+        };
         match parsed {
-            Ok(spooled) => found.push((path, spooled)),
+            Ok((unsaved, damaged)) => found.push(SpoolFile { path, unsaved, damaged }),
             Err(error) => {
-                tracing::error!(path = %path.display(), %error, "unreadable spooled result; left in place")
+                tracing::error!(path = %path.display(), %error, "unreadable spool file; left in place")
             }
         }
     }
     Ok(found)
+}
+
+/// The results of a journal not marked saved, in the order written, and whether some line
+/// could not be read.
+fn read_journal(path: &Path, bytes: &[u8]) -> (Vec<Spooled>, bool) {
+    let mut results: Vec<Spooled> = Vec::new();
+    let mut damaged = false;
+    let mut lines = bytes.split(|b| *b == b'\n').peekable();
+    while let Some(text) = lines.next() {
+        if text.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Entry>(text) {
+            Ok(Entry::Result(spooled)) => {
+                results.retain(|r| r.job_id != spooled.job_id);
+                results.push(spooled);
+            }
+            Ok(Entry::Saved(job_id)) => results.retain(|r| r.job_id != job_id),
+            // The last line, cut short: the worker stopped while writing it, before its
+            // completion was attempted; the job is the reaper's.
+            Err(_) if lines.peek().is_none() => {
+                tracing::warn!(path = %path.display(), "a spooled result was cut short");
+            }
+            Err(error) => {
+                tracing::error!(path = %path.display(), %error, "unreadable line in a spool journal");
+                damaged = true;
+            }
+        }
+    }
+    (results, damaged)
+}
+
+/// Removes a spool file whose results are all saved.
+pub(crate) async fn remove(path: &Path) {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            tracing::warn!(path = %path.display(), error = %err, "cannot remove a spool file")
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -213,5 +364,80 @@ mod tests {
         }
         assert_eq!(unhex("abc"), None);
         assert_eq!(unhex("zz"), None);
+    }
+
+    fn failed(job: u128) -> Spooled {
+        let failure = BuildFailure { error: BackendError::Spooled("boom".into()), state: None };
+        Spooled::new(Uuid::from_u128(job), "w", &JobResult::Failed(failure))
+    }
+
+    fn journal_line(entry: &Entry) -> Vec<u8> {
+        line(entry).expect("serialize")
+    }
+
+    #[test]
+    fn a_journal_holds_the_results_not_marked_saved() {
+        let mut bytes = Vec::new();
+        for entry in
+            [Entry::Result(failed(1)), Entry::Result(failed(2)), Entry::Saved(Uuid::from_u128(1))]
+        {
+            bytes.extend(journal_line(&entry));
+        }
+        let (unsaved, damaged) = read_journal(Path::new("j"), &bytes);
+        assert_eq!(unsaved, vec![failed(2)]);
+        assert!(!damaged);
+
+        // A last line cut short (the worker stopped while writing it) is not damage.
+        let mut cut = bytes.clone();
+        cut.extend(&journal_line(&Entry::Result(failed(3)))[..20]);
+        assert_eq!(read_journal(Path::new("j"), &cut), (vec![failed(2)], false));
+
+        // A line that cannot be read before the last is.
+        let mut garbled = b"{not json}\n".to_vec();
+        garbled.extend(&bytes);
+        assert_eq!(read_journal(Path::new("j"), &garbled), (vec![failed(2)], true));
+    }
+
+    /// A worker's journal as it runs: a result written is found by a worker that starts
+    /// before it is saved; once saved, the journal is emptied. A result spooled alone by an
+    /// earlier version is still found.
+    #[tokio::test]
+    async fn results_are_found_until_saved() {
+        let dir = std::env::temp_dir().join(format!("poolkeeper-spool-{}", Uuid::new_v4()));
+        let mut journal = Journal::new(&dir, "provisioner/1");
+        journal.record(&failed(1)).await.expect("record");
+        journal.record(&failed(2)).await.expect("record");
+        journal.saved(Uuid::from_u128(1)).await;
+        std::fs::write(dir.join(format!("{}.json", Uuid::from_u128(9))), {
+            serde_json::to_vec(&failed(9)).expect("serialize")
+        })
+        .expect("an earlier version's file");
+
+        let mut found: Vec<(String, Vec<Spooled>)> = pending(&dir)
+            .await
+            .expect("read the spool")
+            .into_iter()
+            .map(|file| {
+                (file.path.extension().unwrap_or_default().to_string_lossy().into(), file.unsaved)
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            found,
+            vec![("journal".to_owned(), vec![failed(2)]), ("json".to_owned(), vec![failed(9)])]
+        );
+        assert!(journal.path().starts_with(&dir));
+
+        journal.saved(Uuid::from_u128(2)).await;
+        let (unsaved, _) =
+            read_journal(journal.path(), &std::fs::read(journal.path()).expect("read"));
+        assert!(unsaved.is_empty());
+        // Grown large with nothing unsaved, it is emptied.
+        journal.written = EMPTIED_PAST;
+        journal.record(&failed(3)).await.expect("record");
+        journal.saved(Uuid::from_u128(3)).await;
+        let size = std::fs::metadata(journal.path()).expect("the journal").len();
+        assert_eq!(size, 0, "a large journal with nothing unsaved is emptied");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

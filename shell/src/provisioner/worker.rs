@@ -18,7 +18,7 @@ use super::complete::{
 };
 use super::context::{load_context, JobContext};
 use super::listener::{listen, Wakeups};
-use super::spool::{self, Spooled};
+use super::spool::{self, Journal, Spooled};
 use super::{
     acquire_next_job_with_context, flip_due_agents, heartbeat, BackendError, ProvisionerError,
 };
@@ -99,10 +99,11 @@ pub async fn run_worker(
     // its liveness check) and two waits for the server, not two and four.
     let mut held: Option<DbConn> = None;
     let mut prefetched: Option<Prefetched> = None;
+    let mut journal = Journal::new(&spool::dir(&config.backends.terraform.work_dir), &worker);
     // A job taken with the last completion is run even when shutdown came meanwhile.
     while !shutdown.is_cancelled() || prefetched.is_some() {
-        match run_next_job(&pool, &config, &wakeups, &shutdown, (&mut held, &mut prefetched)).await
-        {
+        let kept = Kept { held: &mut held, prefetched: &mut prefetched, journal: &mut journal };
+        match run_next_job(&pool, &config, &wakeups, &shutdown, kept).await {
             Ok(true) => {
                 backoff = Duration::from_millis(250);
                 continue;
@@ -159,16 +160,25 @@ struct Prefetched {
     acquired: Acquired,
 }
 
-/// Take and run one job; `Ok(false)` when the queue is empty. `held` is a connection kept
-/// from the previous job's completion (taken here, and left there by a saved completion);
-/// none is kept while the queue is empty or after an error. `prefetched` is the job taken
-/// with that completion, if it took one (taken here, and left there by the completion).
+/// What a worker keeps from one job to the next.
+struct Kept<'a> {
+    /// The connection that saved the last completion (taken by the next job, and left there
+    /// by a saved completion); none while the queue is empty or after an error.
+    held: &'a mut Option<DbConn>,
+    /// The job taken with that completion, if it took one (taken by the next job, and left
+    /// there by the completion).
+    prefetched: &'a mut Option<Prefetched>,
+    /// Where results wait until they are saved.
+    journal: &'a mut Journal,
+}
+
+/// Take and run one job; `Ok(false)` when the queue is empty.
 async fn run_next_job(
     pool: &DbPool,
     config: &WorkerConfig,
     wakeups: &Wakeups,
     shutdown: &CancellationToken,
-    (held, prefetched): (&mut Option<DbConn>, &mut Option<Prefetched>),
+    Kept { held, prefetched, journal }: Kept<'_>,
 ) -> Result<bool, ProvisionerError> {
     let worker = config.worker_id.as_str();
     let (announcements, now, acquired, conn) = match prefetched.take() {
@@ -263,11 +273,10 @@ async fn run_next_job(
         // Spool first: if the database stays unreachable until this worker stops, the next
         // worker on this work directory saves the result.
         let spooled = Spooled::new(job_id, worker, &result);
-        let spool_dir = spool::dir(&config.backends.terraform.work_dir);
-        let spool_path = match spool::write(&spool_dir, &spooled).await {
-            Ok(path) => Some(path),
+        let spool_path = match journal.record(&spooled).await {
+            Ok(()) => Some(journal.path().to_owned()),
             Err(err) => {
-                tracing::error!(dir = %spool_dir.display(), error = %err,
+                tracing::error!(path = %journal.path().display(), error = %err,
                     "cannot spool the build's result; only memory holds it until it is saved");
                 None
             }
@@ -306,8 +315,8 @@ async fn run_next_job(
                 return Ok(true);
             }
         }
-        if let Some(path) = spool_path {
-            spool::remove(&path).await;
+        if spool_path.is_some() {
+            journal.saved(job_id).await;
         }
         Ok(true)
     }
@@ -451,35 +460,54 @@ async fn save_spooled(pool: &DbPool, config: &WorkerConfig, shutdown: &Cancellat
             return;
         }
     };
-    for (path, spooled) in pending {
-        let Some(result) = spooled.result() else {
-            tracing::error!(path = %path.display(), "damaged spooled result; left in place");
-            continue;
-        };
-        let job_id = spooled.job_id;
-        let worker = spooled.worker_id.as_str();
-        let span = tracing::info_span!("spooled_job", %job_id, %worker);
-        let (saved, _) = complete_with_retry(
-            pool,
-            None,
-            (job_id, worker, None),
-            &result,
-            (shutdown, Some(&path)),
-            None,
-        )
-        .instrument(span.clone())
-        .await;
-        if let Some((completion, _conn)) = saved {
-            span.in_scope(|| {
-                tracing::info!(status = ?completion.as_ref().map(|c| c.status),
-                    "saved a spooled result")
-            });
-            if let Some(completion) = completion {
-                schedule_agents(pool, &completion);
-            }
+    for file in pending {
+        let path = file.path;
+        let mut all_saved = !file.damaged;
+        for spooled in file.unsaved {
+            all_saved &= save_one_spooled(pool, shutdown, &path, spooled).await;
+        }
+        if all_saved {
             spool::remove(&path).await;
         }
     }
+}
+
+/// Saves one spooled result found in the spool file `path`; whether it was saved.
+async fn save_one_spooled(
+    pool: &DbPool,
+    shutdown: &CancellationToken,
+    path: &std::path::Path,
+    spooled: Spooled,
+) -> bool {
+    let Some(result) = spooled.result() else {
+        tracing::error!(path = %path.display(), job_id = %spooled.job_id,
+            "damaged spooled result; left in place");
+        return false;
+    };
+    let job_id = spooled.job_id;
+    let worker = spooled.worker_id.as_str();
+    let span = tracing::info_span!("spooled_job", %job_id, %worker);
+    let (saved, _) = complete_with_retry(
+        pool,
+        None,
+        (job_id, worker, None),
+        &result,
+        (shutdown, Some(path)),
+        None,
+    )
+    .instrument(span.clone())
+    .await;
+    if let Some((completion, _conn)) = saved {
+        span.in_scope(|| {
+            tracing::info!(status = ?completion.as_ref().map(|c| c.status),
+                "saved a spooled result")
+        });
+        if let Some(completion) = completion {
+            schedule_agents(pool, &completion);
+        }
+        return true;
+    }
+    false
 }
 
 /// Heartbeat at a fixed rate until `done`; cancel `cancel` when the job is being canceled or
