@@ -18,6 +18,11 @@ use crate::report::{rate, show, thousands, Report};
 use crate::server::{self, Server};
 use crate::waits::Sampler;
 
+/// Issue #23's target for the simulated jobs: this many completed a second with this many
+/// workers.
+const TARGET_JOBS_PER_SEC: f64 = 2_000.0;
+const TARGET_WORKERS: usize = 4;
+
 const UNFINISHED: &str =
     "SELECT count(*) AS n FROM provisioner_jobs WHERE status IN ('pending', 'running', 'canceling')";
 const SUCCEEDED: &str = "SELECT count(*) AS n FROM provisioner_jobs WHERE status = 'succeeded'";
@@ -136,7 +141,11 @@ pub async fn measure(
             if workers == 1 { "" } else { "s" }
         ),
         format!("{} ({} in {})", rate(per_sec), thousands(jobs.into()), show(elapsed)),
-        "-",
+        if workers == TARGET_WORKERS {
+            crate::report::rate_verdict(per_sec, TARGET_JOBS_PER_SEC)
+        } else {
+            "-".to_owned()
+        },
         refs.rate_ratio(per_sec, workers),
     );
     if let Some(cpu) = cpu {

@@ -118,7 +118,7 @@ enum Entry {
 /// result; every write runs as one blocking task.
 pub(crate) struct Journal {
     path: PathBuf,
-    file: Option<std::sync::Arc<std::fs::File>>,
+    file: Option<std::sync::Arc<Locked>>,
     /// Results written and not yet marked saved.
     unsaved: HashSet<Uuid>,
     /// Bytes written since the journal was last emptied.
@@ -165,7 +165,12 @@ impl Journal {
                     if let Some(dir) = path.parent() {
                         std::fs::create_dir_all(dir)?;
                     }
-                    std::fs::OpenOptions::new().create(true).append(true).open(&path)
+                    let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                    // Held while the worker runs: a worker starting on the same work
+                    // directory leaves a locked journal to its live owner.
+                    Locked::try_new(file)?.ok_or_else(|| {
+                        std::io::Error::new(std::io::ErrorKind::WouldBlock, "journal in use")
+                    })
                 })
                 .await?;
                 let file = std::sync::Arc::new(file);
@@ -174,7 +179,7 @@ impl Journal {
             }
         };
         let length = line.len() as u64;
-        blocking(move || (&*file).write_all(&line)).await?;
+        blocking(move || (&**file).write_all(&line)).await?;
         self.written += length;
         self.unsaved.insert(spooled.job_id);
         Ok(())
@@ -197,7 +202,7 @@ impl Journal {
                             if empty {
                                 file.set_len(0)
                             } else {
-                                (&*file).write_all(&line)
+                                (&**file).write_all(&line)
                             }
                         },
                     )
@@ -242,10 +247,13 @@ pub(crate) struct SpoolFile {
     /// Some line could not be read (other than a last line cut short by a crash): the file
     /// is left in place for a person to look at once its readable results are saved.
     pub damaged: bool,
+    /// A journal's lock, held until its results are saved and the file removed.
+    _lock: Option<Locked>,
 }
 
-/// The files of `dir` and their unsaved results (none when it does not exist). An unreadable
-/// file is logged and left for a person to look at.
+/// The files of `dir` and their unsaved results (none when it does not exist). A journal
+/// another worker holds (locked: that worker runs, and saves its own) is left to it. An
+/// unreadable file is logged and left for a person to look at.
 pub(crate) async fn pending(dir: &Path) -> std::io::Result<Vec<SpoolFile>> {
     let mut entries = match tokio::fs::read_dir(dir).await {
         Ok(entries) => entries,
@@ -263,20 +271,74 @@ pub(crate) async fn pending(dir: &Path) -> std::io::Result<Vec<SpoolFile>> {
                     serde_json::from_slice::<Spooled>(&bytes).map_err(|e| e.to_string())
                 })
                 .map(|spooled| (vec![spooled], false)),
-            Some(JOURNAL_EXTENSION) => tokio::fs::read(&path)
-                .await
-                .map_err(|err| err.to_string())
-                .map(|bytes| read_journal(&path, &bytes)),
+            Some(JOURNAL_EXTENSION) => match locked_journal(&path).await {
+                Ok(Some((file, bytes))) => {
+                    let (unsaved, damaged) = read_journal(&path, &bytes);
+                    found.push(SpoolFile { path, unsaved, damaged, _lock: Some(file) });
+                    continue;
+                }
+                // A live worker's.
+                Ok(None) => continue,
+                Err(err) => Err(err.to_string()),
+            },
             _ => continue,
         };
         match parsed {
-            Ok((unsaved, damaged)) => found.push(SpoolFile { path, unsaved, damaged }),
+            Ok((unsaved, damaged)) => {
+                found.push(SpoolFile { path, unsaved, damaged, _lock: None });
+            }
             Err(error) => {
                 tracing::error!(path = %path.display(), %error, "unreadable spool file; left in place")
             }
         }
     }
     Ok(found)
+}
+
+/// A journal, locked, and what it holds; `None` when another worker holds its lock.
+async fn locked_journal(path: &Path) -> std::io::Result<Option<(Locked, Vec<u8>)>> {
+    let path = path.to_owned();
+    blocking(move || {
+        let Some(file) = Locked::try_new(std::fs::File::open(&path)?)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &*file, &mut bytes)?;
+        Ok(Some((file, bytes)))
+    })
+    .await
+}
+
+/// A file under an exclusive advisory lock (`flock`), released when dropped.
+pub(crate) struct Locked(
+    #[cfg(unix)] nix::fcntl::Flock<std::fs::File>,
+    #[cfg(not(unix))] std::fs::File,
+);
+
+impl Locked {
+    /// `None` when another open file holds the lock.
+    fn try_new(file: std::fs::File) -> std::io::Result<Option<Self>> {
+        #[cfg(unix)]
+        {
+            use nix::fcntl::{Flock, FlockArg};
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => Ok(Some(Self(locked))),
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+                Err((_, errno)) => Err(std::io::Error::from(errno)),
+            }
+        }
+        // No advisory locks: a journal is always taken as its worker's last.
+        #[cfg(not(unix))]
+        Ok(Some(Self(file)))
+    }
+}
+
+impl std::ops::Deref for Locked {
+    type Target = std::fs::File;
+
+    fn deref(&self) -> &std::fs::File {
+        &self.0
+    }
 }
 
 /// The results of a journal not marked saved, in the order written, and whether some line
@@ -398,11 +460,25 @@ mod tests {
         assert_eq!(read_journal(Path::new("j"), &garbled), (vec![failed(2)], true));
     }
 
-    /// A worker's journal as it runs: a result written is found by a worker that starts
-    /// before it is saved; once saved, the journal is emptied. A result spooled alone by an
-    /// earlier version is still found.
+    /// The spool's files by extension, with their unsaved results.
+    async fn found(dir: &Path) -> Vec<(String, Vec<Spooled>)> {
+        let mut found: Vec<(String, Vec<Spooled>)> = pending(dir)
+            .await
+            .expect("read the spool")
+            .into_iter()
+            .map(|file| {
+                (file.path.extension().unwrap_or_default().to_string_lossy().into(), file.unsaved)
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    /// A worker's journal: left alone while its worker runs (it saves its own), found with
+    /// what is unsaved once the worker is gone. A result spooled alone by an earlier version
+    /// is found too. A journal with nothing unsaved is emptied once it has grown large.
     #[tokio::test]
-    async fn results_are_found_until_saved() {
+    async fn unsaved_results_are_found_once_their_worker_is_gone() {
         let dir = std::env::temp_dir().join(format!("poolkeeper-spool-{}", Uuid::new_v4()));
         let mut journal = Journal::new(&dir, "provisioner/1");
         journal.record(&failed(1)).await.expect("record");
@@ -412,32 +488,21 @@ mod tests {
             serde_json::to_vec(&failed(9)).expect("serialize")
         })
         .expect("an earlier version's file");
-
-        let mut found: Vec<(String, Vec<Spooled>)> = pending(&dir)
-            .await
-            .expect("read the spool")
-            .into_iter()
-            .map(|file| {
-                (file.path.extension().unwrap_or_default().to_string_lossy().into(), file.unsaved)
-            })
-            .collect();
-        found.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(
-            found,
-            vec![("journal".to_owned(), vec![failed(2)]), ("json".to_owned(), vec![failed(9)])]
-        );
         assert!(journal.path().starts_with(&dir));
 
-        journal.saved(Uuid::from_u128(2)).await;
-        let (unsaved, _) =
-            read_journal(journal.path(), &std::fs::read(journal.path()).expect("read"));
-        assert!(unsaved.is_empty());
-        // Grown large with nothing unsaved, it is emptied.
+        assert_eq!(found(&dir).await, vec![("json".to_owned(), vec![failed(9)])]);
+
         journal.written = EMPTIED_PAST;
+        journal.saved(Uuid::from_u128(2)).await;
+        assert_eq!(std::fs::metadata(journal.path()).expect("the journal").len(), 0);
         journal.record(&failed(3)).await.expect("record");
-        journal.saved(Uuid::from_u128(3)).await;
-        let size = std::fs::metadata(journal.path()).expect("the journal").len();
-        assert_eq!(size, 0, "a large journal with nothing unsaved is emptied");
+        let path = journal.path().to_owned();
+        drop(journal);
+        assert_eq!(
+            found(&dir).await,
+            vec![("journal".to_owned(), vec![failed(3)]), ("json".to_owned(), vec![failed(9)])]
+        );
+        assert!(path.exists());
         let _ = std::fs::remove_dir_all(dir);
     }
 }
