@@ -130,6 +130,11 @@ pub async fn measure(
         report.note(format!("profile, claims: {}", sampler.finish().await?));
     }
     latency_rows(report, &format!("{spread}{with_history}"), out, true, refs, claimers);
+    report.note(format!(
+        "concurrent claimers: {claimers} share a pool of {} connections, as many as \
+         `poolkeeper run` gives its API by default (`--pool-size`)",
+        pool.status().max_size
+    ));
 
     let one = Arc::new(vec![hot]);
     let run = claimed_in_store(&pool, &one, &users, "hot", true);
@@ -221,7 +226,7 @@ async fn drive(
     pool: Option<&DbPool>,
 ) -> Result<Claimed> {
     if let Some(pool) = pool {
-        let warm: Vec<_> = try_join_all((0..claimers).map(|_| pool.get()))
+        let warm: Vec<_> = try_join_all((0..pool.status().max_size).map(|_| pool.get()))
             .await
             .context("open the claimers' connections")?;
         drop(warm);

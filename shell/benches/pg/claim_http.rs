@@ -39,9 +39,10 @@ impl Api {
                 .with_context(|| format!("a token for {username}"))?;
             tokens.push(token);
         }
-        let warm: Vec<_> = futures_util::future::try_join_all((0..claimers).map(|_| pool.get()))
-            .await
-            .context("open the API's connections")?;
+        let warm: Vec<_> =
+            futures_util::future::try_join_all((0..pool.status().max_size).map(|_| pool.get()))
+                .await
+                .context("open the API's connections")?;
         drop(warm);
         let listener =
             tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind the API's port")?;

@@ -300,7 +300,10 @@ pub async fn complete_all(url: &str) -> Result<()> {
     server::execute(url, "VACUUM ANALYZE").await
 }
 
-/// A pool on the scenario's database for the claim benchmark.
-pub fn claim_pool(scenario: &Scenario, size: usize) -> Result<DbPool> {
-    server::pool(&scenario.url, size)
+/// The claimers' pool on the scenario's database: as many connections as `poolkeeper run`
+/// gives its API by default (`--pool-size`), fewer for fewer claimers. Concurrent claimers
+/// share it as the API's requests do: more connections than the server has cores to run them
+/// only make claims wait for a core in the middle of their transactions.
+pub fn claim_pool(scenario: &Scenario, claimers: usize) -> Result<DbPool> {
+    server::pool(&scenario.url, claimers.min(poolkeeper::db::pool::DEFAULT_POOL_SIZE))
 }

@@ -49,7 +49,7 @@ pub struct RunArgs {
     pub reconciler: super::ReconcilerArgs,
     /// Maximum database connections of each pool: the API's, and each loop's (a loop applies
     /// up to half as many changes at once). The embedded worker has 4 more.
-    #[arg(long, env = "POOLKEEPER_POOL_SIZE", default_value_t = 10)]
+    #[arg(long, env = "POOLKEEPER_POOL_SIZE", default_value_t = crate::db::pool::DEFAULT_POOL_SIZE)]
     pub pool_size: usize,
     /// Longest a statement may run, in seconds (PostgreSQL's statement_timeout; 0 = none).
     #[arg(long, env = "POOLKEEPER_STATEMENT_TIMEOUT", value_parser = super::parse_secs, default_value_t = 60)]

@@ -28,10 +28,13 @@ pub struct PoolConfig {
     pub session: SessionSettings,
 }
 
+/// Connections of a pool unless configured (`--pool-size`): the API's, and each loop's.
+pub const DEFAULT_POOL_SIZE: usize = 10;
+
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
-            max_size: 10,
+            max_size: DEFAULT_POOL_SIZE,
             connect_timeout: Duration::from_secs(5),
             session: SessionSettings::default(),
         }
