@@ -152,14 +152,12 @@ impl PrebuildReconciler {
     /// Whether the change feed holds something this leader's kept snapshot has not read (a
     /// claim that emptied a pool, a job that ended, an agent that became ready): asked
     /// between cycles, so those are acted on within the poll rather than at the next cycle.
-    /// `false`, with no statement, while nothing is kept (not leading, or after a failure:
-    /// the next cycle reloads everything anyway).
+    /// `false`, with no statement, when not leading or while nothing is kept.
     pub async fn has_unread_changes(&self) -> Result<bool, DaemonError> {
-        if !self.feed.is_kept() || self.leader.fence().is_none() {
+        if self.leader.fence().is_none() {
             return Ok(false);
         }
-        let mut conn = self.pool.get().await.map_err(StoreError::from)?;
-        Ok(self.feed.has_unread(&mut conn).await?)
+        Ok(self.feed.has_unread(&self.pool).await?)
     }
 
     /// Runs one cycle at `now`. A preset whose apply fails is logged and counted; the

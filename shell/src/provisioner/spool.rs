@@ -106,11 +106,12 @@ pub(crate) fn dir(work_dir: &Path) -> PathBuf {
 const SINGLE_EXTENSION: &str = "json";
 const JOURNAL_EXTENSION: &str = "journal";
 
-/// One line of a journal.
+/// One line of a journal; written from a borrowed result (`Entry<&Spooled>`: a state can be
+/// megabytes), read into an owned one.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Entry {
-    Result(Spooled),
+enum Entry<S> {
+    Result(S),
     Saved(Uuid),
 }
 
@@ -156,31 +157,7 @@ impl Journal {
     /// when the completion cannot be saved, so that it also outlives the machine through the
     /// outage. (A sync per job cost more than the whole completion.)
     pub async fn record(&mut self, spooled: &Spooled) -> std::io::Result<()> {
-        let line = line(&Entry::Result(spooled.clone()))?;
-        let file = match &self.file {
-            Some(file) => file.clone(),
-            None => {
-                let path = self.path.clone();
-                let file = blocking(move || {
-                    if let Some(dir) = path.parent() {
-                        std::fs::create_dir_all(dir)?;
-                    }
-                    let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-                    // Held while the worker runs: a worker starting on the same work
-                    // directory leaves a locked journal to its live owner.
-                    Locked::try_new(file)?.ok_or_else(|| {
-                        std::io::Error::new(std::io::ErrorKind::WouldBlock, "journal in use")
-                    })
-                })
-                .await?;
-                let file = std::sync::Arc::new(file);
-                self.file = Some(file.clone());
-                file
-            }
-        };
-        let length = line.len() as u64;
-        blocking(move || (&**file).write_all(&line)).await?;
-        self.written += length;
+        self.append(&Entry::Result(spooled)).await?;
         self.unsaved.insert(spooled.job_id);
         Ok(())
     }
@@ -191,35 +168,61 @@ impl Journal {
     /// (the completion is guarded by the job's state).
     pub async fn saved(&mut self, job_id: Uuid) {
         self.unsaved.remove(&job_id);
-        let Some(file) = self.file.clone() else { return };
-        let empty = self.unsaved.is_empty() && self.written >= EMPTIED_PAST;
-        let marked = match line(&Entry::Saved(job_id)) {
-            Ok(line) => {
-                let length = line.len() as u64;
-                let marked =
-                    blocking(
-                        move || {
-                            if empty {
-                                file.set_len(0)
-                            } else {
-                                (&**file).write_all(&line)
-                            }
-                        },
-                    )
-                    .await;
-                self.written = if empty { 0 } else { self.written + length };
-                marked
-            }
-            Err(err) => Err(err),
+        if self.file.is_none() {
+            return;
+        }
+        let marked = if self.unsaved.is_empty() && self.written >= EMPTIED_PAST {
+            self.empty().await
+        } else {
+            self.append(&Entry::<&Spooled>::Saved(job_id)).await
         };
         if let Err(err) = marked {
             tracing::warn!(path = %self.path.display(), error = %err,
                 "cannot mark a spooled result saved");
         }
     }
+
+    async fn append(&mut self, entry: &Entry<&Spooled>) -> std::io::Result<()> {
+        let line = line(entry)?;
+        let length = line.len() as u64;
+        let file = self.open().await?;
+        blocking(move || (&**file).write_all(&line)).await?;
+        self.written += length;
+        Ok(())
+    }
+
+    async fn empty(&mut self) -> std::io::Result<()> {
+        let file = self.open().await?;
+        blocking(move || file.set_len(0)).await?;
+        self.written = 0;
+        Ok(())
+    }
+
+    /// The journal's file, created and locked at the first write.
+    async fn open(&mut self) -> std::io::Result<std::sync::Arc<Locked>> {
+        if let Some(file) = &self.file {
+            return Ok(file.clone());
+        }
+        let path = self.path.clone();
+        let file = blocking(move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            // Held while the worker runs: a worker starting on the same work directory
+            // leaves a locked journal to its live owner.
+            Locked::try_new(file)?.ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::WouldBlock, "journal in use")
+            })
+        })
+        .await?;
+        let file = std::sync::Arc::new(file);
+        self.file = Some(file.clone());
+        Ok(file)
+    }
 }
 
-fn line(entry: &Entry) -> std::io::Result<Vec<u8>> {
+fn line(entry: &Entry<&Spooled>) -> std::io::Result<Vec<u8>> {
     let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
     line.push(b'\n');
     Ok(line)
@@ -270,12 +273,11 @@ pub(crate) async fn pending(dir: &Path) -> std::io::Result<Vec<SpoolFile>> {
                 .and_then(|bytes| {
                     serde_json::from_slice::<Spooled>(&bytes).map_err(|e| e.to_string())
                 })
-                .map(|spooled| (vec![spooled], false)),
+                .map(|spooled| (vec![spooled], false, None)),
             Some(JOURNAL_EXTENSION) => match locked_journal(&path).await {
                 Ok(Some((file, bytes))) => {
                     let (unsaved, damaged) = read_journal(&path, &bytes);
-                    found.push(SpoolFile { path, unsaved, damaged, _lock: Some(file) });
-                    continue;
+                    Ok((unsaved, damaged, Some(file)))
                 }
                 // A live worker's.
                 Ok(None) => continue,
@@ -284,8 +286,8 @@ pub(crate) async fn pending(dir: &Path) -> std::io::Result<Vec<SpoolFile>> {
             _ => continue,
         };
         match parsed {
-            Ok((unsaved, damaged)) => {
-                found.push(SpoolFile { path, unsaved, damaged, _lock: None });
+            Ok((unsaved, damaged, lock)) => {
+                found.push(SpoolFile { path, unsaved, damaged, _lock: lock });
             }
             Err(error) => {
                 tracing::error!(path = %path.display(), %error, "unreadable spool file; left in place")
@@ -351,7 +353,7 @@ fn read_journal(path: &Path, bytes: &[u8]) -> (Vec<Spooled>, bool) {
         if text.is_empty() {
             continue;
         }
-        match serde_json::from_slice::<Entry>(text) {
+        match serde_json::from_slice::<Entry<Spooled>>(text) {
             Ok(Entry::Result(spooled)) => {
                 results.retain(|r| r.job_id != spooled.job_id);
                 results.push(spooled);
@@ -433,16 +435,15 @@ mod tests {
         Spooled::new(Uuid::from_u128(job), "w", &JobResult::Failed(failure))
     }
 
-    fn journal_line(entry: &Entry) -> Vec<u8> {
+    fn journal_line(entry: &Entry<&Spooled>) -> Vec<u8> {
         line(entry).expect("serialize")
     }
 
     #[test]
     fn a_journal_holds_the_results_not_marked_saved() {
         let mut bytes = Vec::new();
-        for entry in
-            [Entry::Result(failed(1)), Entry::Result(failed(2)), Entry::Saved(Uuid::from_u128(1))]
-        {
+        let (one, two) = (failed(1), failed(2));
+        for entry in [Entry::Result(&one), Entry::Result(&two), Entry::Saved(Uuid::from_u128(1))] {
             bytes.extend(journal_line(&entry));
         }
         let (unsaved, damaged) = read_journal(Path::new("j"), &bytes);
@@ -451,7 +452,7 @@ mod tests {
 
         // A last line cut short (the worker stopped while writing it) is not damage.
         let mut cut = bytes.clone();
-        cut.extend(&journal_line(&Entry::Result(failed(3)))[..20]);
+        cut.extend(&journal_line(&Entry::Result(&failed(3)))[..20]);
         assert_eq!(read_journal(Path::new("j"), &cut), (vec![failed(2)], false));
 
         // A line that cannot be read before the last is.

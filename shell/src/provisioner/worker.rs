@@ -273,12 +273,12 @@ async fn run_next_job(
         // Spool first: if the database stays unreachable until this worker stops, the next
         // worker on this work directory saves the result.
         let spooled = Spooled::new(job_id, worker, &result);
-        let spool_path = match journal.record(&spooled).await {
-            Ok(()) => Some(journal.path().to_owned()),
+        let spooled = match journal.record(&spooled).await {
+            Ok(()) => true,
             Err(err) => {
                 tracing::error!(path = %journal.path().display(), error = %err,
                     "cannot spool the build's result; only memory holds it until it is saved");
-                None
+                false
             }
         };
         let taken = AsTaken { build: &ctx.build, owner_id: ctx.workspace.owner_id };
@@ -290,7 +290,7 @@ async fn run_next_job(
             conn,
             (job_id, worker, Some(taken)),
             &result,
-            (shutdown, spool_path.as_deref()),
+            (shutdown, spooled.then(|| journal.path())),
             next.as_ref().map(|(_, now)| NextJob { tags: &config.tags, now: *now }),
         )
         .await;
@@ -310,12 +310,12 @@ async fn run_next_job(
                 );
             }
             None => {
-                tracing::warn!(spooled = spool_path.is_some(),
+                tracing::warn!(spooled,
                     "stopping before the completion could be saved; a worker on this work directory saves it at start");
                 return Ok(true);
             }
         }
-        if spool_path.is_some() {
+        if spooled {
             journal.saved(job_id).await;
         }
         Ok(true)

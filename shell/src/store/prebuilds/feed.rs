@@ -25,7 +25,7 @@ use super::load::load_all;
 use super::rows::{
     BuildRow, PresetRow, ScheduleRow, BUILDS_OF_SQL, PRESETS_BY_ID_SQL, SCHEDULES_SQL,
 };
-use crate::db::PREBUILDS_USER_ID;
+use crate::db::{DbPool, PREBUILDS_USER_ID};
 use crate::store::leases::Fence;
 use crate::store::StoreError;
 
@@ -37,11 +37,6 @@ const CHANGES_SQL: &str = "
 SELECT s.xmin, c.id, c.xid, c.kind, c.target_id
 FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) s
 LEFT JOIN prebuild_changes c ON c.xid >= LEAST($1, s.xmin)";
-
-/// Every committed change row at or above the watermark, applied or not: more than were
-/// applied means something committed since the last read. Binds: $1 watermark.
-const AT_OR_ABOVE_WATERMARK_SQL: &str =
-    "SELECT count(*) AS n FROM prebuild_changes WHERE xid >= $1";
 
 /// Change rows deleted by one prune at most.
 const PRUNE_BATCH: usize = 10_000;
@@ -117,31 +112,25 @@ impl PrebuildFeed {
         &self.kept
     }
 
-    /// Whether a refresh has kept rows to bring up to date (false before the first refresh
-    /// and after a failed one or a reset: the next refresh reloads everything).
-    pub fn is_kept(&self) -> bool {
-        self.valid
-    }
-
     /// Whether a change committed since the last refresh is waiting to be read (a claim, a
     /// job's end, an agent that became ready): one index read, cheap enough to ask every
     /// second between cycles. Rows at or above the watermark are only ever added, except by
     /// this feed's own pruning (below the watermark), so a count other than the applied
-    /// ones means a refresh has something to read. `false` while nothing is kept.
-    pub async fn has_unread(&self, conn: &mut AsyncPgConnection) -> Result<bool, StoreError> {
+    /// ones means a refresh has something to read. `false`, with no statement, while nothing
+    /// is kept (the next refresh reloads everything anyway).
+    pub async fn has_unread(&self, pool: &DbPool) -> Result<bool, StoreError> {
+        use crate::db::schema::prebuild_changes;
+        use diesel::{ExpressionMethods, QueryDsl};
         if !self.valid {
             return Ok(false);
         }
-        #[derive(diesel::QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let count: Count = diesel::sql_query(AT_OR_ABOVE_WATERMARK_SQL)
-            .bind::<BigInt, _>(self.watermark)
-            .get_result(conn)
+        let mut conn = pool.get().await?;
+        let at_or_above: i64 = prebuild_changes::table
+            .filter(prebuild_changes::xid.ge(self.watermark))
+            .count()
+            .get_result(&mut conn)
             .await?;
-        Ok(usize::try_from(count.n) != Ok(self.applied.len()))
+        Ok(usize::try_from(at_or_above) != Ok(self.applied.len()))
     }
 
     /// Forgets the kept rows: the next refresh reloads everything.
