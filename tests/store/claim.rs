@@ -18,18 +18,23 @@ use poolkeeper::store::claim::{claim_or_create, ClaimError, ClaimOutcome, ClaimR
 use seed::WorkspaceSeed;
 use uuid::Uuid;
 
-struct Pool {
+pub(crate) struct Pool {
     template_id: Uuid,
     version_id: Uuid,
-    preset_id: Uuid,
+    pub(crate) preset_id: Uuid,
     /// Oldest first: the order in which claims take them.
-    prebuilds: Vec<Uuid>,
+    pub(crate) prebuilds: Vec<Uuid>,
 }
 
 /// A preset with `n` ready prebuilds, created a minute apart.
 async fn pool_of(db: &TestDatabase, n: usize) -> Pool {
+    pool_named(db, "go", n).await
+}
+
+/// A preset of a new template named `template` with `n` ready prebuilds, a minute apart.
+pub(crate) async fn pool_named(db: &TestDatabase, template: &str, n: usize) -> Pool {
     let mut conn = db.conn().await;
-    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let (template_id, version_id) = seed::template(&mut conn, template).await;
     let preset_id = seed::preset(&mut conn, version_id, "small", 3).await;
     let mut prebuilds = Vec::new();
     for i in 0..n {
@@ -40,7 +45,7 @@ async fn pool_of(db: &TestDatabase, n: usize) -> Pool {
     Pool { template_id, version_id, preset_id, prebuilds }
 }
 
-fn request(pool: &Pool, user_id: Uuid, name: &str) -> ClaimRequest {
+pub(crate) fn request(pool: &Pool, user_id: Uuid, name: &str) -> ClaimRequest {
     ClaimRequest {
         user_id,
         template_id: pool.template_id,

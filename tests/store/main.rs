@@ -4,6 +4,7 @@
 mod auth;
 mod bad_rows;
 mod claim;
+mod claim_batch;
 mod dashboard;
 mod db_constraints;
 mod db_harness;

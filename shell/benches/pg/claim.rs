@@ -15,7 +15,7 @@ use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use futures_util::future::try_join_all;
 use poolkeeper::db::DbPool;
-use poolkeeper::store::claim::{claim_or_create, ClaimRequest};
+use poolkeeper::store::claim::{ClaimBatcher, ClaimRequest};
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
@@ -182,8 +182,8 @@ async fn round_trip_row(
     Ok(())
 }
 
-/// Claims straight through the store, each claimer as its own user; `fixed` = every claim of
-/// the first preset, otherwise spread over them all.
+/// Claims through the store's claim batcher, the API's way in (without HTTP), each claimer as
+/// its own user; `fixed` = every claim of the first preset, otherwise spread over them all.
 fn claimed_in_store(
     pool: &DbPool,
     presets: &Arc<Vec<PresetRow>>,
@@ -191,9 +191,11 @@ fn claimed_in_store(
     tag: &'static str,
     fixed: bool,
 ) -> ClaimFn {
-    let (pool, presets, users) = (pool.clone(), presets.clone(), users.clone());
+    // The API's way in: concurrent claims are handed over in batches.
+    let (claims, presets, users) =
+        (ClaimBatcher::new(pool.clone()), presets.clone(), users.clone());
     Arc::new(move |c, k| {
-        let (pool, presets, users) = (pool.clone(), presets.clone(), users.clone());
+        let (claims, presets, users) = (claims.clone(), presets.clone(), users.clone());
         Box::pin(async move {
             let preset = if fixed { &presets[0] } else { pick(&presets, c, k) };
             let request = ClaimRequest {
@@ -205,7 +207,7 @@ fn claimed_in_store(
                 ttl_secs: None,
                 parameters: BTreeMap::new(),
             };
-            let outcome = claim_or_create(&pool, Utc::now(), &request).await.context("claim")?;
+            let outcome = claims.claim_or_create(Utc::now(), &request).await.context("claim")?;
             Ok(outcome.claimed)
         })
     })

@@ -112,6 +112,11 @@ impl From<ClaimError> for ApiError {
                 Self::new(StatusCode::CONFLICT, message).at("template")
             }
             ClaimError::NameTaken(_) => Self::new(StatusCode::CONFLICT, err.to_string()).at("name"),
+            // Retrying is safe: a claim that was made makes the retry's name taken.
+            ClaimError::CommitFailed(_) => {
+                tracing::error!(kind = err.label(), error = %err, "request failed");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+            }
             ClaimError::Store(err) => err.into(),
         }
     }

@@ -31,6 +31,7 @@ pub use users::UserJson;
 pub use workspaces::WorkspaceJson;
 
 use crate::db::DbPool;
+use crate::store::claim::ClaimBatcher;
 use crate::telemetry::metrics::Metrics;
 
 /// Largest accepted request body (a templates file is the biggest legitimate one).
@@ -40,13 +41,15 @@ pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: DbPool,
+    /// Claims go through here: those that arrive together are handed over together.
+    pub claims: ClaimBatcher,
     /// Where handlers observe their figures (claim duration); none in tests that do not care.
     pub metrics: Option<Arc<Metrics>>,
 }
 
 impl ApiState {
     pub fn new(pool: DbPool) -> Self {
-        Self { pool, metrics: None }
+        Self { claims: ClaimBatcher::new(pool.clone()), pool, metrics: None }
     }
 
     /// The same state, observing into `metrics`.

@@ -20,7 +20,7 @@ use super::ApiState;
 use crate::db::enums::{BuildReason, JobStatus, Transition};
 use crate::db::models::{Workspace, WorkspaceBuild};
 use crate::db::PREBUILDS_USER_ID;
-use crate::store::claim::{claim_or_create, ClaimRequest};
+use crate::store::claim::ClaimRequest;
 use crate::store::templates::find_template;
 use crate::store::workspace_page::{list_page, PageError, PageRequest};
 use crate::store::workspaces::{self as store, WorkspaceView};
@@ -203,7 +203,7 @@ pub async fn create(
         parameters: body.parameters,
     };
     let started = std::time::Instant::now();
-    let outcome = claim_or_create(&state.pool, Utc::now(), &request).await?;
+    let outcome = state.claims.claim_or_create(Utc::now(), &request).await?;
     if let (true, Some(metrics)) = (outcome.claimed, &state.metrics) {
         metrics.claim_seconds.observe(started.elapsed().as_secs_f64());
     }

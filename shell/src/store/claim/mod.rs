@@ -6,7 +6,8 @@
 //! read checks the request while another, sent with it, loads a page of candidates (the
 //! oldest few dozen), and one transaction locks the first candidate (in the core's order)
 //! that is still claimable and not locked by another claim, then hands it over, with its
-//! build, job and audit entry, in a second statement.
+//! build, job and audit entry, in a second statement. The API's claims go through
+//! [`ClaimBatcher`], which does the same for many concurrent claims at once.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,44 @@ use crate::db::schema::{presets, templates, workspaces};
 use crate::db::{DbPool, PREBUILDS_USER_ID};
 
 diesel::define_sql_function!(fn lower(text: Text) -> Text);
+
+/// Locks up to `$limit` of the prebuilds in the array `$candidates` (in its order, the
+/// core's), each still an unclaimed running prebuild of preset `$preset` owned by `$owner` and
+/// not locked by another claim, with what the core judges a prebuild by; `rank` is its
+/// position in the array. One claim's lock and a batch's (per preset) are this statement.
+macro_rules! lock_candidates_sql {
+    ($candidates:literal, $owner:literal, $preset:literal, $limit:literal) => {
+        concat!(
+            "SELECT c.rank, w.id, w.owner_id, w.name, w.created_at, lb.build_number,
+       lb.template_version_id, lb.provisioner_state,
+       NOT EXISTS (SELECT 1 FROM ",
+            unready_builds!(),
+            " nr WHERE nr.build_id = lb.id) AS ready,
+       p.expiration_ttl_secs, p.invalidated_at
+FROM unnest(",
+            $candidates,
+            ") WITH ORDINALITY AS c(id, rank)
+JOIN workspaces w ON w.id = c.id
+JOIN LATERAL (SELECT b.id, b.build_number, b.template_version_id, b.preset_id, b.transition,
+                     b.provisioner_state, b.job_id
+              FROM workspace_builds b WHERE b.workspace_id = w.id
+              ORDER BY b.build_number DESC LIMIT 1) lb ON true
+JOIN provisioner_jobs j ON j.id = lb.job_id
+JOIN presets p ON p.id = lb.preset_id
+WHERE w.owner_id = ",
+            $owner,
+            " AND NOT w.deleted AND w.deleting_at IS NULL
+  AND lb.transition = 'start' AND lb.preset_id = ",
+            $preset,
+            " AND j.status = 'succeeded'
+ORDER BY c.rank
+LIMIT ",
+            $limit,
+            "
+FOR UPDATE OF w SKIP LOCKED"
+        )
+    };
+}
 
 /// A validated request for a workspace (the API parsed it).
 #[derive(Debug, Clone)]
@@ -63,6 +102,10 @@ pub enum ClaimError {
     TemplateUnavailable(String),
     #[error("a workspace named {0:?} already exists")]
     NameTaken(String),
+    /// The transaction that hands the prebuild over failed at its commit: whether the claim
+    /// was made is unknown (the user's workspace list tells).
+    #[error("the claim's commit failed, so it may or may not have been made: {0}")]
+    CommitFailed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -74,6 +117,7 @@ impl ClaimError {
             Self::PresetNotFound => "preset_not_found",
             Self::TemplateUnavailable(_) => "template_unavailable",
             Self::NameTaken(_) => "name_taken",
+            Self::CommitFailed(_) => "commit_failed",
             Self::Store(err) => err.label(),
         }
     }
@@ -166,12 +210,6 @@ pub async fn claim_or_create(
             )
             .await?;
             if let Some(outcome) = claimed {
-                tracing::info!(
-                    workspace_id = %outcome.workspace.id,
-                    user_id = %request.user_id,
-                    preset_id = %preset.id,
-                    "prebuild claimed"
-                );
                 return Ok(outcome);
             }
             if !more {
@@ -248,27 +286,7 @@ enum Attempt {
 /// prebuild by (readiness, age, the preset's expiry settings), read by this statement's
 /// snapshot, which is taken after any lock wait: a prebuild whose agent stopped being ready
 /// or that expired while the claim waited is judged as it is now.
-const LOCK_FIRST_CLAIMABLE_SQL: &str = concat!(
-    "
-SELECT w.id, w.owner_id, w.name, w.created_at, lb.build_number, lb.template_version_id,
-       lb.provisioner_state,
-       NOT EXISTS (SELECT 1 FROM ",
-    unready_builds!(),
-    " nr WHERE nr.build_id = lb.id) AS ready,
-       p.expiration_ttl_secs, p.invalidated_at
-FROM workspaces w
-JOIN LATERAL (SELECT b.id, b.build_number, b.template_version_id, b.preset_id, b.transition,
-                     b.provisioner_state, b.job_id
-              FROM workspace_builds b WHERE b.workspace_id = w.id
-              ORDER BY b.build_number DESC LIMIT 1) lb ON true
-JOIN provisioner_jobs j ON j.id = lb.job_id
-JOIN presets p ON p.id = lb.preset_id
-WHERE w.id = ANY($1) AND w.owner_id = $2 AND NOT w.deleted AND w.deleting_at IS NULL
-  AND lb.transition = 'start' AND lb.preset_id = $3 AND j.status = 'succeeded'
-ORDER BY array_position($1, w.id)
-LIMIT 1
-FOR UPDATE OF w SKIP LOCKED"
-);
+const LOCK_FIRST_CLAIMABLE_SQL: &str = lock_candidates_sql!("$1::uuid[]", "$2", "$3", "1");
 
 #[derive(QueryableByName)]
 struct LockedPrebuild {
@@ -319,7 +337,7 @@ impl LockedPrebuild {
 /// the lock", checked on this statement's own, later snapshot: a delete the reconciler
 /// committed just before the lock was taken leaves everything unwritten (no row). Binds are
 /// named in the file.
-const HAND_OVER_SQL: &str = include_str!("sql/claim_hand_over.sql");
+const HAND_OVER_SQL: &str = include_str!("../sql/claim_hand_over.sql");
 
 /// Hands over the first of `candidates` (in the core's order) that can still be claimed,
 /// one transaction per try; `None` when every one is held by another claim or superseded.
@@ -374,74 +392,128 @@ async fn claim_first(
     if !prebuild.still_claimable(preset, now) {
         return Ok(Attempt::Superseded(prebuild.id));
     }
-    let preset_id = preset.id;
-    let job_id = Uuid::new_v4();
-    let build_id = Uuid::new_v4();
-    let autostart_schedule = request.autostart_schedule.as_ref().map(|s| s.source().to_owned());
-    let parameters = parameters_json(&request.parameters);
-    let job_input = JobInput {
-        workspace_id: prebuild.id,
-        build_id,
-        template_version_id: prebuild.template_version_id,
-        transition: Transition::Start,
-        parameters: Some(&parameters),
-    }
-    .to_json();
-    let diff = serde_json::json!({
-        "preset_id": preset_id,
-        "build_id": build_id,
-        "old": { "owner_id": prebuild.owner_id, "name": prebuild.name },
-        "new": {
-            "owner_id": request.user_id,
-            "name": request.name,
-            "autostart_schedule": autostart_schedule,
-            "ttl_secs": ttl_secs,
-        },
-    });
+    let hand_over = HandOver::new(prebuild, preset.id, request, ttl_secs, next_start_at);
     let handed: Option<Workspace> = Prepared::new(
         diesel::sql_query(HAND_OVER_SQL)
-            .bind::<SqlUuid, _>(request.user_id)
-            .bind::<Text, _>(&request.name)
-            .bind::<Nullable<Text>, _>(&autostart_schedule)
-            .bind::<BigInt, _>(ttl_secs)
-            .bind::<Nullable<Timestamptz>, _>(next_start_at)
+            .bind::<SqlUuid, _>(hand_over.user_id)
+            .bind::<Text, _>(&hand_over.name)
+            .bind::<Nullable<Text>, _>(&hand_over.autostart_schedule)
+            .bind::<BigInt, _>(hand_over.ttl_secs)
+            .bind::<Nullable<Timestamptz>, _>(hand_over.next_start_at)
             .bind::<Timestamptz, _>(now)
-            .bind::<SqlUuid, _>(prebuild.id)
-            .bind::<Int4, _>(prebuild.build_number)
-            .bind::<SqlUuid, _>(job_id)
-            .bind::<Jsonb, _>(&job_input)
-            .bind::<Bool, _>(request.user_id == PREBUILDS_USER_ID)
+            .bind::<SqlUuid, _>(hand_over.prebuild.id)
+            .bind::<Int4, _>(hand_over.prebuild.build_number)
+            .bind::<SqlUuid, _>(hand_over.job_id)
+            .bind::<Jsonb, _>(&hand_over.job_input)
+            .bind::<Bool, _>(hand_over.for_prebuild)
             .bind::<Text, _>(Transition::Start)
-            .bind::<SqlUuid, _>(build_id)
-            .bind::<SqlUuid, _>(prebuild.template_version_id)
-            .bind::<Nullable<SqlUuid>, _>(Some(preset_id))
+            .bind::<SqlUuid, _>(hand_over.build_id)
+            .bind::<SqlUuid, _>(hand_over.prebuild.template_version_id)
+            .bind::<Nullable<SqlUuid>, _>(Some(hand_over.preset_id))
             .bind::<Text, _>(BuildReason::Claim)
-            .bind::<Nullable<Binary>, _>(&prebuild.provisioner_state)
-            .bind::<Jsonb, _>(&diff),
+            .bind::<Nullable<Binary>, _>(&hand_over.prebuild.provisioner_state)
+            .bind::<Jsonb, _>(&hand_over.diff),
     )
     .get_result(conn)
     .await
     .optional()
     .map_err(|err| name_error(err, &request.name))?;
-    let Some(workspace) = handed else { return Ok(Attempt::Superseded(prebuild.id)) };
-    // The build is exactly what the statement inserted: no need to read it back.
-    let build = WorkspaceBuild {
-        id: build_id,
-        workspace_id: workspace.id,
-        build_number: prebuild.build_number + 1,
-        template_version_id: prebuild.template_version_id,
-        preset_id: Some(preset_id),
-        transition: Transition::Start,
-        reason: BuildReason::Claim,
-        initiator_id: request.user_id,
-        job_id,
-        deadline: None,
-        max_deadline: None,
-        provisioner_state: prebuild.provisioner_state,
-        // `now` as stored (microseconds), which the hand-over also wrote here.
-        created_at: workspace.updated_at,
-    };
-    Ok(Attempt::Claimed(Box::new(ClaimOutcome { workspace, build, claimed: true })))
+    let Some(workspace) = handed else { return Ok(Attempt::Superseded(hand_over.prebuild.id)) };
+    Ok(Attempt::Claimed(Box::new(hand_over.outcome(workspace))))
+}
+
+/// One hand-over's values: what its statement writes (the one-by-one or the batch's), and
+/// the outcome the claim returns once it is written.
+struct HandOver {
+    prebuild: LockedPrebuild,
+    preset_id: Uuid,
+    user_id: Uuid,
+    name: String,
+    autostart_schedule: Option<String>,
+    ttl_secs: i64,
+    next_start_at: Option<DateTime<Utc>>,
+    job_id: Uuid,
+    job_input: serde_json::Value,
+    /// Whether the new job builds a prebuild: only when the prebuilds user claims one.
+    for_prebuild: bool,
+    build_id: Uuid,
+    /// The audit entry's diff.
+    diff: serde_json::Value,
+}
+
+impl HandOver {
+    fn new(
+        prebuild: LockedPrebuild,
+        preset_id: Uuid,
+        request: &ClaimRequest,
+        ttl_secs: i64,
+        next_start_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        let (job_id, build_id) = (Uuid::new_v4(), Uuid::new_v4());
+        let autostart_schedule = request.autostart_schedule.as_ref().map(|s| s.source().to_owned());
+        let parameters = parameters_json(&request.parameters);
+        let job_input = JobInput {
+            workspace_id: prebuild.id,
+            build_id,
+            template_version_id: prebuild.template_version_id,
+            transition: Transition::Start,
+            parameters: Some(&parameters),
+        }
+        .to_json();
+        let diff = serde_json::json!({
+            "preset_id": preset_id,
+            "build_id": build_id,
+            "old": { "owner_id": prebuild.owner_id, "name": prebuild.name },
+            "new": {
+                "owner_id": request.user_id,
+                "name": request.name,
+                "autostart_schedule": autostart_schedule,
+                "ttl_secs": ttl_secs,
+            },
+        });
+        Self {
+            prebuild,
+            preset_id,
+            user_id: request.user_id,
+            name: request.name.clone(),
+            autostart_schedule,
+            ttl_secs,
+            next_start_at,
+            job_id,
+            job_input,
+            for_prebuild: request.user_id == PREBUILDS_USER_ID,
+            build_id,
+            diff,
+        }
+    }
+
+    /// The claim's outcome, `workspace` being the handed-over row as the statement returned
+    /// it. The build is exactly what the statement inserted: no need to read it back.
+    fn outcome(self, workspace: Workspace) -> ClaimOutcome {
+        tracing::info!(
+            workspace_id = %workspace.id,
+            user_id = %self.user_id,
+            preset_id = %self.preset_id,
+            "prebuild claimed"
+        );
+        let build = WorkspaceBuild {
+            id: self.build_id,
+            workspace_id: workspace.id,
+            build_number: self.prebuild.build_number + 1,
+            template_version_id: self.prebuild.template_version_id,
+            preset_id: Some(self.preset_id),
+            transition: Transition::Start,
+            reason: BuildReason::Claim,
+            initiator_id: self.user_id,
+            job_id: self.job_id,
+            deadline: None,
+            max_deadline: None,
+            provisioner_state: self.prebuild.provisioner_state,
+            // `now` as stored (microseconds), which the hand-over also wrote here.
+            created_at: workspace.updated_at,
+        };
+        ClaimOutcome { workspace, build, claimed: true }
+    }
 }
 
 async fn create_fresh(
@@ -595,7 +667,7 @@ async fn candidate_page(
 /// never trusted the prepared statement's generic plan and planned every claim's read anew,
 /// which cost more than the read.
 macro_rules! candidate_page_sql {
-    ($after:literal) => {
+    ($preset:literal, $after:literal, $limit:literal) => {
         concat!(
             "SELECT b.workspace_id, b.template_version_id, w.created_at,
                     b.prebuild_created_at AS listed_at, j.status = 'succeeded' AS succeeded,
@@ -605,7 +677,9 @@ macro_rules! candidate_page_sql {
              FROM workspace_builds b
              JOIN workspaces w ON w.id = b.workspace_id
              JOIN provisioner_jobs j ON j.id = b.job_id
-             WHERE b.preset_id = $2 AND b.prebuild_live ",
+             WHERE b.preset_id = ",
+            $preset,
+            " AND b.prebuild_live ",
             $after,
             "
                AND b.transition = 'start'
@@ -614,14 +688,15 @@ macro_rules! candidate_page_sql {
                                WHERE later.workspace_id = b.workspace_id
                                  AND later.build_number > b.build_number)
              ORDER BY b.prebuild_created_at, b.workspace_id
-             LIMIT 32"
+             LIMIT ",
+            $limit
         )
     };
 }
 
-const FIRST_PAGE_SQL: &str = candidate_page_sql!("");
+const FIRST_PAGE_SQL: &str = candidate_page_sql!("$2", "", "32");
 const NEXT_PAGE_SQL: &str =
-    candidate_page_sql!("AND (b.prebuild_created_at, b.workspace_id) > ($3, $4)");
+    candidate_page_sql!("$2", "AND (b.prebuild_created_at, b.workspace_id) > ($3, $4)", "32");
 
 /// The preset as the core's claim choice sees it (schedules do not matter to a claim).
 fn core_preset(template: &Template, preset: &Preset) -> Result<core_prebuilds::Preset, ClaimError> {
@@ -645,6 +720,11 @@ fn core_preset(template: &Template, preset: &Preset) -> Result<core_prebuilds::P
     })
     .map_err(|why| ClaimError::TemplateUnavailable(format!("the preset is unreadable: {why}")))
 }
+
+// After the statement macros above, which the batch's statements are built from.
+mod batch;
+
+pub use batch::ClaimBatcher;
 
 #[cfg(test)]
 mod tests {
