@@ -1,8 +1,8 @@
 //! Claims that arrive together are handed over together (rules §3 "Claim"). Concurrent
-//! requests queue; a batch task takes every request waiting (up to `MAX_BATCH`), reads the
-//! requests and their presets' candidates in one round trip, then, in one transaction, locks
-//! the first claimable prebuilds of each preset with one statement and hands them all over
-//! with another. On a busy server a claim costs statements and round trips more than rows:
+//! requests queue; a batch task takes every request waiting (up to `MAX_BATCH`) and, in one
+//! transaction, reads the requests and their presets' candidates in one round trip, locks the
+//! first claimable prebuilds of each preset with one statement and hands them all over with
+//! another. On a busy server a claim costs statements, plans and round trips more than rows:
 //! a batch of many claims pays for a handful of statements between them, where one claim on
 //! its own pays for six.
 //!
@@ -21,15 +21,15 @@ use diesel::sql_types::{
     Array, BigInt, Binary, Bool, Int4, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
 use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use poolkeeper_core::prebuilds::{self as core_prebuilds, choose_claim, RunningPrebuild};
 use poolkeeper_core::schedule::next_autostart;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
-    claim_or_create, core_preset, read_request, requested_ttl, CandidateRow, ClaimError,
-    ClaimOutcome, ClaimRequest, HandOver, LockedPrebuild,
+    begin_on_generic_plans, claim_or_create, core_preset, end_transaction, read_request,
+    requested_ttl, CandidateRow, ClaimError, ClaimOutcome, ClaimRequest, HandOver, LockedPrebuild,
 };
 use crate::db::enums::{BuildReason, Transition};
 use crate::db::models::{Template, Workspace};
@@ -237,8 +237,8 @@ struct PresetGroup<'a> {
     candidates: Vec<Uuid>,
 }
 
-/// Hands over what it can; the outcomes by request index. `committing` is set once the
-/// transaction's work is done and its commit sent.
+/// Hands over what it can, in one transaction; the outcomes by request index. `committing`
+/// is set once the transaction's work is done and its commit sent.
 async fn hand_over_batch(
     pool: &DbPool,
     requests: &[&ClaimRequest],
@@ -246,20 +246,24 @@ async fn hand_over_batch(
     committing: &mut bool,
 ) -> Result<BTreeMap<usize, ClaimOutcome>, ClaimError> {
     let mut conn = pool.get().await?;
-    let mut groups = read_batch(&conn, requests, now).await?;
+    begin_on_generic_plans(&mut conn).await?;
+    let handed = read_lock_and_hand_over(&mut conn, requests, now).await;
+    *committing = handed.is_ok();
+    end_transaction(&mut conn, handed).await
+}
+
+async fn read_lock_and_hand_over(
+    conn: &mut AsyncPgConnection,
+    requests: &[&ClaimRequest],
+    now: DateTime<Utc>,
+) -> Result<BTreeMap<usize, ClaimOutcome>, ClaimError> {
+    let mut groups = read_batch(conn, requests, now).await?;
     groups.retain(|_, group| !group.candidates.is_empty() && !group.requests.is_empty());
     if groups.is_empty() {
         return Ok(BTreeMap::new());
     }
     let groups: Vec<PresetGroup<'_>> = groups.into_values().collect();
-    let handed = conn
-        .transaction::<_, ClaimError, _>(async |conn| {
-            let handed = lock_and_hand_over(conn, &groups, now).await?;
-            *committing = true;
-            Ok(handed)
-        })
-        .await?;
-    Ok(handed)
+    lock_and_hand_over(conn, &groups, now).await
 }
 
 /// The requests' checks and their presets' first pages, in one round trip; the requests

@@ -16,7 +16,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{
     Array, BigInt, Binary, Bool, Int4, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{
+    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, RunQueryDsl, TransactionManager,
+};
 use poolkeeper_core::prebuilds::{self as core_prebuilds, choose_claim, RunningPrebuild};
 use poolkeeper_core::schedule::{next_autostart, CronSchedule};
 use uuid::Uuid;
@@ -269,6 +271,37 @@ async fn read_request(
         .optional()
 }
 
+/// Begins a transaction whose statements run on their prepared statements' generic plans.
+/// A claim's statements take arrays (candidates, a batch's rows); planned for the values at
+/// hand, PostgreSQL's estimate from the array's length always beats the generic plan's
+/// default, so it never settles on the generic plan and plans every execution anew, which
+/// costs more than running them (a claimer alone took 5 ms instead of under 2). Each
+/// statement is written so that its generic plan is the right one. The setting ends with the
+/// transaction (`SET LOCAL`), so the pooled connection's other users are not affected.
+async fn begin_on_generic_plans(conn: &mut AsyncPgConnection) -> Result<(), ClaimError> {
+    const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
+    Ok(AnsiTransactionManager::begin_transaction_sql(conn, BEGIN).await?)
+}
+
+/// Ends the transaction `begin_on_generic_plans` began, as diesel's `transaction` does:
+/// commits after `result` succeeded, rolls back after it failed.
+async fn end_transaction<R>(
+    conn: &mut AsyncPgConnection,
+    result: Result<R, ClaimError>,
+) -> Result<R, ClaimError> {
+    match result {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(conn).await?;
+            Ok(value)
+        }
+        Err(err) => match AnsiTransactionManager::rollback_transaction(conn).await {
+            // The first error says more than a rollback the broken connection refused.
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(err),
+            Err(rollback) => Err(rollback.into()),
+        },
+    }
+}
+
 /// What one claim transaction did.
 enum Attempt {
     Claimed(Box<ClaimOutcome>),
@@ -351,11 +384,10 @@ async fn claim_one_of(
     now: DateTime<Utc>,
 ) -> Result<Option<ClaimOutcome>, ClaimError> {
     while !candidates.is_empty() {
-        let attempt = conn
-            .transaction::<_, ClaimError, _>(async |conn| {
-                claim_first(conn, &candidates, preset, request, ttl_secs, next_start_at, now).await
-            })
-            .await?;
+        begin_on_generic_plans(conn).await?;
+        let attempt =
+            claim_first(conn, &candidates, preset, request, ttl_secs, next_start_at, now).await;
+        let attempt = end_transaction(conn, attempt).await?;
         match attempt {
             Attempt::Claimed(outcome) => return Ok(Some(*outcome)),
             // Every one left is locked by another claim or no longer claimable.
