@@ -1,7 +1,7 @@
 //! `/metrics` through real HTTP while the daemon's engines run against a real PostgreSQL:
 //! pool gauges after a fill, totals after a claim, the hard limit after three failures, the
-//! pause switch, lifecycle transitions, series of a deleted template gone; and the whole
-//! exposition parses as Prometheus text.
+//! pause switch, lifecycle transitions, series of a deleted template gone, the API's claim
+//! batches; and the whole exposition parses as Prometheus text.
 
 use poolkeeper_tests::seed;
 
@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use poolkeeper::api::ApiState;
 use poolkeeper::daemon::http::{base_router, HttpState};
 use poolkeeper::daemon::{CycleOutcome, LifecycleExecutor, PrebuildReconciler};
 use poolkeeper::db::enums::UserRole;
@@ -230,6 +231,56 @@ async fn metrics_follow_the_pools_over_real_http() {
         "poolkeeper_claim_duration_seconds",
     ] {
         assert_eq!(deleted.types.get(histogram), Some(&SampleType::Histogram), "{histogram}");
+    }
+}
+
+#[tokio::test]
+async fn claims_through_the_api_count_their_batches() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.conn().await;
+    let (template_id, version_id) = seed::template(&mut conn, "go").await;
+    let preset_id = seed::preset(&mut conn, version_id, "small", 2).await;
+    for minutes in [30, 20] {
+        let created = Utc::now() - chrono::TimeDelta::minutes(minutes);
+        let prebuild = seed::WorkspaceSeed::prebuild(template_id, version_id, preset_id, created);
+        seed::workspace(&mut conn, prebuild).await;
+    }
+    let metrics = Arc::new(Metrics::new());
+    let api = ApiState::new(db.pool().clone()).with_metrics(metrics.clone());
+    let before = parse(metrics.encode());
+    assert_eq!(before.get("poolkeeper_claim_batches_total", &[]), Some(0.0));
+    assert_eq!(before.get("poolkeeper_claims_batched_total", &[]), Some(0.0));
+
+    // Three people claim at once from a pool of two: two handed over by a batch, one fresh.
+    let mut claims = Vec::new();
+    for name in ["ann", "ben", "cat"] {
+        let user_id = seed::user(&mut conn, name).await;
+        let request = ClaimRequest {
+            user_id,
+            template_id,
+            preset_id: Some(preset_id),
+            name: "dev".to_owned(),
+            autostart_schedule: None,
+            ttl_secs: None,
+            parameters: BTreeMap::new(),
+        };
+        let claims_api = api.claims.clone();
+        claims.push(tokio::spawn(
+            async move { claims_api.claim_or_create(Utc::now(), &request).await },
+        ));
+    }
+    let mut claimed = 0;
+    for claim in claims {
+        claimed += usize::from(claim.await.expect("claim task").expect("claim").claimed);
+    }
+    assert_eq!(claimed, 2);
+
+    let after = parse(metrics.encode());
+    let batches = after.get("poolkeeper_claim_batches_total", &[]).expect("batches");
+    assert!((1.0..=3.0).contains(&batches), "{batches} batches");
+    assert_eq!(after.get("poolkeeper_claims_batched_total", &[]), Some(2.0));
+    for counter in ["poolkeeper_claim_batches", "poolkeeper_claims_batched"] {
+        assert_eq!(after.types.get(counter), Some(&SampleType::Counter), "{counter}");
     }
 }
 

@@ -54,6 +54,7 @@ impl ApiState {
 
     /// The same state, observing into `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        metrics.watch_claims(self.claims.clone());
         self.metrics = Some(metrics);
         self
     }

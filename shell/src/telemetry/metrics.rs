@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 
 use super::pool_state::{PoolState, PoolStateSlot};
 use crate::db::DbPool;
+use crate::store::claim::ClaimBatcher;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PresetLabels {
@@ -92,6 +93,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     pool_state: PoolStateSlot,
     db_pool: DbPoolSlot,
+    claims: ClaimBatcherSlot,
     pub reconcile_seconds: Histogram,
     pub lifecycle_tick_seconds: Histogram,
     pub cycle_errors: Family<ErrorLabels, Counter>,
@@ -125,6 +127,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("poolkeeper");
         let pool_state = PoolStateSlot::default();
         let db_pool = DbPoolSlot::default();
+        let claims = ClaimBatcherSlot::default();
         let reconcile_seconds = Histogram::new(CYCLE_BUCKETS);
         let lifecycle_tick_seconds = Histogram::new(CYCLE_BUCKETS);
         let cycle_errors = Family::<ErrorLabels, Counter>::default();
@@ -159,6 +162,7 @@ impl Metrics {
         let retention_purged = Family::<TableLabels, Counter>::default();
         registry.register_collector(Box::new(pool_state.clone()));
         registry.register_collector(Box::new(db_pool.clone()));
+        registry.register_collector(Box::new(claims.clone()));
         registry.register(
             "reconciliation_cycle_duration_seconds",
             "Duration of one prebuild reconciliation cycle",
@@ -206,6 +210,7 @@ impl Metrics {
             registry: Mutex::new(registry),
             pool_state,
             db_pool,
+            claims,
             reconcile_seconds,
             lifecycle_tick_seconds,
             cycle_errors,
@@ -249,6 +254,12 @@ impl Metrics {
         let _ = self.db_pool.0.set(PoolHandle(pool));
     }
 
+    /// Exports how `claims` batches the API's claims (read at scrape time, from memory). The
+    /// first batcher given wins: a daemon serves one API.
+    pub fn watch_claims(&self, claims: ClaimBatcher) {
+        let _ = self.claims.0.set(ClaimsHandle(claims));
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -285,6 +296,40 @@ impl Collector for DbPoolSlot {
             let status = pool.status();
             let in_use = status.size.saturating_sub(status.available);
             ConstGauge::new(i64::try_from(in_use).unwrap_or(i64::MAX)).encode(family)?;
+        }
+        Ok(())
+    }
+}
+
+struct ClaimsHandle(ClaimBatcher);
+
+impl std::fmt::Debug for ClaimsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClaimBatcher")
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct ClaimBatcherSlot(Arc<OnceLock<ClaimsHandle>>);
+
+impl Collector for ClaimBatcherSlot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(ClaimsHandle(claims)) = self.0.get() else { return Ok(()) };
+        let counters = [
+            (
+                "claim_batches",
+                "Claim batches run, each taking every claim waiting (one or more)",
+                claims.batches(),
+            ),
+            (
+                "claims_batched",
+                "Claims a batch handed a prebuild (the others took the one-by-one path)",
+                claims.handed_in_batches(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(family)?;
         }
         Ok(())
     }

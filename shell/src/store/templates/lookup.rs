@@ -17,6 +17,7 @@ pub struct FoundTemplate {
 }
 
 /// The live template `organization/name`, and the preset `preset` of its active version.
+/// One statement: the preset is joined on, not read after the template.
 pub async fn find_template(
     pool: &DbPool,
     organization: &str,
@@ -24,25 +25,32 @@ pub async fn find_template(
     preset: Option<&str>,
 ) -> Result<Option<FoundTemplate>, StoreError> {
     let mut conn = pool.get().await?;
-    let template: Option<(Uuid, Option<Uuid>)> = templates::table
-        .inner_join(organizations::table)
-        .filter(organizations::name.eq(organization))
-        .filter(templates::name.eq(name))
-        .filter(templates::deleted.eq(false))
-        .select((templates::id, templates::active_version_id))
-        .first(&mut conn)
-        .await
-        .optional()?;
-    let Some((template_id, active_version_id)) = template else { return Ok(None) };
-    let preset_id = match (preset, active_version_id) {
-        (Some(preset), Some(version)) => presets::table
-            .filter(presets::template_version_id.eq(version))
-            .filter(presets::name.eq(preset))
-            .select(presets::id)
+    let found: Option<(Uuid, Option<Uuid>)> = match preset {
+        None => templates::table
+            .inner_join(organizations::table)
+            .filter(organizations::name.eq(organization))
+            .filter(templates::name.eq(name))
+            .filter(templates::deleted.eq(false))
+            .select(templates::id)
+            .first::<Uuid>(&mut conn)
+            .await
+            .optional()?
+            .map(|template_id| (template_id, None)),
+        Some(preset) => templates::table
+            .inner_join(organizations::table)
+            .left_join(
+                presets::table.on(presets::template_version_id
+                    .nullable()
+                    .eq(templates::active_version_id)
+                    .and(presets::name.eq(preset))),
+            )
+            .filter(organizations::name.eq(organization))
+            .filter(templates::name.eq(name))
+            .filter(templates::deleted.eq(false))
+            .select((templates::id, presets::id.nullable()))
             .first(&mut conn)
             .await
             .optional()?,
-        _ => None,
     };
-    Ok(Some(FoundTemplate { template_id, preset_id }))
+    Ok(found.map(|(template_id, preset_id)| FoundTemplate { template_id, preset_id }))
 }
