@@ -170,6 +170,7 @@ fn parse_id(text: &str) -> Result<Uuid, ApiError> {
         (status = 409, description = "The name is taken, or the template is unavailable", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The claim's commit failed, so it may or may not have been made; a retry finds the name taken if it was", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<ApiState>,

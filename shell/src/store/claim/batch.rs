@@ -40,6 +40,8 @@ use crate::store::workspaces::allowed_days;
 /// Most requests one batch takes: enough for every claimer of a busy API at once, few
 /// enough that the statements' arrays stay small.
 const MAX_BATCH: usize = 64;
+/// Most candidates a batch reads for one preset.
+const MOST_CANDIDATES_PER_PRESET: usize = 64;
 /// Batches in flight at once, each on its own connection: while one waits for the server,
 /// the next is being read.
 const BATCHES_AT_ONCE: usize = 2;
@@ -336,7 +338,7 @@ struct PageRow {
 }
 
 /// The first candidates of each preset asked for, in one statement: for `n` requests of a
-/// preset, `2n + 4` of them (at most 64), so that a batch whose first choices another batch
+/// preset, `2n + 4` of them (at most `MOST_CANDIDATES_PER_PRESET`), so that a batch whose first choices another batch
 /// holds still finds enough behind them, without reading the page of 32 that one claim alone
 /// reads for each of a batch's many presets.
 async fn candidate_pages(
@@ -344,7 +346,8 @@ async fn candidate_pages(
     asked: &BTreeMap<Uuid, usize>,
 ) -> Result<Vec<PageRow>, diesel::result::Error> {
     let preset_ids: Vec<Uuid> = asked.keys().copied().collect();
-    let wanted: Vec<i32> = asked.values().map(|n| array_index((2 * n + 4).min(64))).collect();
+    let wanted: Vec<i32> =
+        asked.values().map(|n| array_index((2 * n + 4).min(MOST_CANDIDATES_PER_PRESET))).collect();
     Prepared::new(
         diesel::sql_query(PAGES_SQL)
             .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
