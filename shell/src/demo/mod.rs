@@ -306,7 +306,7 @@ async fn serve_http(
     let address = listener.local_addr().context("the listening socket has no address")?;
     let dashboard = crate::dashboard::DashboardState::new(pool.clone(), reconciler_config());
     let router = base_router(http.clone())
-        .merge(api_router(ApiState::new(pool.clone())))
+        .merge(api_router(ApiState::new(pool.clone()).with_metrics(http.metrics.clone())))
         .merge(crate::dashboard::router(dashboard));
     let server = tokio::spawn(async move {
         let served = axum::serve(listener, router)
@@ -418,4 +418,27 @@ pub async fn run(
     }
     drop(pool);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_api_it_serves_counts_its_claims_in_the_metrics_it_serves() {
+        // A lazy pool: nothing here reaches the database.
+        let url = "postgres://demo@127.0.0.1:1/demo";
+        let pool = crate::db::pool::build(url, &crate::db::pool::PoolConfig::default())
+            .expect("a lazy pool");
+        let http = HttpState::default();
+        let shutdown = CancellationToken::new();
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let (_, server) = serve_http(&pool, &http, listen, shutdown.clone()).await.expect("serve");
+        let exported = http.metrics.encode();
+        shutdown.cancel();
+        server.await.expect("server task");
+        for series in ["poolkeeper_claim_batches_total", "poolkeeper_claims_batched_total"] {
+            assert!(exported.contains(series), "{series} missing from\n{exported}");
+        }
+    }
 }
