@@ -442,8 +442,8 @@ async fn a_workspace_handed_over_after_its_job_was_taken_gets_its_deadline() {
     assert_eq!(build_row(&mut conn, ctx.build.id).await.deadline, deadline);
 }
 
-/// A worker ends a job and takes the next in one round trip: the end is saved, and the next
-/// pending job comes back taken, with its context read.
+/// A worker ends a job and takes the next with it (sent behind the end, one call): the end is
+/// saved, and the next pending job comes back taken, with its context read.
 #[tokio::test]
 async fn a_job_ends_and_the_next_is_taken_with_it() {
     let db = TestDatabase::new().await;
