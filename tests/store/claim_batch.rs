@@ -206,3 +206,27 @@ async fn a_batch_whose_commit_fails_says_the_claim_may_not_have_been_made() {
     .await;
     assert_eq!(mine, 0, "no fresh workspace built either");
 }
+
+#[tokio::test]
+async fn a_failed_commit_answers_only_the_claims_it_would_have_made() {
+    let db = TestDatabase::new().await;
+    let go = pool_named(&db, "go", 1).await;
+    let people = users(&db, "dev", 2).await;
+    // Only the first person's claims fail at commit.
+    let fault = FAIL_CLAIM_COMMITS.replace(
+        "NEW.action = 'workspace_claim'",
+        &format!("NEW.action = 'workspace_claim' AND NEW.actor_id = '{}'", people[0]),
+    );
+    db.conn().await.batch_execute(&fault).await.expect("install the fault");
+    let requests: Vec<ClaimRequest> = people.iter().map(|u| request(&go, *u, "dev")).collect();
+    let claims = ClaimBatcher::new(db.pool().clone());
+    let outcomes = claim_together(&claims, &requests).await;
+
+    // One batch took both and gave the one prebuild to the first, whose commit failed. The
+    // second was not part of that commit: it claims the prebuild one by one.
+    assert_eq!(claims.batches(), 1);
+    assert!(matches!(outcomes[0], Err(ClaimError::CommitFailed(_))), "{outcomes:?}");
+    let second = outcomes[1].as_ref().expect("the second claim is made");
+    assert!(second.claimed);
+    assert_eq!(second.workspace.id, go.prebuilds[0]);
+}

@@ -29,7 +29,8 @@ use uuid::Uuid;
 
 use super::{
     begin_on_generic_plans, claim_or_create, core_preset, end_transaction, read_request,
-    requested_ttl, CandidateRow, ClaimError, ClaimOutcome, ClaimRequest, HandOver, LockedPrebuild,
+    requested_ttl, roll_back, CandidateRow, ClaimError, ClaimOutcome, ClaimRequest, HandOver,
+    LockedPrebuild,
 };
 use crate::db::enums::{BuildReason, Transition};
 use crate::db::models::{Template, Workspace};
@@ -196,32 +197,38 @@ impl Drop for Slot {
 async fn run_batch(shared: &Shared, batch: Vec<Waiting>) {
     let now = batch.iter().map(|w| w.now).max().unwrap_or_else(Utc::now);
     let requests: Vec<&ClaimRequest> = batch.iter().map(|w| &w.request).collect();
-    let mut committing = false;
-    let result = hand_over_batch(&shared.pool, &requests, now, &mut committing).await;
-    let mut handed = match result {
-        Ok(handed) => handed,
-        Err(err) if committing => {
-            tracing::error!(error = %err, claims = batch.len(), "a claim batch's commit failed");
-            let why = err.to_string();
-            for waiting in batch {
-                let _ = waiting.reply.send(Reply::CommitFailed(why.clone()));
-            }
-            return;
+    let mut replies: BTreeMap<usize, Reply> = match hand_over_batch(&shared.pool, &requests, now)
+        .await
+    {
+        Ok(handed) => {
+            shared.handed.fetch_add(handed.len() as u64, Ordering::Relaxed);
+            handed
+                .into_iter()
+                .map(|(index, outcome)| (index, Reply::Handed(outcome.into())))
+                .collect()
         }
-        Err(err) => {
-            tracing::warn!(error = %err, claims = batch.len(), "a claim batch failed; its requests take the one-by-one path");
+        Err(Failed::AtCommit { error, claims }) => {
+            tracing::error!(%error, claims = claims.len(), "a claim batch's commit failed");
+            let why = error.to_string();
+            claims.into_iter().map(|index| (index, Reply::CommitFailed(why.clone()))).collect()
+        }
+        Err(Failed::BeforeCommit(error)) => {
+            tracing::warn!(%error, claims = batch.len(), "a claim batch failed; its requests take the one-by-one path");
             BTreeMap::new()
         }
     };
-    shared.handed.fetch_add(handed.len() as u64, Ordering::Relaxed);
     for (index, waiting) in batch.into_iter().enumerate() {
-        let reply = match handed.remove(&index) {
-            Some(outcome) => Reply::Handed(Box::new(outcome)),
-            None => Reply::NotHanded,
-        };
+        let reply = replies.remove(&index).unwrap_or(Reply::NotHanded);
         // A request whose caller went away: its claim stands, as one that returned would.
         let _ = waiting.reply.send(reply);
     }
+}
+
+/// How a batch failed: before its commit nothing was written; at its commit the claims it
+/// was making (by request index) may or may not have been made.
+enum Failed {
+    BeforeCommit(ClaimError),
+    AtCommit { error: ClaimError, claims: Vec<usize> },
 }
 
 /// A request that checked out, with what its hand-over writes.
@@ -239,19 +246,20 @@ struct PresetGroup<'a> {
     candidates: Vec<Uuid>,
 }
 
-/// Hands over what it can, in one transaction; the outcomes by request index. `committing`
-/// is set once the transaction's work is done and its commit sent.
+/// Hands over what it can, in one transaction; the outcomes by request index.
 async fn hand_over_batch(
     pool: &DbPool,
     requests: &[&ClaimRequest],
     now: DateTime<Utc>,
-    committing: &mut bool,
-) -> Result<BTreeMap<usize, ClaimOutcome>, ClaimError> {
-    let mut conn = pool.get().await?;
-    begin_on_generic_plans(&mut conn).await?;
-    let handed = read_lock_and_hand_over(&mut conn, requests, now).await;
-    *committing = handed.is_ok();
-    end_transaction(&mut conn, handed).await
+) -> Result<BTreeMap<usize, ClaimOutcome>, Failed> {
+    let mut conn = pool.get().await.map_err(|err| Failed::BeforeCommit(err.into()))?;
+    begin_on_generic_plans(&mut conn).await.map_err(Failed::BeforeCommit)?;
+    let handed = match read_lock_and_hand_over(&mut conn, requests, now).await {
+        Ok(handed) => handed,
+        Err(err) => return Err(Failed::BeforeCommit(roll_back(&mut conn, err).await)),
+    };
+    let claims: Vec<usize> = handed.keys().copied().collect();
+    end_transaction(&mut conn, Ok(handed)).await.map_err(|error| Failed::AtCommit { error, claims })
 }
 
 async fn read_lock_and_hand_over(

@@ -294,11 +294,16 @@ async fn end_transaction<R>(
             AnsiTransactionManager::commit_transaction(conn).await?;
             Ok(value)
         }
-        Err(err) => match AnsiTransactionManager::rollback_transaction(conn).await {
-            // The first error says more than a rollback the broken connection refused.
-            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(err),
-            Err(rollback) => Err(rollback.into()),
-        },
+        Err(err) => Err(roll_back(conn, err).await),
+    }
+}
+
+/// Rolls back the transaction after `err`; the error to report.
+async fn roll_back(conn: &mut AsyncPgConnection, err: ClaimError) -> ClaimError {
+    match AnsiTransactionManager::rollback_transaction(conn).await {
+        // The first error says more than a rollback the broken connection refused.
+        Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => err,
+        Err(rollback) => rollback.into(),
     }
 }
 
