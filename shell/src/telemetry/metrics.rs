@@ -257,7 +257,7 @@ impl Metrics {
     /// Exports how `claims` batches the API's claims (read at scrape time, from memory). The
     /// first batcher given wins: a daemon serves one API.
     pub fn watch_claims(&self, claims: ClaimBatcher) {
-        let _ = self.claims.0.set(ClaimsHandle(claims));
+        let _ = self.claims.0.set(claims);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -301,20 +301,12 @@ impl Collector for DbPoolSlot {
     }
 }
 
-struct ClaimsHandle(ClaimBatcher);
-
-impl std::fmt::Debug for ClaimsHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClaimBatcher")
-    }
-}
-
 #[derive(Debug, Clone, Default)]
-struct ClaimBatcherSlot(Arc<OnceLock<ClaimsHandle>>);
+struct ClaimBatcherSlot(Arc<OnceLock<ClaimBatcher>>);
 
 impl Collector for ClaimBatcherSlot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(ClaimsHandle(claims)) = self.0.get() else { return Ok(()) };
+        let Some(claims) = self.0.get() else { return Ok(()) };
         let counters = [
             (
                 "claim_batches",

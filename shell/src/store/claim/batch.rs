@@ -23,20 +23,18 @@ use diesel::sql_types::{
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use poolkeeper_core::prebuilds::{self as core_prebuilds, choose_claim, RunningPrebuild};
-use poolkeeper_core::schedule::next_autostart;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
     begin_on_generic_plans, claim_or_create, core_preset, end_transaction, read_request,
-    requested_ttl, roll_back, CandidateRow, ClaimError, ClaimOutcome, ClaimRequest, HandOver,
-    LockedPrebuild,
+    requested_next_start, requested_ttl, roll_back, usable_version, CandidateRow, ClaimError,
+    ClaimOutcome, ClaimRequest, HandOver, LockedPrebuild,
 };
 use crate::db::enums::{BuildReason, Transition};
-use crate::db::models::{Template, Workspace};
+use crate::db::models::Workspace;
 use crate::db::{DbPool, PREBUILDS_USER_ID};
 use crate::store::rows::Prepared;
-use crate::store::workspaces::allowed_days;
 
 /// Most requests one batch takes: enough for every claimer of a busy API at once, few
 /// enough that the statements' arrays stay small.
@@ -51,6 +49,15 @@ const BATCHES_AT_ONCE: usize = 2;
 #[derive(Clone)]
 pub struct ClaimBatcher {
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ClaimBatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimBatcher")
+            .field("batches", &self.batches())
+            .field("handed_in_batches", &self.handed_in_batches())
+            .finish()
+    }
 }
 
 struct Shared {
@@ -268,7 +275,7 @@ async fn read_lock_and_hand_over(
     now: DateTime<Utc>,
 ) -> Result<BTreeMap<usize, ClaimOutcome>, ClaimError> {
     let mut groups = read_batch(conn, requests, now).await?;
-    groups.retain(|_, group| !group.candidates.is_empty() && !group.requests.is_empty());
+    groups.retain(|_, group| !group.candidates.is_empty());
     if groups.is_empty() {
         return Ok(BTreeMap::new());
     }
@@ -305,7 +312,8 @@ async fn read_batch<'a>(
     let mut groups: BTreeMap<Uuid, PresetGroup<'a>> = BTreeMap::new();
     for (index, (request, read)) in requests.iter().zip(reads).enumerate() {
         let Some((template, Some(preset), false)) = read? else { continue };
-        if !checks_out(&template) || !names.insert((request.user_id, request.name.to_lowercase())) {
+        let name = (request.user_id, request.name.to_lowercase());
+        if usable_version(&template).is_err() || !names.insert(name) {
             continue;
         }
         let group = match groups.entry(preset.id) {
@@ -323,18 +331,10 @@ async fn read_batch<'a>(
             index,
             request,
             ttl_secs: requested_ttl(&template, request.ttl_secs),
-            next_start_at: request
-                .autostart_schedule
-                .as_ref()
-                .and_then(|s| next_autostart(now, s, allowed_days(&template))),
+            next_start_at: requested_next_start(&template, request, now),
         });
     }
     Ok(groups)
-}
-
-/// Whether a claim may be made from the template at all (the one-by-one path says why not).
-fn checks_out(template: &Template) -> bool {
-    template.active_version_id.is_some() && template.deprecation_message.is_none()
 }
 
 #[derive(QueryableByName)]

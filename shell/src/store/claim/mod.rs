@@ -166,14 +166,7 @@ pub async fn claim_or_create(
         }
     };
     let (template, preset, name_taken) = read?.ok_or(ClaimError::TemplateNotFound)?;
-    let Some(active_version_id) = template.active_version_id else {
-        return Err(ClaimError::TemplateUnavailable("the template has no active version".into()));
-    };
-    if let Some(message) = &template.deprecation_message {
-        return Err(ClaimError::TemplateUnavailable(format!(
-            "the template is deprecated: {message}"
-        )));
-    }
+    let active_version_id = usable_version(&template).map_err(ClaimError::TemplateUnavailable)?;
     if request.preset_id.is_some() && preset.is_none() {
         return Err(ClaimError::PresetNotFound);
     }
@@ -181,10 +174,7 @@ pub async fn claim_or_create(
         return Err(ClaimError::NameTaken(request.name.clone()));
     }
     let ttl_secs = requested_ttl(&template, request.ttl_secs);
-    let next_start_at = request
-        .autostart_schedule
-        .as_ref()
-        .and_then(|s| next_autostart(now, s, allowed_days(&template)));
+    let next_start_at = requested_next_start(&template, request, now);
     if let Some(preset) = &preset {
         let core_preset = core_preset(&template, preset)?;
         let mut after: Option<PageKey> = None;
@@ -237,6 +227,27 @@ fn requested_ttl(template: &Template, requested: Option<i64>) -> i64 {
         Some(ttl) if template.user_autostop_enabled => ttl,
         _ => template.default_ttl_secs,
     }
+}
+
+/// The version a workspace of `template` is made from, or why none can be made now.
+fn usable_version(template: &Template) -> Result<Uuid, String> {
+    let version = template
+        .active_version_id
+        .ok_or_else(|| "the template has no active version".to_owned())?;
+    match &template.deprecation_message {
+        Some(message) => Err(format!("the template is deprecated: {message}")),
+        None => Ok(version),
+    }
+}
+
+/// rules §3: `next_start_at` of the new owner's schedule, if the request gives one.
+fn requested_next_start(
+    template: &Template,
+    request: &ClaimRequest,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let schedule = request.autostart_schedule.as_ref()?;
+    next_autostart(now, schedule, allowed_days(template))
 }
 
 /// One read for the whole request: the template, the preset when one was asked for (only

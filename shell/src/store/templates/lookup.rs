@@ -25,32 +25,21 @@ pub async fn find_template(
     preset: Option<&str>,
 ) -> Result<Option<FoundTemplate>, StoreError> {
     let mut conn = pool.get().await?;
-    let found: Option<(Uuid, Option<Uuid>)> = match preset {
-        None => templates::table
-            .inner_join(organizations::table)
-            .filter(organizations::name.eq(organization))
-            .filter(templates::name.eq(name))
-            .filter(templates::deleted.eq(false))
-            .select(templates::id)
-            .first::<Uuid>(&mut conn)
-            .await
-            .optional()?
-            .map(|template_id| (template_id, None)),
-        Some(preset) => templates::table
-            .inner_join(organizations::table)
-            .left_join(
-                presets::table.on(presets::template_version_id
-                    .nullable()
-                    .eq(templates::active_version_id)
-                    .and(presets::name.eq(preset))),
-            )
-            .filter(organizations::name.eq(organization))
-            .filter(templates::name.eq(name))
-            .filter(templates::deleted.eq(false))
-            .select((templates::id, presets::id.nullable()))
-            .first(&mut conn)
-            .await
-            .optional()?,
-    };
+    // With no preset asked for, the join's `name = NULL` matches none.
+    let found: Option<(Uuid, Option<Uuid>)> = templates::table
+        .inner_join(organizations::table)
+        .left_join(
+            presets::table.on(presets::template_version_id
+                .nullable()
+                .eq(templates::active_version_id)
+                .and(presets::name.nullable().eq(preset))),
+        )
+        .filter(organizations::name.eq(organization))
+        .filter(templates::name.eq(name))
+        .filter(templates::deleted.eq(false))
+        .select((templates::id, presets::id.nullable()))
+        .first(&mut conn)
+        .await
+        .optional()?;
     Ok(found.map(|(template_id, preset_id)| FoundTemplate { template_id, preset_id }))
 }
