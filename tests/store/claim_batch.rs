@@ -230,3 +230,57 @@ async fn a_failed_commit_answers_only_the_claims_it_would_have_made() {
     assert!(second.claimed);
     assert_eq!(second.workspace.id, go.prebuilds[0]);
 }
+
+/// Whether a claim batch's hand-over is waiting for a lock.
+async fn a_hand_over_waits(db: &TestDatabase) -> bool {
+    let mut conn = db.conn().await;
+    seed::count(
+        &mut conn,
+        "SELECT count(*) AS n FROM pg_stat_activity
+         WHERE wait_event_type = 'Lock' AND query LIKE '%hand-overs of a claim batch%'",
+    )
+    .await
+        > 0
+}
+
+#[tokio::test]
+async fn a_batch_behind_another_on_the_same_preset_finds_prebuilds_past_its_locks() {
+    let db = TestDatabase::new().await;
+    let go = pool_named(&db, "go", 30).await;
+    let alice = users(&db, "alice", 1).await[0];
+    let bob = users(&db, "bob", 1).await[0];
+    // Alice's row held: a hand-over to her waits at its foreign-key check, after its batch
+    // has locked her prebuilds.
+    let mut holder = db.conn().await;
+    holder
+        .batch_execute(&format!("BEGIN; SELECT 1 FROM users WHERE id = '{alice}' FOR UPDATE"))
+        .await
+        .expect("hold alice's row");
+    let claims = ClaimBatcher::new(db.pool().clone());
+    let hers: Vec<ClaimRequest> =
+        (0..20).map(|i| request(&go, alice, &format!("hers-{i}"))).collect();
+    let first = {
+        let claims = claims.clone();
+        tokio::spawn(async move { claim_together(&claims, &hers).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !a_hand_over_waits(&db).await {
+        assert!(tokio::time::Instant::now() < deadline, "alice's batch never reached its lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // With the first batch holding the first 20 prebuilds, bob's batch reads far enough past
+    // them to hand him two.
+    let his: Vec<ClaimRequest> = (0..2).map(|i| request(&go, bob, &format!("his-{i}"))).collect();
+    let outcomes = claim_together(&claims, &his).await;
+    for outcome in &outcomes {
+        assert!(outcome.as_ref().expect("bob's claims are made").claimed);
+    }
+    assert_eq!(claims.batches(), 2, "one batch each");
+    assert_eq!(claims.handed_in_batches(), 2, "bob's two by his batch, while alice's waits");
+
+    holder.batch_execute("COMMIT").await.expect("release alice's row");
+    let outcomes = first.await.expect("alice's claims");
+    assert!(outcomes.iter().all(|o| o.as_ref().is_ok_and(|o| o.claimed)), "{outcomes:?}");
+    assert_eq!(claims.handed_in_batches(), 22);
+}

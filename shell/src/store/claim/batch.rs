@@ -12,7 +12,7 @@
 //! one-by-one path, which reports the request's errors and builds fresh when no prebuild is
 //! left.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -39,11 +39,12 @@ use crate::store::rows::Prepared;
 /// Most requests one batch takes: enough for every claimer of a busy API at once, few
 /// enough that the statements' arrays stay small.
 const MAX_BATCH: usize = 64;
-/// Most candidates a batch reads for one preset.
-const MOST_CANDIDATES_PER_PRESET: usize = 64;
 /// Batches in flight at once, each on its own connection: while one waits for the server,
 /// the next is being read.
 const BATCHES_AT_ONCE: usize = 2;
+/// Most candidates a batch reads for one preset: twice its own claims and four more, past
+/// every claim the other batches are making of it.
+const MOST_CANDIDATES_PER_PRESET: usize = 2 * MAX_BATCH + 4 + (BATCHES_AT_ONCE - 1) * MAX_BATCH;
 
 /// Where the API's claims go: batched with the others that arrive at the same time.
 #[derive(Clone)]
@@ -72,6 +73,9 @@ struct Queue {
     waiting: Vec<Waiting>,
     /// Batch tasks running; at most `BATCHES_AT_ONCE`.
     running: usize,
+    /// Claims of each preset that running batches are making: the prebuilds they lock are
+    /// still listed for a batch that reads its candidates meanwhile.
+    claiming: HashMap<Uuid, usize>,
 }
 
 struct Waiting {
@@ -156,7 +160,7 @@ impl Shared {
 async fn run_batches(shared: Arc<Shared>) {
     let mut slot = Slot { shared: shared.clone(), released: false };
     loop {
-        let batch: Vec<Waiting> = {
+        let (batch, claiming) = {
             let mut queue = shared.queue();
             if queue.waiting.is_empty() {
                 queue.running -= 1;
@@ -164,10 +168,54 @@ async fn run_batches(shared: Arc<Shared>) {
                 return;
             }
             let take = queue.waiting.len().min(MAX_BATCH);
-            queue.waiting.drain(..take).collect()
+            let batch: Vec<Waiting> = queue.waiting.drain(..take).collect();
+            let claiming = Claiming::start(&shared, &mut queue, &batch);
+            (batch, claiming)
         };
         shared.batches.fetch_add(1, Ordering::Relaxed);
-        run_batch(&shared, batch).await;
+        run_batch(&shared, batch, &claiming.others).await;
+    }
+}
+
+/// A batch's claims, counted in `Queue::claiming` from when it takes its requests until it
+/// answers them (or ends early).
+struct Claiming {
+    shared: Arc<Shared>,
+    mine: HashMap<Uuid, usize>,
+    /// What the batches already running were claiming of the same presets when this one
+    /// started.
+    others: HashMap<Uuid, usize>,
+}
+
+impl Claiming {
+    fn start(shared: &Arc<Shared>, queue: &mut Queue, batch: &[Waiting]) -> Self {
+        let mut mine: HashMap<Uuid, usize> = HashMap::new();
+        for preset_id in batch.iter().filter_map(|w| w.request.preset_id) {
+            *mine.entry(preset_id).or_default() += 1;
+        }
+        let mut others = HashMap::new();
+        for (preset_id, n) in &mine {
+            let claiming = queue.claiming.entry(*preset_id).or_default();
+            if *claiming > 0 {
+                others.insert(*preset_id, *claiming);
+            }
+            *claiming += n;
+        }
+        Self { shared: shared.clone(), mine, others }
+    }
+}
+
+impl Drop for Claiming {
+    fn drop(&mut self) {
+        let mut queue = self.shared.queue();
+        for (preset_id, n) in &self.mine {
+            if let Some(claiming) = queue.claiming.get_mut(preset_id) {
+                *claiming = claiming.saturating_sub(*n);
+                if *claiming == 0 {
+                    queue.claiming.remove(preset_id);
+                }
+            }
+        }
     }
 }
 
@@ -201,11 +249,16 @@ impl Drop for Slot {
     }
 }
 
-async fn run_batch(shared: &Shared, batch: Vec<Waiting>) {
+async fn run_batch(shared: &Shared, batch: Vec<Waiting>, others: &HashMap<Uuid, usize>) {
     let now = batch.iter().map(|w| w.now).max().unwrap_or_else(Utc::now);
     let requests: Vec<&ClaimRequest> = batch.iter().map(|w| &w.request).collect();
-    let mut replies: BTreeMap<usize, Reply> = match hand_over_batch(&shared.pool, &requests, now)
-        .await
+    let mut replies: BTreeMap<usize, Reply> = match hand_over_batch(
+        &shared.pool,
+        &requests,
+        others,
+        now,
+    )
+    .await
     {
         Ok(handed) => {
             shared.handed.fetch_add(handed.len() as u64, Ordering::Relaxed);
@@ -257,11 +310,12 @@ struct PresetGroup<'a> {
 async fn hand_over_batch(
     pool: &DbPool,
     requests: &[&ClaimRequest],
+    others: &HashMap<Uuid, usize>,
     now: DateTime<Utc>,
 ) -> Result<BTreeMap<usize, ClaimOutcome>, Failed> {
     let mut conn = pool.get().await.map_err(|err| Failed::BeforeCommit(err.into()))?;
     begin_on_generic_plans(&mut conn).await.map_err(Failed::BeforeCommit)?;
-    let handed = match read_lock_and_hand_over(&mut conn, requests, now).await {
+    let handed = match read_lock_and_hand_over(&mut conn, requests, others, now).await {
         Ok(handed) => handed,
         Err(err) => return Err(Failed::BeforeCommit(roll_back(&mut conn, err).await)),
     };
@@ -272,9 +326,10 @@ async fn hand_over_batch(
 async fn read_lock_and_hand_over(
     conn: &mut AsyncPgConnection,
     requests: &[&ClaimRequest],
+    others: &HashMap<Uuid, usize>,
     now: DateTime<Utc>,
 ) -> Result<BTreeMap<usize, ClaimOutcome>, ClaimError> {
-    let mut groups = read_batch(conn, requests, now).await?;
+    let mut groups = read_batch(conn, requests, others, now).await?;
     groups.retain(|_, group| !group.candidates.is_empty());
     if groups.is_empty() {
         return Ok(BTreeMap::new());
@@ -288,19 +343,30 @@ async fn read_lock_and_hand_over(
 async fn read_batch<'a>(
     conn: &AsyncPgConnection,
     requests: &[&'a ClaimRequest],
+    others: &HashMap<Uuid, usize>,
     now: DateTime<Utc>,
 ) -> Result<BTreeMap<Uuid, PresetGroup<'a>>, ClaimError> {
     let mut asked: BTreeMap<Uuid, usize> = BTreeMap::new();
     for preset_id in requests.iter().filter_map(|r| r.preset_id) {
         *asked.entry(preset_id).or_default() += 1;
     }
+    // Twice the claims and four more: a batch whose first choices the one-by-one path or
+    // another server holds still finds enough behind them. Past every claim this server's
+    // other batches are making: what those lock is listed until they commit.
+    let wanted: BTreeMap<Uuid, usize> = asked
+        .into_iter()
+        .map(|(preset_id, n)| {
+            let past = others.get(&preset_id).copied().unwrap_or(0);
+            (preset_id, (2 * n + 4 + past).min(MOST_CANDIDATES_PER_PRESET))
+        })
+        .collect();
     let reads = futures_util::future::join_all(requests.iter().map(|request| async move {
         let mut conn = conn;
         read_request(&mut conn, request).await
     }));
     let pages = async {
         let mut conn = conn;
-        candidate_pages(&mut conn, &asked).await
+        candidate_pages(&mut conn, &wanted).await
     };
     let (reads, pages) = futures_util::future::join(reads, pages).await;
     let mut pages: BTreeMap<Uuid, Vec<CandidateRow>> =
@@ -345,17 +411,14 @@ struct PageRow {
     row: CandidateRow,
 }
 
-/// The first candidates of each preset asked for, in one statement: for `n` requests of a
-/// preset, `2n + 4` of them (at most `MOST_CANDIDATES_PER_PRESET`), so that a batch whose first choices another batch
-/// holds still finds enough behind them, without reading the page of 32 that one claim alone
-/// reads for each of a batch's many presets.
+/// The first `wanted` candidates of each preset, in one statement: a page sized to the
+/// batch, not the page of 32 that one claim alone reads, for each of a batch's many presets.
 async fn candidate_pages(
     conn: &mut &AsyncPgConnection,
-    asked: &BTreeMap<Uuid, usize>,
+    wanted: &BTreeMap<Uuid, usize>,
 ) -> Result<Vec<PageRow>, diesel::result::Error> {
-    let preset_ids: Vec<Uuid> = asked.keys().copied().collect();
-    let wanted: Vec<i32> =
-        asked.values().map(|n| array_index((2 * n + 4).min(MOST_CANDIDATES_PER_PRESET))).collect();
+    let preset_ids: Vec<Uuid> = wanted.keys().copied().collect();
+    let wanted: Vec<i32> = wanted.values().map(|n| array_index(*n)).collect();
     Prepared::new(
         diesel::sql_query(PAGES_SQL)
             .bind::<SqlUuid, _>(PREBUILDS_USER_ID)
