@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY template_versions_tagged;
