@@ -13,6 +13,7 @@ macro_rules! unready_builds {
 pub mod agents;
 pub mod audit;
 pub mod auth;
+mod batcher;
 pub mod claim;
 pub mod completion;
 mod convert;

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{
@@ -23,7 +23,6 @@ use diesel::sql_types::{
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use poolkeeper_core::prebuilds::{self as core_prebuilds, choose_claim, RunningPrebuild};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
@@ -34,6 +33,7 @@ use super::{
 use crate::db::enums::{BuildReason, Transition};
 use crate::db::models::Workspace;
 use crate::db::{DbPool, PREBUILDS_USER_ID};
+use crate::store::batcher::{BatchWork, Batcher};
 use crate::store::rows::Prepared;
 
 /// Most requests one batch takes: enough for every claimer of a busy API at once, few
@@ -49,7 +49,7 @@ const MOST_CANDIDATES_PER_PRESET: usize = 2 * MAX_BATCH + 4 + (BATCHES_AT_ONCE -
 /// Where the API's claims go: batched with the others that arrive at the same time.
 #[derive(Clone)]
 pub struct ClaimBatcher {
-    shared: Arc<Shared>,
+    batcher: Batcher<ClaimWork>,
 }
 
 impl std::fmt::Debug for ClaimBatcher {
@@ -61,27 +61,17 @@ impl std::fmt::Debug for ClaimBatcher {
     }
 }
 
-struct Shared {
+struct ClaimWork {
     pool: DbPool,
-    queue: Mutex<Queue>,
-    batches: AtomicU64,
-    handed: AtomicU64,
-}
-
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<Waiting>,
-    /// Batch tasks running; at most `BATCHES_AT_ONCE`.
-    running: usize,
     /// Claims of each preset that running batches are making: the prebuilds they lock are
     /// still listed for a batch that reads its candidates meanwhile.
-    claiming: HashMap<Uuid, usize>,
+    claiming: Mutex<HashMap<Uuid, usize>>,
+    handed: AtomicU64,
 }
 
 struct Waiting {
     request: ClaimRequest,
     now: DateTime<Utc>,
-    reply: oneshot::Sender<Reply>,
 }
 
 /// What a batch tells a request.
@@ -95,14 +85,9 @@ enum Reply {
 
 impl ClaimBatcher {
     pub fn new(pool: DbPool) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                pool,
-                queue: Mutex::new(Queue::default()),
-                batches: AtomicU64::new(0),
-                handed: AtomicU64::new(0),
-            }),
-        }
+        let work =
+            ClaimWork { pool, claiming: Mutex::new(HashMap::new()), handed: AtomicU64::new(0) };
+        Self { batcher: Batcher::new(work, MAX_BATCH, BATCHES_AT_ONCE) }
     }
 
     /// `claim_or_create`, with a prebuild claim first tried in a batch.
@@ -112,156 +97,105 @@ impl ClaimBatcher {
         request: &ClaimRequest,
     ) -> Result<ClaimOutcome, ClaimError> {
         if request.preset_id.is_some() {
-            match self.in_batch(now, request).await {
+            let waiting = Waiting { request: request.clone(), now };
+            // A batch task that died gave no reply: the one-by-one path is still there.
+            match self.batcher.submit(waiting).await.unwrap_or(Reply::NotHanded) {
                 Reply::Handed(outcome) => return Ok(*outcome),
                 Reply::CommitFailed(why) => return Err(ClaimError::CommitFailed(why)),
                 Reply::NotHanded => {}
             }
         }
-        claim_or_create(&self.shared.pool, now, request).await
+        claim_or_create(&self.batcher.work().pool, now, request).await
     }
 
     /// Claims handed over by batches so far.
     pub fn handed_in_batches(&self) -> u64 {
-        AtomicU64::load(&self.shared.handed, Ordering::Relaxed)
+        AtomicU64::load(&self.batcher.work().handed, Ordering::Relaxed)
     }
 
     /// Batches run so far (each of one or more requests).
     pub fn batches(&self) -> u64 {
-        AtomicU64::load(&self.shared.batches, Ordering::Relaxed)
-    }
-
-    async fn in_batch(&self, now: DateTime<Utc>, request: &ClaimRequest) -> Reply {
-        let (reply, answer) = oneshot::channel();
-        let start_task = {
-            let mut queue = self.shared.queue();
-            queue.waiting.push(Waiting { request: request.clone(), now, reply });
-            let start = queue.running < BATCHES_AT_ONCE;
-            queue.running += usize::from(start);
-            start
-        };
-        if start_task {
-            tokio::spawn(run_batches(self.shared.clone()));
-        }
-        // A batch task that died dropped the sender: the one-by-one path is still there.
-        answer.await.unwrap_or(Reply::NotHanded)
+        self.batcher.batches()
     }
 }
 
-impl Shared {
-    fn queue(&self) -> MutexGuard<'_, Queue> {
-        // The queue is consistent after every statement under the lock: a panic elsewhere
-        // cannot leave it half-changed.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+impl BatchWork for ClaimWork {
+    type Request = Waiting;
+    type Reply = Reply;
+
+    async fn serve(&self, batch: Vec<Waiting>) -> Vec<Reply> {
+        let claiming = Claiming::start(self, &batch);
+        run_batch(self, &batch, &claiming.others).await
     }
 }
 
-/// One batch task: takes the waiting requests, a batch at a time, until none is left.
-async fn run_batches(shared: Arc<Shared>) {
-    let mut slot = Slot { shared: shared.clone(), released: false };
-    loop {
-        let (batch, claiming) = {
-            let mut queue = shared.queue();
-            if queue.waiting.is_empty() {
-                queue.running -= 1;
-                slot.released = true;
-                return;
-            }
-            let take = queue.waiting.len().min(MAX_BATCH);
-            let batch: Vec<Waiting> = queue.waiting.drain(..take).collect();
-            let claiming = Claiming::start(&shared, &mut queue, &batch);
-            (batch, claiming)
-        };
-        shared.batches.fetch_add(1, Ordering::Relaxed);
-        run_batch(&shared, batch, &claiming.others).await;
+impl ClaimWork {
+    fn claiming(&self) -> MutexGuard<'_, HashMap<Uuid, usize>> {
+        // Consistent after every statement under the lock: a panic elsewhere cannot leave
+        // it half-changed.
+        self.claiming.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// A batch's claims, counted in `Queue::claiming` from when it takes its requests until it
-/// answers them (or ends early).
-struct Claiming {
-    shared: Arc<Shared>,
+/// A batch's claims, counted in `ClaimWork::claiming` while it serves them (until it answers
+/// or ends early).
+struct Claiming<'a> {
+    work: &'a ClaimWork,
     mine: HashMap<Uuid, usize>,
     /// What the batches already running were claiming of the same presets when this one
     /// started.
     others: HashMap<Uuid, usize>,
 }
 
-impl Claiming {
-    fn start(shared: &Arc<Shared>, queue: &mut Queue, batch: &[Waiting]) -> Self {
+impl<'a> Claiming<'a> {
+    fn start(work: &'a ClaimWork, batch: &[Waiting]) -> Self {
         let mut mine: HashMap<Uuid, usize> = HashMap::new();
         for preset_id in batch.iter().filter_map(|w| w.request.preset_id) {
             *mine.entry(preset_id).or_default() += 1;
         }
         let mut others = HashMap::new();
+        let mut claiming = work.claiming();
         for (preset_id, n) in &mine {
-            let claiming = queue.claiming.entry(*preset_id).or_default();
-            if *claiming > 0 {
-                others.insert(*preset_id, *claiming);
+            let count = claiming.entry(*preset_id).or_default();
+            if *count > 0 {
+                others.insert(*preset_id, *count);
             }
-            *claiming += n;
+            *count += n;
         }
-        Self { shared: shared.clone(), mine, others }
+        drop(claiming);
+        Self { work, mine, others }
     }
 }
 
-impl Drop for Claiming {
+impl Drop for Claiming<'_> {
     fn drop(&mut self) {
-        let mut queue = self.shared.queue();
+        let mut claiming = self.work.claiming();
         for (preset_id, n) in &self.mine {
-            if let Some(claiming) = queue.claiming.get_mut(preset_id) {
-                *claiming = claiming.saturating_sub(*n);
-                if *claiming == 0 {
-                    queue.claiming.remove(preset_id);
+            if let Some(count) = claiming.get_mut(preset_id) {
+                *count = count.saturating_sub(*n);
+                if *count == 0 {
+                    claiming.remove(preset_id);
                 }
             }
         }
     }
 }
 
-/// A batch task's place among `BATCHES_AT_ONCE`, given back if the task ends without
-/// returning it (a panic), and a new task started for any request still waiting: otherwise
-/// those would wait for a task that no longer runs.
-struct Slot {
-    shared: Arc<Shared>,
-    released: bool,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        tracing::error!("a claim batch task ended early; its requests take the one-by-one path");
-        let restart = {
-            let mut queue = self.shared.queue();
-            let restart = !queue.waiting.is_empty();
-            if !restart {
-                queue.running -= 1;
-            }
-            restart
-        };
-        if restart {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(run_batches(self.shared.clone()));
-            }
-        }
-    }
-}
-
-async fn run_batch(shared: &Shared, batch: Vec<Waiting>, others: &HashMap<Uuid, usize>) {
+/// Serves one batch: a reply for each request, in order.
+async fn run_batch(
+    work: &ClaimWork,
+    batch: &[Waiting],
+    others: &HashMap<Uuid, usize>,
+) -> Vec<Reply> {
     let now = batch.iter().map(|w| w.now).max().unwrap_or_else(Utc::now);
     let requests: Vec<&ClaimRequest> = batch.iter().map(|w| &w.request).collect();
     let mut replies: BTreeMap<usize, Reply> = match hand_over_batch(
-        &shared.pool,
-        &requests,
-        others,
-        now,
+        &work.pool, &requests, others, now,
     )
     .await
     {
         Ok(handed) => {
-            shared.handed.fetch_add(handed.len() as u64, Ordering::Relaxed);
+            work.handed.fetch_add(handed.len() as u64, Ordering::Relaxed);
             handed
                 .into_iter()
                 .map(|(index, outcome)| (index, Reply::Handed(outcome.into())))
@@ -277,11 +211,7 @@ async fn run_batch(shared: &Shared, batch: Vec<Waiting>, others: &HashMap<Uuid, 
             BTreeMap::new()
         }
     };
-    for (index, waiting) in batch.into_iter().enumerate() {
-        let reply = replies.remove(&index).unwrap_or(Reply::NotHanded);
-        // A request whose caller went away: its claim stands, as one that returned would.
-        let _ = waiting.reply.send(reply);
-    }
+    (0..batch.len()).map(|index| replies.remove(&index).unwrap_or(Reply::NotHanded)).collect()
 }
 
 /// How a batch failed: before its commit nothing was written; at its commit the claims it
