@@ -35,3 +35,52 @@ async fn a_tokens_last_use_is_written_at_most_once_a_minute() {
         assert_eq!(last_used().await, Some(recorded), "after a request at +{seconds}s");
     }
 }
+
+/// The API's authenticator looks up the secrets of concurrent requests together: each
+/// request gets its own answer, whatever the others in its batch were (the same token twice,
+/// an expired one, an unknown one, a suspended user's).
+#[tokio::test]
+async fn concurrent_requests_are_authenticated_together_each_with_its_own_answer() {
+    use futures_util::future::join_all;
+    use poolkeeper::store::auth::Authenticator;
+
+    let db = TestDatabase::new().await;
+    let now = chrono::Utc::now();
+    let mut secrets = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        create_user(db.pool(), name, UserRole::Member, now).await.expect("user");
+        let (secret, _) =
+            create_token(db.pool(), name, "cli", TimeDelta::days(1), now).await.expect("token");
+        secrets.push((name, secret));
+    }
+    let (expired, _) =
+        create_token(db.pool(), "alice", "old", TimeDelta::seconds(1), now - TimeDelta::hours(1))
+            .await
+            .expect("expired token");
+    let mut conn = db.conn().await;
+    diesel::sql_query("UPDATE users SET status = 'suspended' WHERE username = 'carol'")
+        .execute(&mut conn)
+        .await
+        .expect("suspend carol");
+
+    let mut asked: Vec<(Option<&str>, String)> = Vec::new();
+    for _ in 0..10 {
+        asked.push((Some("alice"), secrets[0].1.clone()));
+        asked.push((Some("bob"), secrets[1].1.clone()));
+        asked.push((None, secrets[2].1.clone()));
+        asked.push((None, expired.clone()));
+        asked.push((None, "pk_nobody".to_owned()));
+    }
+    let tokens = Authenticator::new(db.pool().clone());
+    let answers = join_all(asked.iter().map(|(_, secret)| {
+        let tokens = tokens.clone();
+        async move { tokens.authenticate(secret, now).await }
+    }))
+    .await;
+    for ((expected, _), answer) in asked.iter().zip(answers) {
+        let user = answer.expect("authenticate");
+        assert_eq!(user.map(|u| u.username).as_deref(), *expected);
+    }
+    let batches = tokens.batches();
+    assert!((1..10).contains(&batches), "50 requests shared {batches} batches");
+}

@@ -11,7 +11,6 @@ use crate::db::enums::UserRole;
 use crate::db::models::{User, Workspace};
 use crate::db::PREBUILDS_USER_ID;
 use crate::store::audit::Actor;
-use crate::store::auth::authenticate;
 
 /// The caller, authenticated by `Authorization: Bearer <token>`; 401 otherwise.
 #[derive(Debug, Clone)]
@@ -22,7 +21,7 @@ impl FromRequestParts<ApiState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         let secret = bearer_secret(parts).ok_or_else(ApiError::unauthorized)?;
-        match authenticate(&state.pool, secret, Utc::now()).await? {
+        match state.tokens.authenticate(secret, Utc::now()).await? {
             Some(user) => Ok(Caller(user)),
             None => Err(ApiError::unauthorized()),
         }

@@ -31,6 +31,7 @@ pub use users::UserJson;
 pub use workspaces::WorkspaceJson;
 
 use crate::db::DbPool;
+use crate::store::auth::Authenticator;
 use crate::store::claim::ClaimBatcher;
 use crate::telemetry::metrics::Metrics;
 
@@ -43,13 +44,20 @@ pub struct ApiState {
     pub pool: DbPool,
     /// Claims go through here: those that arrive together are handed over together.
     pub claims: ClaimBatcher,
+    /// Bearer tokens are looked up here: those that arrive together, in one statement.
+    pub tokens: Authenticator,
     /// Where handlers observe their figures (claim duration); none in tests that do not care.
     pub metrics: Option<Arc<Metrics>>,
 }
 
 impl ApiState {
     pub fn new(pool: DbPool) -> Self {
-        Self { claims: ClaimBatcher::new(pool.clone()), pool, metrics: None }
+        Self {
+            claims: ClaimBatcher::new(pool.clone()),
+            tokens: Authenticator::new(pool.clone()),
+            pool,
+            metrics: None,
+        }
     }
 
     /// The same state, observing into `metrics`.

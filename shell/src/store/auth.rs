@@ -3,12 +3,13 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
+use super::batcher::{BatchWork, Batcher};
 use super::rows::Prepared;
 use super::StoreError;
 use crate::db::enums::{UserRole, UserStatus};
@@ -189,44 +190,143 @@ async fn create_token_in(
 
 /// How stale a token's `last_used_at` may get before a request rewrites it.
 const LAST_USED_PRECISION_SECS: i64 = 60;
+/// Most secrets one authentication batch looks up.
+const MOST_PER_BATCH: usize = 128;
+/// Authentication batches at once, each on its own connection.
+const BATCHES_AT_ONCE: usize = 2;
 
 /// The active, non-system user a bearer secret belongs to, if the token exists and has not
-/// expired at `now`. Records the use at most once a minute per token. One statement: every
-/// request of the API runs it.
+/// expired at `now`. Records the use at most once a minute per token.
 pub async fn authenticate(
     pool: &DbPool,
     secret: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<User>, StoreError> {
     let mut conn = pool.get().await?;
-    let stale = now - chrono::TimeDelta::seconds(LAST_USED_PRECISION_SECS);
-    let user: Option<User> = Prepared::new(
-        diesel::sql_query(AUTHENTICATE_SQL)
-            .bind::<Text, _>(hash_secret(secret))
-            .bind::<Timestamptz, _>(now)
-            .bind::<Timestamptz, _>(stale),
-    )
-    .get_result(&mut conn)
-    .await
-    .optional()?;
-    Ok(user)
+    let mut users = authenticate_all(&mut conn, &[(hash_secret(secret), now)]).await?;
+    Ok(users.pop().flatten())
 }
 
-// $1 = the secret's hash, $2 = now, $3 = the oldest `last_used_at` left as it is. Every
-// request authenticates: recording each use would make every read a write to the token's
-// row. A minute is precise enough for "last used".
+/// Where the API authenticates its requests: secrets that arrive together are looked up
+/// together, in one statement, as [`authenticate`] looks up one. Every request of the API
+/// authenticates, so under load this is a statement per batch rather than per request.
+#[derive(Clone)]
+pub struct Authenticator {
+    batcher: Batcher<TokenLookup>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").field("batches", &self.batcher.batches()).finish()
+    }
+}
+
+struct TokenLookup {
+    pool: DbPool,
+}
+
+impl Authenticator {
+    pub fn new(pool: DbPool) -> Self {
+        Self { batcher: Batcher::new(TokenLookup { pool }, MOST_PER_BATCH, BATCHES_AT_ONCE) }
+    }
+
+    /// [`authenticate`], in a batch with the other requests of the moment. A batch that
+    /// failed leaves each of its requests to look itself up, which reports its own error.
+    pub async fn authenticate(
+        &self,
+        secret: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<User>, StoreError> {
+        match self.batcher.submit((hash_secret(secret), now)).await {
+            Some(Some(user)) => Ok(user),
+            Some(None) | None => authenticate(&self.batcher.work().pool, secret, now).await,
+        }
+    }
+
+    /// Batches looked up so far (each of one or more secrets).
+    pub fn batches(&self) -> u64 {
+        self.batcher.batches()
+    }
+}
+
+impl BatchWork for TokenLookup {
+    /// A secret's hash, and when it was presented.
+    type Request = (String, DateTime<Utc>);
+    /// The user, or `None` when the batch failed.
+    type Reply = Option<Option<User>>;
+
+    async fn serve(&self, batch: Vec<(String, DateTime<Utc>)>) -> Vec<Self::Reply> {
+        let found = match self.pool.get().await {
+            Ok(mut conn) => authenticate_all(&mut conn, &batch).await,
+            Err(err) => Err(err.into()),
+        };
+        match found {
+            Ok(users) => users.into_iter().map(Some).collect(),
+            Err(error) => {
+                tracing::warn!(%error, requests = batch.len(), "an authentication batch failed; its requests look themselves up");
+                Vec::new()
+            }
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct Authenticated {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(embed)]
+    user: User,
+}
+
+/// The user of each `(secret hash, presented at)`, in order, in one statement (every request
+/// of the API runs it); the uses recorded as of the latest instant.
+async fn authenticate_all(
+    conn: &mut AsyncPgConnection,
+    presented: &[(String, DateTime<Utc>)],
+) -> Result<Vec<Option<User>>, StoreError> {
+    let Some(latest) = presented.iter().map(|(_, at)| *at).max() else {
+        return Ok(Vec::new());
+    };
+    let hashes: Vec<&str> = presented.iter().map(|(hash, _)| hash.as_str()).collect();
+    let instants: Vec<DateTime<Utc>> = presented.iter().map(|(_, at)| *at).collect();
+    let stale = latest - chrono::TimeDelta::seconds(LAST_USED_PRECISION_SECS);
+    let found: Vec<Authenticated> = Prepared::new(
+        diesel::sql_query(AUTHENTICATE_SQL)
+            .bind::<Array<Text>, _>(hashes)
+            .bind::<Array<Timestamptz>, _>(instants)
+            .bind::<Timestamptz, _>(latest)
+            .bind::<Timestamptz, _>(stale),
+    )
+    .load(conn)
+    .await?;
+    let mut users: Vec<Option<User>> = vec![None; presented.len()];
+    for row in found {
+        let slot = usize::try_from(row.n - 1).ok().and_then(|i| users.get_mut(i));
+        if let Some(slot) = slot {
+            *slot = Some(row.user);
+        }
+    }
+    Ok(users)
+}
+
+// $1 = the secrets' hashes, $2 = when each was presented, $3 = the latest of those, $4 = the
+// oldest `last_used_at` left as it is. Every request authenticates: recording each use would
+// make every read a write to the token's row. A minute is precise enough for "last used".
 const AUTHENTICATE_SQL: &str = "
-WITH found AS (
-    SELECT u.*, t.id AS token_id
-      FROM api_tokens t JOIN users u ON u.id = t.user_id
-     WHERE t.secret_hash = $1 AND t.expires_at > $2
-       AND u.status = 'active' AND NOT u.is_system
+WITH asked AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS a(secret_hash, at, n)
+), found AS (
+    SELECT a.n, u.*, t.id AS token_id
+      FROM asked a
+      JOIN api_tokens t ON t.secret_hash = a.secret_hash
+      JOIN users u ON u.id = t.user_id
+     WHERE t.expires_at > a.at AND u.status = 'active' AND NOT u.is_system
 ), touched AS (
-    UPDATE api_tokens SET last_used_at = $2
+    UPDATE api_tokens SET last_used_at = $3
      WHERE id IN (SELECT token_id FROM found)
-       AND (last_used_at IS NULL OR last_used_at <= $3)
+       AND (last_used_at IS NULL OR last_used_at <= $4)
 )
-SELECT id, username, email, status, role, is_system, quiet_hours_schedule, created_at,
+SELECT n, id, username, email, status, role, is_system, quiet_hours_schedule, created_at,
        updated_at
   FROM found";
 
