@@ -2,6 +2,11 @@
 //! workspaces' history (people's builds carry their preset): one claimer alone; `claimers`
 //! concurrent claimers spread over the presets; all of them on one preset (contention); and
 //! the same spread through the HTTP API with token auth, as people claim.
+//!
+//! Each run starts with a round of one claim per claimer, off the clock: a server's pool
+//! keeps its connections, and a fresh connection's first claim pays PostgreSQL's catalog and
+//! plan caches and the statements' preparation once. That first claim's latency is reported
+//! on its own row.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -63,6 +68,8 @@ pub(crate) type ClaimFn =
     Arc<dyn Fn(usize, usize) -> Pin<Box<dyn Future<Output = Result<bool>> + Send>> + Send + Sync>;
 
 struct Claimed {
+    /// The warm-up round's latencies (one claim per claimer, off the clock).
+    first: Vec<Duration>,
     latencies: Vec<Duration>,
     claimed: usize,
     wall: Duration,
@@ -90,7 +97,8 @@ pub async fn measure(
         eprintln!("claims: seeding {} builds of claim history...", thousands(history));
         claim_seed::history(&scenario.url, history).await?;
     }
-    let hot = claim_seed::hot_preset(&scenario.url, claimers * claims).await?;
+    // Enough for the warm-up round too.
+    let hot = claim_seed::hot_preset(&scenario.url, claimers * (claims + 1)).await?;
     let mut conn = server::connect(&scenario.url).await?;
     let presets: Vec<PresetRow> = diesel::sql_query(
         "SELECT p.id AS preset_id, v.template_id, p.name AS preset, t.name AS template
@@ -116,6 +124,12 @@ pub async fn measure(
     let run = claimed_in_store(&pool, &presets, &users, "alone", false);
     let alone = drive(1, ALONE_CLAIMS, run, None).await?;
     pool.close();
+    report.row(
+        "Claim latency, a fresh connection's first claim (1 claimer)",
+        alone.first.iter().max().map(|d| show(*d)).unwrap_or_else(|| "-".to_owned()),
+        "-",
+        "-",
+    );
     let label = format!("1 claimer alone, {ALONE_CLAIMS} claims{with_history}");
     latency_rows(report, &label, alone, false, refs, 1);
     round_trip_row(scenario, proxy, &presets, &users, report).await?;
@@ -219,8 +233,9 @@ pub(crate) fn pick(presets: &[PresetRow], c: usize, k: usize) -> &PresetRow {
     &presets[usize::try_from(mixed >> 16).unwrap_or(usize::MAX) % presets.len()]
 }
 
-/// Runs `claimers` tasks of `claims` claims each (one at a time), started together; every
-/// connection of `pool` is opened before the clock starts.
+/// Runs `claimers` tasks of `claims` claims each (one at a time), started together, after a
+/// warm-up round of one claim each (claim index `claims`, off the clock); every connection of
+/// `pool` is opened before.
 async fn drive(
     claimers: usize,
     claims: usize,
@@ -232,6 +247,18 @@ async fn drive(
             .await
             .context("open the claimers' connections")?;
         drop(warm);
+    }
+    let warm_up = (0..claimers).map(|c| {
+        let run = run.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            run(c, claims).await?;
+            anyhow::Ok(started.elapsed())
+        })
+    });
+    let mut first = Vec::with_capacity(claimers);
+    for joined in try_join_all(warm_up).await.context("a warm-up claim task failed")? {
+        first.push(joined?);
     }
     let barrier = Arc::new(Barrier::new(claimers));
     let tasks = (0..claimers).map(|c| {
@@ -252,7 +279,7 @@ async fn drive(
     let started = Instant::now();
     let results = try_join_all(tasks).await.context("a claimer task failed")?;
     let wall = started.elapsed();
-    let mut out = Claimed { latencies: Vec::new(), claimed: 0, wall };
+    let mut out = Claimed { first, latencies: Vec::new(), claimed: 0, wall };
     for result in results {
         let (latencies, claimed) = result?;
         out.latencies.extend(latencies);
