@@ -17,4 +17,5 @@ mod prebuilds;
 mod prebuilds_create;
 mod prebuilds_feed;
 mod prebuilds_load;
+mod template_lookup;
 mod templates_apply;

@@ -33,6 +33,7 @@ pub use workspaces::WorkspaceJson;
 use crate::db::DbPool;
 use crate::store::auth::Authenticator;
 use crate::store::claim::ClaimBatcher;
+use crate::store::templates::TemplateFinder;
 use crate::telemetry::metrics::Metrics;
 
 /// Largest accepted request body (a templates file is the biggest legitimate one).
@@ -46,6 +47,8 @@ pub struct ApiState {
     pub claims: ClaimBatcher,
     /// Bearer tokens are looked up here: those that arrive together, in one statement.
     pub tokens: Authenticator,
+    /// Templates named by requests are resolved here, likewise.
+    pub templates: TemplateFinder,
     /// Where handlers observe their figures (claim duration); none in tests that do not care.
     pub metrics: Option<Arc<Metrics>>,
 }
@@ -55,6 +58,7 @@ impl ApiState {
         Self {
             claims: ClaimBatcher::new(pool.clone()),
             tokens: Authenticator::new(pool.clone()),
+            templates: TemplateFinder::new(pool.clone()),
             pool,
             metrics: None,
         }

@@ -21,7 +21,7 @@ use crate::db::enums::{BuildReason, JobStatus, Transition};
 use crate::db::models::{Workspace, WorkspaceBuild};
 use crate::db::PREBUILDS_USER_ID;
 use crate::store::claim::ClaimRequest;
-use crate::store::templates::find_template;
+use crate::store::templates::TemplateName;
 use crate::store::workspace_page::{list_page, PageError, PageRequest};
 use crate::store::workspaces::{self as store, WorkspaceView};
 
@@ -182,7 +182,14 @@ pub async fn create(
     let ttl_secs = body.ttl_secs.map(|t| validate_ttl("ttl_secs", t)).transpose()?;
     let autostart_schedule = validate_autostart(body.autostart_schedule.as_deref())?;
     let organization = body.organization.as_deref().unwrap_or(crate::db::DEFAULT_ORGANIZATION_NAME);
-    let found = find_template(&state.pool, organization, &body.template, body.preset.as_deref())
+    let asked = TemplateName {
+        organization: organization.to_owned(),
+        template: body.template.clone(),
+        preset: body.preset.clone(),
+    };
+    let found = state
+        .templates
+        .find(asked)
         .await?
         .ok_or_else(|| ApiError::not_found("template").at("template"))?;
     let preset_id = match (&body.preset, found.preset_id) {

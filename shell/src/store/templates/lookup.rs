@@ -1,12 +1,19 @@
 //! Finding a live template, and a preset of its active version, by name.
 
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
+use diesel::QueryableByName;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::db::schema::{organizations, presets, templates};
 use crate::db::DbPool;
+use crate::store::batcher::{BatchWork, Batcher};
+use crate::store::rows::Prepared;
 use crate::store::StoreError;
+
+/// Most names one lookup batch resolves.
+const MOST_PER_BATCH: usize = 128;
+/// Lookup batches at once, each on its own connection.
+const BATCHES_AT_ONCE: usize = 2;
 
 /// A template (and optionally a preset of its active version) named in an API request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +21,14 @@ pub struct FoundTemplate {
     pub template_id: Uuid,
     /// `None` when no preset was asked for, or the active version has none of that name.
     pub preset_id: Option<Uuid>,
+}
+
+/// A template asked for by name: organization, template, and a preset of its active version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateName {
+    pub organization: String,
+    pub template: String,
+    pub preset: Option<String>,
 }
 
 /// The live template `organization/name`, and the preset `preset` of its active version.
@@ -25,21 +40,113 @@ pub async fn find_template(
     preset: Option<&str>,
 ) -> Result<Option<FoundTemplate>, StoreError> {
     let mut conn = pool.get().await?;
-    // With no preset asked for, the join's `name = NULL` matches none.
-    let found: Option<(Uuid, Option<Uuid>)> = templates::table
-        .inner_join(organizations::table)
-        .left_join(
-            presets::table.on(presets::template_version_id
-                .nullable()
-                .eq(templates::active_version_id)
-                .and(presets::name.nullable().eq(preset))),
-        )
-        .filter(organizations::name.eq(organization))
-        .filter(templates::name.eq(name))
-        .filter(templates::deleted.eq(false))
-        .select((templates::id, presets::id.nullable()))
-        .first(&mut conn)
-        .await
-        .optional()?;
-    Ok(found.map(|(template_id, preset_id)| FoundTemplate { template_id, preset_id }))
+    let asked = TemplateName {
+        organization: organization.to_owned(),
+        template: name.to_owned(),
+        preset: preset.map(str::to_owned),
+    };
+    let mut found = find_all(&mut conn, std::slice::from_ref(&asked)).await?;
+    Ok(found.pop().flatten())
 }
+
+/// Where the API resolves the templates its requests name: names asked for together are
+/// resolved together, in one statement, as [`find_template`] resolves one.
+#[derive(Clone)]
+pub struct TemplateFinder {
+    batcher: Batcher<TemplateLookup>,
+}
+
+impl std::fmt::Debug for TemplateFinder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemplateFinder").field("batches", &self.batcher.batches()).finish()
+    }
+}
+
+struct TemplateLookup {
+    pool: DbPool,
+}
+
+impl TemplateFinder {
+    pub fn new(pool: DbPool) -> Self {
+        Self { batcher: Batcher::new(TemplateLookup { pool }, MOST_PER_BATCH, BATCHES_AT_ONCE) }
+    }
+
+    /// [`find_template`], in a batch with the other lookups of the moment. A batch that
+    /// failed leaves each of its lookups to run alone, which reports its own error.
+    pub async fn find(&self, asked: TemplateName) -> Result<Option<FoundTemplate>, StoreError> {
+        match self.batcher.submit(asked.clone()).await {
+            Some(found) => Ok(found),
+            None => {
+                let pool = &self.batcher.work().pool;
+                find_template(pool, &asked.organization, &asked.template, asked.preset.as_deref())
+                    .await
+            }
+        }
+    }
+
+    /// Batches run so far (each of one or more lookups).
+    pub fn batches(&self) -> u64 {
+        self.batcher.batches()
+    }
+}
+
+impl BatchWork for TemplateLookup {
+    type Request = TemplateName;
+    type Reply = Option<FoundTemplate>;
+
+    async fn serve(&self, batch: Vec<TemplateName>) -> Vec<Option<FoundTemplate>> {
+        let found = match self.pool.get().await {
+            Ok(mut conn) => find_all(&mut conn, &batch).await,
+            Err(err) => Err(err.into()),
+        };
+        found.unwrap_or_else(|error| {
+            tracing::warn!(%error, lookups = batch.len(), "a template lookup batch failed; its lookups run alone");
+            Vec::new()
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct FoundRow {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = SqlUuid)]
+    template_id: Uuid,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    preset_id: Option<Uuid>,
+}
+
+/// What each name resolves to, in order, in one statement.
+async fn find_all(
+    conn: &mut AsyncPgConnection,
+    asked: &[TemplateName],
+) -> Result<Vec<Option<FoundTemplate>>, StoreError> {
+    let organizations: Vec<&str> = asked.iter().map(|a| a.organization.as_str()).collect();
+    let templates: Vec<&str> = asked.iter().map(|a| a.template.as_str()).collect();
+    let presets: Vec<Option<&str>> = asked.iter().map(|a| a.preset.as_deref()).collect();
+    let rows: Vec<FoundRow> = Prepared::new(
+        diesel::sql_query(FIND_SQL)
+            .bind::<Array<Text>, _>(organizations)
+            .bind::<Array<Text>, _>(templates)
+            .bind::<Array<Nullable<Text>>, _>(presets),
+    )
+    .load(conn)
+    .await?;
+    let mut found: Vec<Option<FoundTemplate>> = vec![None; asked.len()];
+    for row in rows {
+        let slot = usize::try_from(row.n - 1).ok().and_then(|i| found.get_mut(i));
+        if let Some(slot) = slot {
+            *slot = Some(FoundTemplate { template_id: row.template_id, preset_id: row.preset_id });
+        }
+    }
+    Ok(found)
+}
+
+// With no preset asked for, the join's `name = NULL` matches none.
+const FIND_SQL: &str = "
+SELECT DISTINCT ON (a.n) a.n, t.id AS template_id, p.id AS preset_id
+  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS a(organization, name, preset, n)
+  JOIN organizations o ON o.name = a.organization
+  JOIN templates t ON t.organization_id = o.id AND t.name = a.name AND NOT t.deleted
+  LEFT JOIN presets p ON p.template_version_id = t.active_version_id AND p.name = a.preset
+ ORDER BY a.n";

@@ -8,4 +8,4 @@ mod lookup;
 
 pub use apply::{apply, apply_by, ApplyError, ApplyOutcome};
 pub use invalidate::invalidate_preset;
-pub use lookup::{find_template, FoundTemplate};
+pub use lookup::{find_template, FoundTemplate, TemplateFinder, TemplateName};
