@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
-use super::batcher::{BatchWork, Batcher};
+use super::batcher::{by_ordinal, BatchWork, Batcher};
 use super::rows::Prepared;
 use super::StoreError;
 use crate::db::enums::{UserRole, UserStatus};
@@ -299,14 +299,7 @@ async fn authenticate_all(
     )
     .load(conn)
     .await?;
-    let mut users: Vec<Option<User>> = vec![None; presented.len()];
-    for row in found {
-        let slot = usize::try_from(row.n - 1).ok().and_then(|i| users.get_mut(i));
-        if let Some(slot) = slot {
-            *slot = Some(row.user);
-        }
-    }
-    Ok(users)
+    Ok(by_ordinal(presented.len(), found.into_iter().map(|row| (row.n, row.user))))
 }
 
 // $1 = the secrets' hashes, $2 = when each was presented, $3 = the latest of those, $4 = the

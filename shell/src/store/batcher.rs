@@ -12,6 +12,21 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
+/// The answers of a batch statement that numbers its requests from 1 (`WITH ORDINALITY`),
+/// in request order: `None` for a request no row answered.
+pub(crate) fn by_ordinal<T>(
+    len: usize,
+    rows: impl IntoIterator<Item = (i64, T)>,
+) -> Vec<Option<T>> {
+    let mut answers: Vec<Option<T>> = std::iter::repeat_with(|| None).take(len).collect();
+    for (n, answer) in rows {
+        if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| answers.get_mut(i)) {
+            *slot = Some(answer);
+        }
+    }
+    answers
+}
+
 /// What a batcher does with a batch.
 pub(crate) trait BatchWork: Send + Sync + 'static {
     type Request: Send + 'static;

@@ -6,7 +6,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::db::DbPool;
-use crate::store::batcher::{BatchWork, Batcher};
+use crate::store::batcher::{by_ordinal, BatchWork, Batcher};
 use crate::store::rows::Prepared;
 use crate::store::StoreError;
 
@@ -132,14 +132,10 @@ async fn find_all(
     )
     .load(conn)
     .await?;
-    let mut found: Vec<Option<FoundTemplate>> = vec![None; asked.len()];
-    for row in rows {
-        let slot = usize::try_from(row.n - 1).ok().and_then(|i| found.get_mut(i));
-        if let Some(slot) = slot {
-            *slot = Some(FoundTemplate { template_id: row.template_id, preset_id: row.preset_id });
-        }
-    }
-    Ok(found)
+    let found = rows.into_iter().map(|row| {
+        (row.n, FoundTemplate { template_id: row.template_id, preset_id: row.preset_id })
+    });
+    Ok(by_ordinal(asked.len(), found))
 }
 
 // With no preset asked for, the join's `name = NULL` matches none.
